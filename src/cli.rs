@@ -1,0 +1,167 @@
+//! Command-line definitions (clap). Parsing only; `commands` does the work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_FILE;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "opter-visma-sync",
+    version,
+    about = "Keep a Visma customer register in step with Opter, sending only customer name, \
+             contact person name and contact email.",
+    long_about = "Keep a Visma customer register in step with Opter.\n\n\
+        Reads customers and their contact persons (references) from Opter, keeps only the \
+        customer's code, name, contact name and contact email, creates or updates them in \
+        the Visma register, and records every write in a local journal.\n\n\
+        Try it without any accounts:   opter-visma-sync demo\n\
+        Explore a simulated setup:     opter-visma-sync sandbox --write-config sync.toml",
+    after_help = "Exit codes: 0 all done, 1 the run could not finish, 2 config or usage error, \
+                  3 finished with rejected or failed customers, 4 a person must log in to \
+                  Visma again."
+)]
+pub struct Cli {
+    /// Config file (TOML). Secrets are never in it, only the names of the environment
+    /// variables that hold them.
+    #[arg(long, global = true, env = "OPTER_VISMA_SYNC_CONFIG", default_value = DEFAULT_CONFIG_FILE)]
+    pub config: PathBuf,
+
+    /// More log output on stderr (-v info, -vv debug). Logs name customers by code only.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole job against a built-in simulator of Opter and Visma eAccounting.
+    #[command(long_about = "Run the whole job against a built-in simulator.\n\n\
+        Starts the sandbox on a free loopback port with the bundled customers, syncs them \
+        into the simulated Visma eAccounting, syncs again (nothing is sent), changes one \
+        customer in the simulated Opter, syncs once more (one update), and prints each \
+        summary and where the journal is. Needs no config and no network.\n\n\
+        Example:\n  opter-visma-sync demo")]
+    Demo(DemoArgs),
+
+    /// Serve simulators of Opter's API and Visma eAccounting on loopback, for trying the
+    /// tool and for tests.
+    #[command(
+        long_about = "Serve simulators of Opter's customer API and Visma eAccounting \
+        on loopback over real HTTP, until stopped with Ctrl-C.\n\n\
+        One port serves Opter under /opter/api, Visma under /visma/v2 and \
+        /visma/connect/token, and inspection endpoints under /_sandbox: \
+        GET /_sandbox/visma/customers (the register), GET /_sandbox/visma/requests (every \
+        request received), PUT /_sandbox/opter/customers/CODE (change a customer).\n\n\
+        Example:\n  opter-visma-sync sandbox --port 8080 --write-config sync.toml\n  \
+        # in another shell, after running the printed export lines:\n  \
+        opter-visma-sync --config sync.toml sync"
+    )]
+    Sandbox(SandboxArgs),
+
+    /// Read every customer from Opter and create or update it in the Visma register.
+    #[command(
+        long_about = "Read every customer and its references from Opter, keep only the \
+        permitted fields, and create or update the customers in the Visma register. \
+        Customers whose content did not change since the last successful write are not \
+        sent again. Every write is recorded in the journal.\n\n\
+        Examples:\n  opter-visma-sync --config sync.toml sync\n  \
+        opter-visma-sync --config sync.toml sync --dry-run\n  \
+        opter-visma-sync --config sync.toml sync --json | jq .rejections"
+    )]
+    Sync(SyncArgs),
+
+    /// Read the journal: runs and events.
+    #[command(subcommand)]
+    Journal(JournalCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's config and journal (default: a new temporary folder).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Folder with customers.json, an array of Opter customers (default: the bundled
+    /// fixtures).
+    #[arg(long, conflicts_with = "customers")]
+    pub fixtures: Option<PathBuf>,
+    /// Generate N realistic Nordic customers instead of loading fixtures.
+    #[arg(long)]
+    pub customers: Option<usize>,
+    /// Seed for --customers.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Requests per minute the simulated eAccounting accepts per client and endpoint
+    /// (Visma's is 600; 0 turns the limit off).
+    #[arg(long, default_value_t = 600)]
+    pub rate_limit: u32,
+    /// Write a config that points at this sandbox (and its mapping file beside it), and
+    /// print one `export NAME=value` line per secret it names.
+    #[arg(long, value_name = "FILE")]
+    pub write_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Plan only: show what would be created or updated; send nothing, record nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object (counts, run_id, rejections) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// One line per run: id, start, duration, counts, whether it finished.
+    #[command(
+        long_about = "One line per run, oldest first: id, start, duration, created / \
+        updated / unchanged / rejected / failed, and whether it finished.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml journal runs --json"
+    )]
+    Runs(JournalArgs),
+    /// Events (one per register write), newest first.
+    #[command(
+        long_about = "Events, one per write to the register, newest first: sequence, \
+        time, run, customer code, operation, outcome, HTTP status, fields sent. Values are \
+        not printed.\n\n\
+        Examples:\n  opter-visma-sync --config sync.toml journal log --customer K1042\n  \
+        opter-visma-sync --config sync.toml journal log --run 20261123T101500.000Z-3fa2 --json"
+    )]
+    Log(LogArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JournalArgs {
+    /// Journal folder (default: [journal] path from the config).
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// JSON output, one array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    #[command(flatten)]
+    pub common: JournalArgs,
+    /// Only this customer's events (its timeline).
+    #[arg(long)]
+    pub customer: Option<String>,
+    /// Only this run's events.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// At most this many events.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}

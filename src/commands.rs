@@ -1,0 +1,396 @@
+//! The commands: wire config, source, mapping, sink and journal together and run.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::{DemoArgs, JournalArgs, JournalCommand, LogArgs, SandboxArgs, SyncArgs};
+use crate::config::{Config, Env, SinkConfig};
+use crate::engine::{Engine, Report, SyncOptions};
+use crate::error::{exit, Error, Result};
+use crate::journal::Journal;
+use crate::mapping::Mapping;
+use crate::output;
+use crate::retry::RetryPolicy;
+use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::sink::auth::{OAuthSettings, TokenProvider};
+use crate::sink::{eaccounting, EAccountingSink};
+use crate::source::OpterApiSource;
+
+/// The bundled Opter customers (also in `fixtures/customers.json`), embedded so that
+/// `demo` and `sandbox` work from any folder.
+pub const BUNDLED_CUSTOMERS: &str = include_str!("../fixtures/customers.json");
+/// The bundled eAccounting mapping (also `mappings/eaccounting.toml`).
+pub const BUNDLED_EACCOUNTING_MAPPING: &str = include_str!("../mappings/eaccounting.toml");
+
+/// Everything a sync needs, built from one config.
+pub struct Connector {
+    pub config: Config,
+    pub source: OpterApiSource,
+    pub sink: EAccountingSink,
+    pub mapping: Mapping,
+    pub journal: Journal,
+}
+
+impl Connector {
+    pub fn open(config: Config, env: &dyn Env) -> Result<Connector> {
+        let retry = RetryPolicy::default();
+        let crate::config::SourceConfig::OpterApi(source_config) = &config.source;
+        let source = OpterApiSource::new(source_config, config.source_api_key(env)?, retry)?;
+        let SinkConfig::EAccounting(sink_config) = &config.sink;
+        let mapping = Mapping::load(&sink_config.mapping, eaccounting::RULES)?;
+        let client_secret = config.secret(
+            env,
+            "[sink] client_secret_env",
+            &sink_config.client_secret_env,
+        )?;
+        let seed = config.secret(
+            env,
+            "[sink] refresh_token_env",
+            &sink_config.refresh_token_env,
+        )?;
+        let journal = Journal::open(&config.journal.path).map_err(Error::Other)?;
+        let settings = OAuthSettings {
+            product: eaccounting::PRODUCT,
+            token_url: sink_config.token_url.clone(),
+            client_id: sink_config.client_id.clone(),
+            client_secret,
+            seed,
+            seed_env: sink_config.refresh_token_env.clone(),
+        };
+        let store = journal.credentials_dir()?.join("eaccounting-grant.json");
+        let tokens = TokenProvider::new(settings, store)
+            .map_err(|e| Error::config(format!("{}: [sink]: {e}", config.file.display())))?;
+        let sink = EAccountingSink::new(
+            &sink_config.api_base,
+            tokens,
+            sink_config.requests_per_minute,
+            retry,
+        )?;
+        Ok(Connector {
+            config,
+            source,
+            sink,
+            mapping,
+            journal,
+        })
+    }
+
+    pub async fn sync(&self, options: &SyncOptions) -> Result<Report> {
+        Engine {
+            source: &self.source,
+            sink: &self.sink,
+            sink_name: self.config.sink_name(),
+            mapping: &self.mapping,
+            journal: &self.journal,
+            concurrency: self.config.eaccounting().concurrency,
+        }
+        .run(options)
+        .await
+    }
+}
+
+fn actor() -> String {
+    "sync".to_string()
+}
+
+pub async fn sync(config_file: &Path, args: &SyncArgs) -> Result<ExitCode> {
+    let config = Config::load(config_file)?;
+    let connector = Connector::open(config, &crate::config::ProcessEnv)?;
+    let options = SyncOptions {
+        dry_run: args.dry_run,
+        actor: actor(),
+        progress: !args.json,
+    };
+    let report = connector.sync(&options).await?;
+    output::report(&mut std::io::stdout().lock(), &report, args.json)
+        .context("cannot write output")?;
+    Ok(exit_for(&report))
+}
+
+/// 0 when everything was written, 3 when some customers were rejected or failed.
+pub fn exit_for(report: &Report) -> ExitCode {
+    if report.counts.rejected + report.counts.failed > 0 {
+        ExitCode::from(exit::PARTIAL)
+    } else {
+        ExitCode::from(exit::OK)
+    }
+}
+
+fn open_journal(config_file: &Path, args: &JournalArgs) -> Result<Journal> {
+    let dir = match &args.journal {
+        Some(dir) => dir.clone(),
+        None => Config::load(config_file)?.journal.path,
+    };
+    if !dir.join("sled").exists() {
+        return Err(Error::config(format!(
+            "no journal in {}: run `sync` first, or pass --journal DIR",
+            dir.display()
+        )));
+    }
+    Journal::open(&dir).map_err(Error::Other)
+}
+
+pub fn journal(config_file: &Path, command: &JournalCommand) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        JournalCommand::Runs(args) => {
+            let journal = open_journal(config_file, args)?;
+            output::runs(&mut out, &journal.runs()?, args.json)
+        }
+        JournalCommand::Log(LogArgs {
+            common,
+            customer,
+            run,
+            limit,
+        }) => {
+            let journal = open_journal(config_file, common)?;
+            let mut events = journal.events(customer.as_deref(), run.as_deref())?;
+            events.truncate(limit.unwrap_or(usize::MAX));
+            output::events(&mut out, &events, common.json)
+        }
+    }
+    .context("cannot write output")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Names of the environment variables a sandbox config uses.
+const SANDBOX_ENV: [&str; 3] = [
+    "OPTER_API_KEY",
+    "VISMA_CLIENT_SECRET",
+    "VISMA_REFRESH_TOKEN",
+];
+
+/// Writes a config (and the mapping beside it) pointing at `sandbox`; returns the
+/// secrets it names, by env-var name.
+///
+/// `rate_limit` is the sandbox's requests per minute (0: none), so the client-side limit
+/// in the config matches it.
+pub fn write_sandbox_config(
+    file: &Path,
+    sandbox: &Sandbox,
+    rate_limit: u32,
+) -> Result<HashMap<String, String>> {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mapping = dir.join("eaccounting-mapping.toml");
+    std::fs::write(&mapping, BUNDLED_EACCOUNTING_MAPPING)
+        .with_context(|| format!("cannot write {}", mapping.display()))?;
+    let creds = sandbox.credentials();
+    let [opter, secret, refresh] = SANDBOX_ENV;
+    let text = format!(
+        r#"# opter-visma-sync config for the local sandbox at {base}
+tenant = "Sandbox Åkeri AB"
+
+[source]
+kind = "opter-api"
+base_url = "{opter_base}"
+customers_path = "/Customers"
+api_key_env = "{opter}"
+page_size = 500
+
+[sink]
+kind = "eaccounting"
+api_base = "{visma_base}"
+token_url = "{token_url}"
+client_id = "{client_id}"
+client_secret_env = "{secret}"
+refresh_token_env = "{refresh}"
+mapping = "eaccounting-mapping.toml"
+concurrency = 4
+requests_per_minute = {requests_per_minute}
+
+[journal]
+path = "journal"
+"#,
+        base = sandbox.base_url(),
+        opter_base = sandbox.opter_api_base(),
+        visma_base = sandbox.visma_api_base(),
+        token_url = sandbox.visma_token_url(),
+        client_id = creds.visma_client_id,
+        requests_per_minute = if rate_limit == 0 {
+            1_000_000
+        } else {
+            rate_limit
+        },
+    );
+    std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(HashMap::from([
+        (opter.to_string(), creds.opter_api_key),
+        (secret.to_string(), creds.visma_client_secret),
+        (refresh.to_string(), creds.visma_refresh_token),
+    ]))
+}
+
+pub fn bundled_customers() -> Vec<serde_json::Value> {
+    serde_json::from_str(BUNDLED_CUSTOMERS).expect("bundled fixtures are valid JSON")
+}
+
+fn load_customers(args: &SandboxArgs) -> Result<Vec<serde_json::Value>> {
+    if let Some(n) = args.customers {
+        return Ok(crate::sandbox::generate::generate_customers(n, args.seed));
+    }
+    let Some(dir) = &args.fixtures else {
+        return Ok(bundled_customers());
+    };
+    let file = dir.join("customers.json");
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| Error::config(format!("--fixtures: cannot read {}: {e}", file.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::config(format!(
+            "--fixtures: {} is not a JSON array of Opter customers: {e}",
+            file.display()
+        ))
+    })
+}
+
+pub async fn sandbox(args: &SandboxArgs) -> Result<ExitCode> {
+    let customers = load_customers(args)?;
+    let count = customers.len();
+    let sandbox = Sandbox::start(SandboxOptions {
+        customers,
+        port: args.port,
+        eaccounting_rate_limit_per_minute: args.rate_limit,
+        ..SandboxOptions::default()
+    })
+    .await?;
+    eprintln!(
+        "sandbox listening on {} with {count} Opter customers",
+        sandbox.base_url()
+    );
+    eprintln!(
+        "  Opter API:          {}/Customers",
+        sandbox.opter_api_base()
+    );
+    eprintln!(
+        "  Visma eAccounting:  {}/customers",
+        sandbox.visma_api_base()
+    );
+    eprintln!(
+        "  register content:   {}/_sandbox/visma/customers",
+        sandbox.base_url()
+    );
+    eprintln!(
+        "  requests received:  {}/_sandbox/visma/requests",
+        sandbox.base_url()
+    );
+    if let Some(file) = &args.write_config {
+        let secrets = write_sandbox_config(file, &sandbox, args.rate_limit)?;
+        let mut out = std::io::stdout().lock();
+        for name in SANDBOX_ENV {
+            writeln!(out, "export {name}={}", secrets[name]).context("cannot write output")?;
+        }
+        out.flush().context("cannot write output")?;
+        eprintln!(
+            "wrote {}; run the export lines above, then:",
+            file.display()
+        );
+        eprintln!("  opter-visma-sync --config {} sync", file.display());
+    }
+    eprintln!("press Ctrl-C to stop");
+    tokio::select! {
+        _ = sandbox.wait() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's register accepts ten times Visma's 600 requests per minute, so the demo
+/// takes seconds; the connector's limiter is set to match, as with the real one.
+const DEMO_RATE_LIMIT: u32 = 6000;
+
+pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!(
+            "opter-visma-sync-demo-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
+        )),
+    };
+    let sandbox = Sandbox::start(SandboxOptions {
+        customers: bundled_customers(),
+        eaccounting_rate_limit_per_minute: DEMO_RATE_LIMIT,
+        ..SandboxOptions::default()
+    })
+    .await?;
+    let file = dir.join("opter-visma-sync.toml");
+    let env = write_sandbox_config(&file, &sandbox, DEMO_RATE_LIMIT)?;
+    let connector = Connector::open(Config::load(&file)?, &env)?;
+    let options = SyncOptions {
+        dry_run: false,
+        actor: actor(),
+        progress: true,
+    };
+    let mut out = std::io::stdout().lock();
+    let mut step = |title: &str, report: &Report| -> Result<()> {
+        writeln!(out, "\n== {title}")
+            .and_then(|_| output::report(&mut out, report, false))
+            .context("cannot write output")?;
+        Ok(())
+    };
+    println!(
+        "sandbox at {}; journal and config in {}",
+        sandbox.base_url(),
+        dir.display()
+    );
+    println!("(the simulated register allows {DEMO_RATE_LIMIT} requests per minute; Visma's real limit is 600)");
+
+    let first = connector.sync(&options).await?;
+    step("1. first sync: every valid customer is created", &first)?;
+    let second = connector.sync(&options).await?;
+    step("2. second sync: nothing changed, nothing sent", &second)?;
+    let changed = change_one_customer(&sandbox).await?;
+    let third = connector.sync(&options).await?;
+    step(
+        &format!("3. customer {changed} changed in Opter: one update"),
+        &third,
+    )?;
+
+    let register = sandbox.visma_customers().len();
+    println!("\nVisma register now holds {register} customers.");
+    println!("journal: {}", connector.journal.dir().display());
+    println!(
+        "explore it: opter-visma-sync --config {} journal runs",
+        file.display()
+    );
+    sandbox.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Gives the first bundled customer a new contact email, through the sandbox's HTTP
+/// control endpoint (as a person editing it in Opter would).
+async fn change_one_customer(sandbox: &Sandbox) -> Result<String> {
+    let mut customer = bundled_customers()
+        .into_iter()
+        .next()
+        .context("no bundled customers")?;
+    let code = customer["customerCode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if let Some(references) = customer["references"].as_array_mut() {
+        let contact = references
+            .iter()
+            .position(|r| r["isDefault"] == true)
+            .unwrap_or(0);
+        if let Some(reference) = references.get_mut(contact) {
+            reference["email"] = "new.contact@example.se".into();
+        }
+    }
+    customer["updated"] = chrono::Utc::now().to_rfc3339().into();
+    let url = format!("{}/_sandbox/opter/customers/{code}", sandbox.base_url());
+    reqwest::Client::new()
+        .put(url)
+        .json(&customer)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .context("cannot change the customer in the sandbox")?;
+    Ok(code)
+}

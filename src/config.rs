@@ -1,0 +1,354 @@
+//! The TOML configuration of one tenant.
+//!
+//! Architecture invariant: the file never holds a secret. It names the environment
+//! variables that do, and secrets are read into `SecretString`s, whose `Debug` prints
+//! `[REDACTED]`, only when a command needs them.
+
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Default name of the config file, looked up in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "opter-visma-sync.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, for error messages.
+    pub file: PathBuf,
+    pub tenant: String,
+    pub source: SourceConfig,
+    pub sink: SinkConfig,
+    pub journal: JournalConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", deny_unknown_fields)]
+pub enum SourceConfig {
+    #[serde(rename = "opter-api")]
+    OpterApi(OpterApiConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpterApiConfig {
+    /// The customer web's URL plus `/api`, e.g. `https://acme.opter.cloud/api`.
+    pub base_url: String,
+    /// Path of the customer register endpoint below `base_url`.
+    #[serde(default = "default_customers_path")]
+    pub customers_path: String,
+    /// Name of the environment variable that holds the `x-api-key`.
+    pub api_key_env: String,
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", deny_unknown_fields)]
+pub enum SinkConfig {
+    #[serde(rename = "eaccounting")]
+    EAccounting(EAccountingConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EAccountingConfig {
+    /// e.g. `https://eaccountingapi.vismaonline.com/v2`
+    pub api_base: String,
+    /// e.g. `https://identity.vismaonline.com/connect/token`
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret_env: String,
+    /// Read once, to seed the first token exchange; afterwards the rotated token stored
+    /// in the journal folder is used.
+    pub refresh_token_env: String,
+    /// Mapping file, relative to the config file's folder.
+    pub mapping: PathBuf,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Client-side limit, below the register's own (600 per minute for eAccounting).
+    #[serde(default = "default_requests_per_minute")]
+    pub requests_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Journal folder, relative to the config file's folder.
+    pub path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    tenant: String,
+    source: SourceConfig,
+    sink: SinkConfig,
+    journal: JournalConfig,
+}
+
+fn default_customers_path() -> String {
+    "/Customers".into()
+}
+fn default_page_size() -> u32 {
+    500
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_requests_per_minute() -> u32 {
+    600
+}
+
+/// Largest page the Opter adapter asks for; larger pages only cost memory.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+impl Config {
+    pub fn load(file: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Error::config(format!(
+                "cannot read config file {}: {e}. Pass --config FILE, or create one with \
+                 `opter-visma-sync sandbox --write-config {}` to try the tool.",
+                file.display(),
+                file.display()
+            ))
+        })?;
+        Self::parse(&text, file)
+    }
+
+    pub fn parse(text: &str, file: &Path) -> Result<Config> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| Error::config(format!("{}: {}", file.display(), e.to_string().trim())))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut config = Config {
+            file: file.to_path_buf(),
+            tenant: raw.tenant,
+            source: raw.source,
+            sink: raw.sink,
+            journal: raw.journal,
+        };
+        config.journal.path = base.join(&config.journal.path);
+        let SinkConfig::EAccounting(sink) = &mut config.sink;
+        sink.mapping = base.join(&sink.mapping);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: String| {
+            Err(Error::config(format!(
+                "{}: {key}: {why}",
+                self.file.display()
+            )))
+        };
+        if self.tenant.trim().is_empty() {
+            return bad("tenant", "must not be empty".into());
+        }
+        let SourceConfig::OpterApi(source) = &self.source;
+        check_url(&source.base_url).or_else(|why| bad("[source] base_url", why))?;
+        if !source.customers_path.starts_with('/') {
+            return bad(
+                "[source] customers_path",
+                "must start with '/', e.g. \"/Customers\"".into(),
+            );
+        }
+        if !(1..=MAX_PAGE_SIZE).contains(&source.page_size) {
+            return bad(
+                "[source] page_size",
+                format!("is {}; use 1 to {MAX_PAGE_SIZE}", source.page_size),
+            );
+        }
+        check_env_name(&source.api_key_env).or_else(|why| bad("[source] api_key_env", why))?;
+        let SinkConfig::EAccounting(sink) = &self.sink;
+        check_url(&sink.api_base).or_else(|why| bad("[sink] api_base", why))?;
+        check_url(&sink.token_url).or_else(|why| bad("[sink] token_url", why))?;
+        if sink.client_id.trim().is_empty() {
+            return bad("[sink] client_id", "must not be empty".into());
+        }
+        check_env_name(&sink.client_secret_env)
+            .or_else(|why| bad("[sink] client_secret_env", why))?;
+        check_env_name(&sink.refresh_token_env)
+            .or_else(|why| bad("[sink] refresh_token_env", why))?;
+        if sink.concurrency == 0 || sink.concurrency > 64 {
+            return bad(
+                "[sink] concurrency",
+                format!("is {}; use 1 to 64", sink.concurrency),
+            );
+        }
+        if sink.requests_per_minute == 0 {
+            return bad("[sink] requests_per_minute", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Reads the secret named by `key` (a config key holding an env-var name).
+    pub fn secret(&self, env: &dyn Env, key: &str, var: &str) -> Result<SecretString> {
+        match env.var(var) {
+            Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
+            _ => Err(Error::config(format!(
+                "environment variable {var} is not set ({}: {key} names it). Export it \
+                 before running, e.g. `export {var}=...`.",
+                self.file.display()
+            ))),
+        }
+    }
+
+    pub fn source_api_key(&self, env: &dyn Env) -> Result<SecretString> {
+        let SourceConfig::OpterApi(s) = &self.source;
+        self.secret(env, "[source] api_key_env", &s.api_key_env)
+    }
+
+    pub fn eaccounting(&self) -> &EAccountingConfig {
+        let SinkConfig::EAccounting(s) = &self.sink;
+        s
+    }
+
+    pub fn sink_name(&self) -> &'static str {
+        match self.sink {
+            SinkConfig::EAccounting(_) => "eaccounting",
+        }
+    }
+}
+
+fn check_url(value: &str) -> std::result::Result<(), String> {
+    match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
+        Ok(_) => Err(format!("{value:?} is not an http(s) URL")),
+        Err(e) => Err(format!("{value:?} is not a URL ({e})")),
+    }
+}
+
+fn check_env_name(value: &str) -> std::result::Result<(), String> {
+    let ok = !value.is_empty()
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !value.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{value:?} is not an environment variable name; put the NAME of the variable \
+             that holds the secret here (e.g. \"VISMA_CLIENT_SECRET\"), never the secret itself"
+        ))
+    }
+}
+
+/// Where secrets come from: the process environment, or a map in tests and the demo.
+pub trait Env: Send + Sync {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for std::collections::HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+tenant = "Demo Åkeri"
+[source]
+kind = "opter-api"
+base_url = "http://127.0.0.1:1/opter/api"
+api_key_env = "OPTER_API_KEY"
+page_size = 200
+[sink]
+kind = "eaccounting"
+api_base = "http://127.0.0.1:1/visma/v2"
+token_url = "http://127.0.0.1:1/visma/connect/token"
+client_id = "demo"
+client_secret_env = "VISMA_CLIENT_SECRET"
+refresh_token_env = "VISMA_REFRESH_TOKEN"
+mapping = "eaccounting.toml"
+[journal]
+path = "journal"
+"#;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("/etc/ovs/sync.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_config_resolves_paths_against_its_folder() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.journal.path, Path::new("/etc/ovs/journal"));
+        assert_eq!(
+            c.eaccounting().mapping,
+            Path::new("/etc/ovs/eaccounting.toml")
+        );
+        assert_eq!(c.eaccounting().concurrency, 4);
+    }
+
+    #[test]
+    fn a_missing_key_is_named_with_the_file() {
+        let e = error(&GOOD.replace("client_id = \"demo\"\n", ""));
+        assert!(
+            e.contains("/etc/ovs/sync.toml") && e.contains("client_id"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let e = error(&GOOD.replace("page_size = 200", "page_size = 200\nclient_secret = \"x\""));
+        assert!(
+            e.contains("client_secret") && e.contains("unknown field"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_secret_written_where_an_env_name_belongs_is_refused() {
+        let e = error(&GOOD.replace("\"VISMA_CLIENT_SECRET\"", "\"s3cr3t-value!\""));
+        assert!(e.contains("[sink] client_secret_env"), "{e}");
+    }
+
+    #[test]
+    fn wrong_values_name_their_key() {
+        for (from, to, key) in [
+            ("page_size = 200", "page_size = 0", "[source] page_size"),
+            ("http://127.0.0.1:1/visma/v2", "ftp://x", "[sink] api_base"),
+            ("kind = \"eaccounting\"", "kind = \"fortnox\"", "fortnox"),
+        ] {
+            let e = error(&GOOD.replace(from, to));
+            assert!(e.contains(key) && e.contains("sync.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_secret_names_the_variable_and_the_key() {
+        let c = parse(GOOD).unwrap();
+        let env = std::collections::HashMap::new();
+        let e = c.source_api_key(&env).unwrap_err().to_string();
+        assert!(
+            e.contains("OPTER_API_KEY") && e.contains("[source] api_key_env"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_print_in_debug() {
+        let c = parse(GOOD).unwrap();
+        let env: std::collections::HashMap<_, _> =
+            [("OPTER_API_KEY".to_string(), "very-secret-key".to_string())].into();
+        let key = c.source_api_key(&env).unwrap();
+        assert!(!format!("{key:?}").contains("very-secret-key"));
+    }
+}

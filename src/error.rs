@@ -1,0 +1,46 @@
+//! Errors that end a command, and the exit code each one means.
+
+use std::process::ExitCode;
+
+/// Exit codes, documented in the README: scripts rely on them.
+pub mod exit {
+    /// Everything succeeded.
+    pub const OK: u8 = 0;
+    /// The run could not finish (network down, register unreachable, journal unusable).
+    pub const FAILED: u8 = 1;
+    /// Configuration or usage error: fix the config or the command line.
+    pub const CONFIG: u8 = 2;
+    /// The run finished, but some customers were rejected or failed.
+    pub const PARTIAL: u8 = 3;
+    /// The register's authorization is gone: a person must log in again.
+    pub const NEEDS_LOGIN: u8 = 4;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A wrong or missing configuration value; the message names the file and key.
+    #[error("{0}")]
+    Config(String),
+    /// The register refused our stored grant; only a person can repair it.
+    #[error("{0}")]
+    NeedsLogin(String),
+    /// Anything else that stops the command.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl Error {
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::Config(message.into())
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Error::Config(_) => exit::CONFIG,
+            Error::NeedsLogin(_) => exit::NEEDS_LOGIN,
+            Error::Other(_) => exit::FAILED,
+        })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,15 @@
+//! opter-visma-sync: keeps a Visma customer register in step with Opter, sending only
+//! customer name, contact person name and contact email. See ARCHITECTURE.md.
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod journal;
+pub mod mapping;
+pub mod output;
+pub mod record;
+pub mod retry;
+pub mod sandbox;
+pub mod sink;
+pub mod source;

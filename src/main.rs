@@ -1,0 +1,49 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use opter_visma_sync::cli::{Cli, Command};
+use opter_visma_sync::commands;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Demo(args) => commands::demo(args).await,
+            Command::Sandbox(args) => commands::sandbox(args).await,
+            Command::Sync(args) => commands::sync(&cli.config, args).await,
+            Command::Journal(command) => commands::journal(&cli.config, command),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Logs go to stderr. `RUST_LOG` wins; otherwise -v / -vv raise this crate's level
+/// while dependencies stay at warn.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "warn,opter_visma_sync=info",
+        _ => "warn,opter_visma_sync=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

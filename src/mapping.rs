@@ -1,0 +1,426 @@
+//! Mapping files: which permitted Opter field goes to which register field, plus the
+//! non-personal constants the register requires. Checked at load and per record.
+//!
+//! Architecture invariant: a mapping can only name the fields in `PermittedField`; a
+//! file that names anything else does not load. Records that break the register's
+//! published limits are rejected with a reason, never truncated.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::record::{PermittedCustomer, PermittedField};
+
+/// What a register accepts for one field it receives from us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Text { max_chars: usize },
+    Email { max_chars: usize },
+    Bool,
+}
+
+/// A register field this connector may fill, with the register's own published limit.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldRule {
+    pub name: &'static str,
+    pub kind: FieldKind,
+    /// The register refuses a customer without it.
+    pub required: bool,
+    /// Holds personal data: may only come from a permitted field, never a constant.
+    pub personal: bool,
+}
+
+/// The rules of one register product, as its sink declares them.
+#[derive(Debug, Clone, Copy)]
+pub struct RegisterRules {
+    /// Product name used in messages, e.g. "Visma eAccounting".
+    pub product: &'static str,
+    /// The register field that holds our identifier, used to find a customer again.
+    pub number_field: &'static str,
+    pub fields: &'static [FieldRule],
+}
+
+impl RegisterRules {
+    fn rule(&self, name: &str) -> Option<&FieldRule> {
+        self.fields.iter().find(|r| r.name == name)
+    }
+}
+
+/// A loaded, checked mapping file.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub file: PathBuf,
+    rules: RegisterRules,
+    /// register field -> permitted source field
+    fields: BTreeMap<String, PermittedField>,
+    constants: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MappingFile {
+    fields: BTreeMap<String, String>,
+    #[serde(default)]
+    constants: BTreeMap<String, toml::Value>,
+}
+
+/// A customer in the register's vocabulary, ready to send, with its content hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedRecord {
+    pub code: String,
+    /// Value of the register's number field: how the customer is found again.
+    pub number: String,
+    /// Register field -> value; `Null` clears the field in the register.
+    pub fields: BTreeMap<String, Value>,
+    /// SHA-256 (hex) of the canonical fields: decides unchanged / update.
+    pub content_hash: String,
+}
+
+impl Mapping {
+    pub fn load(file: &Path, rules: RegisterRules) -> Result<Mapping> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Error::config(format!("cannot read mapping file {}: {e}", file.display()))
+        })?;
+        Self::parse(&text, file, rules)
+    }
+
+    pub fn parse(text: &str, file: &Path, rules: RegisterRules) -> Result<Mapping> {
+        let bad = |why: String| Error::config(format!("mapping file {}: {why}", file.display()));
+        let raw: MappingFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let allowed = PermittedField::ALL.map(|f| f.name()).join(", ");
+        let mut fields = BTreeMap::new();
+        for (target, source) in raw.fields {
+            let Some(field) = PermittedField::from_name(&source) else {
+                return Err(bad(format!(
+                    "[fields] {target} = \"{source}\": \"{source}\" is not a permitted Opter \
+                     field. Only these may leave Opter: {allowed}"
+                )));
+            };
+            if rules.rule(&target).is_none() {
+                return Err(bad(format!(
+                    "[fields] {target}: {} has no field {target} that this connector fills; \
+                     known fields: {}",
+                    rules.product,
+                    rules
+                        .fields
+                        .iter()
+                        .map(|r| r.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            fields.insert(target, field);
+        }
+        if !fields.contains_key(rules.number_field) {
+            return Err(bad(format!(
+                "[fields] must map {} (the register's customer number, used to find a \
+                 customer again), e.g. {} = \"customer_code\"",
+                rules.number_field, rules.number_field
+            )));
+        }
+        let mut constants = BTreeMap::new();
+        for (target, value) in raw.constants {
+            if fields.contains_key(&target) {
+                return Err(bad(format!(
+                    "{target} is both in [fields] and [constants]; keep one"
+                )));
+            }
+            if rules.rule(&target).is_some_and(|r| r.personal) {
+                return Err(bad(format!(
+                    "[constants] {target} holds personal data and may only be mapped from a \
+                     permitted field in [fields]"
+                )));
+            }
+            let value = serde_json::to_value(&value).map_err(|e| bad(e.to_string()))?;
+            constants.insert(target, value);
+        }
+        for rule in rules.fields.iter().filter(|r| r.required) {
+            if !fields.contains_key(rule.name) && !constants.contains_key(rule.name) {
+                return Err(bad(format!(
+                    "{} requires {}: map it in [fields] or set it in [constants]",
+                    rules.product, rule.name
+                )));
+            }
+        }
+        Ok(Mapping {
+            file: file.to_path_buf(),
+            rules,
+            fields,
+            constants,
+        })
+    }
+
+    pub fn rules(&self) -> &RegisterRules {
+        &self.rules
+    }
+
+    /// Maps and checks one customer. `Err` is a rejection reason a person can act on;
+    /// it names fields and lengths, never the values.
+    pub fn apply(&self, customer: &PermittedCustomer) -> std::result::Result<MappedRecord, String> {
+        let mut out = self.constants.clone();
+        for (target, source) in &self.fields {
+            let value = source.value(customer).unwrap_or(Value::Null);
+            if let Some(rule) = self.rules.rule(target) {
+                self.check(rule, *source, &value)?;
+            }
+            out.insert(target.clone(), value);
+        }
+        let number = match out.get(self.rules.number_field) {
+            Some(Value::String(s)) => s.clone(),
+            _ => {
+                unreachable!("load() ensures the number field is mapped and check() that it is set")
+            }
+        };
+        let content_hash = hex::encode(Sha256::digest(
+            serde_json::to_vec(&out).expect("a map of JSON values serialises"),
+        ));
+        Ok(MappedRecord {
+            code: customer.code.clone(),
+            number,
+            fields: out,
+            content_hash,
+        })
+    }
+
+    fn check(
+        &self,
+        rule: &FieldRule,
+        source: PermittedField,
+        value: &Value,
+    ) -> std::result::Result<(), String> {
+        let product = self.rules.product;
+        let name = rule.name;
+        let text = match value {
+            Value::Null | Value::String(_) if rule.required || name == self.rules.number_field => {
+                match value.as_str().map(str::trim) {
+                    Some(s) if !s.is_empty() => s,
+                    _ => {
+                        return Err(format!(
+                            "{name} is empty: the Opter {} is missing, and {product} requires it",
+                            source.name().replace('_', " ")
+                        ))
+                    }
+                }
+            }
+            Value::String(s) => s.as_str(),
+            _ => return Ok(()),
+        };
+        let (FieldKind::Text { max_chars } | FieldKind::Email { max_chars }) = rule.kind else {
+            return Ok(());
+        };
+        let chars = text.chars().count();
+        if chars > max_chars {
+            return Err(format!(
+                "{name} is {chars} characters; {product} accepts at most {max_chars}"
+            ));
+        }
+        if matches!(rule.kind, FieldKind::Email { .. }) && !is_well_formed_email(text) {
+            return Err(format!(
+                "{name} is not a well-formed email address (expected name@domain.tld); \
+                 correct the contact's email in Opter"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A deliberately plain check: one `@`, a non-empty local part, a dotted domain, no
+/// spaces. Registers refuse worse; we only want to catch what they would refuse.
+pub fn is_well_formed_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let labels_ok = domain.split('.').count() >= 2
+        && domain
+            .split('.')
+            .all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'))
+        && domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
+    !local.is_empty()
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !local.contains(['(', ')', '<', '>', ',', ';', ':', '\\', '"', '[', ']'])
+        && labels_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: RegisterRules = RegisterRules {
+        product: "Register X",
+        number_field: "No",
+        fields: &[
+            FieldRule {
+                name: "No",
+                kind: FieldKind::Text { max_chars: 5 },
+                required: false,
+                personal: false,
+            },
+            FieldRule {
+                name: "Name",
+                kind: FieldKind::Text { max_chars: 10 },
+                required: true,
+                personal: true,
+            },
+            FieldRule {
+                name: "Mail",
+                kind: FieldKind::Email { max_chars: 20 },
+                required: false,
+                personal: true,
+            },
+            FieldRule {
+                name: "Terms",
+                kind: FieldKind::Text { max_chars: 36 },
+                required: true,
+                personal: false,
+            },
+        ],
+    };
+
+    const GOOD: &str = r#"
+[fields]
+No = "customer_code"
+Name = "customer_name"
+Mail = "contact_email"
+[constants]
+Terms = "t-1"
+"#;
+
+    fn mapping(text: &str) -> Result<Mapping> {
+        Mapping::parse(text, Path::new("m.toml"), RULES)
+    }
+
+    fn customer() -> PermittedCustomer {
+        PermittedCustomer {
+            code: "K1".into(),
+            number: None,
+            name: "Acme".into(),
+            is_active: true,
+            contact_name: None,
+            contact_email: Some("a@acme.se".into()),
+        }
+    }
+
+    #[test]
+    fn maps_fields_and_constants() {
+        let r = mapping(GOOD).unwrap().apply(&customer()).unwrap();
+        assert_eq!(r.number, "K1");
+        assert_eq!(r.fields["Terms"], "t-1");
+        assert_eq!(r.fields["Mail"], "a@acme.se");
+        assert_eq!(r.content_hash.len(), 64);
+    }
+
+    #[test]
+    fn a_non_permitted_source_field_is_refused_naming_it_and_the_file() {
+        for field in [
+            "phone",
+            "corporate_id_number",
+            "invoice_address",
+            "information",
+        ] {
+            let e = mapping(&GOOD.replace("\"contact_email\"", &format!("\"{field}\"")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(field) && e.contains("m.toml") && e.contains("not a permitted"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_personal_register_field_cannot_be_a_constant() {
+        let text = "[fields]\nNo = \"customer_code\"\n[constants]\nName = \"x\"\nTerms = \"t\"\n";
+        let e = mapping(text).unwrap_err().to_string();
+        assert!(e.contains("[constants] Name holds personal data"), "{e}");
+    }
+
+    #[test]
+    fn a_required_field_must_be_mapped_or_constant() {
+        let e = mapping(&GOOD.replace("Terms = \"t-1\"", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("requires Terms"), "{e}");
+    }
+
+    #[test]
+    fn too_long_values_are_rejected_with_length_and_limit() {
+        let m = mapping(GOOD).unwrap();
+        let mut c = customer();
+        c.name = "Åkeri Nord AB".into();
+        assert_eq!(
+            m.apply(&c).unwrap_err(),
+            "Name is 13 characters; Register X accepts at most 10"
+        );
+        let mut c = customer();
+        c.code = "K123456".into();
+        assert_eq!(
+            m.apply(&c).unwrap_err(),
+            "No is 7 characters; Register X accepts at most 5"
+        );
+    }
+
+    #[test]
+    fn non_ascii_is_counted_in_characters_not_bytes() {
+        let mut c = customer();
+        c.name = "ÅÄÖåäöØøÆæ".into(); // 10 characters, 20 bytes
+        assert!(mapping(GOOD).unwrap().apply(&c).is_ok());
+    }
+
+    #[test]
+    fn a_malformed_email_is_rejected_without_printing_it() {
+        let mut c = customer();
+        c.contact_email = Some("karin(at)acme".into());
+        let e = mapping(GOOD).unwrap().apply(&c).unwrap_err();
+        assert!(
+            e.contains("Mail is not a well-formed email") && !e.contains("karin"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_empty_required_value_is_rejected() {
+        let mut c = customer();
+        c.name = "  ".into();
+        let e = mapping(GOOD).unwrap().apply(&c).unwrap_err();
+        assert!(e.starts_with("Name is empty"), "{e}");
+    }
+
+    #[test]
+    fn the_hash_changes_with_content_only() {
+        let m = mapping(GOOD).unwrap();
+        let a = m.apply(&customer()).unwrap();
+        assert_eq!(a.content_hash, m.apply(&customer()).unwrap().content_hash);
+        let mut c = customer();
+        c.contact_email = Some("b@acme.se".into());
+        assert_ne!(a.content_hash, m.apply(&c).unwrap().content_hash);
+    }
+
+    #[test]
+    fn email_shapes() {
+        for ok in ["a@b.se", "first.last+tag@sub.example.com", "åsa@exempel.se"] {
+            assert!(is_well_formed_email(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "a@@b.se",
+            "a b@c.se",
+            "a@b..se",
+            ".a@b.se",
+            "a(at)b.se",
+            "<a@b.se>",
+        ] {
+            assert!(!is_well_formed_email(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The two shapes a customer takes inside the connector.
+//!
+//! `SourceCustomer` is what a source adapter may read from Opter: only the fields the
+//! connector is allowed to use. `PermittedCustomer` is what the mapping layer may hand to
+//! a sink: the customer's identifiers, its name and one contact person.
+//!
+//! Architecture invariant: neither type has a field for anything else Opter holds
+//! (phones, addresses, corporate ID numbers, notes), so no later stage can leak it.
+
+use chrono::{DateTime, Utc};
+
+/// A customer as read from Opter, already reduced to the fields the connector may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceCustomer {
+    /// Opter's customer code: the key of the customer register.
+    pub code: String,
+    /// The sales ledger number (digits), when Opter has one.
+    pub number: Option<String>,
+    pub name: String,
+    pub is_active: bool,
+    /// Opter's last-changed time; used locally only (change detection, source cursor).
+    pub updated: Option<DateTime<Utc>>,
+    pub references: Vec<SourceReference>,
+}
+
+/// A contact person at the customer (Opter calls them references): name and email only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceReference {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub is_default: bool,
+}
+
+/// The only record a sink accepts: identifiers, customer name and one contact person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermittedCustomer {
+    pub code: String,
+    pub number: Option<String>,
+    pub name: String,
+    pub is_active: bool,
+    pub contact_name: Option<String>,
+    pub contact_email: Option<String>,
+}
+
+impl SourceCustomer {
+    /// The contact person: the default reference, else the first reference with an email.
+    pub fn contact(&self) -> Option<&SourceReference> {
+        self.references
+            .iter()
+            .find(|r| r.is_default)
+            .or_else(|| self.references.iter().find(|r| has_text(&r.email)))
+    }
+
+    /// Reduces the customer to what may leave Opter.
+    pub fn to_permitted(&self) -> PermittedCustomer {
+        let contact = self.contact();
+        PermittedCustomer {
+            code: self.code.clone(),
+            number: self.number.clone().filter(|n| !n.trim().is_empty()),
+            name: self.name.trim().to_string(),
+            is_active: self.is_active,
+            contact_name: contact.and_then(|c| trimmed(&c.name)),
+            contact_email: contact.and_then(|c| trimmed(&c.email)),
+        }
+    }
+}
+
+fn has_text(value: &Option<String>) -> bool {
+    value.as_deref().is_some_and(|v| !v.trim().is_empty())
+}
+
+fn trimmed(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// The permitted fields a mapping file may name, fixed in code on purpose: adding one is
+/// a privacy decision, not a configuration change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PermittedField {
+    CustomerCode,
+    CustomerNumber,
+    CustomerName,
+    ContactName,
+    ContactEmail,
+    /// Opter's active flag: not personal data, lets the register mirror deactivation.
+    IsActive,
+}
+
+impl PermittedField {
+    pub const ALL: [PermittedField; 6] = [
+        PermittedField::CustomerCode,
+        PermittedField::CustomerNumber,
+        PermittedField::CustomerName,
+        PermittedField::ContactName,
+        PermittedField::ContactEmail,
+        PermittedField::IsActive,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PermittedField::CustomerCode => "customer_code",
+            PermittedField::CustomerNumber => "customer_number",
+            PermittedField::CustomerName => "customer_name",
+            PermittedField::ContactName => "contact_name",
+            PermittedField::ContactEmail => "contact_email",
+            PermittedField::IsActive => "is_active",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Whether the field carries personal data (masked in output, erasable).
+    pub fn is_personal(self) -> bool {
+        matches!(
+            self,
+            PermittedField::CustomerName
+                | PermittedField::ContactName
+                | PermittedField::ContactEmail
+        )
+    }
+
+    /// The field's value on a customer; `None` when the customer has none.
+    pub fn value(self, c: &PermittedCustomer) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        match self {
+            PermittedField::CustomerCode => Some(Value::from(c.code.as_str())),
+            PermittedField::CustomerNumber => c.number.as_deref().map(Value::from),
+            PermittedField::CustomerName => Some(Value::from(c.name.as_str())),
+            PermittedField::ContactName => c.contact_name.as_deref().map(Value::from),
+            PermittedField::ContactEmail => c.contact_email.as_deref().map(Value::from),
+            PermittedField::IsActive => Some(Value::Bool(c.is_active)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(name: &str, email: Option<&str>, is_default: bool) -> SourceReference {
+        SourceReference {
+            name: Some(name.to_string()),
+            email: email.map(str::to_string),
+            is_default,
+        }
+    }
+
+    fn customer(references: Vec<SourceReference>) -> SourceCustomer {
+        SourceCustomer {
+            code: "K1".into(),
+            number: None,
+            name: " Acme AB ".into(),
+            is_active: true,
+            updated: None,
+            references,
+        }
+    }
+
+    #[test]
+    fn the_default_reference_is_the_contact_even_when_not_first() {
+        let c = customer(vec![
+            reference("First", Some("first@acme.se"), false),
+            reference("Default", None, true),
+        ]);
+        let p = c.to_permitted();
+        assert_eq!(p.contact_name.as_deref(), Some("Default"));
+        assert_eq!(p.contact_email, None);
+    }
+
+    #[test]
+    fn without_a_default_the_first_reference_with_an_email_is_the_contact() {
+        let c = customer(vec![
+            reference("No Mail", None, false),
+            reference("  ", Some(" "), false),
+            reference("Has Mail", Some("has@acme.se"), false),
+        ]);
+        let p = c.to_permitted();
+        assert_eq!(p.contact_name.as_deref(), Some("Has Mail"));
+        assert_eq!(p.contact_email.as_deref(), Some("has@acme.se"));
+        assert_eq!(p.name, "Acme AB");
+    }
+
+    #[test]
+    fn no_reference_means_no_contact() {
+        let p = customer(vec![reference("No Mail", None, false)]).to_permitted();
+        assert_eq!((p.contact_name, p.contact_email), (None, None));
+    }
+
+    #[test]
+    fn field_names_round_trip_and_unknown_names_are_refused() {
+        for f in PermittedField::ALL {
+            assert_eq!(PermittedField::from_name(f.name()), Some(f));
+        }
+        assert_eq!(PermittedField::from_name("phone"), None);
+        assert_eq!(PermittedField::from_name("corporate_id_number"), None);
+    }
+}

@@ -1,0 +1,222 @@
+//! The one place that retries: exponential backoff with jitter (the `backoff` crate), a
+//! total time budget per call, and server-given waits honoured but capped.
+//!
+//! Architecture invariant: no other module sleeps-and-retries; they classify an outcome
+//! as `Retryable` and this module decides whether and when to try again.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use backoff::backoff::Backoff;
+use backoff::ExponentialBackoffBuilder;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// First wait; later waits grow exponentially with ±50 % jitter.
+    pub initial_interval: Duration,
+    pub max_interval: Duration,
+    /// Total time one call may spend, waits included, before it counts as failed.
+    pub budget: Duration,
+    /// Upper bound on a server-given wait (`Retry-After`, "Try again in N seconds"),
+    /// so a hostile or mistaken header cannot stall the connector for a day.
+    pub max_server_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_interval: Duration::from_millis(200),
+            max_interval: Duration::from_secs(30),
+            budget: Duration::from_secs(300),
+            max_server_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What one attempt says about trying again.
+#[derive(Debug)]
+pub enum Attempt<T, E> {
+    Done(T),
+    /// Worth another try; `after` is the server's own wait, if it gave one.
+    Retryable {
+        error: E,
+        after: Option<Duration>,
+    },
+    /// Trying again cannot help.
+    Final(E),
+}
+
+/// Runs `attempt` until it is done, final, or the budget is spent; returns the last
+/// error in the latter cases. `on_retry` hears about each wait (for logs and counters).
+pub async fn retry<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    mut attempt: F,
+    mut on_retry: impl FnMut(&E, Duration),
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Attempt<T, E>>,
+{
+    let started = Instant::now();
+    let mut backoff = ExponentialBackoffBuilder::new()
+        .with_initial_interval(policy.initial_interval)
+        .with_max_interval(policy.max_interval)
+        .with_randomization_factor(0.5)
+        .with_max_elapsed_time(None)
+        .build();
+    loop {
+        let (error, server_wait) = match attempt().await {
+            Attempt::Done(value) => return Ok(value),
+            Attempt::Final(error) => return Err(error),
+            Attempt::Retryable { error, after } => (error, after),
+        };
+        let own_wait = backoff.next_backoff().unwrap_or(policy.max_interval);
+        let wait = match server_wait {
+            Some(w) => w
+                .min(policy.max_server_wait)
+                .max(own_wait.min(Duration::from_millis(50))),
+            None => own_wait,
+        };
+        if started.elapsed() + wait > policy.budget {
+            return Err(error);
+        }
+        on_retry(&error, wait);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Reads a wait from a `Retry-After` header value: delta-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Reads eAccounting's "... Try again in 55 seconds." from a 429 message.
+pub fn parse_try_again_in(message: &str) -> Option<Duration> {
+    let rest = &message[message.find("Try again in ")? + "Try again in ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let secs: u64 = digits.parse().ok()?;
+    rest[digits.len()..]
+        .trim_start()
+        .starts_with("second")
+        .then(|| Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            initial_interval: Duration::from_millis(1),
+            max_interval: Duration::from_millis(5),
+            budget: Duration::from_secs(5),
+            max_server_wait: Duration::from_millis(20),
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_until_done() {
+        let calls = AtomicU32::new(0);
+        let result: Result<u32, &str> = retry(
+            &fast(),
+            || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0..=2 => Attempt::Retryable {
+                        error: "busy",
+                        after: None,
+                    },
+                    n => Attempt::Done(n),
+                }
+            },
+            |_, _| {},
+        )
+        .await;
+        assert_eq!(result, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn a_final_error_is_not_retried() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), &str> = retry(
+            &fast(),
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Attempt::Final("bad request")
+            },
+            |_, _| {},
+        )
+        .await;
+        assert_eq!(
+            (result, calls.load(Ordering::SeqCst)),
+            (Err("bad request"), 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_huge_server_wait_is_capped() {
+        let mut waits = vec![];
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let _: Result<(), &str> = retry(
+            &fast(),
+            || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => Attempt::Retryable {
+                        error: "429",
+                        after: Some(Duration::from_secs(86_400)),
+                    },
+                    _ => Attempt::Done(()),
+                }
+            },
+            |_, wait| waits.push(wait),
+        )
+        .await;
+        assert_eq!(waits, vec![Duration::from_millis(20)]);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn the_budget_ends_endless_retries() {
+        let policy = RetryPolicy {
+            budget: Duration::from_millis(50),
+            ..fast()
+        };
+        let result: Result<(), &str> = retry(
+            &policy,
+            || async {
+                Attempt::Retryable {
+                    error: "503",
+                    after: None,
+                }
+            },
+            |_, _| {},
+        )
+        .await;
+        assert_eq!(result, Err("503"));
+    }
+
+    #[test]
+    fn parses_server_waits() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        let msg =
+            "API calls quota exceeded! maximum admitted 600 per Minute. Try again in 55 seconds.";
+        assert_eq!(parse_try_again_in(msg), Some(Duration::from_secs(55)));
+        assert_eq!(
+            parse_try_again_in("Try again in 1 second."),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(parse_try_again_in("Try again later"), None);
+    }
+}

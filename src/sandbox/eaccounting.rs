@@ -1,0 +1,1237 @@
+//! Simulator of Visma eAccounting's customer API (v2) and of Visma Connect's OAuth2
+//! endpoints, strict where the real service is strict (docs/visma-apis.md section 1,
+//! swagger `CustomerApi`), so that a connector that passes here has no surprises there.
+//!
+//! The validation rules are written out below as tables; a test checks them against
+//! Visma's swagger when `../shared` is present.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{SecondsFormat, Utc};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub const SANDBOX_CLIENT_ID: &str = "sandbox-client-id";
+pub const SANDBOX_CLIENT_SECRET: &str = "sandbox-client-secret";
+/// Scope granted to every token, as Visma grants it to a sales integration.
+pub const SANDBOX_SCOPE: &str = "ea:api offline_access ea:sales";
+
+/// Default terms of payment ("30 dagar netto"); the other terms are listed in `TERMS`.
+pub const SANDBOX_TERMS_OF_PAYMENT_ID: &str = "8f3c2a61-1b7e-4d2a-9c55-3e0f6a1d2b30";
+
+/// (Id, Name, NameEnglish, NumberOfDays, TermsOfPaymentTypeId, TermsOfPaymentTypeText)
+const TERMS: &[(&str, &str, &str, i64, i64, &str)] = &[
+    (
+        SANDBOX_TERMS_OF_PAYMENT_ID,
+        "30 dagar netto",
+        "30 days net",
+        30,
+        0,
+        "Normal",
+    ),
+    (
+        "5d0b7c44-8e21-4f6a-a3d9-71c2e8b4f610",
+        "10 dagar netto",
+        "10 days net",
+        10,
+        0,
+        "Normal",
+    ),
+    (
+        "c1a9e3f7-46b2-4e8d-b0f5-92d7a6c3e851",
+        "Kontant",
+        "Cash",
+        0,
+        2,
+        "Cash",
+    ),
+];
+
+/// Every string field of `CustomerApi` with its swagger maxLength.
+/// Lengths count UTF-16 code units, as .NET's `string.Length` does.
+pub const CUSTOMER_STRING_LIMITS: &[(&str, usize)] = &[
+    ("CustomerNumber", 16),
+    ("CorporateIdentityNumber", 20),
+    ("ContactPersonEmail", 255),
+    ("ContactPersonMobile", 50),
+    ("ContactPersonName", 100),
+    ("ContactPersonPhone", 50),
+    ("CurrencyCode", 3),
+    ("GLN", 255),
+    ("EmailAddress", 255),
+    ("InvoiceAddress1", 50),
+    ("InvoiceAddress2", 50),
+    ("InvoiceCity", 50),
+    ("InvoiceCountryCode", 2),
+    ("InvoicePostalCode", 10),
+    ("DeliveryCustomerName", 100),
+    ("DeliveryAddress1", 50),
+    ("DeliveryAddress2", 50),
+    ("DeliveryCity", 50),
+    ("DeliveryCountryCode", 2),
+    ("DeliveryPostalCode", 10),
+    ("Name", 50),
+    ("Note", 4000),
+    ("MobilePhone", 50),
+    ("Telephone", 50),
+    ("VatNumber", 20),
+    ("WwwAddress", 255),
+    ("EdiGlnNumber", 255),
+    ("SalesDocumentLanguage", 2),
+    ("ElectronicAddress", 255),
+    ("ElectronicReference", 35),
+    ("EdiServiceDelivererId", 255),
+];
+
+/// `CustomerApi.required`, checked in this order (the first failure is reported).
+pub const CUSTOMER_REQUIRED: &[&str] = &[
+    "Name",
+    "InvoiceCity",
+    "InvoicePostalCode",
+    "TermsOfPaymentId",
+    "IsPrivatePerson",
+    "IsActive",
+];
+
+/// Server-set fields: ignored on input.
+pub const CUSTOMER_READ_ONLY: &[&str] = &[
+    "Id",
+    "PayToAccountId",
+    "TermsOfPayment",
+    "LastInvoiceDate",
+    "ChangedUtc",
+    "IsFutureInvoiceDateAllowed",
+];
+
+const UUID_FIELDS: &[&str] = &["TermsOfPaymentId", "DeliveryMethodId", "DeliveryTermId"];
+const BOOL_FIELDS: &[&str] = &[
+    "ReverseChargeOnConstructionServices",
+    "IsPrivatePerson",
+    "IsNorthernIreland",
+    "IsActive",
+    "ForceBookkeepVat",
+];
+const DATE_FIELDS: &[&str] = &[
+    "AutoInvoiceActivationEmailSentDate",
+    "AutoInvoiceRegistrationRequestSentDate",
+];
+const EMAIL_FIELDS: &[&str] = &["ContactPersonEmail", "EmailAddress"];
+/// Fields `$filter` accepts (`Field eq 'value'`); the docs see Name and EmailAddress in use.
+const FILTERABLE: &[&str] = &["CustomerNumber", "Name", "EmailAddress"];
+
+/// `$pagesize` when absent (Visma's default is undocumented; 50 is what clients see).
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+/// Bigger `$pagesize` is refused with 6000 rather than clamped, so a client that
+/// relies on huge pages notices here, not in production.
+pub const MAX_PAGE_SIZE: u64 = 1000;
+/// Authorization codes live 10 minutes (RFC 6749 4.1.2's recommended maximum).
+const AUTH_CODE_TTL: Duration = Duration::from_secs(600);
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// Largest request body the request log buffers.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+pub struct VismaConfig {
+    pub rate_limit_per_minute: u32,
+    pub access_token_ttl_secs: u64,
+    pub record_requests: bool,
+}
+
+struct PendingCode {
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: Option<String>,
+    expires: Instant,
+}
+
+struct AccessToken {
+    client_id: String,
+    expires: Instant,
+}
+
+struct Window {
+    start: Instant,
+    count: u32,
+}
+
+pub struct VismaState {
+    client_id: String,
+    client_secret: String,
+    config: VismaConfig,
+    /// Unused refresh tokens and their client; a token is removed when used.
+    refresh_tokens: HashMap<String, String>,
+    access_tokens: HashMap<String, AccessToken>,
+    auth_codes: HashMap<String, PendingCode>,
+    /// Stored `CustomerApi` objects in insertion order.
+    customers: Vec<Value>,
+    /// Ids of customers marked as having transactions (cannot be deleted).
+    with_transactions: HashSet<String>,
+    /// Fixed windows keyed by (client id, path template).
+    windows: HashMap<(String, String), Window>,
+    requests: Vec<Value>,
+    next_seq: u64,
+}
+
+pub type SharedVisma = Arc<Mutex<VismaState>>;
+
+/// New state and its initial refresh token.
+pub fn new_state(config: VismaConfig) -> (SharedVisma, String) {
+    let refresh = random_token(48);
+    let mut refresh_tokens = HashMap::new();
+    refresh_tokens.insert(refresh.clone(), SANDBOX_CLIENT_ID.to_string());
+    let state = VismaState {
+        client_id: SANDBOX_CLIENT_ID.to_string(),
+        client_secret: SANDBOX_CLIENT_SECRET.to_string(),
+        config,
+        refresh_tokens,
+        access_tokens: HashMap::new(),
+        auth_codes: HashMap::new(),
+        customers: Vec::new(),
+        with_transactions: HashSet::new(),
+        windows: HashMap::new(),
+        requests: Vec::new(),
+        next_seq: 1,
+    };
+    (Arc::new(Mutex::new(state)), refresh)
+}
+
+/// A poisoned lock only means a handler panicked; the data is still usable.
+pub fn lock(state: &SharedVisma) -> MutexGuard<'_, VismaState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Stored customers, in insertion order.
+pub fn customers(state: &SharedVisma) -> Vec<Value> {
+    lock(state).customers.clone()
+}
+
+/// The request log.
+pub fn requests(state: &SharedVisma) -> Vec<Value> {
+    lock(state).requests.clone()
+}
+
+impl VismaState {
+    fn issue_tokens(&mut self, client_id: &str) -> Value {
+        let access = random_token(64);
+        let refresh = random_token(48);
+        let ttl = self.config.access_token_ttl_secs;
+        self.access_tokens.insert(
+            access.clone(),
+            AccessToken {
+                client_id: client_id.to_string(),
+                expires: Instant::now() + Duration::from_secs(ttl),
+            },
+        );
+        self.refresh_tokens
+            .insert(refresh.clone(), client_id.to_string());
+        json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "refresh_token": refresh,
+            "scope": SANDBOX_SCOPE,
+        })
+    }
+
+    fn client_of_access_token(&self, token: &str) -> Option<String> {
+        self.access_tokens
+            .get(token)
+            .filter(|t| Instant::now() < t.expires)
+            .map(|t| t.client_id.clone())
+    }
+
+    /// Counts one call; `Err(seconds until the window resets)` when over the limit.
+    fn take_quota(&mut self, client_id: &str, endpoint: &str) -> Result<(), u64> {
+        let limit = self.config.rate_limit_per_minute;
+        if limit == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let w = self
+            .windows
+            .entry((client_id.to_string(), endpoint.to_string()))
+            .or_insert(Window {
+                start: now,
+                count: 0,
+            });
+        if now.duration_since(w.start) >= RATE_WINDOW {
+            w.start = now;
+            w.count = 0;
+        }
+        w.count = w.count.saturating_add(1);
+        if w.count <= limit {
+            return Ok(());
+        }
+        let left = RATE_WINDOW.saturating_sub(now.duration_since(w.start));
+        // Round up: "Try again in 0 seconds" would invite an immediate retry.
+        Err((left.as_millis().div_ceil(1000) as u64).max(1))
+    }
+
+    fn log(&mut self, method: String, path: String, status: u16, body: Value) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.requests.push(json!({
+            "seq": seq, "method": method, "path": path, "status": status, "body": body,
+        }));
+    }
+
+    fn find_customer(&self, id: &str) -> Option<usize> {
+        self.customers
+            .iter()
+            .position(|c| c.get("Id").and_then(Value::as_str) == Some(id))
+    }
+
+    /// Stores validated fields as a new customer (`id` None) or as a full replacement.
+    fn store_customer(
+        &mut self,
+        id: Option<String>,
+        mut fields: Map<String, Value>,
+    ) -> Result<Value, EaError> {
+        let index = id.as_deref().and_then(|i| self.find_customer(i));
+        let id = id.unwrap_or_else(|| Uuid::new_v4().to_string());
+        let given = fields
+            .get("CustomerNumber")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        // A customer always has a number: a PUT without one keeps the current one.
+        let number = match (given, index) {
+            (Some(n), _) => n,
+            (None, Some(i)) => self.customers[i]["CustomerNumber"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| self.next_customer_number()),
+            (None, None) => self.next_customer_number(),
+        };
+        let taken = self.customers.iter().any(|c| {
+            c["CustomerNumber"].as_str() == Some(number.as_str())
+                && c["Id"].as_str() != Some(id.as_str())
+        });
+        if taken {
+            return Err(EaError::new(
+                StatusCode::BAD_REQUEST,
+                4000,
+                format!("CustomerNumber: customer number '{number}' is already in use by another customer"),
+            ));
+        }
+        let terms = fields
+            .get("TermsOfPaymentId")
+            .and_then(Value::as_str)
+            .and_then(terms_json)
+            .unwrap_or(Value::Null);
+        fields.insert("CustomerNumber".into(), Value::String(number));
+        fields.insert("Id".into(), Value::String(id));
+        fields.insert("ChangedUtc".into(), Value::String(now_utc()));
+        fields.insert("TermsOfPayment".into(), terms);
+        fields.insert("PayToAccountId".into(), Value::Null);
+        fields.insert("LastInvoiceDate".into(), Value::Null);
+        fields.insert("IsFutureInvoiceDateAllowed".into(), Value::Bool(false));
+        let stored = Value::Object(fields);
+        match index {
+            Some(i) => self.customers[i] = stored.clone(),
+            None => self.customers.push(stored.clone()),
+        }
+        Ok(stored)
+    }
+
+    /// Like eAccounting: one more than the highest numeric customer number.
+    fn next_customer_number(&self) -> String {
+        let max = self
+            .customers
+            .iter()
+            .filter_map(|c| c["CustomerNumber"].as_str()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        (max + 1).to_string()
+    }
+}
+
+pub fn router(state: SharedVisma) -> Router {
+    let api = Router::new()
+        .route(
+            "/visma/v2/customers",
+            get(list_customers).post(create_customer),
+        )
+        .route(
+            "/visma/v2/customers/{customerId}",
+            get(get_customer)
+                .put(replace_customer)
+                .delete(delete_customer),
+        )
+        .route("/visma/v2/termsofpayments", get(list_terms))
+        .route("/visma/v2/termsofpayments/{id}", get(get_terms))
+        .route_layer(middleware::from_fn_with_state(state.clone(), api_guard));
+    let connect = Router::new()
+        .route("/visma/connect/token", post(token))
+        .route("/visma/connect/authorize", get(authorize));
+    let visma = api
+        .merge(connect)
+        .layer(middleware::from_fn_with_state(state.clone(), record));
+    let control = Router::new()
+        .route("/_sandbox/visma/customers", get(control_customers))
+        .route(
+            "/_sandbox/visma/requests",
+            get(control_requests).delete(control_clear_requests),
+        )
+        .route(
+            "/_sandbox/visma/customers/{customerNumber}/transactions",
+            post(control_mark_transactions),
+        )
+        .route("/_sandbox/visma/expire-tokens", post(control_expire_tokens));
+    visma.merge(control).with_state(state)
+}
+
+// ---------- error bodies ----------
+
+/// eAccounting's error, kept small so `Result<_, EaError>` stays cheap to return.
+#[derive(Debug)]
+pub struct EaError {
+    status: StatusCode,
+    code: u32,
+    message: String,
+}
+
+impl EaError {
+    pub fn new(status: StatusCode, code: u32, message: impl Into<String>) -> EaError {
+        EaError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for EaError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "ErrorCode": self.code,
+            "DeveloperErrorMessage": self.message,
+            "ErrorId": Uuid::new_v4().to_string(),
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// eAccounting's error body as a response.
+pub fn ea_error(status: StatusCode, code: u32, message: impl Into<String>) -> Response {
+    EaError::new(status, code, message).into_response()
+}
+
+/// Visma Connect's (OAuth2) error body.
+fn oauth_error(error: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response()
+}
+
+fn unauthorized() -> Response {
+    ea_error(
+        StatusCode::UNAUTHORIZED,
+        4005,
+        "Authorization has been denied for this request.",
+    )
+}
+
+fn not_found() -> Response {
+    ea_error(StatusCode::NOT_FOUND, 3000, "customer not found")
+}
+
+// ---------- middleware ----------
+
+/// Records every /visma request (token calls included) with its request body.
+async fn record(State(state): State<SharedVisma>, req: Request, next: Next) -> Response {
+    let recording = lock(&state).config.record_requests;
+    if !recording {
+        return next.run(req).await;
+    }
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return ea_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            6001,
+            "request body too large",
+        );
+    };
+    let logged = body_for_log(&bytes);
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    lock(&state).log(method, path, resp.status().as_u16(), logged);
+    resp
+}
+
+fn body_for_log(bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// Bearer token check, then the per-client, per-endpoint quota. Unauthenticated calls
+/// are not counted: there is no client to count them against.
+async fn api_guard(State(state): State<SharedVisma>, req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let token = bearer(req.headers());
+    let refused = {
+        let mut st = lock(&state);
+        match token.and_then(|t| st.client_of_access_token(&t)) {
+            None => Some(unauthorized()),
+            Some(client) => st.take_quota(&client, &endpoint).err().map(|wait| {
+                let limit = st.config.rate_limit_per_minute;
+                ea_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    4010,
+                    format!("API calls quota exceeded! maximum admitted {limit} per Minute. Try again in {wait} seconds."),
+                )
+            }),
+        }
+    };
+    match refused {
+        Some(resp) => resp,
+        None => next.run(req).await,
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+// ---------- Visma Connect ----------
+
+fn parse_query(raw: &[u8]) -> HashMap<String, String> {
+    url::form_urlencoded::parse(raw).into_owned().collect()
+}
+
+/// Client credentials from HTTP Basic (what the `oauth2` crate sends by default) or
+/// from `client_id`/`client_secret` form fields.
+fn client_credentials(
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Option<(String, String)> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let (scheme, encoded) = value.to_str().ok()?.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = String::from_utf8(base64_decode(encoded.trim())?).ok()?;
+        let (id, secret) = decoded.split_once(':')?;
+        // RFC 6749 2.3.1: both parts are form-urlencoded before Basic encoding.
+        return Some((form_decode(id), form_decode(secret)));
+    }
+    Some((
+        form.get("client_id")?.clone(),
+        form.get("client_secret")?.clone(),
+    ))
+}
+
+async fn token(State(state): State<SharedVisma>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = parse_query(&body);
+    let Some((client_id, secret)) = client_credentials(&headers, &form) else {
+        return oauth_error("invalid_client");
+    };
+    let mut st = lock(&state);
+    if client_id != st.client_id || secret != st.client_secret {
+        return oauth_error("invalid_client");
+    }
+    let granted = match form.get("grant_type").map(String::as_str) {
+        Some("refresh_token") => refresh_grant(&mut st, &client_id, &form),
+        Some("authorization_code") => code_grant(&mut st, &client_id, &form),
+        Some(_) => Err("unsupported_grant_type"),
+        None => Err("invalid_request"),
+    };
+    match granted {
+        Ok(()) => Json(st.issue_tokens(&client_id)).into_response(),
+        Err(e) => oauth_error(e),
+    }
+}
+
+/// Rotation: the used refresh token is gone, whatever happens next.
+fn refresh_grant(
+    st: &mut VismaState,
+    client_id: &str,
+    form: &HashMap<String, String>,
+) -> Result<(), &'static str> {
+    let presented = form.get("refresh_token").ok_or("invalid_request")?;
+    match st.refresh_tokens.remove(presented) {
+        Some(owner) if owner == client_id => Ok(()),
+        _ => Err("invalid_grant"),
+    }
+}
+
+/// Codes are single-use: removed on the first attempt, even a failed one.
+fn code_grant(
+    st: &mut VismaState,
+    client_id: &str,
+    form: &HashMap<String, String>,
+) -> Result<(), &'static str> {
+    let code = form.get("code").ok_or("invalid_request")?;
+    let pending = st.auth_codes.remove(code).ok_or("invalid_grant")?;
+    let redirect_ok = form.get("redirect_uri") == Some(&pending.redirect_uri);
+    if pending.client_id != client_id || !redirect_ok || Instant::now() >= pending.expires {
+        return Err("invalid_grant");
+    }
+    if let Some(challenge) = pending.code_challenge {
+        let verifier = form.get("code_verifier").ok_or("invalid_grant")?;
+        if !valid_verifier(verifier) || pkce_s256(verifier) != challenge {
+            return Err("invalid_grant");
+        }
+    }
+    Ok(())
+}
+
+/// Consents at once and redirects back with a code. Errors are JSON 400s rather than
+/// redirects: simpler, and a sandbox user sees them directly.
+async fn authorize(State(state): State<SharedVisma>, RawQuery(raw): RawQuery) -> Response {
+    let q = parse_query(raw.unwrap_or_default().as_bytes());
+    let mut st = lock(&state);
+    if q.get("client_id") != Some(&st.client_id) {
+        return oauth_error("invalid_client");
+    }
+    let Some(redirect_uri) = q.get("redirect_uri") else {
+        return oauth_error("invalid_request");
+    };
+    let Ok(mut location) = url::Url::parse(redirect_uri) else {
+        return oauth_error("invalid_request");
+    };
+    if q.get("response_type").map(String::as_str) != Some("code") {
+        return oauth_error("unsupported_response_type");
+    }
+    let code_challenge = q.get("code_challenge").cloned();
+    // Only S256 is accepted: "plain" (the RFC's default) would defeat PKCE.
+    if code_challenge.is_some()
+        && q.get("code_challenge_method").map(String::as_str) != Some("S256")
+    {
+        return oauth_error("invalid_request");
+    }
+    let code = random_token(40);
+    let client_id = st.client_id.clone();
+    st.auth_codes.insert(
+        code.clone(),
+        PendingCode {
+            client_id,
+            redirect_uri: redirect_uri.clone(),
+            code_challenge,
+            expires: Instant::now() + AUTH_CODE_TTL,
+        },
+    );
+    {
+        let mut pairs = location.query_pairs_mut();
+        pairs.append_pair("code", &code);
+        if let Some(s) = q.get("state") {
+            pairs.append_pair("state", s);
+        }
+    }
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, location.to_string())],
+    )
+        .into_response()
+}
+
+// ---------- customers ----------
+
+struct Filter {
+    field: &'static str,
+    value: String,
+}
+
+/// `Field eq 'value'` with OData's doubled quote ('') as the escape.
+fn parse_filter(raw: &str) -> Result<Filter, String> {
+    let bad = || format!("$filter: bad query parameter: unsupported filter '{raw}'");
+    let (field, rest) = raw.trim().split_once(char::is_whitespace).ok_or_else(bad)?;
+    let field = FILTERABLE
+        .iter()
+        .find(|f| f.eq_ignore_ascii_case(field))
+        .ok_or_else(bad)?;
+    let (op, literal) = rest
+        .trim_start()
+        .split_once(char::is_whitespace)
+        .ok_or_else(bad)?;
+    if !op.eq_ignore_ascii_case("eq") {
+        return Err(bad());
+    }
+    let inner = literal
+        .trim()
+        .strip_prefix('\'')
+        .and_then(|s| s.strip_suffix('\''))
+        .ok_or_else(bad)?;
+    if inner.replace("''", "").contains('\'') {
+        return Err(bad());
+    }
+    Ok(Filter {
+        field,
+        value: inner.replace("''", "'"),
+    })
+}
+
+/// `$page` (1-based) and `$pagesize`; option names are case-insensitive as in OData.
+fn paging(q: &HashMap<String, String>) -> Result<(u64, u64), EaError> {
+    let get = |name: &str| {
+        q.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let bad = |msg: String| EaError::new(StatusCode::BAD_REQUEST, 6000, msg);
+    let page = match get("$page") {
+        None => 1,
+        Some(p) => match p.parse::<u64>() {
+            Ok(n) if n >= 1 => n,
+            _ => return Err(bad(format!("$page: must be a positive integer, got '{p}'"))),
+        },
+    };
+    let size = match get("$pagesize") {
+        None => DEFAULT_PAGE_SIZE,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+            _ => {
+                return Err(bad(format!(
+                    "$pagesize: must be between 1 and {MAX_PAGE_SIZE}, got '{s}'"
+                )))
+            }
+        },
+    };
+    Ok((page, size))
+}
+
+fn page_envelope(items: Vec<Value>, page: u64, size: u64) -> Response {
+    let total = items.len() as u64;
+    let skip = usize::try_from((page - 1).saturating_mul(size)).unwrap_or(usize::MAX);
+    let data: Vec<Value> = items.into_iter().skip(skip).take(size as usize).collect();
+    Json(json!({
+        "Meta": {
+            "CurrentPage": page,
+            "PageSize": size,
+            "TotalNumberOfPages": total.div_ceil(size),
+            "TotalNumberOfResults": total,
+            "ServerTimeUtc": now_utc(),
+        },
+        "Data": data,
+    }))
+    .into_response()
+}
+
+async fn list_customers(State(state): State<SharedVisma>, RawQuery(raw): RawQuery) -> Response {
+    let q = parse_query(raw.unwrap_or_default().as_bytes());
+    let filter = match q.iter().find(|(k, _)| k.eq_ignore_ascii_case("$filter")) {
+        None => None,
+        Some((_, f)) => match parse_filter(f) {
+            Ok(f) => Some(f),
+            Err(msg) => return ea_error(StatusCode::BAD_REQUEST, 6000, msg),
+        },
+    };
+    let (page, size) = match paging(&q) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let matching: Vec<Value> = lock(&state)
+        .customers
+        .iter()
+        .filter(|c| {
+            filter
+                .as_ref()
+                .is_none_or(|f| c[f.field].as_str() == Some(f.value.as_str()))
+        })
+        .cloned()
+        .collect();
+    page_envelope(matching, page, size)
+}
+
+async fn get_customer(State(state): State<SharedVisma>, Path(id): Path<String>) -> Response {
+    let st = lock(&state);
+    match st.find_customer(&id) {
+        Some(i) => Json(st.customers[i].clone()).into_response(),
+        None => not_found(),
+    }
+}
+
+async fn create_customer(State(state): State<SharedVisma>, body: Bytes) -> Response {
+    let fields = match parse_body(&body).and_then(validated) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    match lock(&state).store_customer(None, fields) {
+        Ok(stored) => (StatusCode::CREATED, Json(stored)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Full replace: validated like a create, so omitted fields go back to their defaults.
+async fn replace_customer(
+    State(state): State<SharedVisma>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if lock(&state).find_customer(&id).is_none() {
+        return not_found();
+    }
+    let fields = match parse_body(&body).and_then(validated) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let mut st = lock(&state);
+    // Deleted meanwhile: report it rather than resurrect it.
+    if st.find_customer(&id).is_none() {
+        return not_found();
+    }
+    match st.store_customer(Some(id), fields) {
+        Ok(stored) => Json(stored).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn delete_customer(State(state): State<SharedVisma>, Path(id): Path<String>) -> Response {
+    let mut st = lock(&state);
+    let Some(i) = st.find_customer(&id) else {
+        return not_found();
+    };
+    if st.with_transactions.contains(&id) {
+        return ea_error(
+            StatusCode::BAD_REQUEST,
+            4001,
+            "customer has transactions and cannot be deleted",
+        );
+    }
+    st.customers.remove(i);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn terms_json(id: &str) -> Option<Value> {
+    TERMS.iter().find(|t| t.0.eq_ignore_ascii_case(id)).map(
+        |&(id, name, name_en, days, type_id, type_text)| {
+            json!({
+                "Id": id, "Name": name, "NameEnglish": name_en, "NumberOfDays": days,
+                "TermsOfPaymentTypeId": type_id, "TermsOfPaymentTypeText": type_text,
+                "AvailableForSales": true, "AvailableForPurchase": true,
+            })
+        },
+    )
+}
+
+async fn list_terms(RawQuery(raw): RawQuery) -> Response {
+    let q = parse_query(raw.unwrap_or_default().as_bytes());
+    match paging(&q) {
+        Ok((page, size)) => {
+            let all = TERMS.iter().filter_map(|t| terms_json(t.0)).collect();
+            page_envelope(all, page, size)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_terms(Path(id): Path<String>) -> Response {
+    match terms_json(&id) {
+        Some(t) => Json(t).into_response(),
+        None => ea_error(StatusCode::NOT_FOUND, 3000, "terms of payment not found"),
+    }
+}
+
+// ---------- validation ----------
+
+fn parse_body(body: &[u8]) -> Result<Map<String, Value>, EaError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(EaError::new(
+            StatusCode::BAD_REQUEST,
+            6001,
+            "Invalid input: the body must be a JSON object",
+        )),
+        Err(e) => Err(EaError::new(
+            StatusCode::BAD_REQUEST,
+            6001,
+            format!("Invalid input: the body is not valid JSON ({e})"),
+        )),
+    }
+}
+
+fn validated(input: Map<String, Value>) -> Result<Map<String, Value>, EaError> {
+    validate_customer(&input).map_err(|msg| EaError::new(StatusCode::BAD_REQUEST, 2000, msg))
+}
+
+/// Checks a `CustomerApi` body against the rules above and returns every writable
+/// field (defaults for the absent ones). Unknown and read-only fields are dropped.
+/// The error is the first problem found, as "<field>: <what is wrong>".
+pub fn validate_customer(input: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+    let present = |f: &str| input.get(f).filter(|v| !v.is_null());
+    for &f in CUSTOMER_REQUIRED {
+        match present(f) {
+            None => return Err(format!("{f}: is required")),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                return Err(format!("{f}: is required"))
+            }
+            _ => {}
+        }
+    }
+    let mut out = Map::new();
+    for &(f, max) in CUSTOMER_STRING_LIMITS {
+        let value = match present(f) {
+            None => Value::Null,
+            Some(Value::String(s)) => {
+                let len = s.encode_utf16().count();
+                if len > max {
+                    return Err(format!("{f}: must be at most {max} characters, got {len}"));
+                }
+                if EMAIL_FIELDS.contains(&f) && !s.is_empty() && !looks_like_email(s) {
+                    return Err(format!("{f}: is not a valid email address"));
+                }
+                Value::String(s.clone())
+            }
+            Some(_) => return Err(format!("{f}: must be a string")),
+        };
+        out.insert(f.into(), value);
+    }
+    // The sandbox company's currency, which Visma fills in when none is given.
+    if out["CurrencyCode"].is_null() {
+        out.insert("CurrencyCode".into(), json!("SEK"));
+    }
+    for &f in UUID_FIELDS {
+        let value = match present(f) {
+            None => Value::Null,
+            Some(Value::String(s)) if Uuid::parse_str(s).is_ok() => Value::String(s.clone()),
+            Some(_) => return Err(format!("{f}: must be a uuid")),
+        };
+        out.insert(f.into(), value);
+    }
+    if let Some(id) = out["TermsOfPaymentId"].as_str() {
+        if terms_json(id).is_none() {
+            return Err(format!(
+                "TermsOfPaymentId: unknown terms of payment '{id}' (see /v2/termsofpayments)"
+            ));
+        }
+    }
+    for &f in BOOL_FIELDS {
+        let value = match present(f) {
+            None => Value::Bool(false),
+            Some(Value::Bool(b)) => Value::Bool(*b),
+            Some(_) => return Err(format!("{f}: must be true or false")),
+        };
+        out.insert(f.into(), value);
+    }
+    for &f in DATE_FIELDS {
+        let value = match present(f) {
+            None => Value::Null,
+            Some(Value::String(s)) if is_date_time(s) => Value::String(s.clone()),
+            Some(_) => return Err(format!("{f}: must be a date-time")),
+        };
+        out.insert(f.into(), value);
+    }
+    out.insert("WebshopCustomerNumber".into(), webshop_number(input)?);
+    out.insert("DiscountPercentage".into(), discount(input)?);
+    out.insert("EmailAddresses".into(), email_addresses(input)?);
+    out.insert("CustomerLabels".into(), labels(input)?);
+    Ok(out)
+}
+
+fn webshop_number(input: &Map<String, Value>) -> Result<Value, String> {
+    match input.get("WebshopCustomerNumber") {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(v) => match v.as_i64().and_then(|n| i32::try_from(n).ok()) {
+            Some(n) => Ok(json!(n)),
+            None => Err("WebshopCustomerNumber: must be a 32-bit integer".into()),
+        },
+    }
+}
+
+/// A fraction 0..=1 with at most 4 decimals.
+fn discount(input: &Map<String, Value>) -> Result<Value, String> {
+    match input.get("DiscountPercentage") {
+        None | Some(Value::Null) => Ok(json!(0.0)),
+        Some(v) => match v.as_f64() {
+            Some(x) if !(0.0..=1.0).contains(&x) => Err(format!(
+                "DiscountPercentage: must be between 0 and 1, got {x}"
+            )),
+            Some(x) if ((x * 10_000.0).round() - x * 10_000.0).abs() > 1e-6 => {
+                Err(format!("DiscountPercentage: at most 4 decimals, got {x}"))
+            }
+            Some(x) => Ok(json!(x)),
+            None => Err("DiscountPercentage: must be a number".into()),
+        },
+    }
+}
+
+fn email_addresses(input: &Map<String, Value>) -> Result<Value, String> {
+    match input.get("EmailAddresses") {
+        None | Some(Value::Null) => Ok(json!([])),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            Ok(Value::Array(items.clone()))
+        }
+        Some(_) => Err("EmailAddresses: must be an array of strings".into()),
+    }
+}
+
+/// `CustomerLabelApi`: Name required (max 50), Description max 400; Id is server-set.
+fn labels(input: &Map<String, Value>) -> Result<Value, String> {
+    let items = match input.get("CustomerLabels") {
+        None | Some(Value::Null) => return Ok(json!([])),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err("CustomerLabels: must be an array".into()),
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let name = match item.get("Name") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s,
+            _ => return Err("CustomerLabels.Name: is required".into()),
+        };
+        if name.encode_utf16().count() > 50 {
+            return Err("CustomerLabels.Name: must be at most 50 characters".into());
+        }
+        let description = match item.get("Description") {
+            None | Some(Value::Null) => Value::Null,
+            Some(Value::String(s)) if s.encode_utf16().count() <= 400 => json!(s),
+            Some(_) => {
+                return Err(
+                    "CustomerLabels.Description: must be a string of at most 400 characters".into(),
+                )
+            }
+        };
+        let id = item
+            .get("Id")
+            .and_then(Value::as_str)
+            .filter(|s| Uuid::parse_str(s).is_ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| Uuid::new_v4().to_string());
+        out.push(json!({ "Id": id, "Name": name, "Description": description }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// Something@domain.tld with no spaces: what a person would accept as an address.
+fn looks_like_email(s: &str) -> bool {
+    if s.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+}
+
+/// RFC 3339, or .NET's offset-less "2024-05-01T12:00:00".
+fn is_date_time(s: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(s).is_ok()
+        || chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
+}
+
+// ---------- control ----------
+
+async fn control_customers(State(state): State<SharedVisma>) -> Response {
+    Json(customers(&state)).into_response()
+}
+
+async fn control_requests(State(state): State<SharedVisma>) -> Response {
+    Json(requests(&state)).into_response()
+}
+
+async fn control_clear_requests(State(state): State<SharedVisma>) -> Response {
+    lock(&state).requests.clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn control_mark_transactions(
+    State(state): State<SharedVisma>,
+    Path(number): Path<String>,
+) -> Response {
+    let mut st = lock(&state);
+    let found = st
+        .customers
+        .iter()
+        .find(|c| c["CustomerNumber"].as_str() == Some(number.as_str()))
+        .and_then(|c| c["Id"].as_str().map(str::to_string));
+    match found {
+        Some(id) => {
+            st.with_transactions.insert(id.clone());
+            Json(json!({ "Id": id, "CustomerNumber": number, "HasTransactions": true }))
+                .into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": format!("no customer with number '{number}'") })),
+        )
+            .into_response(),
+    }
+}
+
+async fn control_expire_tokens(State(state): State<SharedVisma>) -> Response {
+    let mut st = lock(&state);
+    let now = Instant::now();
+    for t in st.access_tokens.values_mut() {
+        t.expires = now;
+    }
+    Json(json!({ "expired": st.access_tokens.len() })).into_response()
+}
+
+// ---------- small helpers ----------
+
+fn now_utc() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn random_token(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// RFC 7636 4.1: 43 to 128 unreserved characters.
+fn valid_verifier(v: &str) -> bool {
+    (43..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+/// PKCE S256 challenge: BASE64URL-NOPAD(SHA256(verifier)).
+pub fn pkce_s256(verifier: &str) -> String {
+    base64url_nopad(&Sha256::digest(verifier.as_bytes()))
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// base64 is not a direct dependency; these two small codecs avoid adding one.
+fn base64url_nopad(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            let c = B64[((n >> (18 - 6 * i)) & 63) as usize];
+            out.push(match c {
+                b'+' => '-',
+                b'/' => '_',
+                c => char::from(c),
+            });
+        }
+    }
+    out
+}
+
+/// Standard or URL-safe alphabet, padding optional.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut bits = 0u32;
+    let mut nbits = 0;
+    let mut out = Vec::new();
+    for c in s.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'-' => 62,
+            b'_' => 63,
+            _ => B64.iter().position(|&x| x == c)? as u32,
+        };
+        bits = (bits << 6) | v;
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            out.push((bits >> nbits) as u8);
+            bits &= (1 << nbits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// application/x-www-form-urlencoded decoding of one value.
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_matches_rfc7636_appendix_b() {
+        assert_eq!(
+            pkce_s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for input in ["", "f", "fo", "foo", "foob", "fooba", "foobar"] {
+            let enc = base64url_nopad(input.as_bytes());
+            assert_eq!(base64_decode(&enc).unwrap(), input.as_bytes());
+        }
+        assert_eq!(base64_decode("Zm9vYg==").unwrap(), b"foob");
+        assert!(base64_decode("Zm9v!").is_none());
+    }
+
+    #[test]
+    fn form_decoding() {
+        assert_eq!(form_decode("a%2Bb+c%3A"), "a+b c:");
+        assert_eq!(form_decode("100%"), "100%");
+        assert_eq!(form_decode("%4"), "%4");
+    }
+
+    #[test]
+    fn filter_grammar() {
+        let f = parse_filter("CustomerNumber eq 'K1001'").unwrap();
+        assert_eq!((f.field, f.value.as_str()), ("CustomerNumber", "K1001"));
+        assert_eq!(parse_filter("Name eq 'O''Brien'").unwrap().value, "O'Brien");
+        assert!(parse_filter("Name ne 'x'").is_err());
+        assert!(parse_filter("Telephone eq '1'").is_err());
+        assert!(parse_filter("Name eq 'a'b'").is_err());
+    }
+
+    #[test]
+    fn email_shape() {
+        assert!(looks_like_email("ann@acme.se"));
+        for bad in [
+            "ann",
+            "ann@",
+            "@acme.se",
+            "ann@acme",
+            "a b@acme.se",
+            "a@b@c.se",
+        ] {
+            assert!(!looks_like_email(bad), "{bad}");
+        }
+    }
+}

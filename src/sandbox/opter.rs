@@ -1,0 +1,214 @@
+//! Simulator of the Opter customer API the connector expects (docs/opter.md: the
+//! endpoint is not publicly documented, so this is the contract written down as code).
+//!
+//! Customers are kept exactly as given (serde_json values, duplicates and unknown
+//! fields included) because the real export sends everything and the connector is the
+//! one that must filter.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use chrono::{DateTime, FixedOffset};
+use serde_json::{json, Value};
+
+/// The only API key the simulator accepts.
+pub const SANDBOX_OPTER_API_KEY: &str = "sandbox-opter-key";
+/// Page size when the caller gives none.
+pub const DEFAULT_PAGE_SIZE: u64 = 100;
+/// Largest page size accepted; bigger is a 400, not silently clamped.
+pub const MAX_PAGE_SIZE: u64 = 1000;
+
+/// The simulator's whole state.
+#[derive(Debug)]
+pub struct OpterState {
+    /// Customers in insertion order, exactly as stored.
+    pub customers: Vec<Value>,
+    pub api_key: String,
+}
+
+pub type SharedOpter = Arc<Mutex<OpterState>>;
+
+pub fn new_state(customers: Vec<Value>) -> SharedOpter {
+    Arc::new(Mutex::new(OpterState {
+        customers,
+        api_key: SANDBOX_OPTER_API_KEY.to_string(),
+    }))
+}
+
+/// A poisoned lock only means a handler panicked; the data is still usable.
+pub fn lock(state: &SharedOpter) -> MutexGuard<'_, OpterState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn router(state: SharedOpter) -> Router {
+    Router::new()
+        .route("/opter/api/Customers", get(list_customers))
+        .route("/_sandbox/opter/customers", get(all_customers))
+        .route("/_sandbox/opter/customers/{code}", put(put_customer))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "message": message.into() }))).into_response()
+}
+
+fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// RFC 3339; a '+' in an unencoded query arrives as a space, so put it back.
+fn parse_time(s: &str) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_rfc3339(s)
+        .or_else(|_| DateTime::parse_from_rfc3339(&s.replace(' ', "+")))
+        .ok()
+}
+
+struct ListParams {
+    page: u64,
+    page_size: u64,
+    changed_since: Option<DateTime<FixedOffset>>,
+}
+
+fn list_params(query: &[(String, String)]) -> Result<ListParams, String> {
+    let page = match param(query, "page") {
+        None => 1,
+        Some(p) => match p.parse::<u64>() {
+            Ok(n) if n >= 1 => n,
+            _ => return Err(format!("page must be a positive integer, got '{p}'")),
+        },
+    };
+    let page_size = match param(query, "pageSize") {
+        None => DEFAULT_PAGE_SIZE,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+            _ => return Err(format!("pageSize must be between 1 and {MAX_PAGE_SIZE}")),
+        },
+    };
+    let changed_since = match param(query, "changedSince") {
+        None => None,
+        Some(s) => Some(
+            parse_time(s)
+                .ok_or_else(|| format!("changedSince must be an RFC 3339 timestamp, got '{s}'"))?,
+        ),
+    };
+    Ok(ListParams {
+        page,
+        page_size,
+        changed_since,
+    })
+}
+
+fn api_key_ok(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == expected)
+}
+
+/// A customer without a readable `updated` cannot be shown to be later, so
+/// `changedSince` leaves it out.
+fn changed_after(customer: &Value, since: &DateTime<FixedOffset>) -> bool {
+    customer
+        .get("updated")
+        .and_then(Value::as_str)
+        .and_then(parse_time)
+        .is_some_and(|t| t > *since)
+}
+
+async fn list_customers(
+    State(state): State<SharedOpter>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let st = lock(&state);
+    if !api_key_ok(&headers, &st.api_key) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid API key (x-api-key header)",
+        );
+    }
+    let query = parse_query(raw.as_deref());
+    let p = match list_params(&query) {
+        Ok(p) => p,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let matching: Vec<&Value> = st
+        .customers
+        .iter()
+        .filter(|c| p.changed_since.as_ref().is_none_or(|s| changed_after(c, s)))
+        .collect();
+    let skip = (p.page - 1).saturating_mul(p.page_size);
+    let items: Vec<Value> = matching
+        .iter()
+        .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+        .take(p.page_size as usize)
+        .map(|c| (*c).clone())
+        .collect();
+    Json(json!({
+        "page": p.page,
+        "pageSize": p.page_size,
+        "totalCount": matching.len(),
+        "items": items,
+    }))
+    .into_response()
+}
+
+async fn all_customers(State(state): State<SharedOpter>) -> Response {
+    Json(Value::Array(lock(&state).customers.clone())).into_response()
+}
+
+/// Replace the first customer with this code, or append: 200 or 201.
+async fn put_customer(
+    State(state): State<SharedOpter>,
+    Path(code): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut customer = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "body must be a JSON object"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
+    };
+    match customer.get("customerCode") {
+        None | Some(Value::Null) => {
+            customer.insert("customerCode".into(), Value::String(code.clone()));
+        }
+        Some(Value::String(c)) if *c == code => {}
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body customerCode {other} differs from the path's '{code}'"),
+            )
+        }
+    }
+    let customer = Value::Object(customer);
+    let mut st = lock(&state);
+    let existing = st
+        .customers
+        .iter_mut()
+        .find(|c| c.get("customerCode").and_then(Value::as_str) == Some(code.as_str()));
+    let status = match existing {
+        Some(slot) => {
+            *slot = customer.clone();
+            StatusCode::OK
+        }
+        None => {
+            st.customers.push(customer.clone());
+            StatusCode::CREATED
+        }
+    };
+    (status, Json(customer)).into_response()
+}

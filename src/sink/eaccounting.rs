@@ -1,0 +1,307 @@
+//! Visma eAccounting (eEkonomi / Spiris), API v2.
+//!
+//! Create: `POST /customers` with `CustomerNumber` = Opter customer code. Update: the
+//! register's PUT is a full replace, so the current object is read and only our fields
+//! are overlaid before it is sent back (fields an accountant set in Visma survive).
+//! Find again: `$filter=CustomerNumber eq '...'`.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
+
+use super::auth::TokenProvider;
+use super::{SinkError, Written};
+use crate::mapping::{FieldKind, FieldRule, MappedRecord, RegisterRules};
+use crate::retry::{self, Attempt, RetryPolicy};
+
+pub const PRODUCT: &str = "Visma eAccounting";
+
+const fn rule(name: &'static str, kind: FieldKind, required: bool, personal: bool) -> FieldRule {
+    FieldRule {
+        name,
+        kind,
+        required,
+        personal,
+    }
+}
+
+const fn text(max_chars: usize) -> FieldKind {
+    FieldKind::Text { max_chars }
+}
+
+/// The CustomerApi fields this connector fills, with the limits Visma publishes in its
+/// swagger (`CustomerApi`); a test compares them with the swagger when it is at hand.
+pub const RULES: RegisterRules = RegisterRules {
+    product: PRODUCT,
+    number_field: "CustomerNumber",
+    fields: &[
+        rule("CustomerNumber", text(16), false, false),
+        rule("Name", text(50), true, true),
+        rule("ContactPersonName", text(100), false, true),
+        rule(
+            "ContactPersonEmail",
+            FieldKind::Email { max_chars: 255 },
+            false,
+            true,
+        ),
+        rule(
+            "EmailAddress",
+            FieldKind::Email { max_chars: 255 },
+            false,
+            true,
+        ),
+        rule("IsActive", FieldKind::Bool, true, false),
+        rule("IsPrivatePerson", FieldKind::Bool, true, false),
+        rule("InvoiceCity", text(50), true, false),
+        rule("InvoicePostalCode", text(10), true, false),
+        rule("TermsOfPaymentId", text(36), true, false),
+    ],
+};
+
+pub struct EAccountingSink {
+    http: reqwest::Client,
+    base: String,
+    tokens: Arc<TokenProvider>,
+    limiter: DefaultDirectRateLimiter,
+    retry: RetryPolicy,
+}
+
+/// A response the caller wants: status and JSON body (if any).
+struct Reply {
+    status: u16,
+    body: Value,
+}
+
+impl EAccountingSink {
+    pub fn new(
+        api_base: &str,
+        tokens: TokenProvider,
+        requests_per_minute: u32,
+        retry: RetryPolicy,
+    ) -> anyhow::Result<EAccountingSink> {
+        let per_minute = NonZeroU32::new(requests_per_minute).unwrap_or(NonZeroU32::MIN);
+        // Burst of one: with a larger burst, a window-counting server could see more
+        // than its limit inside one minute.
+        let quota = Quota::per_minute(per_minute).allow_burst(NonZeroU32::MIN);
+        Ok(EAccountingSink {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(64)
+                .build()?,
+            base: api_base.trim_end_matches('/').to_string(),
+            tokens: Arc::new(tokens),
+            limiter: RateLimiter::direct(quota),
+            retry,
+        })
+    }
+
+    /// The register's customer with this number, if any.
+    pub async fn find_by_number(&self, number: &str) -> Result<Option<Value>, SinkError> {
+        let filter = format!("CustomerNumber eq '{}'", number.replace('\'', "''"));
+        let mut url = url::Url::parse(&format!("{}/customers", self.base)).expect("base is a URL");
+        url.query_pairs_mut().append_pair("$filter", &filter);
+        let reply = self.send(Method::GET, url.as_str(), None).await?;
+        Ok(reply.body["Data"]
+            .as_array()
+            .and_then(|d| d.iter().find(|c| c["CustomerNumber"] == number).cloned()))
+    }
+
+    pub async fn create(&self, record: &MappedRecord) -> Result<Written, SinkError> {
+        let body = create_body(record);
+        let reply = self
+            .send(
+                Method::POST,
+                &format!("{}/customers", self.base),
+                Some(&body),
+            )
+            .await?;
+        Ok(Written {
+            remote_id: remote_id(&reply.body)?,
+            status: reply.status,
+        })
+    }
+
+    /// Overlays our fields on the register's current object and PUTs it back.
+    pub async fn update(&self, id: &str, record: &MappedRecord) -> Result<Written, SinkError> {
+        let url = format!("{}/customers/{id}", self.base);
+        let current = self.send(Method::GET, &url, None).await?.body;
+        let mut merged = current.as_object().cloned().unwrap_or_default();
+        for (field, value) in &record.fields {
+            match value {
+                Value::Null => merged.remove(field),
+                v => merged.insert(field.clone(), v.clone()),
+            };
+        }
+        let reply = self
+            .send(Method::PUT, &url, Some(&Value::Object(merged)))
+            .await?;
+        Ok(Written {
+            remote_id: id.to_string(),
+            status: reply.status,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, SinkError> {
+        let refreshed = AtomicBool::new(false);
+        retry::retry(
+            &self.retry,
+            || self.attempt(method.clone(), url, body, &refreshed),
+            |e, wait| tracing::info!("{PRODUCT}: {e}; retrying in {wait:?}"),
+        )
+        .await
+    }
+
+    async fn attempt(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        refreshed: &AtomicBool,
+    ) -> Attempt<Reply, SinkError> {
+        let token = match self.tokens.access_token().await {
+            Ok(t) => t,
+            Err(e @ SinkError::Failed { .. }) => {
+                return Attempt::Retryable {
+                    error: e,
+                    after: None,
+                }
+            }
+            Err(e) => return Attempt::Final(e),
+        };
+        self.limiter.until_ready().await;
+        let mut request = self
+            .http
+            .request(method, url)
+            .bearer_auth(token.secret.expose_secret())
+            .header("accept", "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let message = format!("cannot reach {PRODUCT}: {}", without_url(&e));
+                return Attempt::Retryable {
+                    error: SinkError::Failed {
+                        status: None,
+                        message,
+                    },
+                    after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry::parse_retry_after);
+        let text = response.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Attempt::Done(Reply {
+                status: status.as_u16(),
+                body,
+            });
+        }
+        let (code, message) = error_of(&body, &text, status);
+        let error = |status: u16| SinkError::Failed {
+            status: Some(status),
+            message: message.clone(),
+        };
+        match status {
+            // One refresh and one retry; a second 401 means the grant itself is bad.
+            StatusCode::UNAUTHORIZED if !refreshed.swap(true, Ordering::SeqCst) => {
+                self.tokens.invalidate(token.generation).await;
+                Attempt::Retryable {
+                    error: error(401),
+                    after: Some(Duration::ZERO),
+                }
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Attempt::Final(SinkError::NeedsLogin(format!(
+                "{PRODUCT} refused our access token (HTTP {status}: {message}). Check that the \
+                 login has the scopes ea:api and ea:sales, or log in again."
+            )))
+            }
+            StatusCode::TOO_MANY_REQUESTS => Attempt::Retryable {
+                error: error(429),
+                after: retry_after.or_else(|| retry::parse_try_again_in(&message)),
+            },
+            s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => Attempt::Retryable {
+                error: error(s.as_u16()),
+                after: retry_after,
+            },
+            s => Attempt::Final(SinkError::Rejected {
+                status: s.as_u16(),
+                code,
+                message,
+            }),
+        }
+    }
+}
+
+/// eAccounting's error body is `{ErrorCode, DeveloperErrorMessage, ErrorId}`.
+fn error_of(body: &Value, text: &str, status: StatusCode) -> (Option<String>, String) {
+    let code = match &body["ErrorCode"] {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    };
+    let message = body["DeveloperErrorMessage"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| match text.trim() {
+            "" => status
+                .canonical_reason()
+                .unwrap_or("no message")
+                .to_string(),
+            t => t.chars().take(300).collect(),
+        });
+    (code, message)
+}
+
+fn remote_id(body: &Value) -> Result<String, SinkError> {
+    body["Id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| SinkError::Failed {
+            status: None,
+            message: format!("{PRODUCT} answered without the customer's Id"),
+        })
+}
+
+/// The body of `POST /customers`: our fields and constants, unset ones left out.
+pub fn create_body(record: &MappedRecord) -> Value {
+    Value::Object(
+        record
+            .fields
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Map<String, Value>>(),
+    )
+}
+
+/// reqwest errors include the URL; ours never carry query values, but keep messages short.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    kind.to_string()
+}

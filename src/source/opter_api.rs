@@ -1,0 +1,282 @@
+//! Opter's REST API (header `x-api-key`).
+//!
+//! No public spec exists for Opter's customer register endpoint, so this is the contract
+//! the adapter expects (paths and page size come from the config):
+//!
+//! `GET {base_url}{customers_path}?page=P&pageSize=S[&changedSince=RFC3339]`, answering
+//! `{"page","pageSize","totalCount","items":[customer...]}` where a customer has
+//! `customerCode`, `customerNumber` (optional), `name`, `isActive`, `updated` and
+//! `references: [{name, email, isDefault, ...}]`, next to fields the adapter never reads
+//! (`corporateIdNumber`, `vatNumber`, addresses, `phone`, `email`, `information`,
+//! `created`, reference phones and ids).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::config::OpterApiConfig;
+use crate::error::{Error, Result};
+use crate::record::{SourceCustomer, SourceReference};
+use crate::retry::{self, Attempt, RetryPolicy};
+
+/// The fields read from a page; serde skips every other field without storing it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePage {
+    #[serde(default)]
+    total_count: Option<u64>,
+    items: Vec<WireCustomer>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireCustomer {
+    customer_code: String,
+    #[serde(default)]
+    customer_number: Option<WireNumber>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default = "yes")]
+    is_active: bool,
+    #[serde(default)]
+    updated: Option<DateTime<Utc>>,
+    #[serde(default)]
+    references: Vec<WireReference>,
+}
+
+/// Opter may send the sales ledger number as digits in a string or as a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireNumber {
+    Text(String),
+    Number(u64),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReference {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    is_default: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl From<WireCustomer> for SourceCustomer {
+    fn from(w: WireCustomer) -> Self {
+        SourceCustomer {
+            code: w.customer_code,
+            number: w.customer_number.map(|n| match n {
+                WireNumber::Text(s) => s,
+                WireNumber::Number(n) => n.to_string(),
+            }),
+            name: w.name.unwrap_or_default(),
+            is_active: w.is_active,
+            updated: w.updated,
+            references: w
+                .references
+                .into_iter()
+                .map(|r| SourceReference {
+                    name: r.name,
+                    email: r.email,
+                    is_default: r.is_default,
+                })
+                .collect(),
+        }
+    }
+}
+
+pub struct OpterApiSource {
+    client: reqwest::Client,
+    url: url::Url,
+    api_key: SecretString,
+    api_key_env: String,
+    page_size: u32,
+    retry: RetryPolicy,
+}
+
+/// One page as the engine sees it.
+pub struct Page {
+    pub customers: Vec<SourceCustomer>,
+    pub total_count: Option<u64>,
+}
+
+/// Parses one page of Opter's answer, reading only the permitted fields.
+pub fn parse_page(bytes: &[u8]) -> serde_json::Result<Page> {
+    let page: WirePage = serde_json::from_slice(bytes)?;
+    Ok(Page {
+        customers: page.items.into_iter().map(SourceCustomer::from).collect(),
+        total_count: page.total_count,
+    })
+}
+
+impl OpterApiSource {
+    pub fn new(config: &OpterApiConfig, api_key: SecretString, retry: RetryPolicy) -> Result<Self> {
+        let joined = format!(
+            "{}{}",
+            config.base_url.trim_end_matches('/'),
+            config.customers_path
+        );
+        let url = url::Url::parse(&joined).map_err(|e| {
+            Error::config(format!(
+                "[source] base_url + customers_path {joined:?}: {e}"
+            ))
+        })?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(anyhow::Error::from)?;
+        Ok(OpterApiSource {
+            client,
+            url,
+            api_key,
+            api_key_env: config.api_key_env.clone(),
+            page_size: config.page_size,
+            retry,
+        })
+    }
+
+    /// Fetches one page (1-based), retrying transient failures.
+    pub async fn page(&self, page: u32, changed_since: Option<DateTime<Utc>>) -> Result<Page> {
+        let mut url = self.url.clone();
+        url.query_pairs_mut()
+            .append_pair("page", &page.to_string())
+            .append_pair("pageSize", &self.page_size.to_string());
+        if let Some(since) = changed_since {
+            url.query_pairs_mut().append_pair(
+                "changedSince",
+                &since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            );
+        }
+        retry::retry(
+            &self.retry,
+            || self.attempt(url.clone()),
+            |e, wait| tracing::warn!(page, "Opter read failed ({e}); retrying in {wait:?}"),
+        )
+        .await
+    }
+
+    async fn attempt(&self, url: url::Url) -> Attempt<Page, Error> {
+        let sent = self
+            .client
+            .get(url)
+            .header("x-api-key", self.api_key.expose_secret())
+            .header("accept", "application/json")
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Retryable {
+                    error: Error::Other(anyhow::anyhow!("cannot reach Opter at {}: {e}", self.url)),
+                    after: None,
+                }
+            }
+        };
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Attempt::Final(Error::config(format!(
+                "Opter refused the API key (HTTP {status}). Check the key in ${} and that the \
+                 key's Access tab in Opter grants the customer register.",
+                self.api_key_env
+            )));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            let after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(retry::parse_retry_after);
+            return Attempt::Retryable {
+                error: Error::Other(anyhow::anyhow!("Opter answered HTTP {status}")),
+                after,
+            };
+        }
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Attempt::Final(Error::Other(anyhow::anyhow!(
+                "Opter answered HTTP {status} for {}: {}",
+                self.url,
+                body.chars().take(300).collect::<String>()
+            )));
+        }
+        let bytes = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Attempt::Retryable {
+                    error: Error::Other(anyhow::anyhow!("reading Opter's answer failed: {e}")),
+                    after: None,
+                }
+            }
+        };
+        match parse_page(&bytes) {
+            Ok(page) => Attempt::Done(page),
+            Err(e) => Attempt::Final(Error::Other(anyhow::anyhow!(
+                "Opter's answer from {} is not the expected customer page: {e}",
+                self.url
+            ))),
+        }
+    }
+
+    /// Reads every page; `on_page` hears (customers so far, total if known).
+    pub async fn read_all(
+        &self,
+        changed_since: Option<DateTime<Utc>>,
+        mut on_page: impl FnMut(usize, Option<u64>),
+    ) -> Result<Vec<SourceCustomer>> {
+        let mut all = Vec::new();
+        for number in 1.. {
+            let page = self.page(number, changed_since).await?;
+            let got = page.customers.len();
+            all.extend(page.customers);
+            on_page(all.len(), page.total_count);
+            let done = match page.total_count {
+                Some(total) => all.len() as u64 >= total || got == 0,
+                None => (got as u32) < self.page_size,
+            };
+            if done {
+                break;
+            }
+        }
+        Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_permitted_fields_are_parsed_and_the_rest_is_skipped() {
+        let json = r#"{"page":1,"pageSize":2,"totalCount":1,"items":[{
+            "customerCode":"K1","customerNumber":1001,"name":"Acme AB",
+            "corporateIdNumber":"19800101-1234","vatNumber":"SE1","phone":"+46 8 1",
+            "visitingAddress":{"street":"Gatan 1"},"information":"gate 4711",
+            "isActive":false,"created":"2020-01-01T00:00:00Z","updated":"2025-01-01T00:00:00Z",
+            "references":[{"id":7,"name":"Ann","email":"ann@acme.se","phone":"070","mobilePhone":"071","isDefault":true}]}]}"#;
+        let c = parse_page(json.as_bytes()).unwrap().customers.remove(0);
+        assert_eq!(c.number.as_deref(), Some("1001"));
+        assert!(!c.is_active);
+        let debug = format!("{c:?}");
+        for never in [
+            "19800101",
+            "SE1",
+            "+46",
+            "Gatan",
+            "4711",
+            "070",
+            "071",
+            "2020-01-01",
+        ] {
+            assert!(!debug.contains(never), "{never} leaked into {debug}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Shared set-up for end-to-end tests: a real sandbox on loopback and the real binary.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use opter_visma_sync::commands::{bundled_customers, write_sandbox_config};
+use opter_visma_sync::sandbox::{Sandbox, SandboxOptions};
+use serde_json::Value;
+
+pub struct Setup {
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub env: HashMap<String, String>,
+}
+
+impl Setup {
+    /// A sandbox with `customers` (no rate limit) and a config pointing at it.
+    pub async fn new(customers: Vec<Value>) -> Setup {
+        let sandbox = Sandbox::start(SandboxOptions {
+            customers,
+            eaccounting_rate_limit_per_minute: 0,
+            ..SandboxOptions::default()
+        })
+        .await
+        .expect("sandbox starts");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sync.toml");
+        let env = write_sandbox_config(&config, &sandbox, 0).unwrap();
+        Setup {
+            sandbox,
+            dir,
+            config,
+            env,
+        }
+    }
+
+    pub async fn bundled() -> Setup {
+        Setup::new(bundled_customers()).await
+    }
+
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.path().join("journal")
+    }
+
+    /// Runs the binary with this setup's config and secrets (and debug logging, so
+    /// privacy tests see every log line).
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_opter-visma-sync"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd.envs(&self.env)
+            .env("RUST_LOG", "debug")
+            .env_remove("OPTER_VISMA_SYNC_CONFIG");
+        cmd.output().expect("binary runs")
+    }
+
+    /// `sync --json`, returning the exit code and the parsed report.
+    pub fn sync_json(&self) -> (i32, Value) {
+        let out = self.run(&["sync", "--json"]);
+        let code = out.status.code().unwrap_or(-1);
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "sync --json printed no JSON ({e}); exit {code}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (code, report)
+    }
+
+    /// Register writes received since the requests log was last cleared.
+    pub fn writes(&self) -> Vec<(String, String)> {
+        self.sandbox
+            .visma_requests()
+            .into_iter()
+            .filter(|r| matches!(r["method"].as_str(), Some("POST" | "PUT" | "DELETE")))
+            .filter(|r| {
+                r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/visma/v2/"))
+            })
+            .map(|r| {
+                (
+                    r["method"].as_str().unwrap().to_string(),
+                    r["path"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn clear_requests(&self) {
+        let url = format!("{}/_sandbox/visma/requests", self.sandbox.base_url());
+        reqwest::Client::new()
+            .delete(url)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+
+    pub async fn put_opter_customer(&self, customer: &Value) {
+        let code = customer["customerCode"].as_str().unwrap();
+        let url = format!(
+            "{}/_sandbox/opter/customers/{code}",
+            self.sandbox.base_url()
+        );
+        reqwest::Client::new()
+            .put(url)
+            .json(customer)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+}
+
+/// Every file's bytes below `dir`, concatenated, as text (invalid UTF-8 sequences are
+/// replaced; valid ones, like any value we look for, stay intact).
+pub fn all_bytes(dir: &Path) -> String {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            out.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn contains(haystack: &str, needle: &str) -> bool {
+    !needle.is_empty() && haystack.contains(needle)
+}
+
+/// The first of `needles` found in `haystack`, in one pass (Aho-Corasick).
+pub fn find_any<'a>(haystack: &str, needles: &'a [String]) -> Option<&'a str> {
+    let matcher = aho_corasick::AhoCorasick::new(needles).expect("needles build a matcher");
+    matcher
+        .find(haystack)
+        .map(|m| needles[m.pattern().as_usize()].as_str())
+}

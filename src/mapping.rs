@@ -18,9 +18,15 @@ use crate::record::{PermittedCustomer, PermittedField};
 /// What a register accepts for one field it receives from us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
-    Text { max_chars: usize },
-    Email { max_chars: usize },
+    Text {
+        max_chars: usize,
+    },
+    Email {
+        max_chars: usize,
+    },
     Bool,
+    /// An id the register hands out (e.g. terms of payment); only ever a constant.
+    Uuid,
 }
 
 /// A register field this connector may fill, with the register's own published limit.
@@ -136,6 +142,10 @@ impl Mapping {
                 )));
             }
             let value = serde_json::to_value(&value).map_err(|e| bad(e.to_string()))?;
+            if let Some(rule) = rules.rule(&target) {
+                check_constant(rule, &value, rules.product)
+                    .map_err(|why| bad(format!("[constants] {why}")))?;
+            }
             constants.insert(target, value);
         }
         for rule in rules.fields.iter().filter(|r| r.required) {
@@ -225,6 +235,32 @@ impl Mapping {
             ));
         }
         Ok(())
+    }
+}
+
+/// A constant must have the register's type: checked once, at load.
+fn check_constant(
+    rule: &FieldRule,
+    value: &Value,
+    product: &str,
+) -> std::result::Result<(), String> {
+    let name = rule.name;
+    match (rule.kind, value) {
+        (FieldKind::Bool, Value::Bool(_)) => Ok(()),
+        (FieldKind::Uuid, Value::String(s)) if uuid::Uuid::parse_str(s).is_ok() => Ok(()),
+        (FieldKind::Text { max_chars } | FieldKind::Email { max_chars }, Value::String(s)) => {
+            let chars = s.chars().count();
+            if chars > max_chars {
+                Err(format!(
+                    "{name} is {chars} characters; {product} accepts at most {max_chars}"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        (kind, value) => Err(format!(
+            "{name} = {value} does not fit {product}'s {kind:?} field"
+        )),
     }
 }
 
@@ -402,6 +438,36 @@ Terms = "t-1"
         let mut c = customer();
         c.contact_email = Some("b@acme.se".into());
         assert_ne!(a.content_hash, m.apply(&c).unwrap().content_hash);
+    }
+
+    #[test]
+    fn constants_of_the_wrong_type_are_refused_at_load() {
+        let bundled = include_str!("../mappings/eaccounting.toml");
+        let rules = crate::sink::eaccounting::RULES;
+        assert!(Mapping::parse(bundled, Path::new("e.toml"), rules).is_ok());
+        for (from, to, key) in [
+            (
+                "IsPrivatePerson = false",
+                "IsPrivatePerson = \"no\"",
+                "IsPrivatePerson",
+            ),
+            (
+                "TermsOfPaymentId = \"",
+                "TermsOfPaymentId = \"30 days ",
+                "TermsOfPaymentId",
+            ),
+            (
+                "InvoicePostalCode = \"-\"",
+                "InvoicePostalCode = \"12345678901\"",
+                "InvoicePostalCode is 11",
+            ),
+        ] {
+            let text = bundled.replace(from, to);
+            let e = Mapping::parse(&text, Path::new("e.toml"), rules)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("e.toml"), "{e}");
+        }
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub const RULES: RegisterRules = RegisterRules {
         rule("IsPrivatePerson", FieldKind::Bool, true, false),
         rule("InvoiceCity", text(50), true, false),
         rule("InvoicePostalCode", text(10), true, false),
-        rule("TermsOfPaymentId", text(36), true, false),
+        rule("TermsOfPaymentId", FieldKind::Uuid, true, false),
     ],
 };
 

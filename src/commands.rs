@@ -87,6 +87,7 @@ impl Connector {
             mapping: &self.mapping,
             journal: &self.journal,
             concurrency: self.config.eaccounting().concurrency,
+            flush_every: self.config.journal.flush_every,
         }
         .run(options)
         .await

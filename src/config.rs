@@ -78,6 +78,10 @@ pub struct EAccountingConfig {
 pub struct JournalConfig {
     /// Journal folder, relative to the config file's folder.
     pub path: PathBuf,
+    /// Customers per group commit: intents of a batch are flushed once before its
+    /// requests, outcomes once after. 1 flushes per customer (slower, same guarantees).
+    #[serde(default = "default_flush_every")]
+    pub flush_every: usize,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +98,9 @@ fn default_customers_path() -> String {
 }
 fn default_page_size() -> u32 {
     500
+}
+fn default_flush_every() -> usize {
+    crate::engine::DEFAULT_FLUSH_EVERY
 }
 fn default_concurrency() -> usize {
     4
@@ -175,6 +182,12 @@ impl Config {
             return bad(
                 "[sink] concurrency",
                 format!("is {}; use 1 to 64", sink.concurrency),
+            );
+        }
+        if !(1..=10_000).contains(&self.journal.flush_every) {
+            return bad(
+                "[journal] flush_every",
+                format!("is {}; use 1 to 10000", self.journal.flush_every),
             );
         }
         if sink.requests_per_minute == 0 {

@@ -13,15 +13,16 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::journal::{Counts, Event, Journal, Operation, Outcome, Rejection, Run, State};
+use crate::journal::{Counts, Event, Intent, Journal, Operation, Outcome, Rejection, Run, State};
 use crate::mapping::{MappedRecord, Mapping};
 use crate::record::SourceCustomer;
 use crate::sink::{EAccountingSink, SinkError, Written};
 use crate::source::OpterApiSource;
+use sha2::{Digest, Sha256};
 
-/// Commits between two journal flushes: durability costs one fsync per batch, not per
-/// customer.
-const FLUSH_EVERY: usize = 64;
+/// Customers per group commit by default: durability costs two fsyncs per batch, not
+/// per customer.
+pub const DEFAULT_FLUSH_EVERY: usize = 64;
 
 pub struct Engine<'a> {
     pub source: &'a OpterApiSource,
@@ -30,6 +31,8 @@ pub struct Engine<'a> {
     pub mapping: &'a Mapping,
     pub journal: &'a Journal,
     pub concurrency: usize,
+    /// Customers per group commit (1 = flush per customer).
+    pub flush_every: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +75,43 @@ enum Task {
     },
 }
 
+impl Task {
+    /// The durable promise written before this task's request leaves.
+    fn intent(&self, sink: &str, run_id: &str) -> (String, Intent) {
+        let (record, operation) = match self {
+            Task::Create(r) => (r, Operation::Create),
+            Task::Update { record, .. } => (record, Operation::Update),
+        };
+        let key = Sha256::digest(format!("{sink}\0{}\0{}", record.code, record.content_hash));
+        let intent = Intent {
+            operation,
+            key: hex::encode(key),
+            number: record.number.clone(),
+            content_hash: record.content_hash.clone(),
+            run_id: run_id.to_string(),
+            started: Utc::now(),
+        };
+        (record.code.clone(), intent)
+    }
+}
+
+impl Report {
+    fn count(&mut self, customer: String, done: Done, reason: String) {
+        match done {
+            Done::Created => self.counts.created += 1,
+            Done::Updated => self.counts.updated += 1,
+            Done::Rejected => {
+                self.counts.rejected += 1;
+                self.rejections.push(Rejection { customer, reason });
+            }
+            Done::Failed => {
+                self.counts.failed += 1;
+                self.failures.push(Rejection { customer, reason });
+            }
+        }
+    }
+}
+
 impl Engine<'_> {
     pub async fn run(&self, options: &SyncOptions) -> Result<Report> {
         let run_id = new_run_id();
@@ -97,8 +137,8 @@ impl Engine<'_> {
             failures: Vec::new(),
             plan: Vec::new(),
         };
-        let tasks = self.plan(&customers, &mut report)?;
         if options.dry_run {
+            self.plan(&customers, &mut report)?;
             bar.finish_and_clear();
             return Ok(report);
         }
@@ -115,51 +155,43 @@ impl Engine<'_> {
         self.journal.save_run(&run)?;
         self.journal.flush().await?;
 
+        let mut stopped = self.settle(&run_id, &options.actor).await.err();
+        let tasks = match stopped {
+            None => self.plan(&customers, &mut report)?,
+            Some(_) => Vec::new(),
+        };
         bar.set_message(format!("writing to {}", self.mapping.rules().product));
         bar.set_length(tasks.len() as u64);
         bar.set_position(0);
-        let stop = AtomicBool::new(false);
-        let mut needs_login = None;
-        let mut since_flush = 0;
-        let mut results = futures::stream::iter(tasks)
-            .map(|task| self.execute(task, &run_id, &options.actor, &stop))
-            .buffer_unordered(self.concurrency);
-        while let Some(result) = results.next().await {
-            bar.inc(1);
-            match result {
-                Ok(Some((code, outcome, message))) => {
-                    match outcome {
-                        Done::Created => report.counts.created += 1,
-                        Done::Updated => report.counts.updated += 1,
-                        Done::Rejected => {
-                            report.counts.rejected += 1;
-                            report.rejections.push(Rejection {
-                                customer: code,
-                                reason: message,
-                            });
-                        }
-                        Done::Failed => {
-                            report.counts.failed += 1;
-                            report.failures.push(Rejection {
-                                customer: code,
-                                reason: message,
-                            });
-                        }
+        let mut tasks = tasks.into_iter().peekable();
+        while tasks.peek().is_some() && stopped.is_none() {
+            let batch: Vec<Task> = tasks.by_ref().take(self.flush_every).collect();
+            // Group commit: one flush makes the whole batch's intents durable before any
+            // request leaves, one flush after makes its outcomes durable.
+            let intents: Vec<_> = batch
+                .iter()
+                .map(|t| t.intent(self.sink_name, &run_id))
+                .collect();
+            self.journal.open_intents(self.sink_name, &intents)?;
+            self.journal.flush().await?;
+            let stop = AtomicBool::new(false);
+            let mut results = futures::stream::iter(batch)
+                .map(|task| self.execute(task, &run_id, &options.actor, &stop))
+                .buffer_unordered(self.concurrency);
+            while let Some(result) = results.next().await {
+                bar.inc(1);
+                match result {
+                    Ok(Some((customer, done, reason))) => report.count(customer, done, reason),
+                    Ok(None) => {}
+                    Err(e) => {
+                        stop.store(true, Ordering::SeqCst);
+                        stopped.get_or_insert(e);
                     }
-                    since_flush += 1;
-                    if since_flush >= FLUSH_EVERY {
-                        self.journal.flush().await?;
-                        since_flush = 0;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    stop.store(true, Ordering::SeqCst);
-                    needs_login.get_or_insert(e);
                 }
             }
+            drop(results);
+            self.journal.flush().await?;
         }
-        drop(results);
         bar.finish_and_clear();
 
         report
@@ -173,14 +205,64 @@ impl Engine<'_> {
             .chain(&report.failures)
             .cloned()
             .collect();
-        run.finished = Some(Utc::now()).filter(|_| needs_login.is_none());
-        run.error = needs_login.as_ref().map(|e: &Error| e.to_string());
+        run.finished = Some(Utc::now()).filter(|_| stopped.is_none());
+        run.error = stopped.as_ref().map(|e: &Error| e.to_string());
         self.journal.save_run(&run)?;
         self.journal.flush().await?;
-        match needs_login {
+        match stopped {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+
+    /// Settles the intents a dead run left open: if the register has the customer, the
+    /// write (or an earlier one) landed, so adopt its id and remember what it holds;
+    /// the plan then updates it only if its content differs. Otherwise nothing landed.
+    async fn settle(&self, run_id: &str, actor: &str) -> Result<()> {
+        let pending = self.journal.pending_intents(self.sink_name)?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            open = pending.len(),
+            "settling writes a previous run left open"
+        );
+        for (code, intent) in pending {
+            let remote = match self.sink.find_by_number(&intent.number).await {
+                Ok(remote) => remote,
+                Err(SinkError::NeedsLogin(m)) => return Err(Error::NeedsLogin(m)),
+                Err(e) => {
+                    // Left open: the next run tries again; a create meanwhile is safe,
+                    // since the register refuses a second customer with this number.
+                    tracing::warn!(customer = %code, "cannot settle an open write yet: {e}");
+                    continue;
+                }
+            };
+            let Some(remote) = remote else {
+                tracing::info!(customer = %code, "open write never reached the register");
+                self.journal.close_intent(self.sink_name, &code)?;
+                continue;
+            };
+            let remote_id = remote["Id"].as_str().unwrap_or_default().to_string();
+            let mut event = self.event(&code, run_id, actor, Operation::Adopt);
+            event.remote_id = Some(remote_id.clone());
+            event.message = Some(format!(
+                "settled a {} interrupted in run {}",
+                serde_json::to_value(intent.operation)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                intent.run_id
+            ));
+            let state = State {
+                remote_id,
+                content_hash: self.mapping.remote_hash(&remote),
+                last_seq: 0,
+            };
+            self.journal.record(event, Some(state), true)?;
+        }
+        self.journal.flush().await?;
+        Ok(())
     }
 
     /// Rejects what cannot be sent, counts what is unchanged, returns what to write.
@@ -278,6 +360,26 @@ impl Engine<'_> {
         })
     }
 
+    /// A succeeded event of this run for `code`, to be filled in.
+    fn event(&self, code: &str, run_id: &str, actor: &str, operation: Operation) -> Event {
+        Event {
+            seq: 0,
+            time: Utc::now(),
+            run_id: run_id.to_string(),
+            actor: actor.to_string(),
+            customer: code.to_string(),
+            sink: self.sink_name.to_string(),
+            operation,
+            outcome: Outcome::Succeeded,
+            http_status: None,
+            error_code: None,
+            message: None,
+            remote_id: None,
+            fields: Vec::new(),
+            values: None,
+        }
+    }
+
     /// Writes one customer and records the outcome. `Err` only for a run-stopping
     /// condition (authorization lost); `Ok(None)` when skipped because the run stops.
     async fn execute(
@@ -287,60 +389,54 @@ impl Engine<'_> {
         actor: &str,
         stop: &AtomicBool,
     ) -> Result<Option<(String, Done, String)>> {
-        if stop.load(Ordering::SeqCst) {
-            return Ok(None);
-        }
-        let event = |record: &MappedRecord, operation| Event {
-            seq: 0,
-            time: Utc::now(),
-            run_id: run_id.to_string(),
-            actor: actor.to_string(),
-            customer: record.code.clone(),
-            sink: self.sink_name.to_string(),
-            operation,
-            outcome: Outcome::Succeeded,
-            http_status: None,
-            error_code: None,
-            message: None,
-            remote_id: None,
-            fields: record.fields.keys().cloned().collect(),
-            values: Some(record.fields.clone()),
-        };
-        let (record, operation, result) = match task {
-            Task::Create(record) => {
-                let result = match self.sink.create(&record).await {
-                    Err(SinkError::Rejected {
-                        code: Some(code), ..
-                    }) if code == "4000" => self.adopt(&record, &event).await,
-                    other => other.map(|w| (w, Done::Created)),
-                };
-                (record, Operation::Create, result)
-            }
+        let (record, remote_id) = match task {
+            Task::Create(record) => (record, None),
             Task::Update {
                 record, remote_id, ..
-            } => {
-                let result = self
-                    .sink
-                    .update(&remote_id, &record)
-                    .await
-                    .map(|w| (w, Done::Updated));
-                (record, Operation::Update, result)
-            }
+            } => (record, Some(remote_id)),
         };
-        let mut e = event(&record, operation);
-        let (done, message) = match result {
+        let operation = if remote_id.is_some() {
+            Operation::Update
+        } else {
+            Operation::Create
+        };
+        if stop.load(Ordering::SeqCst) {
+            // Never sent: its intent is closed, not left for settling.
+            self.journal.close_intent(self.sink_name, &record.code)?;
+            return Ok(None);
+        }
+        let result = match &remote_id {
+            None => match self.sink.create(&record).await {
+                // The number is taken: the customer is already there (a lost journal, or
+                // a create whose answer never arrived). Adopt it instead of duplicating.
+                Err(SinkError::Rejected {
+                    code: Some(code), ..
+                }) if code == "4000" => self.adopt(&record, run_id, actor).await,
+                other => other.map(|w| (w, Done::Created)),
+            },
+            Some(remote_id) => self
+                .sink
+                .update(remote_id, &record)
+                .await
+                .map(|w| (w, Done::Updated)),
+        };
+        let mut e = self.event(&record.code, run_id, actor, operation);
+        e.fields = record.fields.keys().cloned().collect();
+        e.values = Some(record.fields.clone());
+        let product = self.mapping.rules().product;
+        let (done, reason, close_intent) = match result {
             Ok((written, done)) => {
                 e.http_status = Some(written.status);
                 e.remote_id = Some(written.remote_id.clone());
+                if done == Done::Updated {
+                    e.operation = Operation::Update;
+                }
                 let state = State {
                     remote_id: written.remote_id,
                     content_hash: record.content_hash.clone(),
                     last_seq: 0,
                 };
-                if done == Done::Updated {
-                    e.operation = Operation::Update;
-                }
-                self.journal.record(e, Some(state))?;
+                self.journal.record(e, Some(state), true)?;
                 tracing::info!(customer = %record.code, ?done, "written");
                 return Ok(Some((record.code, done, String::new())));
             }
@@ -352,41 +448,40 @@ impl Engine<'_> {
             }) => {
                 e.outcome = Outcome::Rejected;
                 e.http_status = Some(status);
-                e.error_code = code.clone();
-                let reason = match code {
-                    Some(c) => format!(
-                        "{} refused it (HTTP {status}, error {c}): {message}",
-                        self.mapping.rules().product
-                    ),
-                    None => format!(
-                        "{} refused it (HTTP {status}): {message}",
-                        self.mapping.rules().product
-                    ),
+                let reason = match &code {
+                    Some(c) => {
+                        format!("{product} refused it (HTTP {status}, error {c}): {message}")
+                    }
+                    None => format!("{product} refused it (HTTP {status}): {message}"),
                 };
+                e.error_code = code;
                 e.message = Some(message);
-                (Done::Rejected, reason)
+                (Done::Rejected, reason, true)
             }
             Err(SinkError::Failed { status, message }) => {
                 e.outcome = Outcome::Failed;
                 e.http_status = status;
                 e.message = Some(message.clone());
+                // The write may have landed: leave the intent for the next run to settle.
                 (
                     Done::Failed,
                     format!("{message} (will be retried next run)"),
+                    false,
                 )
             }
         };
-        tracing::warn!(customer = %record.code, outcome = ?e.outcome, "not written: {message}");
-        self.journal.record(e, None)?;
-        Ok(Some((record.code, done, message)))
+        tracing::warn!(customer = %record.code, outcome = ?e.outcome, "not written: {reason}");
+        self.journal.record(e, None, close_intent)?;
+        Ok(Some((record.code, done, reason)))
     }
 
-    /// The register already has a customer with our number (a lost journal, or a write
-    /// whose answer never arrived): take its id, record that, and update it.
+    /// The register already has a customer with our number: take its id, record that,
+    /// and update it to our content.
     async fn adopt(
         &self,
         record: &MappedRecord,
-        event: &impl Fn(&MappedRecord, Operation) -> Event,
+        run_id: &str,
+        actor: &str,
     ) -> std::result::Result<(Written, Done), SinkError> {
         let Some(existing) = self.sink.find_by_number(&record.number).await? else {
             return Err(SinkError::Rejected {
@@ -398,12 +493,10 @@ impl Engine<'_> {
             });
         };
         let id = existing["Id"].as_str().unwrap_or_default().to_string();
-        let mut adopted = event(record, Operation::Adopt);
+        let mut adopted = self.event(&record.code, run_id, actor, Operation::Adopt);
         adopted.remote_id = Some(id.clone());
-        adopted.fields = Vec::new();
-        adopted.values = None;
         self.journal
-            .record(adopted, None)
+            .record(adopted, None, false)
             .map_err(|e| SinkError::Failed {
                 status: None,
                 message: e.to_string(),

@@ -185,15 +185,25 @@ impl Mapping {
                 unreachable!("load() ensures the number field is mapped and check() that it is set")
             }
         };
-        let content_hash = hex::encode(Sha256::digest(
-            serde_json::to_vec(&out).expect("a map of JSON values serialises"),
-        ));
+        let content_hash = content_hash(&out);
         Ok(MappedRecord {
             code: customer.code.clone(),
             number,
             fields: out,
             content_hash,
         })
+    }
+
+    /// The content hash of what the register holds for our fields, so that an adopted
+    /// customer is updated only when it differs from what we would send.
+    pub fn remote_hash(&self, remote: &Value) -> String {
+        let ours: BTreeMap<String, Value> = self
+            .fields
+            .keys()
+            .chain(self.constants.keys())
+            .map(|k| (k.clone(), remote.get(k).cloned().unwrap_or(Value::Null)))
+            .collect();
+        content_hash(&ours)
     }
 
     fn check(
@@ -236,6 +246,13 @@ impl Mapping {
         }
         Ok(())
     }
+}
+
+/// SHA-256 (hex) of the canonical JSON of register fields (a BTreeMap: sorted keys).
+fn content_hash(fields: &BTreeMap<String, Value>) -> String {
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(fields).expect("a map of JSON values serialises"),
+    ))
 }
 
 /// A constant must have the register's type: checked once, at load.

@@ -4,7 +4,7 @@
 //! Layout (one folder, owner-only):
 //! - `sled/`: trees `state` (sink/code -> what was last sent), `events` (u64 BE seq ->
 //!   one event per write), `by_customer` (code/seq index), `runs` (run id -> summary),
-//!   `meta` (next sequence number).
+//!   `intents` (sink/code -> a write about to be sent), `meta` (next sequence number).
 //! - `credentials/`: secrets the sinks must keep (rotated refresh tokens); never in sled.
 //!
 //! Architecture invariant: sled is used nowhere else; all writes that belong together
@@ -71,6 +71,20 @@ pub struct State {
     pub last_seq: u64,
 }
 
+/// A write about to be sent, made durable before the request leaves. An intent still
+/// open at the start of a run means the previous run died not knowing the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub operation: Operation,
+    /// SHA-256 of sink, customer code and content hash: names this exact write.
+    pub key: String,
+    /// The register's number for the customer: how it is found again.
+    pub number: String,
+    pub content_hash: String,
+    pub run_id: String,
+    pub started: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub created: u64,
@@ -106,6 +120,7 @@ pub struct Journal {
     events: sled::Tree,
     by_customer: sled::Tree,
     runs: sled::Tree,
+    intents: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -145,6 +160,7 @@ impl Journal {
             events: tree("events")?,
             by_customer: tree("by_customer")?,
             runs: tree("runs")?,
+            intents: tree("intents")?,
             meta: tree("meta")?,
             db,
         })
@@ -161,41 +177,91 @@ impl Journal {
             .transpose()
     }
 
-    /// Appends `event` (its `seq` is assigned here) and, when given, sets the customer's
-    /// state, atomically. Returns the sequence number. Durable after `flush`.
-    pub fn record(&self, event: Event, state: Option<State>) -> anyhow::Result<u64> {
-        let result = (&self.events, &self.by_customer, &self.state, &self.meta).transaction(
-            |(events, by_customer, states, meta)| {
-                let seq = match meta.get(NEXT_SEQ)? {
-                    Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                        ConflictableTransactionError::Abort("corrupt sequence counter")
-                    })?),
-                    None => 1,
-                };
-                meta.insert(NEXT_SEQ, &(seq + 1).to_be_bytes())?;
-                let event = Event {
-                    seq,
-                    ..event.clone()
-                };
-                let bytes = serde_json::to_vec(&event).expect("events serialise");
-                events.insert(&seq.to_be_bytes(), bytes)?;
-                by_customer.insert(customer_key(&event.customer, seq), &[])?;
-                if let Some(state) = &state {
-                    let state = State {
-                        last_seq: seq,
-                        ..state.clone()
-                    };
-                    let bytes = serde_json::to_vec(&state).expect("state serialises");
-                    states.insert(state_key(&event.sink, &event.customer), bytes)?;
-                }
-                Ok(seq)
-            },
+    /// Appends `event` (its `seq` is assigned here), sets the customer's state when
+    /// given, and (with `close_intent`) closes the customer's open intent, atomically. Returns the sequence
+    /// number. Durable after `flush`.
+    pub fn record(
+        &self,
+        event: Event,
+        state: Option<State>,
+        close_intent: bool,
+    ) -> anyhow::Result<u64> {
+        let trees = (
+            &self.events,
+            &self.by_customer,
+            &self.state,
+            &self.intents,
+            &self.meta,
         );
+        let result = trees.transaction(|(events, by_customer, states, intents, meta)| {
+            let seq = match meta.get(NEXT_SEQ)? {
+                Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                    ConflictableTransactionError::Abort("corrupt sequence counter")
+                })?),
+                None => 1,
+            };
+            meta.insert(NEXT_SEQ, &(seq + 1).to_be_bytes())?;
+            let event = Event {
+                seq,
+                ..event.clone()
+            };
+            let bytes = serde_json::to_vec(&event).expect("events serialise");
+            events.insert(&seq.to_be_bytes(), bytes)?;
+            by_customer.insert(customer_key(&event.customer, seq), &[])?;
+            let key = state_key(&event.sink, &event.customer);
+            if let Some(state) = &state {
+                let state = State {
+                    last_seq: seq,
+                    ..state.clone()
+                };
+                states.insert(
+                    key.as_slice(),
+                    serde_json::to_vec(&state).expect("state serialises"),
+                )?;
+            }
+            if close_intent {
+                intents.remove(key)?;
+            }
+            Ok(seq)
+        });
         match result {
             Ok(seq) => Ok(seq),
             Err(TransactionError::Abort(why)) => Err(anyhow::anyhow!("journal: {why}")),
             Err(TransactionError::Storage(e)) => Err(e).context("journal write failed"),
         }
+    }
+
+    /// Writes intents for a batch of customers; durable after one `flush`.
+    pub fn open_intents(&self, sink: &str, intents: &[(String, Intent)]) -> anyhow::Result<()> {
+        let mut batch = sled::Batch::default();
+        for (code, intent) in intents {
+            batch.insert(
+                state_key(sink, code),
+                serde_json::to_vec(intent).expect("intents serialise"),
+            );
+        }
+        self.intents
+            .apply_batch(batch)
+            .context("journal write failed")
+    }
+
+    /// Intents left open (by a run that died), as (customer code, intent).
+    pub fn pending_intents(&self, sink: &str) -> anyhow::Result<Vec<(String, Intent)>> {
+        let prefix = format!("{sink}/");
+        self.intents
+            .scan_prefix(prefix.as_bytes())
+            .map(|kv| {
+                let (k, v) = kv?;
+                let code = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                Ok((code, decode(&v, "intent")?))
+            })
+            .collect()
+    }
+
+    /// Closes an intent without an event: the write is known not to have happened.
+    pub fn close_intent(&self, sink: &str, code: &str) -> anyhow::Result<()> {
+        self.intents.remove(state_key(sink, code))?;
+        Ok(())
     }
 
     pub fn save_run(&self, run: &Run) -> anyhow::Result<()> {
@@ -317,9 +383,9 @@ mod tests {
                 content_hash: "h".into(),
                 last_seq: 0,
             };
-            assert_eq!(j.record(event("K1", "r1"), Some(state)).unwrap(), 1);
-            assert_eq!(j.record(event("K2", "r1"), None).unwrap(), 2);
-            assert_eq!(j.record(event("K1", "r2"), None).unwrap(), 3);
+            assert_eq!(j.record(event("K1", "r1"), Some(state), true).unwrap(), 1);
+            assert_eq!(j.record(event("K2", "r1"), None, true).unwrap(), 2);
+            assert_eq!(j.record(event("K1", "r2"), None, true).unwrap(), 3);
             j.flush().await.unwrap();
         }
         let j = Journal::open(dir.path()).unwrap();

@@ -77,6 +77,47 @@ pub enum Command {
     /// Read the journal: runs and events.
     #[command(subcommand)]
     Journal(JournalCommand),
+
+    /// Log in to the Visma register (OAuth) and check the stored authorization.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Log in to Visma in a browser and store the authorization for `sync`.
+    #[command(
+        long_about = "Log in to Visma in a browser and store the authorization.\n\n\
+        Prints the login URL (and opens it on a desktop), waits for Visma to redirect back to \
+        [sink] redirect_uri on this machine, exchanges the code (with PKCE), and stores the \
+        refresh token in the journal folder's credentials/, readable by you only. Run it once \
+        when setting up, and again whenever sync exits with code 4.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml auth login"
+    )]
+    Login(LoginArgs),
+    /// Whether an authorization is stored and when it was last refreshed (never the token).
+    #[command(
+        long_about = "Whether an authorization is stored, where it came from, and when \
+        it was last refreshed. Never prints the token.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml auth status --json"
+    )]
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Print the URL only; do not try to open a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Seconds to wait for the browser's redirect.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

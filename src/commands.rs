@@ -6,8 +6,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use secrecy::SecretString;
 
-use crate::cli::{DemoArgs, JournalArgs, JournalCommand, LogArgs, SandboxArgs, SyncArgs};
+use crate::cli::{
+    AuthCommand, DemoArgs, JournalArgs, JournalCommand, LogArgs, SandboxArgs, SyncArgs,
+};
 use crate::config::{Config, Env, SinkConfig};
 use crate::engine::{Engine, Report, SyncOptions};
 use crate::error::{exit, Error, Result};
@@ -16,7 +19,7 @@ use crate::mapping::Mapping;
 use crate::output;
 use crate::retry::RetryPolicy;
 use crate::sandbox::{Sandbox, SandboxOptions};
-use crate::sink::auth::{OAuthSettings, TokenProvider};
+use crate::sink::auth::{login, Grant, LoginSettings, OAuthSettings, TokenProvider};
 use crate::sink::{eaccounting, EAccountingSink};
 use crate::source::OpterApiSource;
 
@@ -47,11 +50,11 @@ impl Connector {
             "[sink] client_secret_env",
             &sink_config.client_secret_env,
         )?;
-        let seed = config.secret(
-            env,
-            "[sink] refresh_token_env",
-            &sink_config.refresh_token_env,
-        )?;
+        // Optional once a grant is stored: the stored, rotated token is used then.
+        let seed = env
+            .var(&sink_config.refresh_token_env)
+            .filter(|v| !v.is_empty())
+            .map(SecretString::from);
         let journal = Journal::open(&config.journal.path).map_err(Error::Other)?;
         let settings = OAuthSettings {
             product: eaccounting::PRODUCT,
@@ -61,7 +64,7 @@ impl Connector {
             seed,
             seed_env: sink_config.refresh_token_env.clone(),
         };
-        let store = journal.credentials_dir()?.join("eaccounting-grant.json");
+        let store = journal.credentials_dir()?.join(GRANT_FILE);
         let tokens = TokenProvider::new(settings, store)
             .map_err(|e| Error::config(format!("{}: [sink]: {e}", config.file.display())))?;
         let sink = EAccountingSink::new(
@@ -158,6 +161,91 @@ pub fn journal(config_file: &Path, command: &JournalCommand) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn auth(config_file: &Path, command: &AuthCommand) -> Result<ExitCode> {
+    let config = Config::load(config_file)?;
+    let sink = config.eaccounting();
+    let store = crate::journal::credentials_dir(&config.journal.path)?.join(GRANT_FILE);
+    let mut out = std::io::stdout().lock();
+    match command {
+        AuthCommand::Login(args) => {
+            let env = crate::config::ProcessEnv;
+            let settings = LoginSettings {
+                product: eaccounting::PRODUCT,
+                authorize_url: sink.authorize_url(),
+                token_url: sink.token_url.clone(),
+                client_id: sink.client_id.clone(),
+                client_secret: config.secret(
+                    &env,
+                    "[sink] client_secret_env",
+                    &sink.client_secret_env,
+                )?,
+                redirect_uri: url::Url::parse(&sink.redirect_uri).map_err(|e| {
+                    Error::config(format!(
+                        "{}: [sink] redirect_uri: {e}",
+                        config.file.display()
+                    ))
+                })?,
+                scopes: sink.scopes.clone(),
+                seed: env
+                    .var(&sink.refresh_token_env)
+                    .filter(|v| !v.is_empty())
+                    .map(SecretString::from),
+            };
+            let announce = |url: &str| {
+                eprintln!(
+                    "Open this URL in a browser and log in to {}:",
+                    eaccounting::PRODUCT
+                );
+                println!("{url}");
+                eprintln!("Waiting for the redirect on {} ...", sink.redirect_uri);
+            };
+            let timeout = std::time::Duration::from_secs(args.timeout);
+            let grant = login(settings, &store, !args.no_browser, timeout, announce).await?;
+            eprintln!(
+                "Logged in. Authorization stored in {} (owner-only) at {}.",
+                store.display(),
+                grant.refreshed_at.to_rfc3339()
+            );
+        }
+        AuthCommand::Status(args) => {
+            let grant = Grant::load(&store).map_err(Error::Other)?;
+            let status = serde_json::json!({
+                "stored": grant.is_some(),
+                "origin": grant.as_ref().map(|g| g.origin.clone()),
+                "last_refreshed": grant.as_ref().map(|g| g.refreshed_at.to_rfc3339()),
+                "file": store.display().to_string(),
+                "refresh_token_env_set": std::env::var(&sink.refresh_token_env).is_ok_and(|v| !v.is_empty()),
+            });
+            let written = if args.json {
+                writeln!(out, "{status}")
+            } else {
+                match &grant {
+                    Some(g) => writeln!(
+                        out,
+                        "authorization stored ({}), last refreshed {}\n  in {}",
+                        if g.origin == "login" { "from auth login" } else { "from the refresh token in the environment" },
+                        g.refreshed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        store.display()
+                    ),
+                    None => writeln!(
+                        out,
+                        "no authorization stored: run `opter-visma-sync auth login`, or set ${} for the first sync",
+                        sink.refresh_token_env
+                    ),
+                }
+            };
+            written.context("cannot write output")?;
+            if grant.is_none() {
+                return Ok(ExitCode::from(exit::NEEDS_LOGIN));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the eAccounting grant is kept, in the journal's credentials folder.
+const GRANT_FILE: &str = "eaccounting-grant.json";
+
 /// Names of the environment variables a sandbox config uses.
 const SANDBOX_ENV: [&str; 3] = [
     "OPTER_API_KEY",
@@ -203,6 +291,8 @@ token_url = "{token_url}"
 client_id = "{client_id}"
 client_secret_env = "{secret}"
 refresh_token_env = "{refresh}"
+authorize_url = "{authorize_url}"
+redirect_uri = "http://127.0.0.1:0/callback"
 mapping = "eaccounting-mapping.toml"
 concurrency = 4
 requests_per_minute = {requests_per_minute}
@@ -214,6 +304,7 @@ path = "journal"
         opter_base = sandbox.opter_api_base(),
         visma_base = sandbox.visma_api_base(),
         token_url = sandbox.visma_token_url(),
+        authorize_url = sandbox.visma_authorize_url(),
         client_id = creds.visma_client_id,
         requests_per_minute = if rate_limit == 0 {
             1_000_000

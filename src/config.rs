@@ -64,6 +64,14 @@ pub struct EAccountingConfig {
     /// Read once, to seed the first token exchange; afterwards the rotated token stored
     /// in the journal folder is used.
     pub refresh_token_env: String,
+    /// For `auth login`; default: `token_url` with `/token` replaced by `/authorize`.
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    /// Loopback redirect registered for this client, for `auth login`.
+    #[serde(default = "default_redirect_uri")]
+    pub redirect_uri: String,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
     /// Mapping file, relative to the config file's folder.
     pub mapping: PathBuf,
     #[serde(default = "default_concurrency")]
@@ -71,6 +79,17 @@ pub struct EAccountingConfig {
     /// Client-side limit, below the register's own (600 per minute for eAccounting).
     #[serde(default = "default_requests_per_minute")]
     pub requests_per_minute: u32,
+}
+
+impl EAccountingConfig {
+    pub fn authorize_url(&self) -> String {
+        self.authorize_url
+            .clone()
+            .unwrap_or_else(|| match self.token_url.strip_suffix("/token") {
+                Some(base) => format!("{base}/authorize"),
+                None => self.token_url.clone(),
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +117,14 @@ fn default_customers_path() -> String {
 }
 fn default_page_size() -> u32 {
     500
+}
+fn default_redirect_uri() -> String {
+    "http://127.0.0.1:44300/callback".into()
+}
+fn default_scopes() -> Vec<String> {
+    ["ea:api", "offline_access", "ea:sales"]
+        .map(String::from)
+        .to_vec()
 }
 fn default_flush_every() -> usize {
     crate::engine::DEFAULT_FLUSH_EVERY
@@ -171,6 +198,8 @@ impl Config {
         let SinkConfig::EAccounting(sink) = &self.sink;
         check_url(&sink.api_base).or_else(|why| bad("[sink] api_base", why))?;
         check_url(&sink.token_url).or_else(|why| bad("[sink] token_url", why))?;
+        check_url(&sink.authorize_url()).or_else(|why| bad("[sink] authorize_url", why))?;
+        check_url(&sink.redirect_uri).or_else(|why| bad("[sink] redirect_uri", why))?;
         if sink.client_id.trim().is_empty() {
             return bad("[sink] client_id", "must not be empty".into());
         }

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
             Command::Sandbox(args) => commands::sandbox(args).await,
             Command::Sync(args) => commands::sync(&cli.config, args).await,
             Command::Journal(command) => commands::journal(&cli.config, command),
+            Command::Auth(command) => commands::auth(&cli.config, command).await,
         }
     });
     match result {

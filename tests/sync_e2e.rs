@@ -325,7 +325,7 @@ async fn a_spent_grant_stops_the_run_with_exit_4_and_says_what_to_do() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(
-        stderr.contains("log in again") && stderr.contains("VISMA_REFRESH_TOKEN"),
+        stderr.contains("log in again") && stderr.contains("auth login"),
         "{stderr}"
     );
     assert_eq!(setup.writes(), vec![], "nothing else is attempted");

@@ -314,11 +314,19 @@ impl Journal {
 
     /// Folder for secrets a sink must persist; created owner-only.
     pub fn credentials_dir(&self) -> anyhow::Result<PathBuf> {
-        let dir = self.dir.join("credentials");
-        std::fs::create_dir_all(&dir)?;
-        owner_only(&dir, 0o700)?;
-        Ok(dir)
+        credentials_dir(&self.dir)
     }
+}
+
+/// The credentials folder of the journal in `journal_dir`, created owner-only, without
+/// opening sled (so `auth` works while a sync holds the journal).
+pub fn credentials_dir(journal_dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(journal_dir)?;
+    owner_only(journal_dir, 0o700)?;
+    let dir = journal_dir.join("credentials");
+    std::fs::create_dir_all(&dir)?;
+    owner_only(&dir, 0o700)?;
+    Ok(dir)
 }
 
 /// Opens sled, waiting up to a second for the file lock: a journal closed a moment ago

@@ -7,7 +7,7 @@
 //! Architecture invariant: tokens live in `SecretString` or oauth2's secret types, whose
 //! `Debug` does not print them; nothing here logs or journals a token.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -26,13 +26,50 @@ use super::SinkError;
 type OAuthClient =
     BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
-/// The stored grant. `seed_sha256` remembers which env-var token it grew from, so a
-/// new token put in the env var (after a person logged in again) is noticed and used.
+/// The stored grant. `seed_sha256` remembers the env-var token present when it was
+/// stored, so only a *different* token put in the env var later (a new login) replaces it.
 #[derive(Serialize, Deserialize)]
-struct StoredGrant {
+pub struct Grant {
     refresh_token: String,
-    seed_sha256: String,
-    refreshed_at: DateTime<Utc>,
+    #[serde(default)]
+    seed_sha256: Option<String>,
+    /// `login` (auth login) or `env` (grew from the env var's refresh token).
+    pub origin: String,
+    pub refreshed_at: DateTime<Utc>,
+}
+
+impl Grant {
+    /// Reads the grant stored at `path`, if any.
+    pub fn load(path: &Path) -> anyhow::Result<Option<Grant>> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Write to a temporary file (owner-only), fsync, rename over the old one, fsync
+    /// the folder: after a crash there is either the old or the new token, whole.
+    fn save(&self, path: &Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(&serde_json::to_vec(self)?)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+fn sha256_hex(secret: &SecretString) -> String {
+    hex::encode(Sha256::digest(secret.expose_secret().as_bytes()))
 }
 
 /// A valid access token and the generation it belongs to (for single-flight refresh).
@@ -54,8 +91,9 @@ pub struct OAuthSettings {
     pub token_url: String,
     pub client_id: String,
     pub client_secret: SecretString,
-    /// The refresh token from the environment, used until it has been rotated.
-    pub seed: SecretString,
+    /// The refresh token from the environment, if set: used until it has been rotated,
+    /// and again whenever a different one is put there.
+    pub seed: Option<SecretString>,
     /// The env var it came from, named in "log in again" messages.
     pub seed_env: String,
 }
@@ -65,7 +103,7 @@ pub struct TokenProvider {
     oauth: OAuthClient,
     http: reqwest::Client,
     store: PathBuf,
-    seed: SecretString,
+    seed: Option<SecretString>,
     seed_env: String,
     current: Mutex<Current>,
 }
@@ -138,14 +176,22 @@ impl TokenProvider {
     }
 
     async fn refresh(&self) -> Result<(SecretString, Duration), SinkError> {
-        let seed_hash = hex::encode(Sha256::digest(self.seed.expose_secret().as_bytes()));
-        let stored = self.load().map_err(|e| SinkError::Failed {
+        let seed_hash = self.seed.as_ref().map(sha256_hex);
+        let stored = Grant::load(&self.store).map_err(|e| SinkError::Failed {
             status: None,
-            message: e.to_string(),
+            message: format!("cannot read {}: {e}", self.store.display()),
         })?;
-        let refresh_token = match stored {
-            Some(s) if s.seed_sha256 == seed_hash => s.refresh_token,
-            _ => self.seed.expose_secret().to_string(),
+        let (refresh_token, origin) = match (stored, &self.seed) {
+            (Some(g), None) => (g.refresh_token, g.origin),
+            (Some(g), Some(_)) if g.seed_sha256 == seed_hash => (g.refresh_token, g.origin),
+            (_, Some(seed)) => (seed.expose_secret().to_string(), "env".to_string()),
+            (None, None) => {
+                return Err(SinkError::NeedsLogin(format!(
+                    "no {} authorization is stored yet: run `opter-visma-sync auth login`, or put \
+                     a refresh token in ${}",
+                    self.product, self.seed_env
+                )))
+            }
         };
         let response = self
             .oauth
@@ -158,10 +204,10 @@ impl TokenProvider {
                 if matches!(r.error(), BasicErrorResponseType::InvalidGrant) =>
             {
                 return Err(SinkError::NeedsLogin(format!(
-                    "{} refused the stored refresh token (invalid_grant): its authorization is \
-                     gone and a person must log in again. Log in to {} for this company, put the \
-                     new refresh token in ${}, and run sync again.",
-                    self.product, self.product, self.seed_env
+                    "{} refused the stored refresh token (invalid_grant): the authorization is \
+                     gone and a person must log in again. Run `opter-visma-sync auth login` \
+                     (or put a new refresh token in ${}), then run sync again.",
+                    self.product, self.seed_env
                 )))
             }
             Err(RequestTokenError::ServerResponse(r)) => {
@@ -179,16 +225,17 @@ impl TokenProvider {
             }
         };
         match token.refresh_token() {
-            Some(rotated) => self
-                .save(&StoredGrant {
-                    refresh_token: rotated.secret().clone(),
-                    seed_sha256: seed_hash,
-                    refreshed_at: Utc::now(),
-                })
-                .map_err(|e| SinkError::Failed {
-                    status: None,
-                    message: format!("cannot store the rotated refresh token: {e}"),
-                })?,
+            Some(rotated) => Grant {
+                refresh_token: rotated.secret().clone(),
+                seed_sha256: seed_hash,
+                origin,
+                refreshed_at: Utc::now(),
+            }
+            .save(&self.store)
+            .map_err(|e| SinkError::Failed {
+                status: None,
+                message: format!("cannot store the rotated refresh token: {e}"),
+            })?,
             None => tracing::debug!(
                 "token response carried no new refresh token; keeping the stored one"
             ),
@@ -199,31 +246,152 @@ impl TokenProvider {
             lifetime,
         ))
     }
+}
 
-    fn load(&self) -> anyhow::Result<Option<StoredGrant>> {
-        match std::fs::read(&self.store) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+/// What `auth login` needs: the register's OAuth endpoints and client, and where to
+/// listen for the browser's redirect.
+pub struct LoginSettings {
+    pub product: &'static str,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Loopback URI registered with the register; port 0 picks a free port.
+    pub redirect_uri: url::Url,
+    pub scopes: Vec<String>,
+    /// The env var's refresh token at login time, so it is not taken for a new one later.
+    pub seed: Option<SecretString>,
+}
+
+/// The authorization-code flow with PKCE: announce the authorize URL (and open it on a
+/// desktop), wait for the redirect on loopback, exchange the code, store the grant.
+pub async fn login(
+    settings: LoginSettings,
+    store: &Path,
+    open_browser: bool,
+    timeout: Duration,
+    announce: impl FnOnce(&str),
+) -> anyhow::Result<Grant> {
+    use anyhow::{bail, Context};
+    use oauth2::{AuthUrl, AuthorizationCode, CsrfToken, PkceCodeChallenge, RedirectUrl, Scope};
+
+    let mut redirect = settings.redirect_uri.clone();
+    let host = redirect.host_str().unwrap_or("127.0.0.1").to_string();
+    if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
+        bail!("redirect_uri {redirect} must point at this machine (127.0.0.1 or localhost)");
+    }
+    let port = redirect.port_or_known_default().unwrap_or(0);
+    let listener =
+        tokio::net::TcpListener::bind((if host == "[::1]" { "::1" } else { "127.0.0.1" }, port))
+            .await
+            .with_context(|| format!("cannot listen on {host}:{port} for the login redirect"))?;
+    let bound = listener.local_addr()?.port();
+    redirect.set_port(Some(bound)).ok();
+
+    let client = BasicClient::new(ClientId::new(settings.client_id))
+        .set_client_secret(ClientSecret::new(
+            settings.client_secret.expose_secret().to_string(),
+        ))
+        .set_auth_uri(AuthUrl::new(settings.authorize_url)?)
+        .set_token_uri(TokenUrl::new(settings.token_url)?)
+        .set_redirect_uri(RedirectUrl::new(redirect.to_string())?);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (authorize, csrf) = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scopes(settings.scopes.into_iter().map(Scope::new))
+        .set_pkce_challenge(challenge)
+        .url();
+    announce(authorize.as_str());
+    if open_browser {
+        open_in_browser(authorize.as_str());
     }
 
-    /// Write to a temporary file (owner-only), fsync, rename over the old one, fsync
-    /// the folder: after a crash there is either the old or the new token, whole.
-    fn save(&self, grant: &StoredGrant) -> anyhow::Result<()> {
-        use std::io::Write;
-        let tmp = self.store.with_extension("tmp");
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp)?;
-        file.write_all(&serde_json::to_vec(grant)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.store)?;
-        if let Some(dir) = self.store.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<(String, String)>>(1);
+    let app = axum::Router::new().route(
+        redirect.path(),
+        axum::routing::get(
+            move |axum::extract::RawQuery(query): axum::extract::RawQuery| {
+                let sender = sender.clone();
+                async move {
+                    let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                        .into_owned()
+                        .collect();
+                    let _ = sender.send(pairs).await;
+                    axum::response::Html(
+                    "<h1>opter-visma-sync</h1><p>Login received. You can close this window.</p>",
+                )
+                }
+            },
+        ),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let received = tokio::time::timeout(timeout, receiver.recv()).await;
+    server.abort();
+    let pairs = match received {
+        Ok(Some(pairs)) => pairs,
+        _ => bail!(
+            "no login arrived within {}s; run `auth login` again",
+            timeout.as_secs()
+        ),
+    };
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(error) = get("error") {
+        bail!(
+            "{} refused the login: {error} {}",
+            settings.product,
+            get("error_description").unwrap_or_default()
+        );
+    }
+    if get("state").as_deref() != Some(csrf.secret().as_str()) {
+        bail!("the login redirect carried a wrong state; run `auth login` again");
+    }
+    let code = get("code").context("the login redirect carried no code")?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let token = client
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .map_err(|e| anyhow::anyhow!("{} refused the code exchange: {e}", settings.product))?;
+    let refresh = token.refresh_token().with_context(|| {
+        format!(
+            "{} returned no refresh token: include offline_access in the scopes",
+            settings.product
+        )
+    })?;
+    let grant = Grant {
+        refresh_token: refresh.secret().clone(),
+        seed_sha256: settings.seed.as_ref().map(sha256_hex),
+        origin: "login".into(),
+        refreshed_at: Utc::now(),
+    };
+    grant.save(store)?;
+    Ok(grant)
+}
+
+/// Best effort, and only where a desktop is likely: the URL is printed either way.
+fn open_in_browser(url: &str) {
+    let opener = if cfg!(target_os = "macos") {
+        Some("open")
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
+    {
+        Some("xdg-open")
+    } else {
+        None
+    };
+    if let Some(opener) = opener {
+        let _ = std::process::Command::new(opener)
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
     }
 }

@@ -207,7 +207,20 @@ impl EAccountingSink {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(retry::parse_retry_after);
-        let text = response.text().await.unwrap_or_default();
+        let text = match response.text().await {
+            Ok(text) => text,
+            // Headers came but the body did not: the outcome is unknown, like a timeout.
+            Err(e) => {
+                let message = format!("{PRODUCT}'s answer broke off: {}", without_url(&e));
+                return Attempt::Retryable {
+                    error: SinkError::Failed {
+                        status: Some(status.as_u16()),
+                        message,
+                    },
+                    after: None,
+                };
+            }
+        };
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status.is_success() {
             return Attempt::Done(Reply {
@@ -216,39 +229,61 @@ impl EAccountingSink {
             });
         }
         let (code, message) = error_of(&body, &text, status);
-        let error = |status: u16| SinkError::Failed {
-            status: Some(status),
+        let failed = SinkError::Failed {
+            status: Some(status.as_u16()),
             message: message.clone(),
         };
-        match status {
+        match classify(status, retry_after, &message) {
             // One refresh and one retry; a second 401 means the grant itself is bad.
-            StatusCode::UNAUTHORIZED if !refreshed.swap(true, Ordering::SeqCst) => {
+            Class::Unauthorized if !refreshed.swap(true, Ordering::SeqCst) => {
                 self.tokens.invalidate(token.generation).await;
                 Attempt::Retryable {
-                    error: error(401),
+                    error: failed,
                     after: Some(Duration::ZERO),
                 }
             }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Class::Unauthorized | Class::Forbidden => {
                 Attempt::Final(SinkError::NeedsLogin(format!(
                 "{PRODUCT} refused our access token (HTTP {status}: {message}). Check that the \
-                 login has the scopes ea:api and ea:sales, or log in again."
+                 login has the scopes ea:api and ea:sales, or run `opter-visma-sync auth login`."
             )))
             }
-            StatusCode::TOO_MANY_REQUESTS => Attempt::Retryable {
-                error: error(429),
-                after: retry_after.or_else(|| retry::parse_try_again_in(&message)),
+            Class::Retry(after) => Attempt::Retryable {
+                error: failed,
+                after,
             },
-            s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => Attempt::Retryable {
-                error: error(s.as_u16()),
-                after: retry_after,
-            },
-            s => Attempt::Final(SinkError::Rejected {
-                status: s.as_u16(),
+            Class::Reject => Attempt::Final(SinkError::Rejected {
+                status: status.as_u16(),
                 code,
                 message,
             }),
         }
+    }
+}
+
+/// What an unsuccessful answer means, decided in one place (see ARCHITECTURE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// 401: refresh the token once and try again.
+    Unauthorized,
+    /// 403: the login lacks a scope or permission; a person must act.
+    Forbidden,
+    /// Transient (429, 408, 5xx): try again, after the server's wait if it gave one.
+    Retry(Option<Duration>),
+    /// The register refused the content (400, 404, 409...): record and move on.
+    Reject,
+}
+
+pub fn classify(status: StatusCode, retry_after: Option<Duration>, message: &str) -> Class {
+    match status {
+        StatusCode::UNAUTHORIZED => Class::Unauthorized,
+        StatusCode::FORBIDDEN => Class::Forbidden,
+        // eAccounting sends no Retry-After; its wait is in the message.
+        StatusCode::TOO_MANY_REQUESTS => {
+            Class::Retry(retry_after.or_else(|| retry::parse_try_again_in(message)))
+        }
+        s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => Class::Retry(retry_after),
+        _ => Class::Reject,
     }
 }
 
@@ -304,4 +339,56 @@ fn without_url(e: &reqwest::Error) -> String {
         "request failed"
     };
     kind.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_answers_per_the_failure_classes() {
+        let secs = |n| Some(Duration::from_secs(n));
+        let quota =
+            "API calls quota exceeded! maximum admitted 600 per Minute. Try again in 55 seconds.";
+        let cases = [
+            (429, None, quota, Class::Retry(secs(55))),
+            (429, secs(7), quota, Class::Retry(secs(7))),
+            (429, None, "slow down", Class::Retry(None)),
+            (500, None, "", Class::Retry(None)),
+            (502, None, "", Class::Retry(None)),
+            (503, secs(3), "", Class::Retry(secs(3))),
+            (504, None, "", Class::Retry(None)),
+            (408, None, "", Class::Retry(None)),
+            (400, None, "Name: required", Class::Reject),
+            (404, None, "", Class::Reject),
+            (409, None, "", Class::Reject),
+            (401, None, "", Class::Unauthorized),
+            (403, None, "", Class::Forbidden),
+        ];
+        for (status, after, message, want) in cases {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(classify(status, after, message), want, "{status}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_give_code_and_message() {
+        let body = serde_json::json!({"ErrorCode": 4000, "DeveloperErrorMessage": "taken", "ErrorId": "x"});
+        assert_eq!(
+            error_of(&body, "", StatusCode::BAD_REQUEST),
+            (Some("4000".into()), "taken".into())
+        );
+        assert_eq!(
+            error_of(
+                &Value::Null,
+                "<html>Bad Gateway</html>",
+                StatusCode::BAD_GATEWAY
+            ),
+            (None, "<html>Bad Gateway</html>".into())
+        );
+        assert_eq!(
+            error_of(&Value::Null, " ", StatusCode::BAD_GATEWAY).1,
+            "Bad Gateway"
+        );
+    }
 }

@@ -1,0 +1,188 @@
+//! The OAuth lifecycle against the simulated Visma Connect: single-flight refresh,
+//! `auth login` with PKCE, `auth status`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::Setup;
+use opter_visma_sync::commands::{bundled_customers, Connector};
+use opter_visma_sync::config::Config;
+use opter_visma_sync::sink::auth::{OAuthSettings, TokenProvider};
+use secrecy::SecretString;
+use serde_json::Value;
+
+fn token_calls(setup: &Setup) -> usize {
+    setup
+        .sandbox
+        .visma_requests()
+        .iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/visma/connect/token"))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_401s_cause_exactly_one_refresh() {
+    let setup = Setup::new(bundled_customers()[..1].to_vec()).await;
+    let connector = Connector::open(Config::load(&setup.config).unwrap(), &setup.env).unwrap();
+    connector.sink.find_by_number("nobody").await.unwrap();
+    assert_eq!(token_calls(&setup), 1);
+
+    let expire = format!("{}/_sandbox/visma/expire-tokens", setup.sandbox.base_url());
+    reqwest::Client::new()
+        .post(expire)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let (a, b, c, d) = tokio::join!(
+        connector.sink.find_by_number("a"),
+        connector.sink.find_by_number("b"),
+        connector.sink.find_by_number("c"),
+        connector.sink.find_by_number("d"),
+    );
+    for result in [a, b, c, d] {
+        assert_eq!(result.unwrap(), None);
+    }
+    let unauthorized = setup
+        .sandbox
+        .visma_requests()
+        .iter()
+        .filter(|r| r["status"] == 401)
+        .count();
+    assert!(unauthorized >= 1, "the expired token was refused");
+    assert_eq!(token_calls(&setup), 2, "one refresh for all of them");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_of_an_empty_or_invalidated_provider_share_one_refresh() {
+    let setup = Setup::new(Vec::new()).await;
+    let store = setup.dir.path().join("grant.json");
+    let settings = OAuthSettings {
+        product: "Visma eAccounting",
+        token_url: setup.sandbox.visma_token_url(),
+        client_id: setup.sandbox.credentials().visma_client_id,
+        client_secret: SecretString::from(setup.env["VISMA_CLIENT_SECRET"].clone()),
+        seed: Some(SecretString::from(setup.env["VISMA_REFRESH_TOKEN"].clone())),
+        seed_env: "VISMA_REFRESH_TOKEN".into(),
+    };
+    let tokens = TokenProvider::new(settings, store).unwrap();
+    let (a, b, c, d) = tokio::join!(
+        tokens.access_token(),
+        tokens.access_token(),
+        tokens.access_token(),
+        tokens.access_token()
+    );
+    let generations: Vec<u64> = [a, b, c, d]
+        .into_iter()
+        .map(|t| t.unwrap().generation)
+        .collect();
+    assert_eq!(generations, vec![1, 1, 1, 1]);
+    assert_eq!(token_calls(&setup), 1);
+
+    // Four requests all saw a 401 for generation 1.
+    tokio::join!(
+        tokens.invalidate(1),
+        tokens.invalidate(1),
+        tokens.invalidate(1),
+        tokens.invalidate(1)
+    );
+    let (a, b, c, d) = tokio::join!(
+        tokens.access_token(),
+        tokens.access_token(),
+        tokens.access_token(),
+        tokens.access_token()
+    );
+    let generations: Vec<u64> = [a, b, c, d]
+        .into_iter()
+        .map(|t| t.unwrap().generation)
+        .collect();
+    assert_eq!(generations, vec![2, 2, 2, 2]);
+    assert_eq!(token_calls(&setup), 2, "one refresh for all four");
+    // A late 401 for the old generation does not throw the new token away.
+    tokens.invalidate(1).await;
+    assert_eq!(tokens.access_token().await.unwrap().generation, 2);
+    assert_eq!(token_calls(&setup), 2);
+}
+
+/// Kills the child however the test ends.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_login_stores_a_working_grant_and_status_reports_it_without_the_token() {
+    let mut setup = Setup::new(bundled_customers()[..3].to_vec()).await;
+    setup.env.remove("VISMA_REFRESH_TOKEN");
+
+    let status = setup.run(&["auth", "status", "--json"]);
+    assert_eq!(status.status.code(), Some(4), "nothing stored yet");
+    let out = setup.run(&["sync"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("auth login"), "{stderr}");
+
+    let mut login = Child(
+        Command::new(env!("CARGO_BIN_EXE_opter-visma-sync"))
+            .arg("--config")
+            .arg(&setup.config)
+            .args(["auth", "login", "--no-browser", "--timeout", "60"])
+            .envs(&setup.env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = login.0.stdout.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout).lines().next().unwrap().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        url.contains("code_challenge=") && url.contains("code_challenge_method=S256"),
+        "{url}"
+    );
+    // The "browser": follows the simulator's consent redirect to the loopback listener.
+    let page = reqwest::get(&url).await.unwrap();
+    assert!(page.status().is_success());
+    assert!(page.text().await.unwrap().contains("Login received"));
+    let status = tokio::task::spawn_blocking(move || login.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    let out = setup.run(&["auth", "status", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (status["stored"].as_bool(), status["origin"].as_str()),
+        (Some(true), Some("login"))
+    );
+    let grant = std::fs::read_to_string(
+        setup
+            .journal_dir()
+            .join("credentials/eaccounting-grant.json"),
+    )
+    .unwrap();
+    let token: Value = serde_json::from_str(&grant).unwrap();
+    let token = token["refresh_token"].as_str().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(token),
+        "status never prints the token"
+    );
+
+    let (code, report) = setup.sync_json();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["created"], 3);
+}

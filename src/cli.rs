@@ -56,6 +56,10 @@ pub enum Command {
         /visma/connect/token, and inspection endpoints under /_sandbox: \
         GET /_sandbox/visma/customers (the register), GET /_sandbox/visma/requests (every \
         request received), PUT /_sandbox/opter/customers/CODE (change a customer).\n\n\
+        Faults can be injected from the start (--fail-rate, --drop-after-commit-rate...) or \
+        changed while it runs: POST /_sandbox/faults with {\"seed\", \"fail_rate\", \
+        \"statuses\", \"latency_ms\", \"drop_after_commit_rate\", \"rate_limit_per_minute\"}, \
+        DELETE /_sandbox/faults to clear.\n\n\
         Example:\n  opter-visma-sync sandbox --port 8080 --write-config sync.toml\n  \
         # in another shell, after running the printed export lines:\n  \
         opter-visma-sync --config sync.toml sync"
@@ -146,6 +150,43 @@ pub struct SandboxArgs {
     /// (Visma's is 600; 0 turns the limit off).
     #[arg(long, default_value_t = 600)]
     pub rate_limit: u32,
+    /// Faults: share of Visma API calls answered with an error instead (0 to 1).
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        help_heading = "Fault injection (Visma API only)"
+    )]
+    pub fail_rate: f64,
+    /// Faults: the statuses those errors use.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "429,500,503",
+        help_heading = "Fault injection (Visma API only)"
+    )]
+    pub fail_statuses: Vec<u16>,
+    /// Faults: share of writes the register commits and then answers by closing the
+    /// connection, so the client cannot know they happened (0 to 1).
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        help_heading = "Fault injection (Visma API only)"
+    )]
+    pub drop_after_commit_rate: f64,
+    /// Faults: added latency per Visma API call, in milliseconds.
+    #[arg(
+        long,
+        default_value_t = 0,
+        help_heading = "Fault injection (Visma API only)"
+    )]
+    pub latency_ms: u64,
+    /// Faults: seed of the random choices, so a run can be repeated.
+    #[arg(
+        long,
+        default_value_t = 0,
+        help_heading = "Fault injection (Visma API only)"
+    )]
+    pub fault_seed: u64,
     /// Write a config that points at this sandbox (and its mapping file beside it), and
     /// print one `export NAME=value` line per secret it names.
     #[arg(long, value_name = "FILE")]

@@ -18,7 +18,7 @@ use crate::journal::Journal;
 use crate::mapping::Mapping;
 use crate::output;
 use crate::retry::RetryPolicy;
-use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::sandbox::{Faults, Sandbox, SandboxOptions};
 use crate::sink::auth::{login, Grant, LoginSettings, OAuthSettings, TokenProvider};
 use crate::sink::{eaccounting, EAccountingSink};
 use crate::source::OpterApiSource;
@@ -345,10 +345,22 @@ fn load_customers(args: &SandboxArgs) -> Result<Vec<serde_json::Value>> {
 pub async fn sandbox(args: &SandboxArgs) -> Result<ExitCode> {
     let customers = load_customers(args)?;
     let count = customers.len();
+    let faults = Faults {
+        seed: args.fault_seed,
+        fail_rate: args.fail_rate,
+        statuses: args.fail_statuses.clone(),
+        latency_ms: args.latency_ms,
+        drop_after_commit_rate: args.drop_after_commit_rate,
+        ..Faults::default()
+    };
+    faults
+        .validate()
+        .map_err(|e| Error::config(format!("sandbox fault options: {e}")))?;
     let sandbox = Sandbox::start(SandboxOptions {
         customers,
         port: args.port,
         eaccounting_rate_limit_per_minute: args.rate_limit,
+        faults,
         ..SandboxOptions::default()
     })
     .await?;

@@ -244,7 +244,13 @@ impl Engine<'_> {
                 continue;
             };
             let remote_id = remote["Id"].as_str().unwrap_or_default().to_string();
-            let mut event = self.event(&code, run_id, actor, Operation::Adopt);
+            // Adopt only what the journal did not know as ours already.
+            let known = self.journal.state(self.sink_name, &code)?;
+            let operation = match known {
+                Some(s) if s.remote_id == remote_id => Operation::Settle,
+                _ => Operation::Adopt,
+            };
+            let mut event = self.event(&code, run_id, actor, operation);
             event.remote_id = Some(remote_id.clone());
             event.message = Some(format!(
                 "settled a {} interrupted in run {}",
@@ -495,8 +501,15 @@ impl Engine<'_> {
         let id = existing["Id"].as_str().unwrap_or_default().to_string();
         let mut adopted = self.event(&record.code, run_id, actor, Operation::Adopt);
         adopted.remote_id = Some(id.clone());
+        // The adoption is settled on its own: state says what the register holds, and the
+        // intent is closed, so a crash before the update below leaves a plain update to do.
+        let state = State {
+            remote_id: id.clone(),
+            content_hash: self.mapping.remote_hash(&existing),
+            last_seq: 0,
+        };
         self.journal
-            .record(adopted, None, false)
+            .record(adopted, Some(state), true)
             .map_err(|e| SinkError::Failed {
                 status: None,
                 message: e.to_string(),

@@ -27,6 +27,8 @@ pub enum Operation {
     Update,
     /// The customer already existed in the register with our number; we took its id.
     Adopt,
+    /// An update was interrupted (its outcome unknown); we read what the register holds.
+    Settle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

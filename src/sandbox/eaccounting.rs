@@ -23,6 +23,8 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::faults::{self, FaultEngine, FaultMark, Faults};
+
 pub const SANDBOX_CLIENT_ID: &str = "sandbox-client-id";
 pub const SANDBOX_CLIENT_SECRET: &str = "sandbox-client-secret";
 /// Scope granted to every token, as Visma grants it to a sales integration.
@@ -138,12 +140,16 @@ pub const DEFAULT_PAGE_SIZE: u64 = 50;
 pub const MAX_PAGE_SIZE: u64 = 1000;
 /// Authorization codes live 10 minutes (RFC 6749 4.1.2's recommended maximum).
 const AUTH_CODE_TTL: Duration = Duration::from_secs(600);
-const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// Visma's rate-limit window.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Largest request body the request log buffers.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct VismaConfig {
     pub rate_limit_per_minute: u32,
+    /// The rate limit's window: a minute, as Visma's; tests scale it down to keep
+    /// rate-limit runs short (the limit then counts per shorter window).
+    pub rate_window: Duration,
     pub access_token_ttl_secs: u64,
     pub record_requests: bool,
 }
@@ -181,6 +187,10 @@ pub struct VismaState {
     windows: HashMap<(String, String), Window>,
     requests: Vec<Value>,
     next_seq: u64,
+    /// The rate limit given at start; faults may replace it for a while.
+    base_rate_limit: u32,
+    /// Fault injection for `/visma/v2` (see `faults.rs`).
+    pub(super) faults: FaultEngine,
 }
 
 pub type SharedVisma = Arc<Mutex<VismaState>>;
@@ -190,6 +200,7 @@ pub fn new_state(config: VismaConfig) -> (SharedVisma, String) {
     let refresh = random_token(48);
     let mut refresh_tokens = HashMap::new();
     refresh_tokens.insert(refresh.clone(), SANDBOX_CLIENT_ID.to_string());
+    let base_rate_limit = config.rate_limit_per_minute;
     let state = VismaState {
         client_id: SANDBOX_CLIENT_ID.to_string(),
         client_secret: SANDBOX_CLIENT_SECRET.to_string(),
@@ -202,6 +213,8 @@ pub fn new_state(config: VismaConfig) -> (SharedVisma, String) {
         windows: HashMap::new(),
         requests: Vec::new(),
         next_seq: 1,
+        base_rate_limit,
+        faults: FaultEngine::default(),
     };
     (Arc::new(Mutex::new(state)), refresh)
 }
@@ -219,6 +232,26 @@ pub fn customers(state: &SharedVisma) -> Vec<Value> {
 /// The request log.
 pub fn requests(state: &SharedVisma) -> Vec<Value> {
     lock(state).requests.clone()
+}
+
+/// The current fault configuration.
+pub fn faults(state: &SharedVisma) -> Faults {
+    lock(state).faults.faults().clone()
+}
+
+/// Replaces the fault configuration, re-seeding its RNG. The rate limit becomes
+/// `faults.rate_limit_per_minute`, or the one given at start when that is None; when
+/// it changes, the rate windows start afresh.
+pub fn set_faults(state: &SharedVisma, faults: Faults) -> Result<(), String> {
+    faults.validate()?;
+    let mut st = lock(state);
+    let limit = faults.rate_limit_per_minute.unwrap_or(st.base_rate_limit);
+    if limit != st.config.rate_limit_per_minute {
+        st.config.rate_limit_per_minute = limit;
+        st.windows.clear();
+    }
+    st.faults = FaultEngine::new(faults);
+    Ok(())
 }
 
 impl VismaState {
@@ -265,7 +298,8 @@ impl VismaState {
                 start: now,
                 count: 0,
             });
-        if now.duration_since(w.start) >= RATE_WINDOW {
+        let window = self.config.rate_window;
+        if now.duration_since(w.start) >= window {
             w.start = now;
             w.count = 0;
         }
@@ -273,17 +307,28 @@ impl VismaState {
         if w.count <= limit {
             return Ok(());
         }
-        let left = RATE_WINDOW.saturating_sub(now.duration_since(w.start));
+        let left = window.saturating_sub(now.duration_since(w.start));
         // Round up: "Try again in 0 seconds" would invite an immediate retry.
         Err((left.as_millis().div_ceil(1000) as u64).max(1))
     }
 
-    fn log(&mut self, method: String, path: String, status: u16, body: Value) {
+    fn log(
+        &mut self,
+        method: String,
+        path: String,
+        status: u16,
+        body: Value,
+        fault: Option<FaultMark>,
+    ) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.requests.push(json!({
+        let mut entry = json!({
             "seq": seq, "method": method, "path": path, "status": status, "body": body,
-        }));
+        });
+        if let Some(mark) = fault {
+            entry["fault"] = json!(mark.as_str());
+        }
+        self.requests.push(entry);
     }
 
     fn find_customer(&self, id: &str) -> Option<usize> {
@@ -371,7 +416,12 @@ pub fn router(state: SharedVisma) -> Router {
         )
         .route("/visma/v2/termsofpayments", get(list_terms))
         .route("/visma/v2/termsofpayments/{id}", get(get_terms))
-        .route_layer(middleware::from_fn_with_state(state.clone(), api_guard));
+        .route_layer(middleware::from_fn_with_state(state.clone(), api_guard))
+        // Outside the token check: injected failures come before authentication.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            faults::fault_guard,
+        ));
     let connect = Router::new()
         .route("/visma/connect/token", post(token))
         .route("/visma/connect/authorize", get(authorize));
@@ -447,7 +497,8 @@ fn not_found() -> Response {
 
 // ---------- middleware ----------
 
-/// Records every /visma request (token calls included) with its request body.
+/// Records every /visma request (token calls included) with its request body, and
+/// with `"fault"` when a fault injected its status or dropped its response.
 async fn record(State(state): State<SharedVisma>, req: Request, next: Next) -> Response {
     let recording = lock(&state).config.record_requests;
     if !recording {
@@ -471,7 +522,8 @@ async fn record(State(state): State<SharedVisma>, req: Request, next: Next) -> R
     let resp = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
-    lock(&state).log(method, path, resp.status().as_u16(), logged);
+    let fault = resp.extensions().get::<FaultMark>().copied();
+    lock(&state).log(method, path, resp.status().as_u16(), logged, fault);
     resp
 }
 

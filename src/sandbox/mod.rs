@@ -2,6 +2,7 @@
 pub mod generate;
 
 pub mod eaccounting;
+pub mod faults;
 pub mod opter;
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ pub use eaccounting::{
     CUSTOMER_REQUIRED, CUSTOMER_STRING_LIMITS, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET,
     SANDBOX_TERMS_OF_PAYMENT_ID,
 };
+pub use faults::{Faults, FAULT_STATUSES};
 pub use opter::SANDBOX_OPTER_API_KEY;
 
 /// How long `shutdown` waits for open connections before dropping them.
@@ -29,8 +31,13 @@ pub struct SandboxOptions {
     pub port: u16,
     /// Per client and endpoint; 0 means unlimited.
     pub eaccounting_rate_limit_per_minute: u32,
+    /// Window the limit counts in: a minute, like Visma's; tests may scale it down.
+    pub rate_limit_window: std::time::Duration,
     pub access_token_ttl_secs: u64,
     pub record_requests: bool,
+    /// Faults injected into `/visma/v2` from the start (none by default); they can be
+    /// changed later with `Sandbox::set_faults` or `/_sandbox/faults`.
+    pub faults: Faults,
 }
 
 impl Default for SandboxOptions {
@@ -39,8 +46,10 @@ impl Default for SandboxOptions {
             customers: Vec::new(),
             port: 0,
             eaccounting_rate_limit_per_minute: 600,
+            rate_limit_window: eaccounting::RATE_WINDOW,
             access_token_ttl_secs: 3600,
             record_requests: true,
+            faults: Faults::default(),
         }
     }
 }
@@ -66,20 +75,28 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Binds, spawns the server on the current tokio runtime and returns once listening.
+    /// Fails, among other reasons, when `opts.faults` is invalid.
     pub async fn start(opts: SandboxOptions) -> anyhow::Result<Sandbox> {
         let opter = opter::new_state(opts.customers);
         let (visma, refresh) = eaccounting::new_state(eaccounting::VismaConfig {
             rate_limit_per_minute: opts.eaccounting_rate_limit_per_minute,
+            rate_window: opts.rate_limit_window,
             access_token_ttl_secs: opts.access_token_ttl_secs,
             record_requests: opts.record_requests,
         });
+        eaccounting::set_faults(&visma, opts.faults)
+            .map_err(|e| anyhow::anyhow!("invalid sandbox faults: {e}"))?;
         let app = Router::new()
             .route("/_sandbox/health", get(health))
             .merge(opter::router(opter.clone()))
             .merge(eaccounting::router(visma.clone()))
-            .fallback(no_route);
+            .merge(faults::router(visma.clone()))
+            .fallback(no_route)
+            // Each request carries its connection's abort handle, for dropped writes.
+            .into_make_service_with_connect_info::<faults::Conn>();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
         let addr = listener.local_addr()?;
+        let listener = faults::FaultListener::new(listener);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             // Resolves on `shutdown` and also when the Sandbox is dropped.
@@ -145,6 +162,22 @@ impl Sandbox {
     /// The /visma request log, as served by `GET /_sandbox/visma/requests`.
     pub fn visma_requests(&self) -> Vec<Value> {
         eaccounting::requests(&self.visma)
+    }
+
+    /// Replaces the injected faults and re-seeds their RNG, like `POST /_sandbox/faults`.
+    ///
+    /// # Panics
+    ///
+    /// When `faults` is invalid (see `Faults::validate`).
+    pub fn set_faults(&self, faults: Faults) {
+        if let Err(e) = eaccounting::set_faults(&self.visma, faults) {
+            panic!("invalid sandbox faults: {e}");
+        }
+    }
+
+    /// The faults currently injected, as served by `GET /_sandbox/faults`.
+    pub fn faults(&self) -> Faults {
+        eaccounting::faults(&self.visma)
     }
 
     /// The Opter customers as currently stored.

@@ -19,16 +19,21 @@ pub struct Setup {
 impl Setup {
     /// A sandbox with `customers` (no rate limit) and a config pointing at it.
     pub async fn new(customers: Vec<Value>) -> Setup {
-        let sandbox = Sandbox::start(SandboxOptions {
+        let options = SandboxOptions {
             customers,
             eaccounting_rate_limit_per_minute: 0,
             ..SandboxOptions::default()
-        })
-        .await
-        .expect("sandbox starts");
+        };
+        Setup::with(options, 0).await
+    }
+
+    /// A sandbox with these options, and a config whose client-side limit is
+    /// `requests_per_minute` (0: none).
+    pub async fn with(options: SandboxOptions, requests_per_minute: u32) -> Setup {
+        let sandbox = Sandbox::start(options).await.expect("sandbox starts");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("sync.toml");
-        let env = write_sandbox_config(&config, &sandbox, 0).unwrap();
+        let env = write_sandbox_config(&config, &sandbox, requests_per_minute).unwrap();
         Setup {
             sandbox,
             dir,
@@ -48,12 +53,17 @@ impl Setup {
     /// Runs the binary with this setup's config and secrets (and debug logging, so
     /// privacy tests see every log line).
     pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("binary runs")
+    }
+
+    /// The binary, set up with this setup's config and secrets, not yet started.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_opter-visma-sync"));
         cmd.arg("--config").arg(&self.config).args(args);
         cmd.envs(&self.env)
             .env("RUST_LOG", "debug")
             .env_remove("OPTER_VISMA_SYNC_CONFIG");
-        cmd.output().expect("binary runs")
+        cmd
     }
 
     /// `sync --json`, returning the exit code and the parsed report.

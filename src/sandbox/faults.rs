@@ -1,0 +1,416 @@
+//! Seeded fault injection for the simulated eAccounting API.
+//!
+//! Faults apply to `/visma/v2/*` only: never to Visma Connect (the token endpoint),
+//! Opter or `/_sandbox`. One `ChaCha8Rng`, seeded from [`Faults::seed`], lives with the
+//! eAccounting state behind its mutex, so a given order of requests meets the same
+//! faults. Per `/visma/v2` request, in arrival order, the RNG gives:
+//!
+//! 1. one draw against `fail_rate`, then, when it fails, one draw choosing the status
+//!    from `statuses`;
+//! 2. for a customer write (POST/PUT/DELETE) that did not fail, one draw against
+//!    `drop_after_commit_rate`.
+//!
+//! Order within a request: `latency_ms` sleep, then the injected failure (answered
+//! before the bearer-token check and the rate limit, as a gateway in front of the API
+//! would, so an injected failure uses no quota), then the real handling.
+//!
+//! A dropped write is committed by the handler as usual; then the connection is
+//! closed without a single byte of the response. `FaultListener` wraps every
+//! accepted socket in a `FaultStream` whose abort flag reaches the request as the
+//! `ConnectInfo<Conn>` extension; setting it makes every later read and write of that
+//! socket fail, so hyper gives up on the connection before writing the status line and
+//! the socket is closed when the connection task ends.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::{IncomingStream, Listener};
+use axum::{Json, Router};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::eaccounting::{self, ea_error, SharedVisma};
+
+/// Statuses `Faults::statuses` may contain.
+pub const FAULT_STATUSES: &[u16] = &[429, 500, 502, 503, 504];
+
+/// The fault configuration. `Faults::default()` injects nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Seeds the RNG that decides every fault.
+    pub seed: u64,
+    /// Probability (0..=1) that a `/visma/v2` request is not handled and gets one of
+    /// `statuses` instead.
+    pub fail_rate: f64,
+    /// What an injected failure answers, chosen by the RNG; each one of
+    /// [`FAULT_STATUSES`].
+    pub statuses: Vec<u16>,
+    /// Delay before each `/visma/v2` request is handled.
+    pub latency_ms: u64,
+    /// Probability (0..=1) that a successful customer POST/PUT/DELETE is committed and
+    /// then its connection closed without any response.
+    pub drop_after_commit_rate: f64,
+    /// When set, replaces the sandbox's eAccounting rate limit (0 = unlimited).
+    pub rate_limit_per_minute: Option<u32>,
+    /// The N of an injected 429's "Try again in N seconds.".
+    pub retry_after_secs: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            seed: 0,
+            fail_rate: 0.0,
+            statuses: vec![429, 500, 503],
+            latency_ms: 0,
+            drop_after_commit_rate: 0.0,
+            rate_limit_per_minute: None,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+impl Faults {
+    /// The first problem with this configuration, if any.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, rate) in [
+            ("fail_rate", self.fail_rate),
+            ("drop_after_commit_rate", self.drop_after_commit_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name}: must be between 0 and 1, got {rate}"));
+            }
+        }
+        if self.statuses.is_empty() {
+            return Err(format!(
+                "statuses: must not be empty (choose from {FAULT_STATUSES:?})"
+            ));
+        }
+        if let Some(s) = self.statuses.iter().find(|s| !FAULT_STATUSES.contains(s)) {
+            return Err(format!("statuses: {s} is not one of {FAULT_STATUSES:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// The current faults and the RNG seeded from them.
+pub(crate) struct FaultEngine {
+    faults: Faults,
+    rng: ChaCha8Rng,
+}
+
+/// What happens to one request, decided when it arrives.
+struct Plan {
+    latency: Duration,
+    inject: Option<u16>,
+    drop_after_commit: bool,
+    retry_after_secs: u64,
+}
+
+impl FaultEngine {
+    pub(crate) fn new(faults: Faults) -> FaultEngine {
+        FaultEngine {
+            rng: ChaCha8Rng::seed_from_u64(faults.seed),
+            faults,
+        }
+    }
+
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    fn plan(&mut self, customer_write: bool) -> Plan {
+        let f = &self.faults;
+        // gen::<f64>() is in [0, 1): a rate of 1 always hits, 0 never does.
+        let inject = if self.rng.gen::<f64>() < f.fail_rate {
+            Some(f.statuses[self.rng.gen_range(0..f.statuses.len())])
+        } else {
+            None
+        };
+        let drop_after_commit =
+            inject.is_none() && customer_write && self.rng.gen::<f64>() < f.drop_after_commit_rate;
+        Plan {
+            latency: Duration::from_millis(f.latency_ms),
+            inject,
+            drop_after_commit,
+            retry_after_secs: f.retry_after_secs,
+        }
+    }
+}
+
+impl Default for FaultEngine {
+    fn default() -> Self {
+        FaultEngine::new(Faults::default())
+    }
+}
+
+/// Response extension read by the request log: how a fault changed this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FaultMark {
+    /// Answered with an injected status without being handled.
+    Injected,
+    /// Handled and committed; the connection was then closed without a response.
+    Dropped,
+}
+
+impl FaultMark {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            FaultMark::Injected => "injected",
+            FaultMark::Dropped => "dropped",
+        }
+    }
+}
+
+/// Route layer for the `/visma/v2` routes, placed outside the bearer-token check.
+pub(crate) async fn fault_guard(
+    State(state): State<SharedVisma>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let write = is_customer_write(&req);
+    let plan = eaccounting::lock(&state).faults.plan(write);
+    if !plan.latency.is_zero() {
+        tokio::time::sleep(plan.latency).await;
+    }
+    if let Some(status) = plan.inject {
+        let mut resp = injected(status, plan.retry_after_secs);
+        resp.extensions_mut().insert(FaultMark::Injected);
+        return resp;
+    }
+    let conn = req.extensions().get::<ConnectInfo<Conn>>().cloned();
+    let mut resp = next.run(req).await;
+    // Only a write that succeeded has something committed to lose the answer to.
+    if plan.drop_after_commit && resp.status().is_success() {
+        match conn {
+            Some(ConnectInfo(conn)) => {
+                conn.abort();
+                resp.extensions_mut().insert(FaultMark::Dropped);
+            }
+            None => tracing::warn!("cannot drop the response: served without FaultListener"),
+        }
+    }
+    resp
+}
+
+fn is_customer_write(req: &Request) -> bool {
+    let customers = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| p.as_str().starts_with("/visma/v2/customers"));
+    customers && [Method::POST, Method::PUT, Method::DELETE].contains(req.method())
+}
+
+/// What eAccounting (or the gateway in front of it) answers with `status`.
+fn injected(status: u16, retry_after_secs: u64) -> Response {
+    match status {
+        429 => ea_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            4010,
+            format!(
+                "API calls quota exceeded! maximum admitted 600 per Minute. Try again in {retry_after_secs} seconds."
+            ),
+        ),
+        500 => ea_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            5000,
+            "An error has occurred.",
+        ),
+        _ => {
+            let status =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let title = format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("Error")
+            );
+            let html = format!(
+                "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n</body>\r\n</html>\r\n"
+            );
+            (
+                status,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                html,
+            )
+                .into_response()
+        }
+    }
+}
+
+// ---------- control ----------
+
+/// `GET/POST/DELETE /_sandbox/faults`.
+pub(crate) fn router(state: SharedVisma) -> Router {
+    Router::new()
+        .route(
+            "/_sandbox/faults",
+            get(get_faults).post(post_faults).delete(delete_faults),
+        )
+        .with_state(state)
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "message": message }))).into_response()
+}
+
+async fn get_faults(State(state): State<SharedVisma>) -> Response {
+    Json(eaccounting::faults(&state)).into_response()
+}
+
+/// Replaces the faults (absent fields take their defaults) and re-seeds the RNG.
+async fn post_faults(State(state): State<SharedVisma>, body: Bytes) -> Response {
+    let faults: Faults = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return bad_request(format!("invalid fault configuration: {e}")),
+    };
+    match eaccounting::set_faults(&state, faults) {
+        Ok(()) => Json(eaccounting::faults(&state)).into_response(),
+        Err(e) => bad_request(format!("invalid fault configuration: {e}")),
+    }
+}
+
+async fn delete_faults(State(state): State<SharedVisma>) -> Response {
+    match eaccounting::set_faults(&state, Faults::default()) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => bad_request(e),
+    }
+}
+
+// ---------- connections that can be dropped ----------
+
+/// A TCP listener whose connections a request can abort (see `Conn`).
+pub(crate) struct FaultListener(TcpListener);
+
+impl FaultListener {
+    pub(crate) fn new(listener: TcpListener) -> FaultListener {
+        FaultListener(listener)
+    }
+}
+
+impl Listener for FaultListener {
+    type Io = FaultStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (FaultStream, SocketAddr) {
+        // axum's accept: retries and backs off on accept errors.
+        let (inner, addr) = <TcpListener as Listener>::accept(&mut self.0).await;
+        let stream = FaultStream {
+            inner,
+            aborted: Arc::new(AtomicBool::new(false)),
+        };
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// A TCP stream that fails every read and write once aborted.
+pub(crate) struct FaultStream {
+    inner: TcpStream,
+    aborted: Arc<AtomicBool>,
+}
+
+impl FaultStream {
+    fn check(&self) -> io::Result<()> {
+        if self.aborted.load(Ordering::Acquire) {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "sandbox fault: connection dropped after commit",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl AsyncRead for FaultStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for FaultStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // Aborted: no orderly shutdown; dropping the stream closes the socket.
+        this.check()?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+/// Per-connection handle in every request's extensions (as `ConnectInfo<Conn>`).
+#[derive(Debug, Clone)]
+pub(crate) struct Conn {
+    aborted: Arc<AtomicBool>,
+}
+
+impl Conn {
+    /// From now on the connection neither reads nor writes: the response being
+    /// produced is never sent and hyper closes the connection.
+    fn abort(&self) {
+        self.aborted.store(true, Ordering::Release);
+    }
+}
+
+impl Connected<IncomingStream<'_, FaultListener>> for Conn {
+    fn connect_info(stream: IncomingStream<'_, FaultListener>) -> Self {
+        Conn {
+            aborted: stream.io().aborted.clone(),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Never a duplicate, never a lost write: the real binary against a sandbox that fails,
+//! throttles, drops answers after committing, and gets killed mid-run. All seeded.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::Setup;
+use opter_visma_sync::journal::{Journal, Operation, Outcome};
+use opter_visma_sync::sandbox::generate::generate_customers;
+use opter_visma_sync::sandbox::{Faults, SandboxOptions};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+fn no_limit(customers: Vec<Value>) -> SandboxOptions {
+    SandboxOptions {
+        customers,
+        eaccounting_rate_limit_per_minute: 0,
+        ..SandboxOptions::default()
+    }
+}
+
+/// Runs `sync` until it exits 0 (at most `tries` times); returns the exit codes seen.
+fn sync_until_clean(setup: &Setup, tries: usize) -> Vec<i32> {
+    let mut codes = Vec::new();
+    for _ in 0..tries {
+        let code = setup.run(&["sync"]).status.code().unwrap_or(-1);
+        codes.push(code);
+        if code == 0 {
+            break;
+        }
+    }
+    codes
+}
+
+/// The register holds exactly one customer per Opter code, with Opter's current name;
+/// the journal has no open intent and one create-or-adopt event per customer.
+fn assert_converged(setup: &Setup) {
+    let opter: BTreeMap<String, String> = setup
+        .sandbox
+        .opter_customers()
+        .iter()
+        .map(|c| {
+            (
+                c["customerCode"].as_str().unwrap().into(),
+                c["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let register = setup.sandbox.visma_customers();
+    let mut seen = BTreeSet::new();
+    for c in &register {
+        let number = c["CustomerNumber"].as_str().unwrap().to_string();
+        assert!(
+            seen.insert(number.clone()),
+            "customer {number} exists twice in the register"
+        );
+        assert_eq!(
+            c["Name"].as_str(),
+            opter.get(&number).map(String::as_str),
+            "{number} is stale"
+        );
+    }
+    assert_eq!(
+        seen,
+        opter.keys().cloned().collect::<BTreeSet<_>>(),
+        "lost or extra customers"
+    );
+
+    let journal = Journal::open(&setup.journal_dir()).unwrap();
+    assert_eq!(
+        journal.pending_intents("eaccounting").unwrap(),
+        vec![],
+        "open intents"
+    );
+    for code in opter.keys() {
+        let events = journal.events(Some(code), None).unwrap();
+        let arrivals = events
+            .iter()
+            .filter(|e| e.outcome == Outcome::Succeeded)
+            .filter(|e| matches!(e.operation, Operation::Create | Operation::Adopt))
+            .count();
+        let timeline: Vec<_> = events
+            .iter()
+            .map(|e| (e.operation, e.outcome, e.message.clone()))
+            .collect();
+        assert_eq!(
+            arrivals, 1,
+            "{code} has {arrivals} create/adopt events: {timeline:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_run_under_the_registers_limit_receives_no_429() {
+    // The register's window scaled from a minute to a second: 10 per second is Visma's
+    // 600 per minute. The connector is configured a little below it (540 per minute).
+    let options = SandboxOptions {
+        customers: generate_customers(30, 3),
+        eaccounting_rate_limit_per_minute: 10,
+        rate_limit_window: Duration::from_secs(1),
+        ..SandboxOptions::default()
+    };
+    let setup = Setup::with(options, 540).await;
+    let (code, report) = setup.sync_json();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["created"], 30);
+    let throttled = setup
+        .sandbox
+        .visma_requests()
+        .iter()
+        .filter(|r| r["status"] == 429)
+        .count();
+    assert_eq!(
+        throttled, 0,
+        "the client-side limiter kept the run under the register's limit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_throttling_and_dropped_answers_converge_without_duplicates() {
+    let customers = generate_customers(150, 11);
+    let setup = Setup::new(customers.clone()).await;
+    setup.sandbox.set_faults(Faults {
+        seed: 42,
+        fail_rate: 0.3,
+        statuses: vec![429, 500, 503],
+        drop_after_commit_rate: 0.2,
+        ..Faults::default()
+    });
+    let codes = sync_until_clean(&setup, 5);
+    assert_eq!(
+        codes.last(),
+        Some(&0),
+        "sync converges: exit codes {codes:?}"
+    );
+    assert_converged(&setup);
+    let requests = setup.sandbox.visma_requests();
+    let dropped = requests.iter().filter(|r| r["fault"] == "dropped").count();
+    let injected = requests.iter().filter(|r| r["fault"] == "injected").count();
+    assert!(
+        dropped > 10 && injected > 30,
+        "the faults happened ({dropped} dropped, {injected} injected)"
+    );
+
+    // Then ten customers change in Opter, under the same faults.
+    for c in customers.iter().take(10) {
+        let mut changed = c.clone();
+        changed["name"] = format!("{} Nya", &c["customerCode"].as_str().unwrap()).into();
+        setup.put_opter_customer(&changed).await;
+    }
+    setup.clear_requests().await;
+    let codes = sync_until_clean(&setup, 5);
+    assert_eq!(codes.last(), Some(&0), "{codes:?}");
+    assert_converged(&setup);
+    // Bound: each change is one PUT; every failed or dropped attempt may add one more.
+    let writes = setup.writes().len();
+    let faults = setup
+        .sandbox
+        .visma_requests()
+        .iter()
+        .filter(|r| r["fault"].is_string())
+        .count();
+    assert!(
+        writes <= 10 + faults,
+        "{writes} writes for 10 changes and {faults} faults"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_random_moments_the_connector_still_converges() {
+    kill_run(20261123, 500, 20).await;
+}
+
+/// The long version: `cargo test --test exactly_once -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn killed_a_hundred_times_over_two_thousand_customers_still_converges() {
+    kill_run(7, 2000, 100).await;
+}
+
+/// Starts `sync` again and again and SIGKILLs it at seeded random moments until `kills`
+/// kills landed mid-run, then lets it finish and checks the outcome.
+async fn kill_run(seed: u64, count: usize, kills: usize) {
+    let customers = generate_customers(count, seed);
+    let setup = Setup::with(no_limit(customers.clone()), 0).await;
+    // Latency keeps each run long enough for kills to land mid-write.
+    setup.sandbox.set_faults(Faults {
+        seed,
+        latency_ms: 4,
+        drop_after_commit_rate: 0.02,
+        ..Faults::default()
+    });
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let started = Instant::now();
+    let (mut landed, mut attempts) = (0, 0);
+    while landed < kills && attempts < kills * 4 {
+        attempts += 1;
+        // Keep work coming: a few customers change in Opter before each start.
+        for _ in 0..15 {
+            let mut c = customers[rng.gen_range(0..customers.len())].clone();
+            c["name"] = format!("Kund {} v{attempts}", c["customerCode"].as_str().unwrap()).into();
+            setup.put_opter_customer(&c).await;
+        }
+        let mut child = setup
+            .command(&["sync"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(30..400))).await;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL: no cleanup, no flush
+            landed += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(
+        landed >= kills,
+        "only {landed} kills landed in {attempts} starts"
+    );
+    let codes = sync_until_clean(&setup, 5);
+    assert_eq!(codes.last(), Some(&0), "{codes:?}");
+    assert_converged(&setup);
+    eprintln!(
+        "{landed} kills in {attempts} starts, converged in {:?}",
+        started.elapsed()
+    );
+}

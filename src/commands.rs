@@ -17,7 +17,6 @@ use crate::error::{exit, Error, Result};
 use crate::journal::Journal;
 use crate::mapping::Mapping;
 use crate::output;
-use crate::retry::RetryPolicy;
 use crate::sandbox::{Faults, Sandbox, SandboxOptions};
 use crate::sink::auth::{login, Grant, LoginSettings, OAuthSettings, TokenProvider};
 use crate::sink::{eaccounting, EAccountingSink};
@@ -40,7 +39,7 @@ pub struct Connector {
 
 impl Connector {
     pub fn open(config: Config, env: &dyn Env) -> Result<Connector> {
-        let retry = RetryPolicy::default();
+        let retry = config.retry_policy();
         let crate::config::SourceConfig::OpterApi(source_config) = &config.source;
         let source = OpterApiSource::new(source_config, config.source_api_key(env)?, retry)?;
         let SinkConfig::EAccounting(sink_config) = &config.sink;

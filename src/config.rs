@@ -79,6 +79,12 @@ pub struct EAccountingConfig {
     /// Client-side limit, below the register's own (600 per minute for eAccounting).
     #[serde(default = "default_requests_per_minute")]
     pub requests_per_minute: u32,
+    /// Longest server-requested wait honoured (`Retry-After`, "Try again in N seconds").
+    #[serde(default = "default_max_retry_wait_secs")]
+    pub max_retry_wait_secs: u64,
+    /// Total time one call may spend on retries before its customer counts as failed.
+    #[serde(default = "default_retry_budget_secs")]
+    pub retry_budget_secs: u64,
 }
 
 impl EAccountingConfig {
@@ -125,6 +131,12 @@ fn default_scopes() -> Vec<String> {
     ["ea:api", "offline_access", "ea:sales"]
         .map(String::from)
         .to_vec()
+}
+fn default_max_retry_wait_secs() -> u64 {
+    120
+}
+fn default_retry_budget_secs() -> u64 {
+    300
 }
 fn default_flush_every() -> usize {
     crate::engine::DEFAULT_FLUSH_EVERY
@@ -219,6 +231,9 @@ impl Config {
                 format!("is {}; use 1 to 10000", self.journal.flush_every),
             );
         }
+        if sink.retry_budget_secs == 0 {
+            return bad("[sink] retry_budget_secs", "must be at least 1".into());
+        }
         if sink.requests_per_minute == 0 {
             return bad("[sink] requests_per_minute", "must be at least 1".into());
         }
@@ -240,6 +255,16 @@ impl Config {
     pub fn source_api_key(&self, env: &dyn Env) -> Result<SecretString> {
         let SourceConfig::OpterApi(s) = &self.source;
         self.secret(env, "[source] api_key_env", &s.api_key_env)
+    }
+
+    /// The retry policy the config asks for.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        let sink = self.eaccounting();
+        crate::retry::RetryPolicy {
+            max_server_wait: std::time::Duration::from_secs(sink.max_retry_wait_secs),
+            budget: std::time::Duration::from_secs(sink.retry_budget_secs),
+            ..crate::retry::RetryPolicy::default()
+        }
     }
 
     pub fn eaccounting(&self) -> &EAccountingConfig {
@@ -325,6 +350,15 @@ path = "journal"
 
     fn error(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn retry_waits_are_capped_as_configured() {
+        let c = parse(&GOOD.replace("[journal]", "max_retry_wait_secs = 30\n[journal]")).unwrap();
+        let policy = c.retry_policy();
+        assert_eq!(policy.max_server_wait, std::time::Duration::from_secs(30));
+        let default = parse(GOOD).unwrap().retry_policy();
+        assert_eq!(default.max_server_wait, std::time::Duration::from_secs(120));
     }
 
     #[test]

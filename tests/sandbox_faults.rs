@@ -1,92 +1,15 @@
 //! Seeded fault injection in the simulated eAccounting API, over real HTTP: each test
 //! fails if its point breaks.
 
+mod sandbox_support;
+
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use opter_visma_sync::sandbox::*;
 use reqwest::{Client, Method, StatusCode};
+use sandbox_support::*;
 use serde_json::{json, Value};
-
-async fn start(opts: SandboxOptions) -> Sandbox {
-    Sandbox::start(opts).await.expect("sandbox starts")
-}
-
-async fn start_default() -> Sandbox {
-    start(SandboxOptions::default()).await
-}
-
-async fn refresh(sb: &Sandbox, token: &str) -> reqwest::Response {
-    let c = sb.credentials();
-    Client::new()
-        .post(sb.visma_token_url())
-        .basic_auth(&c.visma_client_id, Some(&c.visma_client_secret))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", token)])
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn access_token(sb: &Sandbox) -> String {
-    let resp = refresh(sb, &sb.credentials().visma_refresh_token).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let body: Value = resp.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_string()
-}
-
-fn valid_customer(number: &str) -> Value {
-    json!({
-        "CustomerNumber": number,
-        "Name": "Åkeri Nord AB",
-        "InvoiceCity": "Umeå",
-        "InvoicePostalCode": "903 25",
-        "TermsOfPaymentId": SANDBOX_TERMS_OF_PAYMENT_ID,
-        "IsPrivatePerson": false,
-        "IsActive": true,
-        "ContactPersonName": "Anna Berg",
-        "ContactPersonEmail": "anna@akerinord.se"
-    })
-}
-
-struct Api {
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn new(sb: &Sandbox) -> Api {
-        Api {
-            base: sb.visma_api_base(),
-            token: access_token(sb).await,
-        }
-    }
-
-    /// Each call on a fresh client, so a dropped connection cannot affect the next.
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        Client::new()
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-    }
-
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> reqwest::Response {
-        let mut req = self.request(method, path);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        req.send().await.unwrap()
-    }
-
-    async fn status(&self, method: Method, path: &str) -> StatusCode {
-        self.send(method, path, None).await.status()
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self.send(Method::GET, path, None).await;
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
 
 async fn post_faults(sb: &Sandbox, body: &Value) -> (StatusCode, Value) {
     let resp = Client::new()
@@ -139,16 +62,6 @@ async fn request_log(sb: &Sandbox) -> Vec<Value> {
         .json()
         .await
         .unwrap()
-}
-
-fn assert_ea_error(body: &Value, code: u64, message: &str) {
-    assert_eq!(body["ErrorCode"], code, "body: {body}");
-    assert_eq!(body["DeveloperErrorMessage"], message, "body: {body}");
-    let id = body["ErrorId"].as_str().expect("ErrorId");
-    assert!(
-        uuid::Uuid::parse_str(id).is_ok(),
-        "ErrorId not a uuid: {id}"
-    );
 }
 
 /// The statuses of `n` sequential GETs cycling over two endpoints.
@@ -311,7 +224,7 @@ async fn injected_bodies_are_eaccountings_own() {
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(resp.headers().get("retry-after").is_none());
     let body: Value = resp.json().await.unwrap();
-    assert_ea_error(
+    assert_ea_error_message(
         &body,
         4010,
         "API calls quota exceeded! maximum admitted 600 per Minute. Try again in 1 seconds.",
@@ -325,7 +238,7 @@ async fn injected_bodies_are_eaccountings_own() {
     });
     let (status, body) = api.get("/customers").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert_ea_error(
+    assert_ea_error_message(
         &body,
         4010,
         "API calls quota exceeded! maximum admitted 600 per Minute. Try again in 17 seconds.",
@@ -338,7 +251,7 @@ async fn injected_bodies_are_eaccountings_own() {
     });
     let (status, body) = api.get("/customers").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_ea_error(&body, 5000, "An error has occurred.");
+    assert_ea_error_message(&body, 5000, "An error has occurred.");
 
     for code in [502u16, 504] {
         sb.set_faults(Faults {

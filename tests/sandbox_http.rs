@@ -1,9 +1,12 @@
 //! The sandbox's rules, exercised over real HTTP: each test fails if its rule breaks.
 
+mod sandbox_support;
+
 use std::collections::BTreeMap;
 
 use opter_visma_sync::sandbox::*;
 use reqwest::{Client, StatusCode};
+use sandbox_support::*;
 use serde_json::{json, Value};
 
 const SWAGGER: &str = concat!(
@@ -32,14 +35,6 @@ fn opter_customer(code: &str, name: &str, updated: &str) -> Value {
     })
 }
 
-async fn start(opts: SandboxOptions) -> Sandbox {
-    Sandbox::start(opts).await.expect("sandbox starts")
-}
-
-async fn start_default() -> Sandbox {
-    start(SandboxOptions::default()).await
-}
-
 async fn opter_get(sb: &Sandbox, query: &str, key: Option<&str>) -> (StatusCode, Value) {
     let mut req = Client::new().get(format!("{}/Customers{query}", sb.opter_api_base()));
     if let Some(k) = key {
@@ -47,103 +42,6 @@ async fn opter_get(sb: &Sandbox, query: &str, key: Option<&str>) -> (StatusCode,
     }
     let resp = req.send().await.unwrap();
     (resp.status(), resp.json().await.unwrap())
-}
-
-async fn refresh(sb: &Sandbox, token: &str) -> reqwest::Response {
-    let c = sb.credentials();
-    Client::new()
-        .post(sb.visma_token_url())
-        .basic_auth(&c.visma_client_id, Some(&c.visma_client_secret))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", token)])
-        .send()
-        .await
-        .unwrap()
-}
-
-/// A fresh access token, obtained with the initial refresh token.
-async fn access_token(sb: &Sandbox) -> String {
-    let body: Value = refresh(sb, &sb.credentials().visma_refresh_token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    body["access_token"].as_str().unwrap().to_string()
-}
-
-fn valid_customer(number: &str) -> Value {
-    json!({
-        "CustomerNumber": number,
-        "Name": "Åkeri Nord AB",
-        "InvoiceCity": "Umeå",
-        "InvoicePostalCode": "903 25",
-        "TermsOfPaymentId": SANDBOX_TERMS_OF_PAYMENT_ID,
-        "IsPrivatePerson": false,
-        "IsActive": true,
-        "ContactPersonName": "Anna Berg",
-        "ContactPersonEmail": "anna@akerinord.se"
-    })
-}
-
-struct Api {
-    client: Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn new(sb: &Sandbox) -> Api {
-        Api {
-            client: Client::new(),
-            base: sb.visma_api_base(),
-            token: access_token(sb).await,
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn put(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.call(reqwest::Method::PUT, path, Some(body)).await
-    }
-
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.call(reqwest::Method::DELETE, path, None).await
-    }
-}
-
-fn assert_ea_error(status: StatusCode, body: &Value, want_status: StatusCode, code: u64) {
-    assert_eq!(status, want_status, "body: {body}");
-    assert_eq!(body["ErrorCode"], code, "body: {body}");
-    assert!(body["DeveloperErrorMessage"].is_string(), "body: {body}");
-    let id = body["ErrorId"].as_str().expect("ErrorId");
-    assert!(
-        uuid::Uuid::parse_str(id).is_ok(),
-        "ErrorId not a uuid: {id}"
-    );
 }
 
 fn message(body: &Value) -> &str {

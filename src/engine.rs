@@ -273,39 +273,58 @@ impl Engine<'_> {
 
     /// Rejects what cannot be sent, counts what is unchanged, returns what to write.
     fn plan(&self, customers: &[SourceCustomer], report: &mut Report) -> Result<Vec<Task>> {
-        let mut copies: HashMap<&str, usize> = HashMap::new();
+        // Identical copies are one customer read twice (a page boundary that moved while
+        // paging); copies that differ are a real duplicate in Opter.
+        let mut unique: Vec<&SourceCustomer> = Vec::with_capacity(customers.len());
+        let mut seen: HashMap<&str, Vec<&SourceCustomer>> = HashMap::new();
         for c in customers {
-            *copies.entry(c.code.as_str()).or_default() += 1;
+            let copies = seen.entry(c.code.as_str()).or_default();
+            if !copies.contains(&c) {
+                copies.push(c);
+                unique.push(c);
+            }
         }
-        let mut tasks = Vec::new();
-        for customer in customers {
-            let code = customer.code.clone();
-            let reject = |reason: String| {
-                tracing::warn!(customer = %code, "rejected: {reason}");
-                Rejection {
-                    customer: code.clone(),
-                    reason,
-                }
-            };
-            let n = copies[customer.code.as_str()];
+        let mut rejected = |code: &str, reason: String| {
+            tracing::warn!(customer = %code, "rejected: {reason}");
+            report.counts.rejected += 1;
+            report.rejections.push(Rejection { customer: code.to_string(), reason });
+        };
+        let mut records = Vec::with_capacity(unique.len());
+        for customer in unique {
+            let n = seen[customer.code.as_str()].len();
             if n > 1 {
-                report.counts.rejected += 1;
-                report.rejections.push(reject(format!(
+                let reason = format!(
                     "customer code {} appears {n} times in Opter's answer; sending either \
                      copy would be a guess. Make the code unique in Opter.",
                     customer.code
-                )));
+                );
+                rejected(&customer.code, reason);
                 continue;
             }
-            let record = match self.mapping.apply(&customer.to_permitted()) {
-                Ok(r) => r,
-                Err(reason) => {
-                    report.counts.rejected += 1;
-                    report.rejections.push(reject(reason));
-                    continue;
-                }
-            };
-            let state = self.journal.state(self.sink_name, &customer.code)?;
+            match self.mapping.apply(&customer.to_permitted()) {
+                Ok(record) => records.push(record),
+                Err(reason) => rejected(&customer.code, reason),
+            }
+        }
+        // Two customers with one register number would overwrite each other.
+        let mut numbers: HashMap<&str, usize> = HashMap::new();
+        for r in &records {
+            *numbers.entry(r.number.as_str()).or_default() += 1;
+        }
+        let number_field = self.mapping.rules().number_field;
+        let mut tasks = Vec::new();
+        for record in &records {
+            let n = numbers[record.number.as_str()];
+            if n > 1 {
+                let reason = format!(
+                    "{n} Opter customers map to the same {number_field} {}; the register can \
+                     hold only one. Give each its own number in Opter.",
+                    record.number
+                );
+                rejected(&record.code, reason);
+                continue;
+            }
+            let state = self.journal.state(self.sink_name, &record.code)?;
             let task = match state {
                 Some(s) if s.content_hash == record.content_hash => {
                     report.counts.unchanged += 1;
@@ -313,10 +332,10 @@ impl Engine<'_> {
                 }
                 Some(s) => Task::Update {
                     remote_id: s.remote_id.clone(),
-                    record,
+                    record: record.clone(),
                     previous: Some(s),
                 },
-                None => Task::Create(record),
+                None => Task::Create(record.clone()),
             };
             if report.dry_run {
                 report.plan.push(self.planned(&task)?);

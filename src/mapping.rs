@@ -80,9 +80,12 @@ pub struct MappedRecord {
     pub code: String,
     /// Value of the register's number field: how the customer is found again.
     pub number: String,
-    /// Register field -> value; `Null` clears the field in the register.
+    /// Mapped register field -> value; `Null` clears the field in the register.
     pub fields: BTreeMap<String, Value>,
-    /// SHA-256 (hex) of the canonical fields: decides unchanged / update.
+    /// The mapping's constants: sent on create, and on update only where the register
+    /// has no value, so what an accountant set in Visma (terms, address) survives.
+    pub defaults: BTreeMap<String, Value>,
+    /// SHA-256 (hex) of the canonical mapped fields: decides unchanged / update.
     pub content_hash: String,
 }
 
@@ -171,7 +174,7 @@ impl Mapping {
     /// Maps and checks one customer. `Err` is a rejection reason a person can act on;
     /// it names fields and lengths, never the values.
     pub fn apply(&self, customer: &PermittedCustomer) -> std::result::Result<MappedRecord, String> {
-        let mut out = self.constants.clone();
+        let mut out = BTreeMap::new();
         for (target, source) in &self.fields {
             let value = source.value(customer).unwrap_or(Value::Null);
             if let Some(rule) = self.rules.rule(target) {
@@ -190,6 +193,7 @@ impl Mapping {
             code: customer.code.clone(),
             number,
             fields: out,
+            defaults: self.constants.clone(),
             content_hash,
         })
     }
@@ -200,7 +204,6 @@ impl Mapping {
         let ours: BTreeMap<String, Value> = self
             .fields
             .keys()
-            .chain(self.constants.keys())
             .map(|k| (k.clone(), remote.get(k).cloned().unwrap_or(Value::Null)))
             .collect();
         content_hash(&ours)
@@ -366,7 +369,8 @@ Terms = "t-1"
     fn maps_fields_and_constants() {
         let r = mapping(GOOD).unwrap().apply(&customer()).unwrap();
         assert_eq!(r.number, "K1");
-        assert_eq!(r.fields["Terms"], "t-1");
+        assert_eq!(r.defaults["Terms"], "t-1");
+        assert!(!r.fields.contains_key("Terms"), "constants are defaults, not content");
         assert_eq!(r.fields["Mail"], "a@acme.se");
         assert_eq!(r.content_hash.len(), 64);
     }

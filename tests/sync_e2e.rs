@@ -527,3 +527,174 @@ fn demo_runs_the_whole_job_and_exits_0() {
     });
     assert_eq!(updated.as_deref(), Some("1"), "{third}");
 }
+
+/// An access token of our own (as an accountant's session), via the authorize flow, so
+/// the connector's refresh-token chain is left alone.
+async fn accountant_token(setup: &Setup) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let creds = setup.sandbox.credentials();
+    let redirect = "http://127.0.0.1:9/callback";
+    let authorize = client
+        .get(setup.sandbox.visma_authorize_url())
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", creds.visma_client_id.as_str()),
+            ("redirect_uri", redirect),
+            ("state", "s"),
+            ("scope", "ea:api offline_access ea:sales"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let location = authorize.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let code = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .to_string();
+    let token: Value = client
+        .post(setup.sandbox.visma_token_url())
+        .basic_auth(&creds.visma_client_id, Some(&creds.visma_client_secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    token["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_keeps_what_an_accountant_set_in_visma() {
+    let setup = Setup::new(bundled_customers()[..2].to_vec()).await;
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    let code = bundled_customers()[0]["customerCode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stored = setup
+        .sandbox
+        .visma_customers()
+        .into_iter()
+        .find(|c| c["CustomerNumber"] == code.as_str())
+        .unwrap();
+    let id = stored["Id"].as_str().unwrap().to_string();
+
+    // The accountant fills in the real address and other terms in Visma.
+    let token = accountant_token(&setup).await;
+    let api = setup.sandbox.visma_api_base();
+    let http = reqwest::Client::new();
+    let terms: Value = http
+        .get(format!("{api}/termsofpayments"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let other_terms = terms["Data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["Id"].as_str().unwrap().to_string())
+        .find(|t| stored["TermsOfPaymentId"] != t.as_str())
+        .unwrap();
+    let mut edited = stored.clone();
+    edited["InvoiceCity"] = "Umeå".into();
+    edited["InvoicePostalCode"] = "903 25".into();
+    edited["TermsOfPaymentId"] = other_terms.clone().into();
+    let put = http
+        .put(format!("{api}/customers/{id}"))
+        .bearer_auth(&token)
+        .json(&edited)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+
+    let mut changed = bundled_customers()[0].clone();
+    changed["name"] = "Omdöpt Åkeri AB".into();
+    setup.put_opter_customer(&changed).await;
+    let (code_exit, report) = setup.sync_json();
+    assert_eq!(
+        (code_exit, report["updated"].as_u64()),
+        (0, Some(1)),
+        "{report}"
+    );
+    let after = setup
+        .sandbox
+        .visma_customers()
+        .into_iter()
+        .find(|c| c["Id"] == id.as_str())
+        .unwrap();
+    assert_eq!(after["Name"], "Omdöpt Åkeri AB");
+    assert_eq!(after["InvoiceCity"], "Umeå");
+    assert_eq!(after["InvoicePostalCode"], "903 25");
+    assert_eq!(after["TermsOfPaymentId"], other_terms.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_customers_with_one_register_number_are_both_rejected() {
+    let mut customers = bundled_customers()[..3].to_vec();
+    customers[0]["customerNumber"] = "5000".into();
+    customers[1]["customerNumber"] = "5000".into();
+    customers[2]["customerNumber"] = "5001".into();
+    let setup = Setup::new(customers.clone()).await;
+    let mapping = setup.dir.path().join("eaccounting-mapping.toml");
+    let text = std::fs::read_to_string(&mapping).unwrap();
+    std::fs::write(
+        &mapping,
+        text.replace(
+            "CustomerNumber = \"customer_code\"",
+            "CustomerNumber = \"customer_number\"",
+        ),
+    )
+    .unwrap();
+    let (code, report) = setup.sync_json();
+    assert_eq!(code, 3, "{report}");
+    assert_eq!(
+        (report["created"].as_u64(), report["rejected"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let rejected: Vec<&str> = report["rejections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["customer"].as_str().unwrap())
+        .collect();
+    let codes: Vec<&str> = customers[..2]
+        .iter()
+        .map(|c| c["customerCode"].as_str().unwrap())
+        .collect();
+    assert_eq!(rejected, codes);
+    assert!(report["rejections"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("same CustomerNumber 5000"));
+    assert_eq!(setup.sandbox.visma_customers().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identical_copy_read_twice_is_one_customer() {
+    let mut customers = bundled_customers()[..3].to_vec();
+    customers.push(customers[1].clone()); // the same record on two pages
+    let setup = Setup::new(customers).await;
+    let (code, report) = setup.sync_json();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["created"], 3);
+    assert_eq!(setup.sandbox.visma_customers().len(), 3);
+}

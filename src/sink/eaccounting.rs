@@ -138,6 +138,16 @@ impl EAccountingSink {
                 v => merged.insert(field.clone(), v.clone()),
             };
         }
+        for (field, value) in &record.defaults {
+            let unset = match merged.get(field) {
+                None | Some(Value::Null) => true,
+                Some(Value::String(s)) => s.is_empty(),
+                Some(_) => false,
+            };
+            if unset {
+                merged.insert(field.clone(), value.clone());
+            }
+        }
         let reply = self
             .send(Method::PUT, &url, Some(&Value::Object(merged)))
             .await?;
@@ -317,12 +327,13 @@ fn remote_id(body: &Value) -> Result<String, SinkError> {
         })
 }
 
-/// The body of `POST /customers`: our fields and constants, unset ones left out.
+/// The body of `POST /customers`: constants and our fields, unset ones left out.
 pub fn create_body(record: &MappedRecord) -> Value {
     Value::Object(
         record
-            .fields
+            .defaults
             .iter()
+            .chain(&record.fields)
             .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<Map<String, Value>>(),

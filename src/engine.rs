@@ -100,6 +100,7 @@ impl Report {
         match done {
             Done::Created => self.counts.created += 1,
             Done::Updated => self.counts.updated += 1,
+            Done::Unchanged => self.counts.unchanged += 1,
             Done::Rejected => {
                 self.counts.rejected += 1;
                 self.rejections.push(Rejection { customer, reason });
@@ -231,6 +232,7 @@ impl Engine<'_> {
             let remote = match self.sink.find_by_number(&intent.number).await {
                 Ok(remote) => remote,
                 Err(SinkError::NeedsLogin(m)) => return Err(Error::NeedsLogin(m)),
+                Err(SinkError::Fatal(m)) => return Err(Error::Other(anyhow::anyhow!(m))),
                 Err(e) => {
                     // Left open: the next run tries again; a create meanwhile is safe,
                     // since the register refuses a second customer with this number.
@@ -287,7 +289,10 @@ impl Engine<'_> {
         let mut rejected = |code: &str, reason: String| {
             tracing::warn!(customer = %code, "rejected: {reason}");
             report.counts.rejected += 1;
-            report.rejections.push(Rejection { customer: code.to_string(), reason });
+            report.rejections.push(Rejection {
+                customer: code.to_string(),
+                reason,
+            });
         };
         let mut records = Vec::with_capacity(unique.len());
         for customer in unique {
@@ -430,20 +435,23 @@ impl Engine<'_> {
             self.journal.close_intent(self.sink_name, &record.code)?;
             return Ok(None);
         }
+        let mut operation = operation;
         let result = match &remote_id {
-            None => match self.sink.create(&record).await {
-                // The number is taken: the customer is already there (a lost journal, or
-                // a create whose answer never arrived). Adopt it instead of duplicating.
-                Err(SinkError::Rejected {
-                    code: Some(code), ..
-                }) if code == "4000" => self.adopt(&record, run_id, actor).await,
-                other => other.map(|w| (w, Done::Created)),
+            None => {
+                self.create_or_adopt(&record, run_id, actor, &mut operation)
+                    .await
+            }
+            Some(remote_id) => match self.sink.update(remote_id, &record).await {
+                // Deleted in Visma since we last wrote it: find it by number, or create it
+                // again, rather than report a rejection nobody in Opter can fix.
+                Err(SinkError::Rejected { status: 404, .. }) => {
+                    tracing::info!(customer = %record.code, "gone from the register; recreating");
+                    operation = Operation::Create;
+                    self.create_or_adopt(&record, run_id, actor, &mut operation)
+                        .await
+                }
+                other => other.map(|w| (w, Done::Updated)),
             },
-            Some(remote_id) => self
-                .sink
-                .update(remote_id, &record)
-                .await
-                .map(|w| (w, Done::Updated)),
         };
         let mut e = self.event(&record.code, run_id, actor, operation);
         e.fields = record.fields.keys().cloned().collect();
@@ -453,8 +461,10 @@ impl Engine<'_> {
             Ok((written, done)) => {
                 e.http_status = Some(written.status);
                 e.remote_id = Some(written.remote_id.clone());
-                if done == Done::Updated {
-                    e.operation = Operation::Update;
+                if done == Done::Unchanged {
+                    // Adopted, and the register already held our content: nothing sent.
+                    self.journal.close_intent(self.sink_name, &record.code)?;
+                    return Ok(Some((record.code, done, String::new())));
                 }
                 let state = State {
                     remote_id: written.remote_id,
@@ -466,6 +476,7 @@ impl Engine<'_> {
                 return Ok(Some((record.code, done, String::new())));
             }
             Err(SinkError::NeedsLogin(message)) => return Err(Error::NeedsLogin(message)),
+            Err(SinkError::Fatal(message)) => return Err(Error::Other(anyhow::anyhow!(message))),
             Err(SinkError::Rejected {
                 status,
                 code,
@@ -500,8 +511,30 @@ impl Engine<'_> {
         Ok(Some((record.code, done, reason)))
     }
 
-    /// The register already has a customer with our number: take its id, record that,
-    /// and update it to our content.
+    /// Creates the customer; if the register says its number is taken (a lost journal,
+    /// or a create whose answer never arrived), adopts it instead of duplicating it.
+    /// `operation` ends as the operation the final write was.
+    async fn create_or_adopt(
+        &self,
+        record: &MappedRecord,
+        run_id: &str,
+        actor: &str,
+        operation: &mut Operation,
+    ) -> std::result::Result<(Written, Done), SinkError> {
+        match self.sink.create(record).await {
+            Err(SinkError::Rejected {
+                code: Some(code), ..
+            }) if code == "4000" => {
+                *operation = Operation::Update;
+                self.adopt(record, run_id, actor).await
+            }
+            other => other.map(|w| (w, Done::Created)),
+        }
+    }
+
+    /// The register already has a customer with our number: take its id and record that
+    /// (with what it holds, as state), then update it if it differs. The intent stays
+    /// open until the update is committed, so a crash in between is settled next run.
     async fn adopt(
         &self,
         record: &MappedRecord,
@@ -520,19 +553,27 @@ impl Engine<'_> {
         let id = existing["Id"].as_str().unwrap_or_default().to_string();
         let mut adopted = self.event(&record.code, run_id, actor, Operation::Adopt);
         adopted.remote_id = Some(id.clone());
-        // The adoption is settled on its own: state says what the register holds, and the
-        // intent is closed, so a crash before the update below leaves a plain update to do.
         let state = State {
             remote_id: id.clone(),
             content_hash: self.mapping.remote_hash(&existing),
             last_seq: 0,
         };
+        let same = state.content_hash == record.content_hash;
         self.journal
-            .record(adopted, Some(state), true)
+            .record(adopted, Some(state), false)
             .map_err(|e| SinkError::Failed {
                 status: None,
                 message: e.to_string(),
             })?;
+        if same {
+            return Ok((
+                Written {
+                    remote_id: id,
+                    status: 200,
+                },
+                Done::Unchanged,
+            ));
+        }
         let written = self.sink.update(&id, record).await?;
         Ok((written, Done::Updated))
     }
@@ -542,6 +583,8 @@ impl Engine<'_> {
 enum Done {
     Created,
     Updated,
+    /// Adopted with the content we would have sent: nothing to write.
+    Unchanged,
     Rejected,
     Failed,
 }

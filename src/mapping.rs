@@ -370,7 +370,10 @@ Terms = "t-1"
         let r = mapping(GOOD).unwrap().apply(&customer()).unwrap();
         assert_eq!(r.number, "K1");
         assert_eq!(r.defaults["Terms"], "t-1");
-        assert!(!r.fields.contains_key("Terms"), "constants are defaults, not content");
+        assert!(
+            !r.fields.contains_key("Terms"),
+            "constants are defaults, not content"
+        );
         assert_eq!(r.fields["Mail"], "a@acme.se");
         assert_eq!(r.content_hash.len(), 64);
     }

@@ -186,3 +186,48 @@ async fn auth_login_stores_a_working_grant_and_status_reports_it_without_the_tok
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["created"], 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_within_the_access_tokens_lifetime_does_not_rotate_the_grant() {
+    let setup = Setup::new(bundled_customers()[..2].to_vec()).await;
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    let mut changed = bundled_customers()[0].clone();
+    changed["name"] = "Second Process AB".into();
+    setup.put_opter_customer(&changed).await;
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    assert_eq!(token_calls(&setup), 1, "the stored access token was reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_token_left_in_the_env_does_not_shadow_a_working_stored_grant() {
+    let mut setup = Setup::new(bundled_customers()[..2].to_vec()).await;
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    // A person logged in again elsewhere; the old env token is spent, and a different
+    // spent token is exported by a stale cron environment.
+    let tokens = setup.login_tokens().await;
+    let fresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let spent = setup.env["VISMA_REFRESH_TOKEN"].clone();
+    setup.env.insert("VISMA_REFRESH_TOKEN".into(), fresh);
+    let expire = format!("{}/_sandbox/visma/expire-tokens", setup.sandbox.base_url());
+    reqwest::Client::new().post(&expire).send().await.unwrap();
+    assert_eq!(
+        setup.run(&["sync"]).status.code(),
+        Some(0),
+        "the new env token is taken"
+    );
+
+    setup
+        .env
+        .insert("VISMA_REFRESH_TOKEN".into(), format!("{spent}-stale"));
+    reqwest::Client::new().post(&expire).send().await.unwrap();
+    let mut changed = bundled_customers()[0].clone();
+    changed["name"] = "Still Works AB".into();
+    setup.put_opter_customer(&changed).await;
+    let out = setup.run(&["sync"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

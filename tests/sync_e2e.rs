@@ -253,7 +253,10 @@ async fn the_rotated_refresh_token_is_stored_used_after_a_restart_and_the_old_on
         assert_eq!(mode, 0o600);
     }
 
-    // A new process (a restart) with the same, already spent, seed in the env.
+    // A new process (a restart) with the same, already spent, seed in the env, after the
+    // stored access token expired: it must refresh with the stored, rotated token.
+    let expire = format!("{}/_sandbox/visma/expire-tokens", setup.sandbox.base_url());
+    reqwest::Client::new().post(expire).send().await.unwrap();
     let mut changed = bundled_customers()[0].clone();
     changed["name"] = "After Restart AB".into();
     setup.put_opter_customer(&changed).await;
@@ -412,33 +415,46 @@ async fn journal_commands_show_runs_and_a_customer_timeline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_already_in_the_register_is_adopted_not_duplicated() {
-    let setup = Setup::new(bundled_customers()[..3].to_vec()).await;
+    let customers = bundled_customers()[..3].to_vec();
+    let setup = Setup::new(customers.clone()).await;
     assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
-    // The journal is lost (deleted, or restored from an old backup).
+    // The journal is lost (deleted, or restored from an old backup), and meanwhile one
+    // customer changed in Opter.
     std::fs::remove_dir_all(setup.journal_dir().join("sled")).unwrap();
+    let mut changed = customers[0].clone();
+    changed["name"] = "Changed While Lost AB".into();
+    setup.put_opter_customer(&changed).await;
+    setup.clear_requests().await;
+
     let (code, report) = setup.sync_json();
     assert_eq!(code, 0, "{report}");
-    assert_eq!(report["updated"], 3);
+    assert_eq!(
+        (report["updated"].as_u64(), report["unchanged"].as_u64()),
+        (Some(1), Some(2))
+    );
     assert_eq!(
         setup.sandbox.visma_customers().len(),
         3,
         "no duplicate customers"
     );
-    let code0 = bundled_customers()[0]["customerCode"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let events: Vec<Value> = serde_json::from_slice(
-        &setup
-            .run(&["journal", "log", "--customer", &code0, "--json"])
-            .stdout,
-    )
-    .unwrap();
-    let ops: Vec<_> = events
-        .iter()
-        .map(|e| e["operation"].as_str().unwrap())
-        .collect();
-    assert_eq!(ops, vec!["update", "adopt"]);
+    let puts = setup.writes().iter().filter(|(m, _)| m == "PUT").count();
+    assert_eq!(puts, 1, "only the changed customer is written");
+    let ops = |code: &str| -> Vec<String> {
+        let out = setup.run(&["journal", "log", "--customer", code, "--json"]);
+        let events: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        events
+            .iter()
+            .map(|e| e["operation"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ops(customers[0]["customerCode"].as_str().unwrap()),
+        ["update", "adopt"]
+    );
+    assert_eq!(
+        ops(customers[1]["customerCode"].as_str().unwrap()),
+        ["adopt"]
+    );
 }
 
 #[test]
@@ -528,55 +544,6 @@ fn demo_runs_the_whole_job_and_exits_0() {
     assert_eq!(updated.as_deref(), Some("1"), "{third}");
 }
 
-/// An access token of our own (as an accountant's session), via the authorize flow, so
-/// the connector's refresh-token chain is left alone.
-async fn accountant_token(setup: &Setup) -> String {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let creds = setup.sandbox.credentials();
-    let redirect = "http://127.0.0.1:9/callback";
-    let authorize = client
-        .get(setup.sandbox.visma_authorize_url())
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", creds.visma_client_id.as_str()),
-            ("redirect_uri", redirect),
-            ("state", "s"),
-            ("scope", "ea:api offline_access ea:sales"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let location = authorize.headers()["location"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let code = url::Url::parse(&location)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .to_string();
-    let token: Value = client
-        .post(setup.sandbox.visma_token_url())
-        .basic_auth(&creds.visma_client_id, Some(&creds.visma_client_secret))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", redirect),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"].as_str().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_keeps_what_an_accountant_set_in_visma() {
     let setup = Setup::new(bundled_customers()[..2].to_vec()).await;
@@ -594,7 +561,10 @@ async fn an_update_keeps_what_an_accountant_set_in_visma() {
     let id = stored["Id"].as_str().unwrap().to_string();
 
     // The accountant fills in the real address and other terms in Visma.
-    let token = accountant_token(&setup).await;
+    let token = setup.login_tokens().await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let api = setup.sandbox.visma_api_base();
     let http = reqwest::Client::new();
     let terms: Value = http

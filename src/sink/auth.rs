@@ -36,6 +36,11 @@ pub struct Grant {
     /// `login` (auth login) or `env` (grew from the env var's refresh token).
     pub origin: String,
     pub refreshed_at: DateTime<Utc>,
+    /// The access token, kept so a new process does not refresh (and rotate) every time.
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    access_expires_at: Option<DateTime<Utc>>,
 }
 
 impl Grant {
@@ -52,7 +57,7 @@ impl Grant {
     /// the folder: after a crash there is either the old or the new token, whole.
     fn save(&self, path: &Path) -> anyhow::Result<()> {
         use std::io::Write;
-        let tmp = path.with_extension("tmp");
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -152,7 +157,14 @@ impl TokenProvider {
                 });
             }
         }
-        let (secret, lifetime) = self.refresh().await?;
+        let stored = match current.generation {
+            0 => self.stored_access_token(),
+            _ => None,
+        };
+        let (secret, lifetime) = match stored {
+            Some(found) => found,
+            None => self.refresh().await?,
+        };
         current.generation += 1;
         // Renew a minute early so a token never expires in flight.
         let expires = Instant::now()
@@ -166,6 +178,18 @@ impl TokenProvider {
         })
     }
 
+    /// The access token a previous process stored, if it belongs to the grant in use and
+    /// has more than a minute left.
+    fn stored_access_token(&self) -> Option<(SecretString, Duration)> {
+        let grant = Grant::load(&self.store).ok()??;
+        if self.seed.is_some() && grant.seed_sha256 != self.seed.as_ref().map(sha256_hex) {
+            return None;
+        }
+        let left = (grant.access_expires_at? - Utc::now()).to_std().ok()?;
+        let token = grant.access_token?;
+        (left > Duration::from_secs(120)).then(|| (SecretString::from(token), left))
+    }
+
     /// The register said 401 to a token of `generation`: drop it unless a newer one
     /// already replaced it, so many concurrent 401s cause a single refresh.
     pub async fn invalidate(&self, generation: u64) {
@@ -177,74 +201,105 @@ impl TokenProvider {
 
     async fn refresh(&self) -> Result<(SecretString, Duration), SinkError> {
         let seed_hash = self.seed.as_ref().map(sha256_hex);
-        let stored = Grant::load(&self.store).map_err(|e| SinkError::Failed {
-            status: None,
-            message: format!("cannot read {}: {e}", self.store.display()),
-        })?;
-        let (refresh_token, origin) = match (stored, &self.seed) {
-            (Some(g), None) => (g.refresh_token, g.origin),
-            (Some(g), Some(_)) if g.seed_sha256 == seed_hash => (g.refresh_token, g.origin),
-            (_, Some(seed)) => (seed.expose_secret().to_string(), "env".to_string()),
-            (None, None) => {
-                return Err(SinkError::NeedsLogin(format!(
-                    "no {} authorization is stored yet: run `opter-visma-sync auth login`, or put \
-                     a refresh token in ${}",
-                    self.product, self.seed_env
-                )))
+        let stored = Grant::load(&self.store)
+            .map_err(|e| SinkError::Fatal(format!("cannot read {}: {e}", self.store.display())))?;
+        // Candidates in order: a new token in the env var (one not seen when the grant
+        // was stored), then the stored grant.
+        let mut candidates = Vec::new();
+        match (&stored, &self.seed) {
+            (Some(g), Some(_)) if g.seed_sha256 == seed_hash => {}
+            (_, Some(seed)) => {
+                candidates.push((seed.expose_secret().to_string(), "env".to_string()))
             }
-        };
+            _ => {}
+        }
+        if let Some(g) = &stored {
+            candidates.push((g.refresh_token.clone(), g.origin.clone()));
+        }
+        if candidates.is_empty() {
+            return Err(SinkError::NeedsLogin(format!(
+                "no {} authorization is stored yet: run `opter-visma-sync auth login`, or put \
+                 a refresh token in ${}",
+                self.product, self.seed_env
+            )));
+        }
+        let mut refused = None;
+        for (refresh_token, origin) in candidates {
+            match self.exchange(&refresh_token).await {
+                Ok(token) => {
+                    let rotated = token.refresh_token().map(|t| t.secret().clone());
+                    let lifetime = token.expires_in().unwrap_or(Duration::from_secs(3600));
+                    let access = token.access_token().secret().clone();
+                    Grant {
+                        refresh_token: rotated.unwrap_or(refresh_token),
+                        seed_sha256: seed_hash,
+                        origin,
+                        refreshed_at: Utc::now(),
+                        access_token: Some(access.clone()),
+                        access_expires_at: Some(Utc::now() + lifetime),
+                    }
+                    .save(&self.store)
+                    .map_err(|e| {
+                        SinkError::Fatal(format!(
+                            "cannot store the rotated refresh token in {} ({e}); the previous one \
+                         is spent, so fix the disk and run `opter-visma-sync auth login`",
+                            self.store.display()
+                        ))
+                    })?;
+                    return Ok((SecretString::from(access), lifetime));
+                }
+                // An old token left in the env var: the stored grant may still work.
+                Err(SinkError::NeedsLogin(message)) => refused = Some(message),
+                Err(other) => return Err(other),
+            }
+        }
+        Err(SinkError::NeedsLogin(refused.unwrap_or_default()))
+    }
+
+    /// One refresh-token exchange, its errors sorted into the failure classes.
+    async fn exchange(
+        &self,
+        refresh_token: &str,
+    ) -> Result<oauth2::basic::BasicTokenResponse, SinkError> {
         let response = self
             .oauth
-            .exchange_refresh_token(&RefreshToken::new(refresh_token))
+            .exchange_refresh_token(&RefreshToken::new(refresh_token.to_string()))
             .request_async(&self.http)
             .await;
-        let token = match response {
-            Ok(t) => t,
-            Err(RequestTokenError::ServerResponse(r))
-                if matches!(r.error(), BasicErrorResponseType::InvalidGrant) =>
-            {
-                return Err(SinkError::NeedsLogin(format!(
+        match response {
+            Ok(t) => Ok(t),
+            Err(RequestTokenError::ServerResponse(r)) => match r.error() {
+                BasicErrorResponseType::InvalidGrant => Err(SinkError::NeedsLogin(format!(
                     "{} refused the stored refresh token (invalid_grant): the authorization is \
                      gone and a person must log in again. Run `opter-visma-sync auth login` \
                      (or put a new refresh token in ${}), then run sync again.",
                     self.product, self.seed_env
-                )))
-            }
-            Err(RequestTokenError::ServerResponse(r)) => {
-                return Err(SinkError::NeedsLogin(format!(
-                    "{} refused the token request ({}); check client_id and the client secret",
+                ))),
+                BasicErrorResponseType::InvalidClient
+                | BasicErrorResponseType::UnauthorizedClient => Err(SinkError::Fatal(format!(
+                    "{} refused this client ({}): check [sink] client_id and the client \
+                         secret's environment variable",
                     self.product,
                     r.error()
-                )))
-            }
-            Err(e) => {
-                return Err(SinkError::Failed {
-                    status: None,
-                    message: format!("token request to {} failed: {e}", self.product),
-                })
-            }
-        };
-        match token.refresh_token() {
-            Some(rotated) => Grant {
-                refresh_token: rotated.secret().clone(),
-                seed_sha256: seed_hash,
-                origin,
-                refreshed_at: Utc::now(),
-            }
-            .save(&self.store)
-            .map_err(|e| SinkError::Failed {
+                ))),
+                BasicErrorResponseType::Extension(e)
+                    if e == "temporarily_unavailable" || e == "server_error" =>
+                {
+                    Err(SinkError::Failed {
+                        status: None,
+                        message: format!("{} token endpoint: {e}", self.product),
+                    })
+                }
+                other => Err(SinkError::NeedsLogin(format!(
+                    "{} refused the token request ({other}); run `opter-visma-sync auth login`",
+                    self.product
+                ))),
+            },
+            Err(e) => Err(SinkError::Failed {
                 status: None,
-                message: format!("cannot store the rotated refresh token: {e}"),
-            })?,
-            None => tracing::debug!(
-                "token response carried no new refresh token; keeping the stored one"
-            ),
+                message: format!("token request to {} failed: {e}", self.product),
+            }),
         }
-        let lifetime = token.expires_in().unwrap_or(Duration::from_secs(3600));
-        Ok((
-            SecretString::from(token.access_token().secret().clone()),
-            lifetime,
-        ))
     }
 }
 
@@ -372,6 +427,8 @@ pub async fn login(
         seed_sha256: settings.seed.as_ref().map(sha256_hex),
         origin: "login".into(),
         refreshed_at: Utc::now(),
+        access_token: Some(token.access_token().secret().clone()),
+        access_expires_at: token.expires_in().map(|d| Utc::now() + d),
     };
     grant.save(store)?;
     Ok(grant)

@@ -107,9 +107,23 @@ impl EAccountingSink {
         let mut url = url::Url::parse(&format!("{}/customers", self.base)).expect("base is a URL");
         url.query_pairs_mut().append_pair("$filter", &filter);
         let reply = self.send(Method::GET, url.as_str(), None).await?;
-        Ok(reply.body["Data"]
-            .as_array()
-            .and_then(|d| d.iter().find(|c| c["CustomerNumber"] == number).cloned()))
+        let rows = reply.body["Data"].as_array().cloned().unwrap_or_default();
+        if let Some(found) = rows.iter().find(|c| c["CustomerNumber"] == number) {
+            return Ok(Some(found.clone()));
+        }
+        // "Not found" must be sure: a register that ignored the filter (Visma does not
+        // document it for CustomerNumber) answers with other customers, or more pages.
+        let total = reply.body["Meta"]["TotalNumberOfResults"].as_u64();
+        if !rows.is_empty() || total.is_some_and(|t| t > 0) {
+            return Err(SinkError::Failed {
+                status: Some(reply.status),
+                message: format!(
+                    "{PRODUCT} did not filter by CustomerNumber, so whether the customer \
+                     exists cannot be told"
+                ),
+            });
+        }
+        Ok(None)
     }
 
     pub async fn create(&self, record: &MappedRecord) -> Result<Written, SinkError> {
@@ -238,7 +252,7 @@ impl EAccountingSink {
                 body,
             });
         }
-        let (code, message) = error_of(&body, &text, status);
+        let (code, message) = error_of(&body, status);
         let failed = SinkError::Failed {
             status: Some(status.as_u16()),
             message: message.clone(),
@@ -298,23 +312,48 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>, message: &str
 }
 
 /// eAccounting's error body is `{ErrorCode, DeveloperErrorMessage, ErrorId}`.
-fn error_of(body: &Value, text: &str, status: StatusCode) -> (Option<String>, String) {
+fn error_of(body: &Value, status: StatusCode) -> (Option<String>, String) {
     let code = match &body["ErrorCode"] {
         Value::Number(n) => Some(n.to_string()),
         Value::String(s) => Some(s.clone()),
         _ => None,
     };
-    let message = body["DeveloperErrorMessage"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| match text.trim() {
-            "" => status
-                .canonical_reason()
-                .unwrap_or("no message")
-                .to_string(),
-            t => t.chars().take(300).collect(),
-        });
+    // Only the register's own message, with quoted parts removed: it may echo values
+    // (an address in the object sent back on update), and it is logged and journaled.
+    // A body that is not eAccounting's (a proxy's error page) is replaced by the status.
+    let message = match body["DeveloperErrorMessage"].as_str() {
+        Some(m) => without_quoted(m).chars().take(300).collect(),
+        None => status
+            .canonical_reason()
+            .unwrap_or("no message")
+            .to_string(),
+    };
     (code, message)
+}
+
+/// Replaces text between quotes ('…' or "…") with an ellipsis.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut open: Option<char> = None;
+    for c in message.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None if c == '\'' || c == '"' => {
+                out.push(c);
+                open = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    if open.is_some() {
+        out.push('…');
+    }
+    out
 }
 
 fn remote_id(body: &Value) -> Result<String, SinkError> {
@@ -386,20 +425,20 @@ mod tests {
     fn error_bodies_give_code_and_message() {
         let body = serde_json::json!({"ErrorCode": 4000, "DeveloperErrorMessage": "taken", "ErrorId": "x"});
         assert_eq!(
-            error_of(&body, "", StatusCode::BAD_REQUEST),
+            error_of(&body, StatusCode::BAD_REQUEST),
             (Some("4000".into()), "taken".into())
         );
+        // A proxy's page is not eAccounting's body: only the status is kept.
         assert_eq!(
-            error_of(
-                &Value::Null,
-                "<html>Bad Gateway</html>",
-                StatusCode::BAD_GATEWAY
-            ),
-            (None, "<html>Bad Gateway</html>".into())
+            error_of(&Value::Null, StatusCode::BAD_GATEWAY),
+            (None, "Bad Gateway".into())
         );
+        // Quoted parts may echo values (the whole object goes back on update).
+        let echo = serde_json::json!({"ErrorCode": 2000,
+            "DeveloperErrorMessage": "Address 'Storgatan 1' and \"070-123\" are invalid"});
         assert_eq!(
-            error_of(&Value::Null, " ", StatusCode::BAD_GATEWAY).1,
-            "Bad Gateway"
+            error_of(&echo, StatusCode::BAD_REQUEST).1,
+            "Address '…' and \"…\" are invalid"
         );
     }
 }

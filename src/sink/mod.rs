@@ -26,6 +26,9 @@ pub enum SinkError {
     /// The stored authorization is gone; nothing more can be sent until a person logs in.
     #[error("{0}")]
     NeedsLogin(String),
+    /// Nothing more can be sent until the setup is repaired (client refused, disk full).
+    #[error("{0}")]
+    Fatal(String),
 }
 
 /// A successful write: the register's id of the customer and the HTTP status.

@@ -100,6 +100,56 @@ impl Setup {
             .collect()
     }
 
+    /// A token response of our own (as a person logging in), via the authorize flow, so
+    /// the connector's refresh-token chain is left alone.
+    pub async fn login_tokens(&self) -> Value {
+        let setup = self;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let creds = setup.sandbox.credentials();
+        let redirect = "http://127.0.0.1:9/callback";
+        let authorize = client
+            .get(setup.sandbox.visma_authorize_url())
+            .query(&[
+                ("response_type", "code"),
+                ("client_id", creds.visma_client_id.as_str()),
+                ("redirect_uri", redirect),
+                ("state", "s"),
+                ("scope", "ea:api offline_access ea:sales"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let location = authorize.headers()["location"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let code = url::Url::parse(&location)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .to_string();
+        let token: Value = client
+            .post(setup.sandbox.visma_token_url())
+            .basic_auth(&creds.visma_client_id, Some(&creds.visma_client_secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        token
+    }
+
     pub async fn clear_requests(&self) {
         let url = format!("{}/_sandbox/visma/requests", self.sandbox.base_url());
         reqwest::Client::new()

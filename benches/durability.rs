@@ -33,7 +33,8 @@ async fn one_run(customers: usize, flush_every: usize) -> f64 {
         progress: false,
     };
     let started = Instant::now();
-    let report = connector.sync(&options).await.expect("sync");
+    let (report, stopped) = connector.sync(&options).await.expect("sync");
+    assert!(stopped.is_none(), "{stopped:?}");
     let elapsed = started.elapsed().as_secs_f64();
     assert_eq!(report.counts.created as usize, customers);
     sandbox.shutdown().await;

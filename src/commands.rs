@@ -81,7 +81,7 @@ impl Connector {
         })
     }
 
-    pub async fn sync(&self, options: &SyncOptions) -> Result<Report> {
+    pub async fn sync(&self, options: &SyncOptions) -> Result<(Report, Option<Error>)> {
         Engine {
             source: &self.source,
             sink: &self.sink,
@@ -108,10 +108,13 @@ pub async fn sync(config_file: &Path, args: &SyncArgs) -> Result<ExitCode> {
         actor: actor(),
         progress: !args.json,
     };
-    let report = connector.sync(&options).await?;
+    let (report, stopped) = connector.sync(&options).await?;
     output::report(&mut std::io::stdout().lock(), &report, args.json)
         .context("cannot write output")?;
-    Ok(exit_for(&report))
+    match stopped {
+        Some(e) => Err(e),
+        None => Ok(exit_for(&report)),
+    }
 }
 
 /// 0 when everything was written, 3 when some customers were rejected or failed.
@@ -170,7 +173,13 @@ pub async fn auth(config_file: &Path, command: &AuthCommand) -> Result<ExitCode>
             let env = crate::config::ProcessEnv;
             let settings = LoginSettings {
                 product: eaccounting::PRODUCT,
-                authorize_url: sink.authorize_url(),
+                authorize_url: sink.authorize_url().ok_or_else(|| {
+                    Error::config(format!(
+                        "{}: [sink] authorize_url is needed for auth login (token_url does not \
+                         end in /token, so it cannot be derived)",
+                        config.file.display()
+                    ))
+                })?,
                 token_url: sink.token_url.clone(),
                 client_id: sink.client_id.clone(),
                 client_secret: config.secret(
@@ -234,7 +243,7 @@ pub async fn auth(config_file: &Path, command: &AuthCommand) -> Result<ExitCode>
                 }
             };
             written.context("cannot write output")?;
-            if grant.is_none() {
+            if grant.is_none() && status["refresh_token_env_set"] == false {
                 return Ok(ExitCode::from(exit::NEEDS_LOGIN));
             }
         }
@@ -444,12 +453,16 @@ pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
     );
     println!("(the simulated register allows {DEMO_RATE_LIMIT} requests per minute; Visma's real limit is 600)");
 
-    let first = connector.sync(&options).await?;
+    let complete = |(report, stopped): (Report, Option<Error>)| match stopped {
+        Some(e) => Err(e),
+        None => Ok(report),
+    };
+    let first = complete(connector.sync(&options).await?)?;
     step("1. first sync: every valid customer is created", &first)?;
-    let second = connector.sync(&options).await?;
+    let second = complete(connector.sync(&options).await?)?;
     step("2. second sync: nothing changed, nothing sent", &second)?;
     let changed = change_one_customer(&sandbox).await?;
-    let third = connector.sync(&options).await?;
+    let third = complete(connector.sync(&options).await?)?;
     step(
         &format!("3. customer {changed} changed in Opter: one update"),
         &third,

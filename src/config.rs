@@ -88,13 +88,13 @@ pub struct EAccountingConfig {
 }
 
 impl EAccountingConfig {
-    pub fn authorize_url(&self) -> String {
-        self.authorize_url
-            .clone()
-            .unwrap_or_else(|| match self.token_url.strip_suffix("/token") {
-                Some(base) => format!("{base}/authorize"),
-                None => self.token_url.clone(),
-            })
+    /// The authorize endpoint: configured, or derived from a `.../token` URL.
+    pub fn authorize_url(&self) -> Option<String> {
+        self.authorize_url.clone().or_else(|| {
+            self.token_url
+                .strip_suffix("/token")
+                .map(|base| format!("{base}/authorize"))
+        })
     }
 }
 
@@ -136,7 +136,7 @@ fn default_max_retry_wait_secs() -> u64 {
     120
 }
 fn default_retry_budget_secs() -> u64 {
-    300
+    120
 }
 fn default_flush_every() -> usize {
     crate::engine::DEFAULT_FLUSH_EVERY
@@ -210,7 +210,9 @@ impl Config {
         let SinkConfig::EAccounting(sink) = &self.sink;
         check_url(&sink.api_base).or_else(|why| bad("[sink] api_base", why))?;
         check_url(&sink.token_url).or_else(|why| bad("[sink] token_url", why))?;
-        check_url(&sink.authorize_url()).or_else(|why| bad("[sink] authorize_url", why))?;
+        if let Some(url) = &sink.authorize_url {
+            check_url(url).or_else(|why| bad("[sink] authorize_url", why))?;
+        }
         check_url(&sink.redirect_uri).or_else(|why| bad("[sink] redirect_uri", why))?;
         if sink.client_id.trim().is_empty() {
             return bad("[sink] client_id", "must not be empty".into());
@@ -230,6 +232,9 @@ impl Config {
                 "[journal] flush_every",
                 format!("is {}; use 1 to 10000", self.journal.flush_every),
             );
+        }
+        if sink.max_retry_wait_secs == 0 {
+            return bad("[sink] max_retry_wait_secs", "must be at least 1".into());
         }
         if sink.retry_budget_secs == 0 {
             return bad("[sink] retry_budget_secs", "must be at least 1".into());

@@ -20,6 +20,16 @@ use crate::sink::{EAccountingSink, SinkError, Written};
 use crate::source::OpterApiSource;
 use sha2::{Digest, Sha256};
 
+/// Writes failing in a row (nothing succeeding between) that mean the register is out.
+const UNREACHABLE_AFTER: usize = 12;
+
+fn unreachable(product: &str, last: &str) -> Error {
+    Error::Other(anyhow::anyhow!(
+        "{product} seems unreachable: {UNREACHABLE_AFTER} writes in a row failed (last: {last}). \
+         Stopped; nothing is lost, and the next run picks up where this one ended."
+    ))
+}
+
 /// Customers per group commit by default: durability costs two fsyncs per batch, not
 /// per customer.
 pub const DEFAULT_FLUSH_EVERY: usize = 64;
@@ -61,6 +71,9 @@ pub struct Report {
     pub rejections: Vec<Rejection>,
     /// Customers whose write failed for a transient reason, with the reason.
     pub failures: Vec<Rejection>,
+    /// Why the run stopped before the end, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// Only for dry runs: what would be sent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<Planned>,
@@ -114,7 +127,10 @@ impl Report {
 }
 
 impl Engine<'_> {
-    pub async fn run(&self, options: &SyncOptions) -> Result<Report> {
+    /// Runs one sync. `Err` when nothing could be done (Opter unreadable, journal
+    /// unusable); otherwise the report, with the error that stopped the run early, if any
+    /// (the report then counts what was done before it stopped).
+    pub async fn run(&self, options: &SyncOptions) -> Result<(Report, Option<Error>)> {
         let run_id = new_run_id();
         let started = Utc::now();
         let bar = progress_bar(options.progress);
@@ -136,12 +152,13 @@ impl Engine<'_> {
             counts: Counts::default(),
             rejections: Vec::new(),
             failures: Vec::new(),
+            stopped: None,
             plan: Vec::new(),
         };
         if options.dry_run {
             self.plan(&customers, &mut report)?;
             bar.finish_and_clear();
-            return Ok(report);
+            return Ok((report, None));
         }
 
         let mut run = Run {
@@ -165,6 +182,7 @@ impl Engine<'_> {
         bar.set_length(tasks.len() as u64);
         bar.set_position(0);
         let mut tasks = tasks.into_iter().peekable();
+        let mut failed_in_a_row = 0;
         while tasks.peek().is_some() && stopped.is_none() {
             let batch: Vec<Task> = tasks.by_ref().take(self.flush_every).collect();
             // Group commit: one flush makes the whole batch's intents durable before any
@@ -182,7 +200,21 @@ impl Engine<'_> {
             while let Some(result) = results.next().await {
                 bar.inc(1);
                 match result {
-                    Ok(Some((customer, done, reason))) => report.count(customer, done, reason),
+                    Ok(Some((customer, done, reason))) => {
+                        // An outage is not many bad customers: stop after a streak of
+                        // failures with nothing getting through, instead of spending the
+                        // retry budget on every remaining customer.
+                        failed_in_a_row = if done == Done::Failed {
+                            failed_in_a_row + 1
+                        } else {
+                            0
+                        };
+                        if failed_in_a_row >= UNREACHABLE_AFTER && stopped.is_none() {
+                            stop.store(true, Ordering::SeqCst);
+                            stopped = Some(unreachable(self.mapping.rules().product, &reason));
+                        }
+                        report.count(customer, done, reason);
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         stop.store(true, Ordering::SeqCst);
@@ -208,12 +240,10 @@ impl Engine<'_> {
             .collect();
         run.finished = Some(Utc::now()).filter(|_| stopped.is_none());
         run.error = stopped.as_ref().map(|e: &Error| e.to_string());
+        report.stopped = stopped.as_ref().map(|e| e.to_string());
         self.journal.save_run(&run)?;
         self.journal.flush().await?;
-        match stopped {
-            Some(e) => Err(e),
-            None => Ok(report),
-        }
+        Ok((report, stopped))
     }
 
     /// Settles the intents a dead run left open: if the register has the customer, the
@@ -228,6 +258,7 @@ impl Engine<'_> {
             open = pending.len(),
             "settling writes a previous run left open"
         );
+        let mut failed_in_a_row = 0;
         for (code, intent) in pending {
             let remote = match self.sink.find_by_number(&intent.number).await {
                 Ok(remote) => remote,
@@ -237,9 +268,14 @@ impl Engine<'_> {
                     // Left open: the next run tries again; a create meanwhile is safe,
                     // since the register refuses a second customer with this number.
                     tracing::warn!(customer = %code, "cannot settle an open write yet: {e}");
+                    failed_in_a_row += 1;
+                    if failed_in_a_row >= UNREACHABLE_AFTER {
+                        return Err(unreachable(self.mapping.rules().product, &e.to_string()));
+                    }
                     continue;
                 }
             };
+            failed_in_a_row = 0;
             let Some(remote) = remote else {
                 tracing::info!(customer = %code, "open write never reached the register");
                 self.journal.close_intent(self.sink_name, &code)?;

@@ -27,7 +27,7 @@ impl Default for RetryPolicy {
         RetryPolicy {
             initial_interval: Duration::from_millis(200),
             max_interval: Duration::from_secs(30),
-            budget: Duration::from_secs(300),
+            budget: Duration::from_secs(120),
             max_server_wait: Duration::from_secs(120),
         }
     }
@@ -71,10 +71,10 @@ where
             Attempt::Retryable { error, after } => (error, after),
         };
         let own_wait = backoff.next_backoff().unwrap_or(policy.max_interval);
+        // A server's wait is honoured (capped); never shorter than our own backoff, so a
+        // `Retry-After: 0` cannot turn retries into a busy loop.
         let wait = match server_wait {
-            Some(w) => w
-                .min(policy.max_server_wait)
-                .max(own_wait.min(Duration::from_millis(50))),
+            Some(w) => w.min(policy.max_server_wait).max(own_wait),
             None => own_wait,
         };
         if started.elapsed() + wait > policy.budget {

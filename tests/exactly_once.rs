@@ -237,3 +237,41 @@ async fn kill_run(seed: u64, count: usize, kills: usize) {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_stops_the_run_with_exit_1_and_the_next_run_finishes_the_job() {
+    let mut setup = Setup::new(generate_customers(60, 5)).await;
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace("[journal]", "retry_budget_secs = 1\n[journal]"),
+    )
+    .unwrap();
+    setup.sandbox.set_faults(Faults {
+        fail_rate: 1.0,
+        statuses: vec![503],
+        ..Faults::default()
+    });
+    let out = setup.run(&["sync", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the partial report is printed");
+    assert!(
+        report["stopped"].as_str().unwrap().contains("unreachable"),
+        "{report}"
+    );
+    let failed = report["failed"].as_u64().unwrap();
+    assert!(
+        (12..60).contains(&failed),
+        "stopped early, after {failed} failures"
+    );
+
+    setup.sandbox.set_faults(Faults::default());
+    let codes = sync_until_clean(&mut setup, 2).await;
+    assert_eq!(codes, vec![0]);
+    assert_converged(&setup);
+}

@@ -668,3 +668,51 @@ async fn an_identical_copy_read_twice_is_one_customer() {
     assert_eq!(report["created"], 3);
     assert_eq!(setup.sandbox.visma_customers().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_deleted_in_visma_is_created_again_when_it_changes() {
+    let setup = Setup::new(bundled_customers()[..2].to_vec()).await;
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    let code = bundled_customers()[0]["customerCode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = setup
+        .sandbox
+        .visma_customers()
+        .into_iter()
+        .find(|c| c["CustomerNumber"] == code.as_str())
+        .unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = setup.login_tokens().await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{}/customers/{id}", setup.sandbox.visma_api_base());
+    let deleted = reqwest::Client::new()
+        .delete(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success());
+
+    let mut changed = bundled_customers()[0].clone();
+    changed["name"] = "Tillbaka AB".into();
+    setup.put_opter_customer(&changed).await;
+    let (exit, report) = setup.sync_json();
+    assert_eq!(exit, 0, "{report}");
+    let again: Vec<Value> = setup
+        .sandbox
+        .visma_customers()
+        .into_iter()
+        .filter(|c| c["CustomerNumber"] == code.as_str())
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["Name"], "Tillbaka AB");
+    // And the journal follows the new id: the next run has nothing to do.
+    let (_, next) = setup.sync_json();
+    assert_eq!(next["unchanged"], 2);
+}

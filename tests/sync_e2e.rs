@@ -107,12 +107,7 @@ async fn creates_every_valid_customer_once_then_sends_nothing_then_one_update() 
     assert_eq!(writes.len(), 1, "{writes:?}");
     assert_eq!(writes[0].0, "PUT");
     assert_eq!(third["updated"], 1);
-    let stored = setup
-        .sandbox
-        .visma_customers()
-        .into_iter()
-        .find(|c| c["CustomerNumber"] == code.as_str())
-        .unwrap();
+    let stored = setup.register_customer(&code).unwrap();
     assert_eq!(stored["Name"], "Renamed Åkeri AB");
 }
 
@@ -552,12 +547,7 @@ async fn an_update_keeps_what_an_accountant_set_in_visma() {
         .as_str()
         .unwrap()
         .to_string();
-    let stored = setup
-        .sandbox
-        .visma_customers()
-        .into_iter()
-        .find(|c| c["CustomerNumber"] == code.as_str())
-        .unwrap();
+    let stored = setup.register_customer(&code).unwrap();
     let id = stored["Id"].as_str().unwrap().to_string();
 
     // The accountant fills in the real address and other terms in Visma.
@@ -677,12 +667,7 @@ async fn a_customer_deleted_in_visma_is_created_again_when_it_changes() {
         .as_str()
         .unwrap()
         .to_string();
-    let id = setup
-        .sandbox
-        .visma_customers()
-        .into_iter()
-        .find(|c| c["CustomerNumber"] == code.as_str())
-        .unwrap()["Id"]
+    let id = setup.register_customer(&code).unwrap()["Id"]
         .as_str()
         .unwrap()
         .to_string();

@@ -150,6 +150,14 @@ impl Setup {
         token
     }
 
+    /// The register's customer with this CustomerNumber, if any.
+    pub fn register_customer(&self, number: &str) -> Option<Value> {
+        self.sandbox
+            .visma_customers()
+            .into_iter()
+            .find(|c| c["CustomerNumber"] == number)
+    }
+
     pub async fn clear_requests(&self) {
         let url = format!("{}/_sandbox/visma/requests", self.sandbox.base_url());
         reqwest::Client::new()

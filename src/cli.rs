@@ -221,6 +221,15 @@ pub enum JournalCommand {
         opter-visma-sync --config sync.toml journal log --run 20261123T101500.000Z-3fa2 --json"
     )]
     Log(LogArgs),
+    /// Check the hash chain and the indexes: has anything been edited or removed?
+    #[command(
+        long_about = "Walk the journal's hash chain and its indexes. Exit 0 with the \
+        number of events checked, or exit 5 naming the first broken sequence number and what \
+        is wrong (an event changed, missing or reordered; a state entry edited). Redacted \
+        values do not break the chain.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml journal verify --json"
+    )]
+    Verify(JournalArgs),
 }
 
 #[derive(Debug, Args)]

@@ -90,6 +90,7 @@ impl Connector {
             journal: &self.journal,
             concurrency: self.config.eaccounting().concurrency,
             flush_every: self.config.journal.flush_every,
+            keep_values_days: self.config.journal.keep_values_days,
         }
         .run(options)
         .await
@@ -143,6 +144,7 @@ fn open_journal(config_file: &Path, args: &JournalArgs) -> Result<Journal> {
 pub fn journal(config_file: &Path, command: &JournalCommand) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
+        JournalCommand::Verify(args) => return verify(config_file, args),
         JournalCommand::Runs(args) => {
             let journal = open_journal(config_file, args)?;
             output::runs(&mut out, &journal.runs()?, args.json)
@@ -161,6 +163,44 @@ pub fn journal(config_file: &Path, command: &JournalCommand) -> Result<ExitCode>
     }
     .context("cannot write output")?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn verify(config_file: &Path, args: &JournalArgs) -> Result<ExitCode> {
+    let journal = open_journal(config_file, args)?;
+    let result = journal.verify()?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&result).expect("serialises")
+        )
+    } else {
+        match result.problems.first() {
+            None => writeln!(
+                out,
+                "journal verified: {} events, chain and indexes intact",
+                result.events_checked
+            ),
+            Some(first) => writeln!(
+                out,
+                "journal verification FAILED: event {} {}",
+                first.seq, first.what
+            )
+            .and_then(|_| {
+                result
+                    .problems
+                    .iter()
+                    .skip(1)
+                    .try_for_each(|p| writeln!(out, "  also: event {} {}", p.seq, p.what))
+            }),
+        }
+    };
+    written.context("cannot write output")?;
+    Ok(match result.problems.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(exit::VERIFY_FAILED),
+    })
 }
 
 pub async fn auth(config_file: &Path, command: &AuthCommand) -> Result<ExitCode> {

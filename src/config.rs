@@ -107,6 +107,10 @@ pub struct JournalConfig {
     /// requests, outcomes once after. 1 flushes per customer (slower, same guarantees).
     #[serde(default = "default_flush_every")]
     pub flush_every: usize,
+    /// Values sent (names, emails) are kept this long for audit, then removed from the
+    /// events at the start of a run; hashes stay, so the chain still verifies.
+    #[serde(default = "default_keep_values_days")]
+    pub keep_values_days: u32,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +141,9 @@ fn default_max_retry_wait_secs() -> u64 {
 }
 fn default_retry_budget_secs() -> u64 {
     120
+}
+fn default_keep_values_days() -> u32 {
+    1095
 }
 fn default_flush_every() -> usize {
     crate::engine::DEFAULT_FLUSH_EVERY

@@ -43,6 +43,8 @@ pub struct Engine<'a> {
     pub concurrency: usize,
     /// Customers per group commit (1 = flush per customer).
     pub flush_every: usize,
+    /// Values of events older than this are redacted at the start of each run.
+    pub keep_values_days: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +173,11 @@ impl Engine<'_> {
             error: None,
         };
         self.journal.save_run(&run)?;
+        let cutoff = Utc::now() - chrono::Duration::days(i64::from(self.keep_values_days));
+        let redacted = self.journal.redact_values_before(cutoff)?;
+        if redacted > 0 {
+            tracing::info!(redacted, "values older than the retention period removed");
+        }
         self.journal.flush().await?;
 
         let mut stopped = self.settle(&run_id, &options.actor).await.err();
@@ -443,6 +450,7 @@ impl Engine<'_> {
             remote_id: None,
             fields: Vec::new(),
             values: None,
+            chain: Default::default(),
         }
     }
 

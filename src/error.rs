@@ -14,6 +14,8 @@ pub mod exit {
     pub const PARTIAL: u8 = 3;
     /// The register's authorization is gone: a person must log in again.
     pub const NEEDS_LOGIN: u8 = 4;
+    /// `journal verify` found the journal changed after it was written.
+    pub const VERIFY_FAILED: u8 = 5;
 }
 
 #[derive(Debug, thiserror::Error)]

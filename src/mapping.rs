@@ -252,7 +252,7 @@ impl Mapping {
 }
 
 /// SHA-256 (hex) of the canonical JSON of register fields (a BTreeMap: sorted keys).
-fn content_hash(fields: &BTreeMap<String, Value>) -> String {
+pub fn content_hash(fields: &BTreeMap<String, Value>) -> String {
     hex::encode(Sha256::digest(
         serde_json::to_vec(fields).expect("a map of JSON values serialises"),
     ))

@@ -121,6 +121,9 @@ pub fn events(out: &mut impl Write, events: &[Event], json: bool) -> std::io::Re
         let detail = match (&e.message, &e.error_code) {
             (Some(m), Some(c)) => format!("error {c}: {m}"),
             (Some(m), None) => m.clone(),
+            _ if e.values.is_none() && e.chain.values_digest.is_some() => {
+                format!("{} (values redacted)", e.fields.join(","))
+            }
             _ => e.fields.join(","),
         };
         writeln!(

@@ -701,3 +701,33 @@ async fn a_customer_deleted_in_visma_is_created_again_when_it_changes() {
     let (_, next) = setup.sync_json();
     assert_eq!(next["unchanged"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_verify_passes_after_syncs_and_retention_redacts_old_values() {
+    let setup = Setup::new(bundled_customers()[..5].to_vec()).await;
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(&setup.config, format!("{text}keep_values_days = 0\n")).unwrap();
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    let mut changed = bundled_customers()[0].clone();
+    changed["name"] = "Efter Gallring AB".into();
+    setup.put_opter_customer(&changed).await;
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+
+    let out = setup.run(&["journal", "verify", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let verified: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verified["events_checked"], 6);
+    assert_eq!(verified["problems"], serde_json::json!([]));
+
+    // With a retention of 0 days, the second run removed the first run's values; the
+    // update it wrote keeps its own until the next run.
+    let log = String::from_utf8_lossy(&setup.run(&["journal", "log"]).stdout).to_string();
+    assert_eq!(log.matches("(values redacted)").count(), 5, "{log}");
+    let human = String::from_utf8_lossy(&setup.run(&["journal", "verify"]).stdout).to_string();
+    assert!(human.contains("journal verified: 6 events"), "{human}");
+}

@@ -10,6 +10,8 @@
 //! Architecture invariant: sled is used nowhere else; all writes that belong together
 //! (event, its index entry, state) go in one sled transaction.
 
+pub mod chain;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+
+pub use chain::Chain;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -60,8 +64,25 @@ pub struct Event {
     pub remote_id: Option<String>,
     /// Names of the register fields sent.
     pub fields: Vec<String>,
-    /// Values sent, keyed by register field (permitted fields and constants only).
+    /// Values sent, keyed by register field (permitted fields only). `None` when
+    /// nothing was sent, or once redacted (retention, purge).
     pub values: Option<BTreeMap<String, Value>>,
+    /// Hash chain and values digest (see `chain`).
+    #[serde(default)]
+    pub chain: Chain,
+}
+
+/// One thing `verify` found wrong, at the sequence number where it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub seq: u64,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    pub events_checked: u64,
+    pub problems: Vec<Problem>,
 }
 
 /// What the journal knows about one customer in one sink.
@@ -127,6 +148,8 @@ pub struct Journal {
 }
 
 const NEXT_SEQ: &[u8] = b"next_seq";
+/// Hash of the newest event: the chain's head.
+const CHAIN_HEAD: &[u8] = b"chain_head";
 
 fn state_key(sink: &str, code: &str) -> Vec<u8> {
     format!("{sink}/{code}").into_bytes()
@@ -203,10 +226,14 @@ impl Journal {
                 None => 1,
             };
             meta.insert(NEXT_SEQ, &(seq + 1).to_be_bytes())?;
-            let event = Event {
+            let head = meta.get(CHAIN_HEAD)?;
+            let head = head.as_deref().map(String::from_utf8_lossy);
+            let mut event = Event {
                 seq,
                 ..event.clone()
             };
+            chain::seal(&mut event, head.as_deref().unwrap_or(""));
+            meta.insert(CHAIN_HEAD, event.chain.hash.as_bytes())?;
             let bytes = serde_json::to_vec(&event).expect("events serialise");
             events.insert(&seq.to_be_bytes(), bytes)?;
             by_customer.insert(customer_key(&event.customer, seq), &[])?;
@@ -314,6 +341,134 @@ impl Journal {
         Ok(out)
     }
 
+    /// Walks the hash chain and the indexes; returns what is wrong, first problem first.
+    pub fn verify(&self) -> anyhow::Result<Verification> {
+        let mut problems = Vec::new();
+        let mut problem = |seq: u64, what: String| problems.push(Problem { seq, what });
+        let (mut expected, mut prev_hash, mut checked) = (1u64, String::new(), 0u64);
+        let mut customers = std::collections::HashMap::new();
+        for kv in self.events.iter() {
+            let (key, value) = kv?;
+            let seq = u64::from_be_bytes(key.as_ref().try_into().unwrap_or_default());
+            if seq > expected {
+                problem(
+                    expected,
+                    format!("is missing (events {expected} to {} were removed)", seq - 1),
+                );
+            }
+            expected = seq + 1;
+            checked += 1;
+            let event: Event = match serde_json::from_slice(&value) {
+                Ok(e) => e,
+                Err(_) => {
+                    problem(seq, "is unreadable".into());
+                    continue;
+                }
+            };
+            if event.seq != seq {
+                problem(
+                    seq,
+                    format!("holds event {} (events were reordered)", event.seq),
+                );
+            } else if let Some(what) = chain::check(&event, &prev_hash) {
+                problem(seq, what);
+            }
+            if self
+                .by_customer
+                .get(customer_key(&event.customer, seq))?
+                .is_none()
+            {
+                problem(
+                    seq,
+                    format!("is missing from customer {}'s timeline", event.customer),
+                );
+            }
+            prev_hash = event.chain.hash.clone();
+            customers.insert(seq, event);
+        }
+        let head = self
+            .meta
+            .get(CHAIN_HEAD)?
+            .map(|h| String::from_utf8_lossy(&h).into_owned());
+        if head.unwrap_or_default() != prev_hash {
+            problem(
+                expected,
+                "is missing: the newest events were removed".into(),
+            );
+        }
+        for kv in self.by_customer.iter() {
+            let key = kv?.0;
+            let seq = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap_or_default());
+            let code = String::from_utf8_lossy(&key[..key.len() - 9]);
+            if customers.get(&seq).is_none_or(|e| e.customer != code) {
+                problem(
+                    seq,
+                    format!("is in customer {code}'s timeline but is not theirs"),
+                );
+            }
+        }
+        for kv in self.state.iter() {
+            let (key, value) = kv?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let state: State = match serde_json::from_slice(&value) {
+                Ok(s) => s,
+                Err(_) => {
+                    problem(0, format!("state {key} is unreadable"));
+                    continue;
+                }
+            };
+            let matches = customers.get(&state.last_seq).is_some_and(|e| {
+                format!("{}/{}", e.sink, e.customer) == key
+                    && e.outcome == Outcome::Succeeded
+                    && e.remote_id.as_deref() == Some(state.remote_id.as_str())
+                    && e.values
+                        .as_ref()
+                        .is_none_or(|v| crate::mapping::content_hash(v) == state.content_hash)
+            });
+            if !matches {
+                problem(
+                    state.last_seq,
+                    format!("does not match the state recorded for {key} (the state was edited)"),
+                );
+            }
+        }
+        problems.sort_by_key(|p| p.seq);
+        Ok(Verification {
+            events_checked: checked,
+            problems,
+        })
+    }
+
+    /// Removes the values (and salts) of events older than `cutoff`; hashes and digests
+    /// stay, so the chain still verifies. Returns how many events were redacted.
+    pub fn redact_values_before(&self, cutoff: DateTime<Utc>) -> anyhow::Result<u64> {
+        let mut redacted = 0;
+        for kv in self.events.iter() {
+            let (key, value) = kv?;
+            let mut event: Event = decode(&value, "event")?;
+            if event.time >= cutoff {
+                break; // events are in time order
+            }
+            if event.values.is_none() && event.chain.salt.is_none() {
+                continue;
+            }
+            event.values = None;
+            event.chain.salt = None;
+            self.events
+                .insert(key, serde_json::to_vec(&event).expect("events serialise"))?;
+            redacted += 1;
+        }
+        Ok(redacted)
+    }
+
+    /// One event by sequence number.
+    pub fn event(&self, seq: u64) -> anyhow::Result<Option<Event>> {
+        self.events
+            .get(seq.to_be_bytes())?
+            .map(|v| decode(&v, "event"))
+            .transpose()
+    }
+
     /// Folder for secrets a sink must persist; created owner-only.
     pub fn credentials_dir(&self) -> anyhow::Result<PathBuf> {
         credentials_dir(&self.dir)
@@ -380,7 +535,138 @@ mod tests {
             remote_id: Some("id-1".into()),
             fields: vec!["Name".into()],
             values: None,
+            chain: Chain::default(),
         }
+    }
+
+    /// Six events for three customers, with values and state, as a sync writes them.
+    fn sample() -> (tempfile::TempDir, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        for (i, code) in ["K1", "K2", "K3", "K1", "K2", "K3"].into_iter().enumerate() {
+            let values: BTreeMap<String, Value> = [
+                ("Name".to_string(), Value::from(format!("Kund {code} v{i}"))),
+                (
+                    "ContactPersonEmail".to_string(),
+                    Value::from(format!("anna{i}@example.se")),
+                ),
+            ]
+            .into();
+            let state = State {
+                remote_id: format!("id-{code}"),
+                content_hash: crate::mapping::content_hash(&values),
+                last_seq: 0,
+            };
+            let mut e = event(code, "r1");
+            e.remote_id = Some(format!("id-{code}"));
+            e.values = Some(values);
+            j.record(e, Some(state), true).unwrap();
+        }
+        (dir, j)
+    }
+
+    fn first_problem(j: &Journal) -> Option<(u64, String)> {
+        let v = j.verify().unwrap();
+        v.problems.first().map(|p| (p.seq, p.what.clone()))
+    }
+
+    #[test]
+    fn an_untouched_journal_verifies() {
+        let (_dir, j) = sample();
+        let v = j.verify().unwrap();
+        assert_eq!((v.events_checked, v.problems), (6, vec![]));
+    }
+
+    #[test]
+    fn one_changed_byte_of_a_value_is_found_at_its_event() {
+        let (_dir, j) = sample();
+        let raw = j.events.get(3u64.to_be_bytes()).unwrap().unwrap();
+        let text = String::from_utf8(raw.to_vec())
+            .unwrap()
+            .replacen("anna2@", "anna3@", 1);
+        j.events
+            .insert(3u64.to_be_bytes(), text.as_bytes())
+            .unwrap();
+        let (seq, what) = first_problem(&j).unwrap();
+        assert_eq!(seq, 3);
+        assert!(what.contains("values were changed"), "{what}");
+    }
+
+    #[test]
+    fn a_changed_field_outside_the_values_is_found() {
+        let (_dir, j) = sample();
+        let raw = j.events.get(4u64.to_be_bytes()).unwrap().unwrap();
+        let text = String::from_utf8(raw.to_vec()).unwrap().replacen(
+            "\"http_status\":201",
+            "\"http_status\":200",
+            1,
+        );
+        j.events
+            .insert(4u64.to_be_bytes(), text.as_bytes())
+            .unwrap();
+        assert_eq!(first_problem(&j).unwrap().0, 4);
+    }
+
+    #[test]
+    fn a_deleted_event_is_found_at_its_number() {
+        let (_dir, j) = sample();
+        j.events.remove(2u64.to_be_bytes()).unwrap();
+        let (seq, what) = first_problem(&j).unwrap();
+        assert_eq!(seq, 2);
+        assert!(what.contains("missing"), "{what}");
+        // The newest one too.
+        let (_dir, j) = sample();
+        j.events.remove(6u64.to_be_bytes()).unwrap();
+        assert_eq!(first_problem(&j).unwrap().0, 6);
+    }
+
+    #[test]
+    fn two_swapped_events_are_found_at_the_first() {
+        let (_dir, j) = sample();
+        let a = j.events.get(4u64.to_be_bytes()).unwrap().unwrap();
+        let b = j.events.get(5u64.to_be_bytes()).unwrap().unwrap();
+        j.events.insert(4u64.to_be_bytes(), b).unwrap();
+        j.events.insert(5u64.to_be_bytes(), a).unwrap();
+        let (seq, what) = first_problem(&j).unwrap();
+        assert_eq!(seq, 4);
+        assert!(what.contains("reordered"), "{what}");
+    }
+
+    #[test]
+    fn an_edited_state_entry_is_found_at_its_event() {
+        let (_dir, j) = sample();
+        let mut state = j.state("eaccounting", "K2").unwrap().unwrap();
+        assert_eq!(state.last_seq, 5);
+        state.remote_id = "someone-else".into();
+        j.state
+            .insert("eaccounting/K2", serde_json::to_vec(&state).unwrap())
+            .unwrap();
+        let (seq, what) = first_problem(&j).unwrap();
+        assert_eq!(seq, 5);
+        assert!(what.contains("eaccounting/K2"), "{what}");
+        // A changed content hash is an edit too.
+        let (_dir, j) = sample();
+        let mut state = j.state("eaccounting", "K3").unwrap().unwrap();
+        state.content_hash = "0".repeat(64);
+        j.state
+            .insert("eaccounting/K3", serde_json::to_vec(&state).unwrap())
+            .unwrap();
+        assert_eq!(first_problem(&j).unwrap().0, 6);
+    }
+
+    #[test]
+    fn redacted_values_keep_the_chain_verifiable() {
+        let (_dir, j) = sample();
+        let cutoff = j.event(4).unwrap().unwrap().time;
+        let redacted = j.redact_values_before(cutoff).unwrap();
+        assert!(redacted >= 1);
+        for seq in 1..=6 {
+            let e = j.event(seq).unwrap().unwrap();
+            let gone = e.values.is_none() && e.chain.salt.is_none();
+            assert_eq!(gone, e.time < cutoff, "event {seq}");
+            assert!(e.chain.values_digest.is_some(), "the digest stays");
+        }
+        assert_eq!(j.verify().unwrap().problems, vec![]);
     }
 
     #[tokio::test]

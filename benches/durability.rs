@@ -29,6 +29,7 @@ async fn one_run(customers: usize, flush_every: usize) -> f64 {
     let connector = Connector::open(Config::load(&file).unwrap(), &env).unwrap();
     let options = SyncOptions {
         dry_run: false,
+        full: false,
         actor: "bench".into(),
         progress: false,
     };

@@ -198,6 +198,9 @@ pub struct SyncArgs {
     /// Plan only: show what would be created or updated; send nothing, record nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Read every customer from Opter, not only those changed since the last run.
+    #[arg(long)]
+    pub full: bool,
     /// Print one JSON object (counts, run_id, rejections) instead of the table.
     #[arg(long)]
     pub json: bool,

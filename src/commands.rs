@@ -106,6 +106,7 @@ pub async fn sync(config_file: &Path, args: &SyncArgs) -> Result<ExitCode> {
     let connector = Connector::open(config, &crate::config::ProcessEnv)?;
     let options = SyncOptions {
         dry_run: args.dry_run,
+        full: args.full,
         actor: actor(),
         progress: !args.json,
     };
@@ -476,6 +477,7 @@ pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
     let connector = Connector::open(Config::load(&file)?, &env)?;
     let options = SyncOptions {
         dry_run: false,
+        full: false,
         actor: actor(),
         progress: true,
     };

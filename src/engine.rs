@@ -50,6 +50,8 @@ pub struct Engine<'a> {
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
     pub dry_run: bool,
+    /// Read every customer, not only those changed since the last run's source cursor.
+    pub full: bool,
     pub actor: String,
     /// Draw a progress bar (only ever on a terminal).
     pub progress: bool,
@@ -185,6 +187,22 @@ impl Engine<'_> {
             None => self.plan(&customers, &mut report)?,
             Some(_) => Vec::new(),
         };
+        // Customers refused before sending are part of the run's row-level log too.
+        for rejection in &report.rejections {
+            let known = self
+                .journal
+                .state(self.sink_name, &rejection.customer)?
+                .is_some();
+            let operation = if known {
+                Operation::Update
+            } else {
+                Operation::Create
+            };
+            let mut event = self.event(&rejection.customer, &run_id, &options.actor, operation);
+            event.outcome = Outcome::Rejected;
+            event.message = Some(rejection.reason.clone());
+            self.journal.record(event, None, false)?;
+        }
         bar.set_message(format!("writing to {}", self.mapping.rules().product));
         bar.set_length(tasks.len() as u64);
         bar.set_position(0);

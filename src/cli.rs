@@ -233,6 +233,84 @@ pub enum JournalCommand {
         Example:\n  opter-visma-sync --config sync.toml journal verify --json"
     )]
     Verify(JournalArgs),
+    /// One event in full, values masked unless --show-values.
+    #[command(
+        long_about = "One event in full: every column, the values sent (masked, as \
+        A*** S*** and a***@acme.se, unless --show-values), the values digest and the hash \
+        chain.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml journal show 42 --show-values"
+    )]
+    Show(ShowArgs),
+    /// Events as JSON Lines or CSV, for auditors and spreadsheets.
+    #[command(
+        long_about = "Every event (or one customer's, or those since a date) as JSON \
+        Lines or CSV on stdout, oldest first, one record per event. CSV columns: seq, time, \
+        run_id, actor, customer, sink, operation, outcome, http_status, error_code, message, \
+        remote_id, fields, values, values_redacted, values_digest, prev_hash, hash, schema. \
+        Values are masked unless --show-values.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml journal export --format csv \
+        --customer K10042 > K10042.csv"
+    )]
+    Export(ExportArgs),
+    /// Rewrite the journal so that removed values leave no copy in its files.
+    #[command(
+        long_about = "Rewrite the journal into a fresh database and swap it in, so that \
+        values removed by retention leave no stale copy in the old log segments. `sync` does \
+        this by itself after a run that removed values.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml journal compact"
+    )]
+    Compact(JournalArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub common: JournalArgs,
+    /// The event's sequence number (first column of `journal log`).
+    pub seq: u64,
+    /// Print names and emails as they were sent.
+    #[arg(long)]
+    pub show_values: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub common: JournalArgs,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Only this customer's events.
+    #[arg(long)]
+    pub customer: Option<String>,
+    /// Only events at or after this time (RFC 3339, or a date like 2026-11-01).
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Export names and emails as they were sent.
+    #[arg(long)]
+    pub show_values: bool,
+}
+
+/// A date (midnight UTC) or an RFC 3339 time.
+pub fn parse_since(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        .map_err(|_| format!("{value:?} is neither a date (2026-11-01) nor an RFC 3339 time"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutcomeFilter {
+    Succeeded,
+    Rejected,
+    Failed,
 }
 
 #[derive(Debug, Args)]
@@ -258,4 +336,13 @@ pub struct LogArgs {
     /// At most this many events.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Only events at or after this time (RFC 3339, or a date like 2026-11-01).
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events with this outcome.
+    #[arg(long, value_enum)]
+    pub outcome: Option<OutcomeFilter>,
+    /// In --json, print names and emails as they were sent (masked otherwise).
+    #[arg(long)]
+    pub show_values: bool,
 }

@@ -9,7 +9,8 @@ use anyhow::Context;
 use secrecy::SecretString;
 
 use crate::cli::{
-    AuthCommand, DemoArgs, JournalArgs, JournalCommand, LogArgs, SandboxArgs, SyncArgs,
+    AuthCommand, DemoArgs, ExportFormat, JournalArgs, JournalCommand, LogArgs, SandboxArgs,
+    SyncArgs,
 };
 use crate::config::{Config, Env, SinkConfig};
 use crate::engine::{Engine, Report, SyncOptions};
@@ -113,6 +114,12 @@ pub async fn sync(config_file: &Path, args: &SyncArgs) -> Result<ExitCode> {
     let (report, stopped) = connector.sync(&options).await?;
     output::report(&mut std::io::stdout().lock(), &report, args.json)
         .context("cannot write output")?;
+    if report.redacted > 0 {
+        // Removed values must not survive in sled's old log segments.
+        let dir = connector.journal.dir().to_path_buf();
+        drop(connector);
+        crate::journal::compact(&dir)?;
+    }
     match stopped {
         Some(e) => Err(e),
         None => Ok(exit_for(&report)),
@@ -146,20 +153,58 @@ pub fn journal(config_file: &Path, command: &JournalCommand) -> Result<ExitCode>
     let mut out = std::io::stdout().lock();
     match command {
         JournalCommand::Verify(args) => return verify(config_file, args),
+        JournalCommand::Show(args) => {
+            let journal = open_journal(config_file, &args.common)?;
+            let Some(event) = journal.event(args.seq)? else {
+                return Err(Error::config(format!(
+                    "no event {} in the journal; `journal log` lists them",
+                    args.seq
+                )));
+            };
+            output::show(&mut out, &event, args.common.json, args.show_values)
+        }
+        JournalCommand::Export(args) => {
+            let journal = open_journal(config_file, &args.common)?;
+            let mut events = journal.events(args.customer.as_deref(), None)?;
+            events.reverse();
+            events.retain(|e| args.since.is_none_or(|t| e.time >= t));
+            output::export(
+                &mut out,
+                &events,
+                args.format == ExportFormat::Csv,
+                args.show_values,
+            )
+        }
+        JournalCommand::Compact(args) => {
+            let dir = open_journal(config_file, args)?.dir().to_path_buf();
+            let bytes = crate::journal::compact(&dir)?;
+            writeln!(out, "journal rewritten: {} ({bytes} bytes)", dir.display())
+        }
         JournalCommand::Runs(args) => {
             let journal = open_journal(config_file, args)?;
             output::runs(&mut out, &journal.runs()?, args.json)
         }
-        JournalCommand::Log(LogArgs {
-            common,
-            customer,
-            run,
-            limit,
-        }) => {
+        JournalCommand::Log(args) => {
+            let LogArgs {
+                common,
+                customer,
+                run,
+                limit,
+                since,
+                outcome,
+                show_values,
+            } = args;
             let journal = open_journal(config_file, common)?;
             let mut events = journal.events(customer.as_deref(), run.as_deref())?;
+            events.retain(|e| since.is_none_or(|t| e.time >= t));
+            if let Some(wanted) = outcome {
+                let wanted = format!("{wanted:?}").to_lowercase();
+                events.retain(|e| {
+                    serde_json::to_value(e.outcome).is_ok_and(|o| o == wanted.as_str())
+                });
+            }
             events.truncate(limit.unwrap_or(usize::MAX));
-            output::events(&mut out, &events, common.json)
+            output::events(&mut out, &events, common.json, *show_values)
         }
     }
     .context("cannot write output")?;

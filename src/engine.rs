@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -75,12 +75,51 @@ pub struct Report {
     pub rejections: Vec<Rejection>,
     /// Customers whose write failed for a transient reason, with the reason.
     pub failures: Vec<Rejection>,
+    /// Events whose values this run removed (retention); the journal is then compacted.
+    #[serde(skip)]
+    pub redacted: u64,
     /// Why the run stopped before the end, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
     /// Only for dry runs: what would be sent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<Planned>,
+    /// How Opter was read: "full" (every customer) or "incremental" (only customers
+    /// changed since the last finished run's source cursor).
+    pub read: &'static str,
+}
+
+/// How a run reads Opter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Full,
+    /// Customers changed since `cursor` (the last finished run's), less `READ_OVERLAP`.
+    Incremental {
+        cursor: DateTime<Utc>,
+    },
+}
+
+/// How far before the stored cursor an incremental read starts. Opter's `updated` is
+/// Opter's own clock, but a customer saved while the last read was paging can carry an
+/// `updated` older than one already seen, several customers can share one second, and
+/// `changedSince` is sent in whole seconds. Re-reading a few unchanged customers is
+/// harmless: their content hash is unchanged, so nothing is sent for them.
+const READ_OVERLAP: chrono::Duration = chrono::Duration::minutes(5);
+
+impl Read {
+    fn name(self) -> &'static str {
+        match self {
+            Read::Full => "full",
+            Read::Incremental { .. } => "incremental",
+        }
+    }
+
+    fn changed_since(self) -> Option<DateTime<Utc>> {
+        match self {
+            Read::Full => None,
+            Read::Incremental { cursor } => Some(cursor - READ_OVERLAP),
+        }
+    }
 }
 
 enum Task {
@@ -137,18 +176,32 @@ impl Engine<'_> {
     pub async fn run(&self, options: &SyncOptions) -> Result<(Report, Option<Error>)> {
         let run_id = new_run_id();
         let started = Utc::now();
+        let mapping = self.mapping.fingerprint();
+        let read = self.read_plan(options, &mapping)?;
         let bar = progress_bar(options.progress);
         bar.set_message("reading Opter");
         let customers = self
             .source
-            .read_all(None, |read, total| {
+            .read_all(read.changed_since(), |read, total| {
                 if let Some(total) = total {
                     bar.set_length(total);
                 }
                 bar.set_position(read as u64);
             })
             .await?;
-        tracing::info!(run = %run_id, customers = customers.len(), "read from Opter");
+        // The cursor only moves forward: an incremental read that saw nothing (or only
+        // the overlap) keeps the one it started from.
+        let seen = customers.iter().filter_map(|c| c.updated).max();
+        let cursor = match read {
+            Read::Full => seen,
+            Read::Incremental { cursor } => seen.max(Some(cursor)),
+        };
+        tracing::info!(
+            run = %run_id,
+            customers = customers.len(),
+            read = read.name(),
+            "read from Opter"
+        );
 
         let mut report = Report {
             run_id: run_id.clone(),
@@ -156,8 +209,10 @@ impl Engine<'_> {
             counts: Counts::default(),
             rejections: Vec::new(),
             failures: Vec::new(),
+            redacted: 0,
             stopped: None,
             plan: Vec::new(),
+            read: read.name(),
         };
         if options.dry_run {
             self.plan(&customers, &mut report)?;
@@ -173,10 +228,13 @@ impl Engine<'_> {
             counts: Counts::default(),
             rejections: Vec::new(),
             error: None,
+            cursor,
+            mapping: Some(mapping),
         };
         self.journal.save_run(&run)?;
         let cutoff = Utc::now() - chrono::Duration::days(i64::from(self.keep_values_days));
         let redacted = self.journal.redact_values_before(cutoff)?;
+        report.redacted = redacted;
         if redacted > 0 {
             tracing::info!(redacted, "values older than the retention period removed");
         }
@@ -269,6 +327,42 @@ impl Engine<'_> {
         self.journal.save_run(&run)?;
         self.journal.flush().await?;
         Ok((report, stopped))
+    }
+
+    /// Decides whether this run reads every customer or only those changed since the
+    /// last finished run's source cursor.
+    ///
+    /// An incremental read sees only what changed in Opter, so:
+    /// - `unchanged` counts only the customers read;
+    /// - duplicate codes and numbers are caught only among the customers read (a full
+    ///   read, e.g. `sync --full`, checks all of Opter again);
+    /// - customers without an `updated` are read only by full reads.
+    fn read_plan(&self, options: &SyncOptions, mapping: &str) -> Result<Read> {
+        if options.full {
+            return Ok(Read::Full);
+        }
+        let Some(last) = self.journal.last_finished_run(self.sink_name)? else {
+            return Ok(Read::Full);
+        };
+        let Some(cursor) = last.cursor else {
+            return Ok(Read::Full);
+        };
+        // Rejected and failed customers must be tried again, but an incremental read
+        // would not read one that has not changed in Opter since (a customer rejected
+        // for a register limit, or whose write failed, keeps its `updated`). Open
+        // intents need no full read: settling finds each in the register by number and
+        // records what it holds, and a run cut short after the last finished one read
+        // (incrementally) only customers changed since this same cursor, which this
+        // read reads again. (A cut-short `sync --full` is not repeated: run it again.)
+        if last.counts.rejected + last.counts.failed > 0 || !last.rejections.is_empty() {
+            return Ok(Read::Full);
+        }
+        // Another mapping (or register rules) can change every customer's content
+        // without Opter changing any of them.
+        if last.mapping.as_deref() != Some(mapping) {
+            return Ok(Read::Full);
+        }
+        Ok(Read::Incremental { cursor })
     }
 
     /// Settles the intents a dead run left open: if the register has the customer, the

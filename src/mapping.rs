@@ -167,6 +167,26 @@ impl Mapping {
         })
     }
 
+    /// Identifies what the mapping sends (fields and constants, not the file's path): a
+    /// run whose mapping differs from the last one's must read every customer.
+    pub fn fingerprint(&self) -> String {
+        let fields: BTreeMap<String, Value> = self
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.name())))
+            .collect();
+        content_hash(&BTreeMap::from([
+            (
+                "fields".to_string(),
+                serde_json::to_value(fields).expect("serialises"),
+            ),
+            (
+                "constants".to_string(),
+                serde_json::to_value(&self.constants).expect("serialises"),
+            ),
+        ]))
+    }
+
     pub fn rules(&self) -> &RegisterRules {
         &self.rules
     }

@@ -6,6 +6,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 use crate::engine::Report;
 use crate::journal::{Event, Run};
@@ -96,16 +97,16 @@ pub fn runs(out: &mut impl Write, runs: &[Run], json: bool) -> std::io::Result<(
     Ok(())
 }
 
-/// Events without their values: the journal keeps values for audit, listings do not.
-pub fn events(out: &mut impl Write, events: &[Event], json: bool) -> std::io::Result<()> {
+/// Events, newest first. The table names fields only; `--json` carries the values,
+/// masked unless `show_values`.
+pub fn events(
+    out: &mut impl Write,
+    events: &[Event],
+    json: bool,
+    show_values: bool,
+) -> std::io::Result<()> {
     if json {
-        let listed: Vec<_> = events
-            .iter()
-            .map(|e| Event {
-                values: None,
-                ..e.clone()
-            })
-            .collect();
+        let listed: Vec<Value> = events.iter().map(|e| event_json(e, show_values)).collect();
         serde_json::to_writer(&mut *out, &listed)?;
         return writeln!(out);
     }
@@ -143,6 +144,159 @@ pub fn events(out: &mut impl Write, events: &[Event], json: bool) -> std::io::Re
     Ok(())
 }
 
+/// An event as one flat JSON record with stable column names (the export schema).
+pub fn event_json(e: &Event, show_values: bool) -> Value {
+    let values = e.values.as_ref().map(|v| {
+        v.iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if show_values {
+                        v.clone()
+                    } else {
+                        mask_field(k, v)
+                    },
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+    });
+    serde_json::json!({
+        "seq": e.seq,
+        "time": e.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "run_id": e.run_id,
+        "actor": e.actor,
+        "customer": e.customer,
+        "sink": e.sink,
+        "operation": serde_plain(&e.operation),
+        "outcome": serde_plain(&e.outcome),
+        "http_status": e.http_status,
+        "error_code": e.error_code,
+        "message": e.message,
+        "remote_id": e.remote_id,
+        "fields": e.fields,
+        "values": values,
+        "values_redacted": e.values.is_none() && e.chain.values_digest.is_some(),
+        "values_digest": e.chain.values_digest,
+        "prev_hash": e.chain.prev_hash,
+        "hash": e.chain.hash,
+        "schema": e.chain.schema,
+    })
+}
+
+/// The CSV header of `journal export --format csv`, in column order.
+pub const CSV_COLUMNS: [&str; 19] = [
+    "seq",
+    "time",
+    "run_id",
+    "actor",
+    "customer",
+    "sink",
+    "operation",
+    "outcome",
+    "http_status",
+    "error_code",
+    "message",
+    "remote_id",
+    "fields",
+    "values",
+    "values_redacted",
+    "values_digest",
+    "prev_hash",
+    "hash",
+    "schema",
+];
+
+/// Events, oldest first, as JSON Lines or CSV.
+pub fn export(
+    out: &mut impl Write,
+    events: &[Event],
+    csv: bool,
+    show_values: bool,
+) -> std::io::Result<()> {
+    if !csv {
+        for e in events {
+            serde_json::to_writer(&mut *out, &event_json(e, show_values))?;
+            writeln!(out)?;
+        }
+        return Ok(());
+    }
+    let mut writer = ::csv::Writer::from_writer(out);
+    writer.write_record(CSV_COLUMNS)?;
+    for e in events {
+        let record = event_json(e, show_values);
+        let cells = CSV_COLUMNS.map(|c| match &record[c] {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(";"),
+            other => other.to_string(),
+        });
+        writer.write_record(cells)?;
+    }
+    writer.flush()
+}
+
+/// One event in full, for a person.
+pub fn show(out: &mut impl Write, e: &Event, json: bool, show_values: bool) -> std::io::Result<()> {
+    let record = event_json(e, show_values);
+    if json {
+        serde_json::to_writer(&mut *out, &record)?;
+        return writeln!(out);
+    }
+    for column in CSV_COLUMNS {
+        let value = match &record[column] {
+            Value::Null => "-".to_string(),
+            Value::String(s) => s.clone(),
+            Value::Object(values) => values
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "\n    {k}: {}",
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string())
+                    )
+                })
+                .collect(),
+            other => other.to_string(),
+        };
+        writeln!(out, "{column:>16}: {value}")?;
+    }
+    Ok(())
+}
+
+/// Masks a personal value for display: `Anna Svensson` -> `A*** S***`,
+/// `anna@acme.se` -> `a***@acme.se`. Non-personal register fields are shown as they are.
+pub fn mask_field(field: &str, value: &Value) -> Value {
+    let personal = crate::sink::eaccounting::RULES
+        .fields
+        .iter()
+        .find(|r| r.name == field)
+        .is_none_or(|r| r.personal);
+    match value {
+        Value::String(s) if personal => Value::String(mask(s)),
+        other => other.clone(),
+    }
+}
+
+pub fn mask(value: &str) -> String {
+    let word = |w: &str| match w.chars().next() {
+        Some(first) => format!("{first}***"),
+        None => String::new(),
+    };
+    match value.split_once('@') {
+        Some((local, domain)) => format!("{}@{domain}", word(local)),
+        None => value
+            .split_whitespace()
+            .map(word)
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
 fn time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
@@ -152,4 +306,27 @@ fn serde_plain(value: &impl serde::Serialize) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_names_and_emails_but_not_codes() {
+        assert_eq!(mask("Anna Svensson"), "A*** S***");
+        assert_eq!(mask("anna.svensson@acme.se"), "a***@acme.se");
+        assert_eq!(mask("Åsa Öberg-Lind"), "Å*** Ö***");
+        assert_eq!(mask_field("CustomerNumber", &"K1001".into()), "K1001");
+        assert_eq!(
+            mask_field("Name", &"Acme Åkeri AB".into()),
+            "A*** Å*** A***"
+        );
+        assert_eq!(mask_field("IsActive", &true.into()), true);
+        assert_eq!(
+            mask_field("SomethingNew", &"Anna".into()),
+            "A***",
+            "unknown fields are masked"
+        );
+    }
 }

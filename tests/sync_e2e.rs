@@ -396,10 +396,8 @@ async fn journal_commands_show_runs_and_a_customer_timeline() {
         (Some("create"), Some("succeeded"))
     );
     assert_eq!(events[0]["http_status"], 201);
-    assert!(
-        events[0]["values"].is_null(),
-        "listings do not print values"
-    );
+    let name = events[0]["values"]["Name"].as_str().unwrap();
+    assert!(name.contains("***"), "listings mask values: {name}");
 
     let table = String::from_utf8_lossy(&setup.run(&["journal", "runs"]).stdout).to_string();
     assert!(
@@ -699,7 +697,11 @@ async fn a_customer_deleted_in_visma_is_created_again_when_it_changes() {
     assert_eq!(again[0]["Name"], "Tillbaka AB");
     // And the journal follows the new id: the next run has nothing to do.
     let (_, next) = setup.sync_json();
-    assert_eq!(next["unchanged"], 2);
+    assert_eq!(
+        (next["created"].as_u64(), next["updated"].as_u64()),
+        (Some(0), Some(0)),
+        "{next}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

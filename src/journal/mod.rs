@@ -134,6 +134,15 @@ pub struct Run {
     pub rejections: Vec<Rejection>,
     /// A short reason when the run could not finish.
     pub error: Option<String>,
+    /// The source cursor: the highest `updated` of the customers this run read (for an
+    /// incremental read, at least the cursor it started from). The next run reads what
+    /// changed since then; `None` when nothing read had an `updated`.
+    #[serde(default)]
+    pub cursor: Option<DateTime<Utc>>,
+    /// Fingerprint of the mapping (and register rules) this run used: a run with another
+    /// mapping must read everything, since every customer's content may have changed.
+    #[serde(default)]
+    pub mapping: Option<String>,
 }
 
 pub struct Journal {
@@ -172,6 +181,7 @@ impl Journal {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create journal folder {}", dir.display()))?;
         owner_only(dir, 0o700)?;
+        recover_compaction(dir)?;
         let db = open_sled(&dir.join("sled")).with_context(|| {
             format!(
                 "cannot open the journal in {} (is another opter-visma-sync using it?)",
@@ -311,6 +321,17 @@ impl Journal {
     /// Runs, oldest first (run ids sort by start time).
     pub fn runs(&self) -> anyhow::Result<Vec<Run>> {
         self.runs.iter().map(|kv| decode(&kv?.1, "run")).collect()
+    }
+
+    /// The newest run for `sink` that finished (was not cut short or killed), if any.
+    pub fn last_finished_run(&self, sink: &str) -> anyhow::Result<Option<Run>> {
+        for kv in self.runs.iter().rev() {
+            let run: Run = decode(&kv?.1, "run")?;
+            if run.sink == sink && run.finished.is_some() {
+                return Ok(Some(run));
+            }
+        }
+        Ok(None)
     }
 
     /// Events, newest first, optionally only one customer's or one run's.
@@ -484,6 +505,77 @@ pub fn credentials_dir(journal_dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     owner_only(&dir, 0o700)?;
     Ok(dir)
+}
+
+/// Rewrites the journal in `dir` into a fresh database and swaps it in, so that removed
+/// values leave no stale copy in sled's old log segments. Returns the new size in bytes.
+///
+/// Crash-safe: the copy is complete (flushed, marked) before the swap, and `Journal::open`
+/// finishes or undoes an interrupted swap.
+pub fn compact(dir: &Path) -> anyhow::Result<u64> {
+    let (live, fresh, old, done) = compaction_paths(dir);
+    for stale in [&fresh, &old] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)?;
+        }
+    }
+    let _ = std::fs::remove_file(&done);
+    {
+        let source = open_sled(&live).context("cannot open the journal to compact it")?;
+        let target = sled::Config::new().path(&fresh).open()?;
+        target.import(source.export());
+        target.flush()?;
+        source.flush()?;
+    }
+    std::fs::File::create(&done)?.sync_all()?;
+    std::fs::rename(&live, &old)?;
+    std::fs::rename(&fresh, &live)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    std::fs::remove_file(&done)?;
+    std::fs::remove_dir_all(&old)?;
+    Ok(folder_size(&live))
+}
+
+fn compaction_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join("sled"),
+        dir.join("sled.compact"),
+        dir.join("sled.old"),
+        dir.join("sled.compact.done"),
+    )
+}
+
+/// Finishes a swap that a crash interrupted, or rolls it back.
+fn recover_compaction(dir: &Path) -> anyhow::Result<()> {
+    let (live, fresh, old, done) = compaction_paths(dir);
+    if !live.exists() && old.exists() {
+        let from = if done.exists() && fresh.exists() {
+            &fresh
+        } else {
+            &old
+        };
+        std::fs::rename(from, &live)?;
+    }
+    for stale in [&fresh, &old] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)?;
+        }
+    }
+    let _ = std::fs::remove_file(&done);
+    Ok(())
+}
+
+fn folder_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => folder_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Opens sled, waiting up to a second for the file lock: a journal closed a moment ago
@@ -693,6 +785,44 @@ mod tests {
         assert_eq!(seqs(j.events(Some("K1"), None).unwrap()), vec![3, 1]);
         assert_eq!(seqs(j.events(Some("K1"), Some("r1")).unwrap()), vec![1]);
         assert_eq!(seqs(j.events(Some("K"), None).unwrap()), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn the_last_finished_run_skips_cut_short_runs_and_other_sinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.last_finished_run("eaccounting").unwrap(), None);
+        let run = |id: &str, sink: &str, finished: bool| Run {
+            id: id.into(),
+            sink: sink.into(),
+            started: Utc::now(),
+            finished: finished.then(Utc::now),
+            counts: Counts::default(),
+            rejections: Vec::new(),
+            error: None,
+            cursor: Some(Utc::now()),
+            mapping: None,
+        };
+        j.save_run(&run("20260101T000000.000Z-0001", "eaccounting", true))
+            .unwrap();
+        j.save_run(&run("20260102T000000.000Z-0001", "eaccounting", true))
+            .unwrap();
+        j.save_run(&run("20260103T000000.000Z-0001", "eaccounting", false))
+            .unwrap();
+        j.save_run(&run("20260104T000000.000Z-0001", "visma-net", true))
+            .unwrap();
+        let last = j.last_finished_run("eaccounting").unwrap().unwrap();
+        assert_eq!(last.id, "20260102T000000.000Z-0001");
+        // Summaries written before the cursor existed still read.
+        let old = br#"{"id":"20260105T000000.000Z-0001","sink":"eaccounting",
+            "started":"2026-01-05T00:00:00Z","finished":"2026-01-05T00:01:00Z",
+            "counts":{"created":0,"updated":0,"unchanged":0,"rejected":0,"failed":0},
+            "rejections":[],"error":null}"#;
+        j.runs
+            .insert("20260105T000000.000Z-0001", &old[..])
+            .unwrap();
+        let last = j.last_finished_run("eaccounting").unwrap().unwrap();
+        assert_eq!((last.cursor, last.mapping), (None, None));
     }
 
     #[cfg(unix)]

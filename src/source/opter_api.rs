@@ -9,6 +9,10 @@
 //! `references: [{name, email, isDefault, ...}]`, next to fields the adapter never reads
 //! (`corporateIdNumber`, `vatNumber`, addresses, `phone`, `email`, `information`,
 //! `created`, reference phones and ids).
+//!
+//! `changedSince` (sent in whole seconds, rounded down) keeps the customers whose
+//! `updated` is strictly later; a customer without `updated` is only in full reads.
+//! `updated` is Opter's own clock, and the highest one read is the run's source cursor.
 
 use std::time::Duration;
 
@@ -226,7 +230,8 @@ impl OpterApiSource {
         }
     }
 
-    /// Reads every page; `on_page` hears (customers so far, total if known).
+    /// Reads every page (with `changed_since`, only customers changed after it);
+    /// `on_page` hears (customers so far, total if known).
     pub async fn read_all(
         &self,
         changed_since: Option<DateTime<Utc>>,

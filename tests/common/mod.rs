@@ -169,15 +169,21 @@ impl Setup {
             .unwrap();
     }
 
+    /// Changes a customer in the simulated Opter, as a person editing it would: its
+    /// `updated` time becomes now.
     pub async fn put_opter_customer(&self, customer: &Value) {
-        let code = customer["customerCode"].as_str().unwrap();
+        let mut customer = customer.clone();
+        customer["updated"] = chrono::Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into();
+        let code = customer["customerCode"].as_str().unwrap().to_string();
         let url = format!(
             "{}/_sandbox/opter/customers/{code}",
             self.sandbox.base_url()
         );
         reqwest::Client::new()
             .put(url)
-            .json(customer)
+            .json(&customer)
             .send()
             .await
             .unwrap()

@@ -30,6 +30,7 @@ async fn one_run(customers: usize, flush_every: usize) -> f64 {
     let options = SyncOptions {
         dry_run: false,
         full: false,
+        replay: None,
         actor: "bench".into(),
         progress: false,
     };

@@ -85,6 +85,114 @@ pub enum Command {
     /// Log in to the Visma register (OAuth) and check the stored authorization.
     #[command(subcommand)]
     Auth(AuthCommand),
+
+    /// Support: send one customer (or every failed one) again, even if unchanged.
+    #[command(
+        long_about = "Re-read the customer from Opter and send its current permitted \
+        fields to the register even if the journal thinks nothing changed (rectification \
+        after a manual edit in Visma, or after a fix in Opter). --failed does this for every \
+        customer whose last outcome was rejected or failed.\n\n\
+        Examples:\n  opter-visma-sync --config sync.toml replay --customer K10042 --reason \
+        \"ticket 123: name fixed in Opter\"\n  \
+        opter-visma-sync --config sync.toml replay --failed --reason \"after outage\""
+    )]
+    Replay(ReplayArgs),
+    /// Support: erase one customer's personal data in the register and the journal (GDPR).
+    #[command(
+        long_about = "Erase the customer's personal data everywhere this connector put \
+        it: record a suppression first (no later sync re-creates it), delete the customer in \
+        the register (or, where it has transactions and Visma refuses, overwrite its name, \
+        contact and email and make it inactive), remove the values from all its journal \
+        events, rewrite the journal files, verify the chain, and print an erasure receipt. \
+        Asks for confirmation on a terminal; elsewhere it needs --yes. Do not put personal \
+        data in --reason: it is kept.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml purge --customer K10042 \
+        --reason \"GDPR erasure, ticket 456\" --yes --json"
+    )]
+    Purge(PurgeArgs),
+    /// Support: lift a purge's suppression; the customer syncs again next run.
+    #[command(
+        long_about = "Lift the suppression a purge left, so the customer is sent again \
+        by the next sync.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml unsuppress --customer K10042 \
+        --reason \"customer returned\""
+    )]
+    Unsuppress(SupportArgs),
+    /// Support: stop sending updates for one customer (GDPR restriction); data is kept.
+    #[command(
+        long_about = "Stop sending anything for the customer (GDPR restriction of \
+        processing). Its data stays; `sync` counts it as restricted.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml restrict --customer K10042 \
+        --reason \"disputed data, ticket 789\""
+    )]
+    Restrict(SupportArgs),
+    /// Support: resume sending updates for a restricted customer.
+    #[command(
+        long_about = "Lift a restriction; the next sync sends the customer if it \
+        changed.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml unrestrict --customer K10042 \
+        --reason \"resolved\""
+    )]
+    Unrestrict(SupportArgs),
+    /// Support: everything held about one customer, as JSON (GDPR access).
+    #[command(
+        long_about = "Print everything held about the customer as one JSON document: \
+        its journal events with the values sent, its state, suppression and restriction, \
+        and its current record in the register, fetched live.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml export --customer K10042 > K10042.json"
+    )]
+    Export(ExportCustomerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SupportArgs {
+    /// The Opter customer code.
+    #[arg(long)]
+    pub customer: String,
+    /// Why (kept in the journal; no personal data).
+    #[arg(long)]
+    pub reason: String,
+    /// Who acts (recorded as support:NAME; default: the OS user).
+    #[arg(long)]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The Opter customer code.
+    #[arg(long, required_unless_present = "failed", conflicts_with = "failed")]
+    pub customer: Option<String>,
+    /// Every customer whose last outcome was rejected or failed.
+    #[arg(long)]
+    pub failed: bool,
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub actor: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub support: SupportArgs,
+    /// Do not ask for confirmation (needed when not on a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the receipt as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportCustomerArgs {
+    #[arg(long)]
+    pub customer: String,
+    #[arg(long, default_value = "access request")]
+    pub reason: String,
+    #[arg(long)]
+    pub actor: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,19 +9,20 @@ use anyhow::Context;
 use secrecy::SecretString;
 
 use crate::cli::{
-    AuthCommand, DemoArgs, ExportFormat, JournalArgs, JournalCommand, LogArgs, SandboxArgs,
-    SyncArgs,
+    AuthCommand, DemoArgs, ExportCustomerArgs, ExportFormat, JournalArgs, JournalCommand, LogArgs,
+    PurgeArgs, ReplayArgs, SandboxArgs, SupportArgs, SyncArgs,
 };
 use crate::config::{Config, Env, SinkConfig};
 use crate::engine::{Engine, Report, SyncOptions};
 use crate::error::{exit, Error, Result};
-use crate::journal::Journal;
+use crate::journal::{HoldKind, Journal};
 use crate::mapping::Mapping;
 use crate::output;
 use crate::sandbox::{Faults, Sandbox, SandboxOptions};
 use crate::sink::auth::{login, Grant, LoginSettings, OAuthSettings, TokenProvider};
 use crate::sink::{eaccounting, EAccountingSink};
 use crate::source::OpterApiSource;
+use crate::support;
 
 /// The bundled Opter customers (also in `fixtures/customers.json`), embedded so that
 /// `demo` and `sandbox` work from any folder.
@@ -108,6 +109,7 @@ pub async fn sync(config_file: &Path, args: &SyncArgs) -> Result<ExitCode> {
     let options = SyncOptions {
         dry_run: args.dry_run,
         full: args.full,
+        replay: None,
         actor: actor(),
         progress: !args.json,
     };
@@ -337,6 +339,130 @@ pub async fn auth(config_file: &Path, command: &AuthCommand) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// `support:<name>`: the actor recorded for support commands.
+fn support_actor(name: &Option<String>) -> String {
+    let name = name
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("USERNAME").ok())
+        .unwrap_or_else(|| "unknown".into());
+    format!("support:{name}")
+}
+
+fn open_connector(config_file: &Path) -> Result<Connector> {
+    Connector::open(Config::load(config_file)?, &crate::config::ProcessEnv)
+}
+
+pub async fn replay(config_file: &Path, args: &ReplayArgs) -> Result<ExitCode> {
+    let connector = open_connector(config_file)?;
+    let codes = match &args.customer {
+        Some(code) => vec![code.clone()],
+        None => support::failed_customers(&connector)?,
+    };
+    if codes.is_empty() {
+        println!("no customer's last outcome was rejected or failed: nothing to replay");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let actor = support_actor(&args.actor);
+    let (report, stopped) = support::replay(&connector, codes, &actor, &args.reason).await?;
+    output::report(&mut std::io::stdout().lock(), &report, args.json)
+        .context("cannot write output")?;
+    match stopped {
+        Some(e) => Err(e),
+        None => Ok(exit_for(&report)),
+    }
+}
+
+pub async fn purge(config_file: &Path, args: &PurgeArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let a = &args.support;
+    let connector = open_connector(config_file)?;
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::config(
+                "purge erases data and cannot be undone: on a non-interactive run, pass --yes",
+            ));
+        }
+        eprintln!(
+            "This will erase customer {} from {} (delete it, or anonymise it if Visma refuses), \
+             remove its values from the journal, and stop it from being synced again.",
+            a.customer,
+            eaccounting::PRODUCT
+        );
+        eprint!("Type the customer code to confirm: ");
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .context("cannot read the confirmation")?;
+        if answer.trim() != a.customer {
+            eprintln!("not confirmed; nothing was done");
+            return Ok(ExitCode::from(exit::CONFIG));
+        }
+    }
+    let actor = support_actor(&a.actor);
+    let receipt = support::purge(connector, &a.customer, &actor, &a.reason).await?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&receipt).expect("serialises")
+        )
+    } else {
+        writeln!(
+            out,
+            "erasure receipt\n  customer:        {}\n  time:            {}\n  actor:           {}\n  \
+             reason:          {}\n  register:        {}\n  events redacted: {}\n  \
+             receipt event:   {}\n  journal verified: {}",
+            receipt.customer,
+            receipt.time.to_rfc3339(),
+            receipt.actor,
+            receipt.reason,
+            receipt.register,
+            receipt.events_redacted,
+            receipt.receipt_event,
+            if receipt.journal_verified { "yes" } else { "NO" }
+        )
+    };
+    written.context("cannot write output")?;
+    Ok(match receipt.journal_verified {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(exit::VERIFY_FAILED),
+    })
+}
+
+pub async fn hold(
+    config_file: &Path,
+    args: &SupportArgs,
+    kind: HoldKind,
+    on: bool,
+) -> Result<ExitCode> {
+    let connector = open_connector(config_file)?;
+    let actor = support_actor(&args.actor);
+    let changed =
+        support::set_hold(&connector, &args.customer, &actor, &args.reason, kind, on).await?;
+    let what = match (kind, on) {
+        (HoldKind::Restricted, true) => "restricted: sync sends nothing for it",
+        (HoldKind::Restricted, false) => {
+            "no longer restricted: the next sync sends it if it changed"
+        }
+        (HoldKind::Suppressed, _) => "no longer suppressed: the next sync sends it",
+    };
+    let note = if changed { "" } else { " (it already was)" };
+    println!("customer {} {what}{note}", args.customer);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn export_customer(config_file: &Path, args: &ExportCustomerArgs) -> Result<ExitCode> {
+    let connector = open_connector(config_file)?;
+    let actor = support_actor(&args.actor);
+    let document = support::export(&connector, &args.customer, &actor, &args.reason).await?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &document).context("cannot write output")?;
+    writeln!(out).context("cannot write output")?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Where the eAccounting grant is kept, in the journal's credentials folder.
 const GRANT_FILE: &str = "eaccounting-grant.json";
 
@@ -523,6 +649,7 @@ pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
     let options = SyncOptions {
         dry_run: false,
         full: false,
+        replay: None,
         actor: actor(),
         progress: true,
     };

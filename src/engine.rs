@@ -13,7 +13,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::journal::{Counts, Event, Intent, Journal, Operation, Outcome, Rejection, Run, State};
+use crate::journal::{
+    Counts, Event, HoldKind, Intent, Journal, Operation, Outcome, Rejection, Run, State,
+};
 use crate::mapping::{MappedRecord, Mapping};
 use crate::record::SourceCustomer;
 use crate::sink::{EAccountingSink, SinkError, Written};
@@ -52,6 +54,8 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// Read every customer, not only those changed since the last run's source cursor.
     pub full: bool,
+    /// Support replay: only these customers, and sent even when unchanged.
+    pub replay: Option<Vec<String>>,
     pub actor: String,
     /// Draw a progress bar (only ever on a terminal).
     pub progress: bool,
@@ -215,7 +219,7 @@ impl Engine<'_> {
             read: read.name(),
         };
         if options.dry_run {
-            self.plan(&customers, &mut report)?;
+            self.plan(&customers, options.replay.as_deref(), &mut report)?;
             bar.finish_and_clear();
             return Ok((report, None));
         }
@@ -230,6 +234,7 @@ impl Engine<'_> {
             error: None,
             cursor,
             mapping: Some(mapping),
+            replay: options.replay.is_some(),
         };
         self.journal.save_run(&run)?;
         let cutoff = Utc::now() - chrono::Duration::days(i64::from(self.keep_values_days));
@@ -242,7 +247,7 @@ impl Engine<'_> {
 
         let mut stopped = self.settle(&run_id, &options.actor).await.err();
         let tasks = match stopped {
-            None => self.plan(&customers, &mut report)?,
+            None => self.plan(&customers, options.replay.as_deref(), &mut report)?,
             Some(_) => Vec::new(),
         };
         // Customers refused before sending are part of the run's row-level log too.
@@ -338,7 +343,7 @@ impl Engine<'_> {
     ///   read, e.g. `sync --full`, checks all of Opter again);
     /// - customers without an `updated` are read only by full reads.
     fn read_plan(&self, options: &SyncOptions, mapping: &str) -> Result<Read> {
-        if options.full {
+        if options.full || options.replay.is_some() {
             return Ok(Read::Full);
         }
         let Some(last) = self.journal.last_finished_run(self.sink_name)? else {
@@ -429,7 +434,12 @@ impl Engine<'_> {
     }
 
     /// Rejects what cannot be sent, counts what is unchanged, returns what to write.
-    fn plan(&self, customers: &[SourceCustomer], report: &mut Report) -> Result<Vec<Task>> {
+    fn plan(
+        &self,
+        customers: &[SourceCustomer],
+        replay: Option<&[String]>,
+        report: &mut Report,
+    ) -> Result<Vec<Task>> {
         // Identical copies are one customer read twice (a page boundary that moved while
         // paging); copies that differ are a real duplicate in Opter.
         let mut unique: Vec<&SourceCustomer> = Vec::with_capacity(customers.len());
@@ -484,9 +494,28 @@ impl Engine<'_> {
                 rejected(&record.code, reason);
                 continue;
             }
+            if replay.is_some_and(|codes| !codes.contains(&record.code)) {
+                continue;
+            }
+            if self
+                .journal
+                .hold(HoldKind::Suppressed, &record.code)?
+                .is_some()
+            {
+                report.counts.suppressed += 1;
+                continue;
+            }
+            if self
+                .journal
+                .hold(HoldKind::Restricted, &record.code)?
+                .is_some()
+            {
+                report.counts.restricted += 1;
+                continue;
+            }
             let state = self.journal.state(self.sink_name, &record.code)?;
             let task = match state {
-                Some(s) if s.content_hash == record.content_hash => {
+                Some(s) if s.content_hash == record.content_hash && replay.is_none() => {
                     report.counts.unchanged += 1;
                     continue;
                 }

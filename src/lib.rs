@@ -13,3 +13,4 @@ pub mod retry;
 pub mod sandbox;
 pub mod sink;
 pub mod source;
+pub mod support;

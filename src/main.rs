@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use opter_visma_sync::cli::{Cli, Command};
 use opter_visma_sync::commands;
+use opter_visma_sync::journal::HoldKind;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,6 +22,18 @@ fn main() -> ExitCode {
             Command::Sync(args) => commands::sync(&cli.config, args).await,
             Command::Journal(command) => commands::journal(&cli.config, command),
             Command::Auth(command) => commands::auth(&cli.config, command).await,
+            Command::Replay(args) => commands::replay(&cli.config, args).await,
+            Command::Purge(args) => commands::purge(&cli.config, args).await,
+            Command::Unsuppress(args) => {
+                commands::hold(&cli.config, args, HoldKind::Suppressed, false).await
+            }
+            Command::Restrict(args) => {
+                commands::hold(&cli.config, args, HoldKind::Restricted, true).await
+            }
+            Command::Unrestrict(args) => {
+                commands::hold(&cli.config, args, HoldKind::Restricted, false).await
+            }
+            Command::Export(args) => commands::export_customer(&cli.config, args).await,
         }
     });
     match result {

@@ -33,6 +33,10 @@ pub fn report(out: &mut impl Write, report: &Report, json: bool) -> std::io::Res
     writeln!(out, "  {:<10} {:>7}", "unchanged", c.unchanged)?;
     writeln!(out, "  {:<10} {:>7}", "rejected", c.rejected)?;
     writeln!(out, "  {:<10} {:>7}", "failed", c.failed)?;
+    if c.restricted + c.suppressed > 0 {
+        writeln!(out, "  {:<10} {:>7}", "restricted", c.restricted)?;
+        writeln!(out, "  {:<10} {:>7}", "suppressed", c.suppressed)?;
+    }
     for p in &report.plan {
         writeln!(
             out,

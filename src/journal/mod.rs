@@ -33,6 +33,20 @@ pub enum Operation {
     Adopt,
     /// An update was interrupted (its outcome unknown); we read what the register holds.
     Settle,
+    /// Support: the customer was deleted from the register (GDPR erasure).
+    Erase,
+    /// Support: the register refused deletion; personal fields were overwritten instead.
+    Anonymise,
+    /// Support: a suppression (after a purge) was lifted.
+    Unsuppress,
+    /// Support: updates stopped for the customer (GDPR restriction).
+    Restrict,
+    /// Support: updates resumed.
+    Unrestrict,
+    /// Support: the customer was sent again although unchanged.
+    Replay,
+    /// Support: everything held about the customer was exported (GDPR access).
+    Export,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +129,32 @@ pub struct Counts {
     pub unchanged: u64,
     pub rejected: u64,
     pub failed: u64,
+    /// Not sent: updates stopped by `restrict`.
+    #[serde(default)]
+    pub restricted: u64,
+    /// Not sent: purged, and suppressed until `unsuppress`.
+    #[serde(default)]
+    pub suppressed: u64,
+}
+
+/// A support hold on one customer (suppression after a purge, or a restriction). Holds
+/// no personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub since: DateTime<Utc>,
+    pub actor: String,
+    pub reason: String,
+    /// For a purge: what happened in the register (deleted, anonymised, not present).
+    #[serde(default)]
+    pub outcome: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldKind {
+    /// Purged: never sent again until lifted.
+    Suppressed,
+    /// Restricted: kept, but no updates are sent.
+    Restricted,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +183,10 @@ pub struct Run {
     /// mapping must read everything, since every customer's content may have changed.
     #[serde(default)]
     pub mapping: Option<String>,
+    /// A support replay of chosen customers: says nothing about the others, so the next
+    /// sync does not take it as the last full picture.
+    #[serde(default)]
+    pub replay: bool,
 }
 
 pub struct Journal {
@@ -153,6 +197,8 @@ pub struct Journal {
     by_customer: sled::Tree,
     runs: sled::Tree,
     intents: sled::Tree,
+    suppressed: sled::Tree,
+    restricted: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -196,6 +242,8 @@ impl Journal {
             by_customer: tree("by_customer")?,
             runs: tree("runs")?,
             intents: tree("intents")?,
+            suppressed: tree("suppressed")?,
+            restricted: tree("restricted")?,
             meta: tree("meta")?,
             db,
         })
@@ -327,7 +375,7 @@ impl Journal {
     pub fn last_finished_run(&self, sink: &str) -> anyhow::Result<Option<Run>> {
         for kv in self.runs.iter().rev() {
             let run: Run = decode(&kv?.1, "run")?;
-            if run.sink == sink && run.finished.is_some() {
+            if run.sink == sink && run.finished.is_some() && !run.replay {
                 return Ok(Some(run));
             }
         }
@@ -478,6 +526,65 @@ impl Journal {
             self.events
                 .insert(key, serde_json::to_vec(&event).expect("events serialise"))?;
             redacted += 1;
+        }
+        Ok(redacted)
+    }
+
+    fn holds(&self, kind: HoldKind) -> &sled::Tree {
+        match kind {
+            HoldKind::Suppressed => &self.suppressed,
+            HoldKind::Restricted => &self.restricted,
+        }
+    }
+
+    pub fn hold(&self, kind: HoldKind, code: &str) -> anyhow::Result<Option<Hold>> {
+        self.holds(kind)
+            .get(code.as_bytes())?
+            .map(|v| decode(&v, "hold"))
+            .transpose()
+    }
+
+    pub fn set_hold(&self, kind: HoldKind, code: &str, hold: &Hold) -> anyhow::Result<()> {
+        self.holds(kind).insert(
+            code.as_bytes(),
+            serde_json::to_vec(hold).expect("serialises"),
+        )?;
+        Ok(())
+    }
+
+    /// Lifts a hold; `false` when there was none.
+    pub fn lift_hold(&self, kind: HoldKind, code: &str) -> anyhow::Result<bool> {
+        Ok(self.holds(kind).remove(code.as_bytes())?.is_some())
+    }
+
+    /// Erasure in the journal: removes the values and salts of all the customer's events
+    /// and its state entries (whose content hash derives from personal values). Hashes
+    /// and digests stay, so the chain verifies. Returns the events redacted.
+    pub fn erase_customer(&self, code: &str) -> anyhow::Result<u64> {
+        let mut redacted = 0;
+        for event in self.events(Some(code), None)? {
+            if event.values.is_none() && event.chain.salt.is_none() {
+                continue;
+            }
+            let event = Event {
+                values: None,
+                chain: Chain {
+                    salt: None,
+                    ..event.chain
+                },
+                ..event
+            };
+            self.events.insert(
+                event.seq.to_be_bytes(),
+                serde_json::to_vec(&event).expect("serialises"),
+            )?;
+            redacted += 1;
+        }
+        for kv in self.state.iter() {
+            let key = kv?.0;
+            if key.ends_with(format!("/{code}").as_bytes()) {
+                self.state.remove(key)?;
+            }
         }
         Ok(redacted)
     }
@@ -802,6 +909,7 @@ mod tests {
             error: None,
             cursor: Some(Utc::now()),
             mapping: None,
+            replay: false,
         };
         j.save_run(&run("20260101T000000.000Z-0001", "eaccounting", true))
             .unwrap();

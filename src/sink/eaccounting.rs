@@ -126,6 +126,24 @@ impl EAccountingSink {
         Ok(None)
     }
 
+    /// The register's customer by id; `None` when it is not there (404).
+    pub async fn get(&self, id: &str) -> Result<Option<Value>, SinkError> {
+        match self
+            .send(Method::GET, &format!("{}/customers/{id}", self.base), None)
+            .await
+        {
+            Ok(reply) => Ok(Some(reply.body)),
+            Err(SinkError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a customer. eAccounting refuses customers with transactions (4001).
+    pub async fn delete(&self, id: &str) -> Result<u16, SinkError> {
+        let url = format!("{}/customers/{id}", self.base);
+        Ok(self.send(Method::DELETE, &url, None).await?.status)
+    }
+
     pub async fn create(&self, record: &MappedRecord) -> Result<Written, SinkError> {
         let body = create_body(record);
         let reply = self

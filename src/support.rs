@@ -1,0 +1,299 @@
+//! Support staff's tools for one customer: purge (erasure that sticks), replay
+//! (rectification), restrict / unrestrict, unsuppress, export (access).
+//!
+//! Architecture invariant: every action records one journal event with actor
+//! `support:<name>` and the reason, and none of those events carries personal data.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::commands::Connector;
+use crate::engine::{Report, SyncOptions};
+use crate::error::{Error, Result};
+use crate::journal::{Event, Hold, HoldKind, Operation, Outcome};
+use crate::mapping::MappedRecord;
+use crate::sink::SinkError;
+
+/// Neutral text that replaces a customer's name when the register refuses deletion.
+pub const ERASED_NAME: &str = "Erased customer";
+
+/// Proof of an erasure, printed by `purge` and kept (without personal data) as an event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Receipt {
+    pub customer: String,
+    pub time: DateTime<Utc>,
+    pub actor: String,
+    pub reason: String,
+    /// `deleted`, `anonymised` or `not present`.
+    pub register: String,
+    pub events_redacted: u64,
+    pub receipt_event: u64,
+    pub journal_verified: bool,
+}
+
+fn support_event(
+    c: &Connector,
+    code: &str,
+    actor: &str,
+    operation: Operation,
+    reason: &str,
+) -> Event {
+    Event {
+        seq: 0,
+        time: Utc::now(),
+        run_id: format!("support-{}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ")),
+        actor: actor.to_string(),
+        customer: code.to_string(),
+        sink: c.config.sink_name().to_string(),
+        operation,
+        outcome: Outcome::Succeeded,
+        http_status: None,
+        error_code: None,
+        message: Some(reason.to_string()),
+        remote_id: None,
+        fields: Vec::new(),
+        values: None,
+        chain: Default::default(),
+    }
+}
+
+fn sink_error(e: SinkError) -> Error {
+    match e {
+        SinkError::NeedsLogin(m) => Error::NeedsLogin(m),
+        other => Error::Other(anyhow::anyhow!("{other}")),
+    }
+}
+
+/// The register's id for the customer: from the journal, else looked up by its code.
+async fn remote_id(c: &Connector, code: &str) -> Result<Option<String>> {
+    if let Some(state) = c.journal.state(c.config.sink_name(), code)? {
+        return Ok(Some(state.remote_id));
+    }
+    let found = c.sink.find_by_number(code).await.map_err(sink_error)?;
+    Ok(found.and_then(|r| r["Id"].as_str().map(str::to_string)))
+}
+
+/// Erases the customer everywhere this connector put it. The suppression comes first
+/// and is durable, so no sync re-creates the customer meanwhile. Consumes the connector:
+/// the journal is rewritten (compacted) at the end so no stale copy survives.
+pub async fn purge(c: Connector, code: &str, actor: &str, reason: &str) -> Result<Receipt> {
+    let hold = Hold {
+        since: Utc::now(),
+        actor: actor.into(),
+        reason: reason.into(),
+        outcome: None,
+    };
+    c.journal.set_hold(HoldKind::Suppressed, code, &hold)?;
+    c.journal.flush().await?;
+
+    let (operation, register, status, id) = match remote_id(&c, code).await? {
+        None => (Operation::Erase, "not present", None, None),
+        Some(id) => match c.sink.delete(&id).await {
+            Ok(status) => (Operation::Erase, "deleted", Some(status), Some(id)),
+            Err(SinkError::Rejected { status: 404, .. }) => {
+                (Operation::Erase, "not present", Some(404), Some(id))
+            }
+            // Customers with transactions cannot be deleted: overwrite what is personal.
+            Err(SinkError::Rejected { code: Some(e), .. }) if e == "4001" => {
+                let written = c
+                    .sink
+                    .update(&id, &anonymised(code))
+                    .await
+                    .map_err(sink_error)?;
+                (
+                    Operation::Anonymise,
+                    "anonymised",
+                    Some(written.status),
+                    Some(id),
+                )
+            }
+            Err(e) => return Err(sink_error(e)),
+        },
+    };
+    let events_redacted = c.journal.erase_customer(code)?;
+    let mut event = support_event(&c, code, actor, operation, &format!("purge: {reason}"));
+    event.http_status = status;
+    event.remote_id = id;
+    let receipt_event = c.journal.record(event, None, true)?;
+    let hold = Hold {
+        outcome: Some(register.to_string()),
+        ..hold
+    };
+    c.journal.set_hold(HoldKind::Suppressed, code, &hold)?;
+    c.journal.flush().await?;
+
+    let dir = c.journal.dir().to_path_buf();
+    drop(c);
+    crate::journal::compact(&dir)?;
+    let verified = crate::journal::Journal::open(&dir)?
+        .verify()?
+        .problems
+        .is_empty();
+    Ok(Receipt {
+        customer: code.to_string(),
+        time: Utc::now(),
+        actor: actor.to_string(),
+        reason: reason.to_string(),
+        register: register.to_string(),
+        events_redacted,
+        receipt_event,
+        journal_verified: verified,
+    })
+}
+
+/// What an anonymised customer holds in the register: no name, contact or email left,
+/// and inactive.
+fn anonymised(code: &str) -> MappedRecord {
+    let fields = [
+        ("Name", Value::from(ERASED_NAME)),
+        ("ContactPersonName", Value::Null),
+        ("ContactPersonEmail", Value::Null),
+        ("EmailAddress", Value::Null),
+        ("IsActive", Value::Bool(false)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    MappedRecord {
+        code: code.to_string(),
+        number: code.to_string(),
+        fields,
+        defaults: Default::default(),
+        content_hash: String::new(),
+    }
+}
+
+/// Sets or lifts a hold, recording the action. `Ok(false)` when nothing changed.
+pub async fn set_hold(
+    c: &Connector,
+    code: &str,
+    actor: &str,
+    reason: &str,
+    kind: HoldKind,
+    on: bool,
+) -> Result<bool> {
+    let changed = if on {
+        let exists = c.journal.hold(kind, code)?.is_some();
+        let hold = Hold {
+            since: Utc::now(),
+            actor: actor.into(),
+            reason: reason.into(),
+            outcome: None,
+        };
+        c.journal.set_hold(kind, code, &hold)?;
+        !exists
+    } else {
+        c.journal.lift_hold(kind, code)?
+    };
+    let operation = match (kind, on) {
+        (HoldKind::Restricted, true) => Operation::Restrict,
+        (HoldKind::Restricted, false) => Operation::Unrestrict,
+        (HoldKind::Suppressed, false) => Operation::Unsuppress,
+        (HoldKind::Suppressed, true) => unreachable!("suppression is set by purge"),
+    };
+    c.journal.record(
+        support_event(c, code, actor, operation, reason),
+        None,
+        false,
+    )?;
+    c.journal.flush().await?;
+    Ok(changed)
+}
+
+/// Sends the customers' current permitted fields again, even if unchanged.
+pub async fn replay(
+    c: &Connector,
+    codes: Vec<String>,
+    actor: &str,
+    reason: &str,
+) -> Result<(Report, Option<Error>)> {
+    for code in &codes {
+        for kind in [HoldKind::Suppressed, HoldKind::Restricted] {
+            if c.journal.hold(kind, code)?.is_some() {
+                return Err(Error::config(format!(
+                    "customer {code} is {}: lift that first (`{}`)",
+                    if kind == HoldKind::Suppressed {
+                        "suppressed after a purge"
+                    } else {
+                        "restricted"
+                    },
+                    if kind == HoldKind::Suppressed {
+                        "unsuppress"
+                    } else {
+                        "unrestrict"
+                    }
+                )));
+            }
+        }
+        c.journal.record(
+            support_event(c, code, actor, Operation::Replay, reason),
+            None,
+            false,
+        )?;
+    }
+    let options = SyncOptions {
+        dry_run: false,
+        full: true,
+        replay: Some(codes),
+        actor: actor.to_string(),
+        progress: false,
+    };
+    c.sync(&options).await
+}
+
+/// Customers whose last event was rejected or failed.
+pub fn failed_customers(c: &Connector) -> Result<Vec<String>> {
+    let mut last: std::collections::BTreeMap<String, Outcome> = Default::default();
+    for e in c.journal.events(None, None)?.into_iter().rev() {
+        if !matches!(
+            e.operation,
+            Operation::Create | Operation::Update | Operation::Adopt | Operation::Settle
+        ) {
+            continue;
+        }
+        last.insert(e.customer, e.outcome);
+    }
+    Ok(last
+        .into_iter()
+        .filter(|(_, o)| *o != Outcome::Succeeded)
+        .map(|(code, _)| code)
+        .collect())
+}
+
+/// Everything held about the customer, as one JSON document (GDPR access).
+pub async fn export(c: &Connector, code: &str, actor: &str, reason: &str) -> Result<Value> {
+    let events: Vec<Value> = c
+        .journal
+        .events(Some(code), None)?
+        .iter()
+        .rev()
+        .map(|e| crate::output::event_json(e, true))
+        .collect();
+    let state = c.journal.state(c.config.sink_name(), code)?;
+    let register = match &state {
+        Some(s) => c.sink.get(&s.remote_id).await.map_err(sink_error)?,
+        None => c.sink.find_by_number(code).await.map_err(sink_error)?,
+    };
+    let hold = |kind| -> Result<Value> {
+        Ok(serde_json::to_value(c.journal.hold(kind, code)?).expect("serialises"))
+    };
+    let document = json!({
+        "customer": code,
+        "exported_at": Utc::now().to_rfc3339(),
+        "exported_by": actor,
+        "sink": c.config.sink_name(),
+        "state": state,
+        "suppression": hold(HoldKind::Suppressed)?,
+        "restriction": hold(HoldKind::Restricted)?,
+        "journal_events": events,
+        "register_record": register,
+    });
+    c.journal.record(
+        support_event(c, code, actor, Operation::Export, reason),
+        None,
+        false,
+    )?;
+    c.journal.flush().await?;
+    Ok(document)
+}

@@ -1,0 +1,311 @@
+//! Support staff's tools through the binary against the sandbox: purge (delete or
+//! anonymise), suppression, restriction, replay, export.
+
+mod common;
+
+use common::{all_bytes, find_any, Setup};
+use opter_visma_sync::commands::bundled_customers;
+use serde_json::Value;
+
+fn code(i: usize) -> String {
+    bundled_customers()[i]["customerCode"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The name and reference names/emails of customer `i`: what an erasure must remove.
+fn personal_values(i: usize) -> Vec<String> {
+    let c = &bundled_customers()[i];
+    let mut values = vec![c["name"].as_str().unwrap().to_string()];
+    for r in c["references"].as_array().unwrap() {
+        for key in ["name", "email"] {
+            values.extend(r[key].as_str().map(str::to_string));
+        }
+    }
+    values
+}
+
+fn purge(setup: &Setup, code: &str) -> (i32, Value) {
+    let out = setup.run(&[
+        "purge",
+        "--customer",
+        code,
+        "--reason",
+        "GDPR erasure, ticket 1",
+        "--yes",
+        "--json",
+        "--actor",
+        "eva",
+    ]);
+    let receipt = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap(), receipt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_deletes_erases_the_journal_and_stays_suppressed_until_lifted() {
+    let setup = Setup::new(bundled_customers()[..4].to_vec()).await;
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    let target = code(1);
+    assert!(find_any(&all_bytes(&setup.journal_dir()), &personal_values(1)).is_some());
+
+    let (exit, receipt) = purge(&setup, &target);
+    assert_eq!(exit, 0, "{receipt}");
+    assert_eq!(receipt["register"], "deleted");
+    assert_eq!(receipt["customer"], target.as_str());
+    assert_eq!(receipt["actor"], "support:eva");
+    assert_eq!(receipt["journal_verified"], true);
+    assert!(receipt["events_redacted"].as_u64().unwrap() >= 1);
+    assert!(
+        setup.register_customer(&target).is_none(),
+        "deleted in the register"
+    );
+    assert_eq!(
+        find_any(&all_bytes(&setup.journal_dir()), &personal_values(1)),
+        None,
+        "no byte left in the journal folder"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(setup.journal_dir())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    // A later sync, even a full one after the customer changed, does not re-create it.
+    let mut changed = bundled_customers()[1].clone();
+    changed["name"] = "Ändrad Efter Radering AB".into();
+    setup.put_opter_customer(&changed).await;
+    let out = setup.run(&["sync", "--full", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["suppressed"], 1);
+    assert!(setup.register_customer(&target).is_none());
+
+    let out = setup.run(&[
+        "unsuppress",
+        "--customer",
+        &target,
+        "--reason",
+        "customer came back",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let (_, report) = setup.sync_json();
+    assert_eq!(report["created"], 1, "{report}");
+    assert_eq!(
+        setup.register_customer(&target).unwrap()["Name"],
+        "Ändrad Efter Radering AB"
+    );
+
+    let timeline: Vec<Value> = serde_json::from_slice(
+        &setup
+            .run(&["journal", "log", "--customer", &target, "--json"])
+            .stdout,
+    )
+    .unwrap();
+    let ops: Vec<&str> = timeline
+        .iter()
+        .rev()
+        .map(|e| e["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["create", "erase", "unsuppress", "create"]);
+    let actors: Vec<&str> = timeline
+        .iter()
+        .rev()
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (actors[0], actors[1], actors[3]),
+        ("sync", "support:eva", "sync")
+    );
+    assert!(actors[2].starts_with("support:"), "{actors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_of_a_customer_with_transactions_anonymises_it() {
+    let setup = Setup::new(bundled_customers()[..2].to_vec()).await;
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    let target = code(0);
+    let mark = format!(
+        "{}/_sandbox/visma/customers/{target}/transactions",
+        setup.sandbox.base_url()
+    );
+    reqwest::Client::new()
+        .post(mark)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+
+    let (exit, receipt) = purge(&setup, &target);
+    assert_eq!(
+        (exit, receipt["register"].as_str()),
+        (0, Some("anonymised")),
+        "{receipt}"
+    );
+    let record = setup
+        .register_customer(&target)
+        .expect("kept, since it has transactions");
+    assert_eq!(record["IsActive"], false);
+    assert_eq!(record["Name"], "Erased customer");
+    assert!(
+        record["ContactPersonName"].is_null() && record["ContactPersonEmail"].is_null(),
+        "{record}"
+    );
+    let text = record.to_string();
+    assert_eq!(find_any(&text, &personal_values(0)), None, "{text}");
+    assert_eq!(
+        find_any(&all_bytes(&setup.journal_dir()), &personal_values(0)),
+        None
+    );
+}
+
+#[test]
+fn purge_refuses_to_run_unattended_without_yes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let setup = rt.block_on(Setup::new(bundled_customers()[..1].to_vec()));
+    let out = setup
+        .command(&["purge", "--customer", &code(0), "--reason", "x"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_customer_is_not_sent_until_unrestricted() {
+    let setup = Setup::new(bundled_customers()[..3].to_vec()).await;
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    let target = code(2);
+    let out = setup.run(&["restrict", "--customer", &target, "--reason", "disputed"]);
+    assert_eq!(out.status.code(), Some(0));
+    let mut changed = bundled_customers()[2].clone();
+    changed["name"] = "Begränsad AB".into();
+    setup.put_opter_customer(&changed).await;
+    setup.clear_requests().await;
+    let (_, report) = setup.sync_json();
+    assert_eq!(report["restricted"], 1, "{report}");
+    assert_eq!(
+        setup.writes(),
+        vec![],
+        "nothing sent for a restricted customer"
+    );
+
+    setup.run(&["unrestrict", "--customer", &target, "--reason", "resolved"]);
+    let out = setup.run(&["sync", "--full", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["updated"], 1, "{report}");
+    assert_eq!(
+        setup.register_customer(&target).unwrap()["Name"],
+        "Begränsad AB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_sends_an_unchanged_customer_again() {
+    let setup = Setup::new(bundled_customers()[..3].to_vec()).await;
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    setup.clear_requests().await;
+    let out = setup.run(&[
+        "replay",
+        "--customer",
+        &code(1),
+        "--reason",
+        "fixed by hand in Visma",
+        "--actor",
+        "olle",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (out.status.code(), report["updated"].as_u64()),
+        (Some(0), Some(1)),
+        "{report}"
+    );
+    let puts: Vec<_> = setup
+        .writes()
+        .into_iter()
+        .filter(|(m, _)| m == "PUT")
+        .collect();
+    assert_eq!(puts.len(), 1);
+    let events: Vec<Value> = serde_json::from_slice(
+        &setup
+            .run(&["journal", "log", "--customer", &code(1), "--json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        (events[0]["operation"].as_str(), events[0]["actor"].as_str()),
+        (Some("update"), Some("support:olle"))
+    );
+    assert_eq!(events[1]["operation"], "replay");
+    assert_eq!(events[1]["message"], "fixed by hand in Visma");
+    // The next plain sync sends nothing again.
+    setup.clear_requests().await;
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    assert_eq!(setup.writes(), vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_holds_events_with_values_state_holds_and_the_live_record() {
+    let setup = Setup::new(bundled_customers()[..2].to_vec()).await;
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    setup.run(&["restrict", "--customer", &code(0), "--reason", "asked"]);
+    let out = setup.run(&["export", "--customer", &code(0)]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["customer"], code(0).as_str());
+    let name = bundled_customers()[0]["name"].as_str().unwrap().to_string();
+    assert_eq!(
+        doc["journal_events"][0]["values"]["Name"],
+        name.as_str(),
+        "values unmasked for the data subject"
+    );
+    assert_eq!(doc["register_record"]["Name"], name.as_str());
+    assert!(doc["state"]["remote_id"].is_string());
+    assert_eq!(doc["restriction"]["reason"], "asked");
+    assert!(doc["suppression"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_failed_sends_every_customer_whose_last_write_failed() {
+    use opter_visma_sync::sandbox::Faults;
+    let setup = Setup::new(bundled_customers()[..6].to_vec()).await;
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace("[journal]", "retry_budget_secs = 1\n[journal]"),
+    )
+    .unwrap();
+    setup.sandbox.set_faults(Faults {
+        fail_rate: 1.0,
+        statuses: vec![503],
+        ..Faults::default()
+    });
+    let (exit, report) = setup.sync_json();
+    assert_eq!((exit, report["failed"].as_u64()), (3, Some(6)), "{report}");
+
+    setup.sandbox.set_faults(Faults::default());
+    let out = setup.run(&[
+        "replay",
+        "--failed",
+        "--reason",
+        "after the outage",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (out.status.code(), report["created"].as_u64()),
+        (Some(0), Some(6)),
+        "{report}"
+    );
+    assert_eq!(setup.sandbox.visma_customers().len(), 6);
+    let again = setup.run(&["replay", "--failed", "--reason", "nothing left"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to replay"));
+}

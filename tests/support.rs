@@ -81,10 +81,24 @@ async fn purge_deletes_erases_the_journal_and_stays_suppressed_until_lifted() {
     let mut changed = bundled_customers()[1].clone();
     changed["name"] = "Ändrad Efter Radering AB".into();
     setup.put_opter_customer(&changed).await;
+    setup.clear_requests().await;
     let out = setup.run(&["sync", "--full", "--json"]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["suppressed"], 1);
     assert!(setup.register_customer(&target).is_none());
+    let about_it = setup
+        .sandbox
+        .visma_requests()
+        .iter()
+        .filter(|r| {
+            r["path"].as_str().unwrap_or_default().contains(&target)
+                || r["body"].to_string().contains(&target)
+        })
+        .count();
+    assert_eq!(
+        about_it, 0,
+        "the register receives no request for a suppressed customer"
+    );
 
     let out = setup.run(&[
         "unsuppress",
@@ -176,6 +190,91 @@ fn purge_refuses_to_run_unattended_without_yes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert!(
+        setup.register_customer(&code(0)).is_none(),
+        "never synced, so not there"
+    );
+    let events = setup.run(&["journal", "log", "--json"]);
+    assert!(!events.status.success() || !String::from_utf8_lossy(&events.stdout).contains("erase"));
+}
+
+#[test]
+fn a_refused_purge_changes_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let setup = rt.block_on(Setup::new(bundled_customers()[..2].to_vec()));
+    assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+    let out = setup
+        .command(&["purge", "--customer", &code(0), "--reason", "x"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(setup.register_customer(&code(0)).is_some());
+    let timeline: Vec<Value> = serde_json::from_slice(
+        &setup
+            .run(&["journal", "log", "--customer", &code(0), "--json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(timeline.len(), 1, "only the create");
+    let (_, report) = setup.sync_json();
+    assert_eq!(report["suppressed"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_killed_at_any_moment_and_run_again_ends_the_same() {
+    use opter_visma_sync::sandbox::Faults;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut landed = 0;
+    for round in 0..8 {
+        let setup = Setup::new(bundled_customers()[..4].to_vec()).await;
+        assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
+        // Latency stretches the purge's register calls so kills land between its steps.
+        setup.sandbox.set_faults(Faults {
+            latency_ms: 60,
+            ..Faults::default()
+        });
+        let target = code(2);
+        let mut child = setup
+            .command(&[
+                "purge",
+                "--customer",
+                &target,
+                "--reason",
+                "erasure",
+                "--yes",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(rng.gen_range(5..90))).await;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            landed += 1;
+        }
+        child.wait().unwrap();
+
+        let (exit, receipt) = purge(&setup, &target);
+        assert_eq!(exit, 0, "round {round}: {receipt}");
+        assert_eq!(receipt["journal_verified"], true);
+        assert!(setup.register_customer(&target).is_none(), "round {round}");
+        let journal = all_bytes(&setup.journal_dir());
+        assert_eq!(
+            find_any(&journal, &personal_values(2)),
+            None,
+            "round {round}"
+        );
+        assert!(
+            find_any(&journal, &personal_values(1)).is_some(),
+            "others are kept"
+        );
+        let out = setup.run(&["sync", "--full", "--json"]);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["suppressed"], 1, "round {round}");
+    }
+    eprintln!("{landed} of 8 purges were killed mid-way");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,6 +360,17 @@ async fn export_holds_events_with_values_state_holds_and_the_live_record() {
     assert_eq!(out.status.code(), Some(0));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["customer"], code(0).as_str());
+    let logged: Vec<Value> = serde_json::from_slice(
+        &setup
+            .run(&["journal", "log", "--customer", &code(0), "--json"])
+            .stdout,
+    )
+    .unwrap();
+    // Every event before the export's own (create, restrict).
+    assert_eq!(
+        doc["journal_events"].as_array().unwrap().len(),
+        logged.len() - 1
+    );
     let name = bundled_customers()[0]["name"].as_str().unwrap().to_string();
     assert_eq!(
         doc["journal_events"][0]["values"]["Name"],

@@ -142,8 +142,7 @@ async fn exports_and_listings_mask_values_unless_asked() {
 async fn retention_removes_old_values_from_the_raw_journal_and_verify_still_passes() {
     let customers = bundled_customers()[..5].to_vec();
     let setup = Setup::new(customers.clone()).await;
-    let text = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(&setup.config, format!("{text}keep_values_days = 0\n")).unwrap();
+    setup.configure("journal", "keep_values_days = 0");
     assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
     // Customer 0 changes next run and is sent again, with its email; the others are not.
     let emails = contact_emails(&customers[1..]);

@@ -241,17 +241,7 @@ async fn kill_run(seed: u64, count: usize, kills: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_stops_the_run_with_exit_1_and_the_next_run_finishes_the_job() {
     let mut setup = Setup::new(generate_customers(60, 5)).await;
-    let text = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(
-        &setup.config,
-        text.replace("[journal]", "retry_budget_secs = 1\n[journal]"),
-    )
-    .unwrap();
-    setup.sandbox.set_faults(Faults {
-        fail_rate: 1.0,
-        statuses: vec![503],
-        ..Faults::default()
-    });
+    setup.start_outage();
     let out = setup.run(&["sync", "--json"]);
     assert_eq!(
         out.status.code(),

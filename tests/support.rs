@@ -387,17 +387,7 @@ async fn export_holds_events_with_values_state_holds_and_the_live_record() {
 async fn replay_failed_sends_every_customer_whose_last_write_failed() {
     use opter_visma_sync::sandbox::Faults;
     let setup = Setup::new(bundled_customers()[..6].to_vec()).await;
-    let text = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(
-        &setup.config,
-        text.replace("[journal]", "retry_budget_secs = 1\n[journal]"),
-    )
-    .unwrap();
-    setup.sandbox.set_faults(Faults {
-        fail_rate: 1.0,
-        statuses: vec![503],
-        ..Faults::default()
-    });
+    setup.start_outage();
     let (exit, report) = setup.sync_json();
     assert_eq!((exit, report["failed"].as_u64()), (3, Some(6)), "{report}");
 

@@ -707,8 +707,7 @@ async fn a_customer_deleted_in_visma_is_created_again_when_it_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journal_verify_passes_after_syncs_and_retention_redacts_old_values() {
     let setup = Setup::new(bundled_customers()[..5].to_vec()).await;
-    let text = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(&setup.config, format!("{text}keep_values_days = 0\n")).unwrap();
+    setup.configure("journal", "keep_values_days = 0");
     assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
     let mut changed = bundled_customers()[0].clone();
     changed["name"] = "Efter Gallring AB".into();

@@ -150,6 +150,28 @@ impl Setup {
         token
     }
 
+    /// Adds `line` (e.g. `retry_budget_secs = 1`) to the config's `[sink]` or
+    /// `[journal]` table (the config ends with `[journal]`).
+    pub fn configure(&self, table: &str, line: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = match table {
+            "sink" => text.replace("[journal]", &format!("{line}\n[journal]")),
+            "journal" => format!("{text}{line}\n"),
+            other => panic!("no table {other} to configure"),
+        };
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Every Visma API call fails with 503, and each call gives up after a second.
+    pub fn start_outage(&self) {
+        self.configure("sink", "retry_budget_secs = 1");
+        self.sandbox.set_faults(opter_visma_sync::sandbox::Faults {
+            fail_rate: 1.0,
+            statuses: vec![503],
+            ..Default::default()
+        });
+    }
+
     /// The register's customer with this CustomerNumber, if any.
     pub fn register_customer(&self, number: &str) -> Option<Value> {
         self.sandbox

@@ -142,7 +142,10 @@ fn open_journal(config_file: &Path, args: &JournalArgs) -> Result<Journal> {
         Some(dir) => dir.clone(),
         None => Config::load(config_file)?.journal.path,
     };
-    if !dir.join("sled").exists() {
+    let present = ["sled", "sled.old", "sled.compact"]
+        .iter()
+        .any(|d| dir.join(d).exists());
+    if !present {
         return Err(Error::config(format!(
             "no journal in {}: run `sync` first, or pass --journal DIR",
             dir.display()

@@ -22,6 +22,9 @@ use crate::sink::{EAccountingSink, SinkError, Written};
 use crate::source::OpterApiSource;
 use sha2::{Digest, Sha256};
 
+/// Hours between full reads when incremental reads are possible.
+const FULL_READ_EVERY_HOURS: i64 = 24;
+
 /// Writes failing in a row (nothing succeeding between) that mean the register is out.
 const UNREACHABLE_AFTER: usize = 12;
 
@@ -237,7 +240,16 @@ impl Engine<'_> {
             replay: options.replay.is_some(),
         };
         self.journal.save_run(&run)?;
-        let cutoff = Utc::now() - chrono::Duration::days(i64::from(self.keep_values_days));
+        // Whole days, so retention (and the rewrite it causes) happens once a day; 0 keeps
+        // no values beyond the next run.
+        let cutoff = match self.keep_values_days {
+            0 => Utc::now(),
+            days => (Utc::now() - chrono::Duration::days(i64::from(days)))
+                .date_naive()
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc(),
+        };
         let redacted = self.journal.redact_values_before(cutoff)?;
         report.redacted = redacted;
         if redacted > 0 {
@@ -329,6 +341,9 @@ impl Engine<'_> {
         run.finished = Some(Utc::now()).filter(|_| stopped.is_none());
         run.error = stopped.as_ref().map(|e: &Error| e.to_string());
         report.stopped = stopped.as_ref().map(|e| e.to_string());
+        if stopped.is_none() && matches!(read, Read::Full) && options.replay.is_none() {
+            self.journal.full_read_done(started)?;
+        }
         self.journal.save_run(&run)?;
         self.journal.flush().await?;
         Ok((report, stopped))
@@ -343,7 +358,16 @@ impl Engine<'_> {
     ///   read, e.g. `sync --full`, checks all of Opter again);
     /// - customers without an `updated` are read only by full reads.
     fn read_plan(&self, options: &SyncOptions, mapping: &str) -> Result<Read> {
-        if options.full || options.replay.is_some() {
+        if options.full || options.replay.is_some() || self.journal.full_read_forced()? {
+            return Ok(Read::Full);
+        }
+        // A full read at least daily: an incremental read trusts that every earlier read
+        // saw everything up to its cursor, which paging shifts or clock skew can break.
+        let due = self
+            .journal
+            .last_full_read()?
+            .is_none_or(|t| Utc::now() - t > chrono::Duration::hours(FULL_READ_EVERY_HOURS));
+        if due {
             return Ok(Read::Full);
         }
         let Some(last) = self.journal.last_finished_run(self.sink_name)? else {
@@ -444,7 +468,25 @@ impl Engine<'_> {
         // paging); copies that differ are a real duplicate in Opter.
         let mut unique: Vec<&SourceCustomer> = Vec::with_capacity(customers.len());
         let mut seen: HashMap<&str, Vec<&SourceCustomer>> = HashMap::new();
+        let mut held = std::collections::HashSet::new();
         for c in customers {
+            // First of all: what is not replayed, suppressed or restricted is not looked
+            // at further (not even rejected, which would force full reads forever).
+            if replay.is_some_and(|codes| !codes.contains(&c.code))
+                || held.contains(c.code.as_str())
+            {
+                continue;
+            }
+            if self.journal.hold(HoldKind::Suppressed, &c.code)?.is_some() {
+                report.counts.suppressed += 1;
+                held.insert(c.code.as_str());
+                continue;
+            }
+            if self.journal.hold(HoldKind::Restricted, &c.code)?.is_some() {
+                report.counts.restricted += 1;
+                held.insert(c.code.as_str());
+                continue;
+            }
             let copies = seen.entry(c.code.as_str()).or_default();
             if !copies.contains(&c) {
                 copies.push(c);
@@ -492,25 +534,6 @@ impl Engine<'_> {
                     record.number
                 );
                 rejected(&record.code, reason);
-                continue;
-            }
-            if replay.is_some_and(|codes| !codes.contains(&record.code)) {
-                continue;
-            }
-            if self
-                .journal
-                .hold(HoldKind::Suppressed, &record.code)?
-                .is_some()
-            {
-                report.counts.suppressed += 1;
-                continue;
-            }
-            if self
-                .journal
-                .hold(HoldKind::Restricted, &record.code)?
-                .is_some()
-            {
-                report.counts.restricted += 1;
                 continue;
             }
             let state = self.journal.state(self.sink_name, &record.code)?;

@@ -254,11 +254,15 @@ pub fn failed_customers(c: &Connector) -> Result<Vec<String>> {
         }
         last.insert(e.customer, e.outcome);
     }
-    Ok(last
-        .into_iter()
-        .filter(|(_, o)| *o != Outcome::Succeeded)
-        .map(|(code, _)| code)
-        .collect())
+    let mut failed = Vec::new();
+    for (code, outcome) in last {
+        let held = c.journal.hold(HoldKind::Suppressed, &code)?.is_some()
+            || c.journal.hold(HoldKind::Restricted, &code)?.is_some();
+        if outcome != Outcome::Succeeded && !held {
+            failed.push(code);
+        }
+    }
+    Ok(failed)
 }
 
 /// Everything held about the customer, as one JSON document (GDPR access).

@@ -284,22 +284,44 @@ async fn a_restricted_customer_is_not_sent_until_unrestricted() {
     let target = code(2);
     let out = setup.run(&["restrict", "--customer", &target, "--reason", "disputed"]);
     assert_eq!(out.status.code(), Some(0));
+    // Edited long ago as far as `updated` goes: only a full read sees it.
     let mut changed = bundled_customers()[2].clone();
     changed["name"] = "Begränsad AB".into();
-    setup.put_opter_customer(&changed).await;
+    setup.put_opter_customer_as_is(&changed).await;
+    let mut other = bundled_customers()[0].clone();
+    other["name"] = "Andra Kunden AB".into();
+    setup.put_opter_customer(&other).await;
     setup.clear_requests().await;
-    let (_, report) = setup.sync_json();
-    assert_eq!(report["restricted"], 1, "{report}");
+    let out = setup.run(&["sync", "--full", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        setup.writes(),
-        vec![],
-        "nothing sent for a restricted customer"
+        (report["restricted"].as_u64(), report["updated"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    let writes = setup.writes();
+    assert_eq!(
+        writes.len(),
+        1,
+        "only the other customer is sent: {writes:?}"
+    );
+    assert_eq!(
+        setup.register_customer(&code(0)).unwrap()["Name"],
+        "Andra Kunden AB"
+    );
+    assert_ne!(
+        setup.register_customer(&target).unwrap()["Name"],
+        "Begränsad AB"
     );
 
     setup.run(&["unrestrict", "--customer", &target, "--reason", "resolved"]);
-    let out = setup.run(&["sync", "--full", "--json"]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["updated"], 1, "{report}");
+    // A plain sync: lifting the hold makes it read everything, so the old edit is seen.
+    let (_, report) = setup.sync_json();
+    assert_eq!(
+        (report["updated"].as_u64(), report["read"].as_str()),
+        (Some(1), Some("full")),
+        "{report}"
+    );
     assert_eq!(
         setup.register_customer(&target).unwrap()["Name"],
         "Begränsad AB"

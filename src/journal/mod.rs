@@ -200,11 +200,20 @@ pub struct Journal {
     suppressed: sled::Tree,
     restricted: sled::Tree,
     meta: sled::Tree,
+    /// Exclusive lock on `journal.lock`, held while open (dropped last).
+    _lock: std::fs::File,
 }
 
 const NEXT_SEQ: &[u8] = b"next_seq";
 /// Hash of the newest event: the chain's head.
 const CHAIN_HEAD: &[u8] = b"chain_head";
+/// Set when a hold is lifted: the next sync must read every customer.
+const FORCE_FULL_READ: &[u8] = b"force_full_read";
+/// When the last complete full read started.
+const LAST_FULL_READ: &[u8] = b"last_full_read";
+/// Set in the same flush as any removal of values: the files still hold copies until
+/// the journal is rewritten (`compact`), which clears it.
+const COMPACTION_OWED: &[u8] = b"compaction_owed";
 
 fn state_key(sink: &str, code: &str) -> Vec<u8> {
     format!("{sink}/{code}").into_bytes()
@@ -223,17 +232,57 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> anyhow::Res
 
 impl Journal {
     /// Opens (creating if needed) the journal in `dir`, readable by its owner only.
+    /// Opens (creating if needed) the journal in `dir`, readable by its owner only.
+    /// Holds the journal's lock until dropped: one process at a time.
     pub fn open(dir: &Path) -> anyhow::Result<Journal> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create journal folder {}", dir.display()))?;
         owner_only(dir, 0o700)?;
+        let lock = lock_journal(dir)?;
         recover_compaction(dir)?;
-        let db = open_sled(&dir.join("sled")).with_context(|| {
-            format!(
-                "cannot open the journal in {} (is another opter-visma-sync using it?)",
-                dir.display()
-            )
-        })?;
+        let journal = Self::open_locked(dir, lock)?;
+        // Values were removed but the files were not rewritten (a crash in between):
+        // finish that first, so no copy survives.
+        if journal.compaction_owed()? {
+            let lock = journal.into_lock();
+            compact_locked(dir)?;
+            return Self::open_locked(dir, lock);
+        }
+        Ok(journal)
+    }
+
+    /// Closes the database (every handle, so sled's files are released) but keeps the lock.
+    fn into_lock(self) -> std::fs::File {
+        let Journal {
+            dir: _,
+            db,
+            state,
+            events,
+            by_customer,
+            runs,
+            intents,
+            suppressed,
+            restricted,
+            meta,
+            _lock,
+        } = self;
+        drop((
+            state,
+            events,
+            by_customer,
+            runs,
+            intents,
+            suppressed,
+            restricted,
+            meta,
+        ));
+        drop(db);
+        _lock
+    }
+
+    fn open_locked(dir: &Path, lock: std::fs::File) -> anyhow::Result<Journal> {
+        let db = open_sled(&dir.join("sled"))
+            .with_context(|| format!("cannot open the journal in {}", dir.display()))?;
         let tree = |name: &str| db.open_tree(name).context("cannot open journal tree");
         Ok(Journal {
             dir: dir.to_path_buf(),
@@ -246,6 +295,7 @@ impl Journal {
             restricted: tree("restricted")?,
             meta: tree("meta")?,
             db,
+            _lock: lock,
         })
     }
 
@@ -455,6 +505,18 @@ impl Journal {
             prev_hash = event.chain.hash.clone();
             customers.insert(seq, event);
         }
+        let next = self
+            .meta
+            .get(NEXT_SEQ)?
+            .and_then(|v| v.as_ref().try_into().ok())
+            .map(u64::from_be_bytes);
+        if next.unwrap_or(1) != expected {
+            problem(
+                expected,
+                "is missing: the newest events were removed".into(),
+            );
+        }
+        self.verify_holds(&customers, &mut problem)?;
         let head = self
             .meta
             .get(CHAIN_HEAD)?
@@ -467,6 +529,10 @@ impl Journal {
         }
         for kv in self.by_customer.iter() {
             let key = kv?.0;
+            if key.len() < 9 {
+                problem(0, "the customer index holds a malformed entry".into());
+                continue;
+            }
             let seq = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap_or_default());
             let code = String::from_utf8_lossy(&key[..key.len() - 9]);
             if customers.get(&seq).is_none_or(|e| e.customer != code) {
@@ -508,6 +574,55 @@ impl Journal {
         })
     }
 
+    /// Holds must match the events that set and lifted them: a removed suppression would
+    /// let a purged customer be created again.
+    fn verify_holds(
+        &self,
+        events: &std::collections::HashMap<u64, Event>,
+        problem: &mut impl FnMut(u64, String),
+    ) -> anyhow::Result<()> {
+        let mut seqs: Vec<&u64> = events.keys().collect();
+        seqs.sort();
+        let mut expected: std::collections::BTreeMap<(&str, bool), u64> = Default::default();
+        for seq in seqs {
+            let e = &events[seq];
+            let (suppression, on) = match e.operation {
+                Operation::Erase | Operation::Anonymise => (true, true),
+                Operation::Unsuppress => (true, false),
+                Operation::Restrict => (false, true),
+                Operation::Unrestrict => (false, false),
+                _ => continue,
+            };
+            if on {
+                expected.insert((e.customer.as_str(), suppression), *seq);
+            } else {
+                expected.remove(&(e.customer.as_str(), suppression));
+            }
+        }
+        for (tree, suppression, name) in [
+            (&self.suppressed, true, "suppression"),
+            (&self.restricted, false, "restriction"),
+        ] {
+            for ((code, kind), seq) in &expected {
+                if *kind == suppression && tree.get(code.as_bytes())?.is_none() {
+                    problem(
+                        *seq,
+                        format!("set a {name} for {code} that has been removed"),
+                    );
+                }
+            }
+            for kv in tree.iter() {
+                let code = String::from_utf8_lossy(&kv?.0).into_owned();
+                if !expected.contains_key(&(code.as_str(), suppression)) {
+                    problem(0, format!(
+                        "the {name} of {code} has no event that set it (an interrupted purge: run it again)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the values (and salts) of events older than `cutoff`; hashes and digests
     /// stay, so the chain still verifies. Returns how many events were redacted.
     pub fn redact_values_before(&self, cutoff: DateTime<Utc>) -> anyhow::Result<u64> {
@@ -526,6 +641,9 @@ impl Journal {
             self.events
                 .insert(key, serde_json::to_vec(&event).expect("events serialise"))?;
             redacted += 1;
+        }
+        if redacted > 0 {
+            self.meta.insert(COMPACTION_OWED, &[1])?;
         }
         Ok(redacted)
     }
@@ -552,9 +670,38 @@ impl Journal {
         Ok(())
     }
 
-    /// Lifts a hold; `false` when there was none.
+    /// Lifts a hold; `false` when there was none. The next sync reads every customer,
+    /// since an incremental read would not see one that did not change meanwhile.
     pub fn lift_hold(&self, kind: HoldKind, code: &str) -> anyhow::Result<bool> {
+        self.meta.insert(FORCE_FULL_READ, &[1])?;
         Ok(self.holds(kind).remove(code.as_bytes())?.is_some())
+    }
+
+    /// Whether the next sync must read every customer (a hold was lifted).
+    pub fn full_read_forced(&self) -> anyhow::Result<bool> {
+        Ok(self.meta.get(FORCE_FULL_READ)?.is_some())
+    }
+
+    /// When the last complete full read started, if any.
+    pub fn last_full_read(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        Ok(self
+            .meta
+            .get(LAST_FULL_READ)?
+            .and_then(|v| DateTime::parse_from_rfc3339(&String::from_utf8_lossy(&v)).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
+    /// Records a complete full read that started at `started`.
+    pub fn full_read_done(&self, started: DateTime<Utc>) -> anyhow::Result<()> {
+        self.meta
+            .insert(LAST_FULL_READ, started.to_rfc3339().as_bytes())?;
+        self.meta.remove(FORCE_FULL_READ)?;
+        Ok(())
+    }
+
+    /// Whether removed values may still have copies in the files.
+    pub fn compaction_owed(&self) -> anyhow::Result<bool> {
+        Ok(self.meta.get(COMPACTION_OWED)?.is_some())
     }
 
     /// Erasure in the journal: removes the values and salts of all the customer's events
@@ -582,10 +729,12 @@ impl Journal {
         }
         for kv in self.state.iter() {
             let key = kv?.0;
-            if key.ends_with(format!("/{code}").as_bytes()) {
+            let mine = key.splitn(2, |b| *b == b'/').nth(1) == Some(code.as_bytes());
+            if mine {
                 self.state.remove(key)?;
             }
         }
+        self.meta.insert(COMPACTION_OWED, &[1])?;
         Ok(redacted)
     }
 
@@ -620,6 +769,35 @@ pub fn credentials_dir(journal_dir: &Path) -> anyhow::Result<PathBuf> {
 /// Crash-safe: the copy is complete (flushed, marked) before the swap, and `Journal::open`
 /// finishes or undoes an interrupted swap.
 pub fn compact(dir: &Path) -> anyhow::Result<u64> {
+    let _lock = lock_journal(dir)?;
+    recover_compaction(dir)?;
+    compact_locked(dir)
+}
+
+/// Takes the journal's lock, waiting up to a few seconds for another process.
+fn lock_journal(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("journal.lock"))
+        .with_context(|| format!("cannot create the lock file in {}", dir.display()))?;
+    for _ in 0..250 {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!(
+        "the journal in {} is in use by another opter-visma-sync; try again when it is done",
+        dir.display()
+    )
+}
+
+fn compact_locked(dir: &Path) -> anyhow::Result<u64> {
     let (live, fresh, old, done) = compaction_paths(dir);
     for stale in [&fresh, &old] {
         if stale.exists() {
@@ -631,6 +809,7 @@ pub fn compact(dir: &Path) -> anyhow::Result<u64> {
         let source = open_sled(&live).context("cannot open the journal to compact it")?;
         let target = sled::Config::new().path(&fresh).open()?;
         target.import(source.export());
+        target.open_tree("meta")?.remove(COMPACTION_OWED)?;
         target.flush()?;
         source.flush()?;
     }
@@ -851,6 +1030,87 @@ mod tests {
             .insert("eaccounting/K3", serde_json::to_vec(&state).unwrap())
             .unwrap();
         assert_eq!(first_problem(&j).unwrap().0, 6);
+    }
+
+    fn folder_text(dir: &Path) -> String {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                out.extend(std::fs::read(&p).unwrap());
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn removed_values_left_in_the_files_by_a_crash_are_compacted_at_the_next_open() {
+        let (dir, j) = sample();
+        j.flush().await.unwrap();
+        assert!(folder_text(dir.path()).contains("anna0@example.se"));
+        let n = j
+            .redact_values_before(Utc::now() + chrono::Duration::days(1))
+            .unwrap();
+        j.flush().await.unwrap();
+        assert!(n > 0 && j.compaction_owed().unwrap());
+        drop(j); // the process dies before compacting
+        let j = Journal::open(dir.path()).unwrap();
+        assert!(!j.compaction_owed().unwrap());
+        assert!(!folder_text(dir.path()).contains("anna0@example.se"));
+        assert_eq!(j.verify().unwrap().problems, vec![]);
+    }
+
+    #[test]
+    fn a_removed_suppression_or_a_trimmed_tail_is_found() {
+        let (_dir, j) = sample();
+        let hold = Hold {
+            since: Utc::now(),
+            actor: "support:eva".into(),
+            reason: "r".into(),
+            outcome: None,
+        };
+        j.set_hold(HoldKind::Suppressed, "K2", &hold).unwrap();
+        let mut erase = event("K2", "s1");
+        erase.operation = Operation::Erase;
+        let seq = j.record(erase, None, true).unwrap();
+        assert_eq!(j.verify().unwrap().problems, vec![]);
+        j.suppressed.remove("K2").unwrap();
+        let (at, what) = first_problem(&j).unwrap();
+        assert_eq!(at, seq);
+        assert!(what.contains("suppression for K2"), "{what}");
+
+        // The newest event removed and the head rewound to the one before: the sequence
+        // counter still tells.
+        let (_dir, j) = sample();
+        let fifth = j.event(5).unwrap().unwrap();
+        j.events.remove(6u64.to_be_bytes()).unwrap();
+        j.by_customer.remove(customer_key("K3", 6)).unwrap();
+        j.meta
+            .insert(CHAIN_HEAD, fifth.chain.hash.as_bytes())
+            .unwrap();
+        let mut state = j.state("eaccounting", "K3").unwrap().unwrap();
+        state.last_seq = 3;
+        let third = j.event(3).unwrap().unwrap();
+        state.content_hash = crate::mapping::content_hash(third.values.as_ref().unwrap());
+        j.state
+            .insert("eaccounting/K3", serde_json::to_vec(&state).unwrap())
+            .unwrap();
+        assert_eq!(first_problem(&j).unwrap().0, 6);
+    }
+
+    #[test]
+    fn a_second_process_waits_for_the_journal() {
+        let (dir, j) = sample();
+        let second = std::thread::spawn({
+            let path = dir.path().to_path_buf();
+            move || Journal::open(&path).map(|j| j.verify().unwrap().events_checked)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!second.is_finished(), "the second open waits for the lock");
+        drop(j);
+        assert_eq!(second.join().unwrap().unwrap(), 6);
     }
 
     #[test]

@@ -198,6 +198,12 @@ impl Setup {
         customer["updated"] = chrono::Utc::now()
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             .into();
+        self.put_opter_customer_as_is(&customer).await;
+    }
+
+    /// Changes a customer in the simulated Opter keeping the `updated` it is given (an
+    /// edit an incremental read cannot see).
+    pub async fn put_opter_customer_as_is(&self, customer: &Value) {
         let code = customer["customerCode"].as_str().unwrap().to_string();
         let url = format!(
             "{}/_sandbox/opter/customers/{code}",

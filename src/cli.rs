@@ -414,11 +414,9 @@ pub fn parse_since(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String>
         .map_err(|_| format!("{value:?} is neither a date (2026-11-01) nor an RFC 3339 time"))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutcomeFilter {
-    Succeeded,
-    Rejected,
-    Failed,
+fn parse_outcome(value: &str) -> Result<crate::journal::Outcome, String> {
+    serde_json::from_value(serde_json::Value::from(value))
+        .map_err(|_| format!("{value:?}: use succeeded, rejected or failed"))
 }
 
 #[derive(Debug, Args)]
@@ -447,9 +445,9 @@ pub struct LogArgs {
     /// Only events at or after this time (RFC 3339, or a date like 2026-11-01).
     #[arg(long, value_parser = parse_since)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
-    /// Only events with this outcome.
-    #[arg(long, value_enum)]
-    pub outcome: Option<OutcomeFilter>,
+    /// Only events with this outcome: succeeded, rejected or failed.
+    #[arg(long, value_parser = parse_outcome)]
+    pub outcome: Option<crate::journal::Outcome>,
     /// In --json, print names and emails as they were sent (masked otherwise).
     #[arg(long)]
     pub show_values: bool,

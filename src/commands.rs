@@ -83,6 +83,17 @@ impl Connector {
         })
     }
 
+    /// Closes the connector; if values were removed (retention), rewrites the journal
+    /// so that no copy of them survives in sled's old log segments.
+    pub fn finish(self) -> Result<()> {
+        if self.journal.compaction_owed()? {
+            let dir = self.journal.dir().to_path_buf();
+            drop(self);
+            crate::journal::compact(&dir)?;
+        }
+        Ok(())
+    }
+
     pub async fn sync(&self, options: &SyncOptions) -> Result<(Report, Option<Error>)> {
         Engine {
             source: &self.source,
@@ -116,12 +127,7 @@ pub async fn sync(config_file: &Path, args: &SyncArgs) -> Result<ExitCode> {
     let (report, stopped) = connector.sync(&options).await?;
     output::report(&mut std::io::stdout().lock(), &report, args.json)
         .context("cannot write output")?;
-    if report.redacted > 0 {
-        // Removed values must not survive in sled's old log segments.
-        let dir = connector.journal.dir().to_path_buf();
-        drop(connector);
-        crate::journal::compact(&dir)?;
-    }
+    connector.finish()?;
     match stopped {
         Some(e) => Err(e),
         None => Ok(exit_for(&report)),
@@ -203,10 +209,7 @@ pub fn journal(config_file: &Path, command: &JournalCommand) -> Result<ExitCode>
             let mut events = journal.events(customer.as_deref(), run.as_deref())?;
             events.retain(|e| since.is_none_or(|t| e.time >= t));
             if let Some(wanted) = outcome {
-                let wanted = format!("{wanted:?}").to_lowercase();
-                events.retain(|e| {
-                    serde_json::to_value(e.outcome).is_ok_and(|o| o == wanted.as_str())
-                });
+                events.retain(|e| e.outcome == *wanted);
             }
             events.truncate(limit.unwrap_or(usize::MAX));
             output::events(&mut out, &events, common.json, *show_values)
@@ -370,6 +373,7 @@ pub async fn replay(config_file: &Path, args: &ReplayArgs) -> Result<ExitCode> {
     let (report, stopped) = support::replay(&connector, codes, &actor, &args.reason).await?;
     output::report(&mut std::io::stdout().lock(), &report, args.json)
         .context("cannot write output")?;
+    connector.finish()?;
     match stopped {
         Some(e) => Err(e),
         None => Ok(exit_for(&report)),
@@ -692,6 +696,7 @@ pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
         "explore it: opter-visma-sync --config {} journal runs",
         file.display()
     );
+    connector.finish()?;
     sandbox.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

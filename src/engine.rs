@@ -82,9 +82,6 @@ pub struct Report {
     pub rejections: Vec<Rejection>,
     /// Customers whose write failed for a transient reason, with the reason.
     pub failures: Vec<Rejection>,
-    /// Events whose values this run removed (retention); the journal is then compacted.
-    #[serde(skip)]
-    pub redacted: u64,
     /// Why the run stopped before the end, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
@@ -216,7 +213,6 @@ impl Engine<'_> {
             counts: Counts::default(),
             rejections: Vec::new(),
             failures: Vec::new(),
-            redacted: 0,
             stopped: None,
             plan: Vec::new(),
             read: read.name(),
@@ -251,7 +247,6 @@ impl Engine<'_> {
                 .and_utc(),
         };
         let redacted = self.journal.redact_values_before(cutoff)?;
-        report.redacted = redacted;
         if redacted > 0 {
             tracing::info!(redacted, "values older than the retention period removed");
         }
@@ -440,10 +435,7 @@ impl Engine<'_> {
             event.remote_id = Some(remote_id.clone());
             event.message = Some(format!(
                 "settled a {} interrupted in run {}",
-                serde_json::to_value(intent.operation)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                crate::journal::name_of(&intent.operation),
                 intent.run_id
             ));
             let state = State {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::engine::Report;
-use crate::journal::{Event, Run};
+use crate::journal::{name_of, Event, Run};
 
 pub fn report(out: &mut impl Write, report: &Report, json: bool) -> std::io::Result<()> {
     if json {
@@ -137,8 +137,8 @@ pub fn events(
             e.seq,
             time(&e.time),
             e.customer,
-            serde_plain(&e.operation),
-            serde_plain(&e.outcome),
+            name_of(&e.operation),
+            name_of(&e.outcome),
             e.http_status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into()),
@@ -171,8 +171,8 @@ pub fn event_json(e: &Event, show_values: bool) -> Value {
         "actor": e.actor,
         "customer": e.customer,
         "sink": e.sink,
-        "operation": serde_plain(&e.operation),
-        "outcome": serde_plain(&e.outcome),
+        "operation": name_of(&e.operation),
+        "outcome": name_of(&e.outcome),
         "http_status": e.http_status,
         "error_code": e.error_code,
         "message": e.message,
@@ -303,13 +303,6 @@ pub fn mask(value: &str) -> String {
 
 fn time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
-fn serde_plain(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

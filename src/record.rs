@@ -115,16 +115,6 @@ impl PermittedField {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    /// Whether the field carries personal data (masked in output, erasable).
-    pub fn is_personal(self) -> bool {
-        matches!(
-            self,
-            PermittedField::CustomerName
-                | PermittedField::ContactName
-                | PermittedField::ContactEmail
-        )
-    }
-
     /// The field's value on a customer; `None` when the customer has none.
     pub fn value(self, c: &PermittedCustomer) -> Option<serde_json::Value> {
         use serde_json::Value;

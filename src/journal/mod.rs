@@ -59,6 +59,14 @@ pub enum Outcome {
     Failed,
 }
 
+/// The journal's own name for an operation or outcome (`create`, `succeeded`...).
+pub fn name_of(value: &impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// One write (or attempted write) to a register.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -214,6 +222,8 @@ const LAST_FULL_READ: &[u8] = b"last_full_read";
 /// Set in the same flush as any removal of values: the files still hold copies until
 /// the journal is rewritten (`compact`), which clears it.
 const COMPACTION_OWED: &[u8] = b"compaction_owed";
+/// Events below this sequence number are past retention already.
+const RETENTION_WATERMARK: &[u8] = b"retention_watermark";
 
 fn state_key(sink: &str, code: &str) -> Vec<u8> {
     format!("{sink}/{code}").into_bytes()
@@ -244,40 +254,19 @@ impl Journal {
         // Values were removed but the files were not rewritten (a crash in between):
         // finish that first, so no copy survives.
         if journal.compaction_owed()? {
-            let lock = journal.into_lock();
+            let lock = journal.into_lock()?;
             compact_locked(dir)?;
             return Self::open_locked(dir, lock);
         }
         Ok(journal)
     }
 
-    /// Closes the database (every handle, so sled's files are released) but keeps the lock.
-    fn into_lock(self) -> std::fs::File {
-        let Journal {
-            dir: _,
-            db,
-            state,
-            events,
-            by_customer,
-            runs,
-            intents,
-            suppressed,
-            restricted,
-            meta,
-            _lock,
-        } = self;
-        drop((
-            state,
-            events,
-            by_customer,
-            runs,
-            intents,
-            suppressed,
-            restricted,
-            meta,
-        ));
-        drop(db);
-        _lock
+    /// Closes the database (every handle, so sled's files are released) but keeps the
+    /// lock: a duplicated descriptor shares the lock, which outlives the closed one.
+    fn into_lock(self) -> anyhow::Result<std::fs::File> {
+        let lock = self._lock.try_clone()?;
+        drop(self);
+        Ok(lock)
     }
 
     fn open_locked(dir: &Path, lock: std::fs::File) -> anyhow::Result<Journal> {
@@ -626,13 +615,22 @@ impl Journal {
     /// Removes the values (and salts) of events older than `cutoff`; hashes and digests
     /// stay, so the chain still verifies. Returns how many events were redacted.
     pub fn redact_values_before(&self, cutoff: DateTime<Utc>) -> anyhow::Result<u64> {
+        // Events below the watermark were redacted (or had nothing) already: each run
+        // looks only at what aged since the last one.
+        let from = self
+            .meta
+            .get(RETENTION_WATERMARK)?
+            .and_then(|v| v.as_ref().try_into().ok());
+        let from = from.map(u64::from_be_bytes).unwrap_or(1);
         let mut redacted = 0;
-        for kv in self.events.iter() {
+        let mut watermark = from;
+        for kv in self.events.range(from.to_be_bytes()..) {
             let (key, value) = kv?;
             let mut event: Event = decode(&value, "event")?;
             if event.time >= cutoff {
                 break; // events are in time order
             }
+            watermark = event.seq + 1;
             if event.values.is_none() && event.chain.salt.is_none() {
                 continue;
             }
@@ -642,6 +640,8 @@ impl Journal {
                 .insert(key, serde_json::to_vec(&event).expect("events serialise"))?;
             redacted += 1;
         }
+        self.meta
+            .insert(RETENTION_WATERMARK, &watermark.to_be_bytes())?;
         if redacted > 0 {
             self.meta.insert(COMPACTION_OWED, &[1])?;
         }
@@ -1126,6 +1126,17 @@ mod tests {
             assert!(e.chain.values_digest.is_some(), "the digest stays");
         }
         assert_eq!(j.verify().unwrap().problems, vec![]);
+        // A later run picks up from where this one stopped and redacts the rest.
+        let rest = j
+            .redact_values_before(Utc::now() + chrono::Duration::days(1))
+            .unwrap();
+        assert_eq!(redacted + rest, 6);
+        assert!((1..=6).all(|seq| j.event(seq).unwrap().unwrap().values.is_none()));
+        assert_eq!(
+            j.redact_values_before(Utc::now() + chrono::Duration::days(1))
+                .unwrap(),
+            0
+        );
     }
 
     #[tokio::test]

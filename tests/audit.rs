@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{all_bytes, find_any, Setup};
+use common::{all_bytes, code, find_any, Setup};
 use opter_visma_sync::commands::bundled_customers;
 use opter_visma_sync::output::CSV_COLUMNS;
 use serde_json::Value;
@@ -32,10 +32,7 @@ async fn rename(setup: &Setup, index: usize, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customers_timeline_shows_create_two_updates_and_a_rejection_in_order() {
     let setup = Setup::new(bundled_customers()[..3].to_vec()).await;
-    let code = bundled_customers()[0]["customerCode"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = code(0);
     assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
     rename(&setup, 0, "Första Namnet AB").await;
     assert_eq!(setup.run(&["sync"]).status.code(), Some(0));

@@ -60,6 +60,20 @@ async fn concurrent_401s_cause_exactly_one_refresh() {
     assert_eq!(token_calls(&setup), 2, "one refresh for all of them");
 }
 
+/// The token generations four concurrent callers get.
+async fn four_concurrent_tokens(tokens: &TokenProvider) -> Vec<u64> {
+    let (a, b, c, d) = tokio::join!(
+        tokens.access_token(),
+        tokens.access_token(),
+        tokens.access_token(),
+        tokens.access_token()
+    );
+    [a, b, c, d]
+        .into_iter()
+        .map(|t| t.unwrap().generation)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_of_an_empty_or_invalidated_provider_share_one_refresh() {
     let setup = Setup::new(Vec::new()).await;
@@ -73,16 +87,7 @@ async fn concurrent_callers_of_an_empty_or_invalidated_provider_share_one_refres
         seed_env: "VISMA_REFRESH_TOKEN".into(),
     };
     let tokens = TokenProvider::new(settings, store).unwrap();
-    let (a, b, c, d) = tokio::join!(
-        tokens.access_token(),
-        tokens.access_token(),
-        tokens.access_token(),
-        tokens.access_token()
-    );
-    let generations: Vec<u64> = [a, b, c, d]
-        .into_iter()
-        .map(|t| t.unwrap().generation)
-        .collect();
+    let generations = four_concurrent_tokens(&tokens).await;
     assert_eq!(generations, vec![1, 1, 1, 1]);
     assert_eq!(token_calls(&setup), 1);
 
@@ -93,16 +98,7 @@ async fn concurrent_callers_of_an_empty_or_invalidated_provider_share_one_refres
         tokens.invalidate(1),
         tokens.invalidate(1)
     );
-    let (a, b, c, d) = tokio::join!(
-        tokens.access_token(),
-        tokens.access_token(),
-        tokens.access_token(),
-        tokens.access_token()
-    );
-    let generations: Vec<u64> = [a, b, c, d]
-        .into_iter()
-        .map(|t| t.unwrap().generation)
-        .collect();
+    let generations = four_concurrent_tokens(&tokens).await;
     assert_eq!(generations, vec![2, 2, 2, 2]);
     assert_eq!(token_calls(&setup), 2, "one refresh for all four");
     // A late 401 for the old generation does not throw the new token away.

@@ -22,15 +22,20 @@ async fn post_faults(sb: &Sandbox, body: &Value) -> (StatusCode, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn get_faults(sb: &Sandbox) -> Value {
+/// GET of a sandbox inspection endpoint, over HTTP like a person exploring it.
+async fn sandbox_json<T: serde::de::DeserializeOwned>(sb: &Sandbox, path: &str) -> T {
     Client::new()
-        .get(format!("{}/_sandbox/faults", sb.base_url()))
+        .get(format!("{}{path}", sb.base_url()))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap()
+}
+
+async fn get_faults(sb: &Sandbox) -> Value {
+    sandbox_json(sb, "/_sandbox/faults").await
 }
 
 async fn delete_faults(sb: &Sandbox) -> StatusCode {
@@ -43,25 +48,11 @@ async fn delete_faults(sb: &Sandbox) -> StatusCode {
 }
 
 async fn register(sb: &Sandbox) -> Vec<Value> {
-    Client::new()
-        .get(format!("{}/_sandbox/visma/customers", sb.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    sandbox_json(sb, "/_sandbox/visma/customers").await
 }
 
 async fn request_log(sb: &Sandbox) -> Vec<Value> {
-    Client::new()
-        .get(format!("{}/_sandbox/visma/requests", sb.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    sandbox_json(sb, "/_sandbox/visma/requests").await
 }
 
 /// The statuses of `n` sequential GETs cycling over two endpoints.

@@ -3,16 +3,9 @@
 
 mod common;
 
-use common::{all_bytes, find_any, Setup};
+use common::{all_bytes, code, find_any, Setup};
 use opter_visma_sync::commands::bundled_customers;
 use serde_json::Value;
-
-fn code(i: usize) -> String {
-    bundled_customers()[i]["customerCode"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
 
 /// The name and reference names/emails of customer `i`: what an erasure must remove.
 fn personal_values(i: usize) -> Vec<String> {

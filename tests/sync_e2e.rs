@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{all_bytes, contains, find_any, Setup};
+use common::{all_bytes, code, contains, find_any, Setup};
 use opter_visma_sync::commands::bundled_customers;
 use serde_json::Value;
 
@@ -381,10 +381,7 @@ async fn journal_commands_show_runs_and_a_customer_timeline() {
     assert_eq!(runs[0]["counts"]["created"], 4);
     assert!(runs[0]["finished"].is_string());
 
-    let code = bundled_customers()[0]["customerCode"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = code(0);
     let out = setup.run(&["journal", "log", "--customer", &code, "--json"]);
     let events: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(events.len(), 1);
@@ -541,10 +538,7 @@ fn demo_runs_the_whole_job_and_exits_0() {
 async fn an_update_keeps_what_an_accountant_set_in_visma() {
     let setup = Setup::new(bundled_customers()[..2].to_vec()).await;
     assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
-    let code = bundled_customers()[0]["customerCode"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = code(0);
     let stored = setup.register_customer(&code).unwrap();
     let id = stored["Id"].as_str().unwrap().to_string();
 
@@ -661,10 +655,7 @@ async fn an_identical_copy_read_twice_is_one_customer() {
 async fn a_customer_deleted_in_visma_is_created_again_when_it_changes() {
     let setup = Setup::new(bundled_customers()[..2].to_vec()).await;
     assert_eq!(setup.run(&["sync"]).status.code(), Some(0));
-    let code = bundled_customers()[0]["customerCode"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = code(0);
     let id = setup.register_customer(&code).unwrap()["Id"]
         .as_str()
         .unwrap()

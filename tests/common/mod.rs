@@ -220,6 +220,14 @@ impl Setup {
     }
 }
 
+/// The customer code of bundled customer `i`.
+pub fn code(i: usize) -> String {
+    bundled_customers()[i]["customerCode"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Every file's bytes below `dir`, concatenated, as text (invalid UTF-8 sequences are
 /// replaced; valid ones, like any value we look for, stay intact).
 pub fn all_bytes(dir: &Path) -> String {

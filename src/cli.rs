@@ -38,29 +38,35 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the whole job against a built-in simulator of Opter and Visma eAccounting.
+    /// Run the whole job against a built-in simulator of Opter and a Visma register.
     #[command(long_about = "Run the whole job against a built-in simulator.\n\n\
         Starts the sandbox on a free loopback port with the bundled customers, syncs them \
-        into the simulated Visma eAccounting, syncs again (nothing is sent), changes one \
-        customer in the simulated Opter, syncs once more (one update), and prints each \
-        summary and where the journal is. Needs no config and no network.\n\n\
-        Example:\n  opter-visma-sync demo")]
+        into the simulated Visma register (eAccounting unless --sink says otherwise), syncs \
+        again (nothing is sent), changes one customer in the simulated Opter, syncs once \
+        more (one update), and prints each summary and where the journal is. Needs no \
+        config and no network.\n\n\
+        Examples:\n  opter-visma-sync demo\n  opter-visma-sync demo --sink economic\n  \
+        opter-visma-sync demo --sink visma-net --source opter-export")]
     Demo(DemoArgs),
 
-    /// Serve simulators of Opter's API and Visma eAccounting on loopback, for trying the
-    /// tool and for tests.
+    /// Serve simulators of Opter's API and the three Visma registers on loopback, for
+    /// trying the tool and for tests.
     #[command(
-        long_about = "Serve simulators of Opter's customer API and Visma eAccounting \
-        on loopback over real HTTP, until stopped with Ctrl-C.\n\n\
-        One port serves Opter under /opter/api, Visma under /visma/v2 and \
-        /visma/connect/token, and inspection endpoints under /_sandbox: \
-        GET /_sandbox/visma/customers (the register), GET /_sandbox/visma/requests (every \
-        request received), PUT /_sandbox/opter/customers/CODE (change a customer).\n\n\
+        long_about = "Serve simulators of Opter's customer API and of Visma eAccounting, \
+        Visma.net ERP and Visma e-conomic on loopback over real HTTP, until stopped with \
+        Ctrl-C.\n\n\
+        One port serves Opter under /opter/api, eAccounting under /visma/v2 (tokens at \
+        /visma/connect/token), Visma.net under /visma-net/api (tokens at \
+        /visma-net/connect/token), e-conomic under /economic/api, and inspection endpoints \
+        under /_sandbox: GET /_sandbox/visma/customers, /_sandbox/visma-net/customers, \
+        /_sandbox/economic/customers (the registers), GET /_sandbox/visma/requests (and \
+        likewise for the others: every request received), PUT /_sandbox/opter/customers/CODE \
+        (change a customer). --sink chooses which register --write-config points at.\n\n\
         Faults can be injected from the start (--fail-rate, --drop-after-commit-rate...) or \
         changed while it runs: POST /_sandbox/faults with {\"seed\", \"fail_rate\", \
         \"statuses\", \"latency_ms\", \"drop_after_commit_rate\", \"rate_limit_per_minute\"}, \
         DELETE /_sandbox/faults to clear.\n\n\
-        Example:\n  opter-visma-sync sandbox --port 8080 --write-config sync.toml\n  \
+        Example:\n  opter-visma-sync sandbox --port 8080 --sink economic --write-config sync.toml\n  \
         # in another shell, after running the printed export lines:\n  \
         opter-visma-sync --config sync.toml sync"
     )]
@@ -237,6 +243,21 @@ pub struct DemoArgs {
     /// Folder for the demo's config and journal (default: a new temporary folder).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// The Visma register to sync into.
+    #[arg(long, value_enum, default_value = "eaccounting")]
+    pub sink: crate::sink::SinkKind,
+    /// Where customers come from: Opter's API, or its Excel export files (written from
+    /// the same customers into the demo folder).
+    #[arg(long, value_enum, default_value = "opter-api")]
+    pub source: DemoSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoSource {
+    #[value(name = "opter-api")]
+    OpterApi,
+    #[value(name = "opter-export")]
+    OpterExport,
 }
 
 #[derive(Debug, Args)]
@@ -299,6 +320,9 @@ pub struct SandboxArgs {
     /// print one `export NAME=value` line per secret it names.
     #[arg(long, value_name = "FILE")]
     pub write_config: Option<PathBuf>,
+    /// The register --write-config points at (the sandbox serves all three).
+    #[arg(long, value_enum, default_value = "eaccounting")]
+    pub sink: crate::sink::SinkKind,
 }
 
 #[derive(Debug, Args)]

@@ -9,32 +9,44 @@ use anyhow::Context;
 use secrecy::SecretString;
 
 use crate::cli::{
-    AuthCommand, DemoArgs, ExportCustomerArgs, ExportFormat, JournalArgs, JournalCommand, LogArgs,
-    PurgeArgs, ReplayArgs, SandboxArgs, SupportArgs, SyncArgs,
+    AuthCommand, DemoArgs, DemoSource, ExportCustomerArgs, ExportFormat, JournalArgs,
+    JournalCommand, LogArgs, PurgeArgs, ReplayArgs, SandboxArgs, SupportArgs, SyncArgs,
 };
-use crate::config::{Config, Env, SinkConfig};
+use crate::config::{Config, Env, SinkProduct, SourceConfig};
 use crate::engine::{Engine, Report, SyncOptions};
 use crate::error::{exit, Error, Result};
 use crate::journal::{HoldKind, Journal};
 use crate::mapping::Mapping;
 use crate::output;
 use crate::sandbox::{Faults, Sandbox, SandboxOptions};
-use crate::sink::auth::{login, Grant, LoginSettings, OAuthSettings, TokenProvider};
-use crate::sink::{eaccounting, EAccountingSink};
-use crate::source::OpterApiSource;
+use crate::sink::auth::{
+    login, ClientCredentials, Grant, LoginSettings, OAuthSettings, TokenProvider,
+};
+use crate::sink::{eaccounting, EAccountingSink, EconomicSink, Sink, SinkKind, VismaNetSink};
+use crate::source::{OpterApiSource, OpterExportSource, Source};
 use crate::support;
 
 /// The bundled Opter customers (also in `fixtures/customers.json`), embedded so that
 /// `demo` and `sandbox` work from any folder.
 pub const BUNDLED_CUSTOMERS: &str = include_str!("../fixtures/customers.json");
-/// The bundled eAccounting mapping (also `mappings/eaccounting.toml`).
+/// The bundled mappings (also in `mappings/`), one per register product.
 pub const BUNDLED_EACCOUNTING_MAPPING: &str = include_str!("../mappings/eaccounting.toml");
+pub const BUNDLED_VISMA_NET_MAPPING: &str = include_str!("../mappings/visma-net.toml");
+pub const BUNDLED_ECONOMIC_MAPPING: &str = include_str!("../mappings/economic.toml");
+
+pub fn bundled_mapping(kind: SinkKind) -> &'static str {
+    match kind {
+        SinkKind::EAccounting => BUNDLED_EACCOUNTING_MAPPING,
+        SinkKind::VismaNet => BUNDLED_VISMA_NET_MAPPING,
+        SinkKind::Economic => BUNDLED_ECONOMIC_MAPPING,
+    }
+}
 
 /// Everything a sync needs, built from one config.
 pub struct Connector {
     pub config: Config,
-    pub source: OpterApiSource,
-    pub sink: EAccountingSink,
+    pub source: Source,
+    pub sink: Sink,
     pub mapping: Mapping,
     pub journal: Journal,
 }
@@ -42,38 +54,18 @@ pub struct Connector {
 impl Connector {
     pub fn open(config: Config, env: &dyn Env) -> Result<Connector> {
         let retry = config.retry_policy();
-        let crate::config::SourceConfig::OpterApi(source_config) = &config.source;
-        let source = OpterApiSource::new(source_config, config.source_api_key(env)?, retry)?;
-        let SinkConfig::EAccounting(sink_config) = &config.sink;
-        let mapping = Mapping::load(&sink_config.mapping, eaccounting::RULES)?;
-        let client_secret = config.secret(
-            env,
-            "[sink] client_secret_env",
-            &sink_config.client_secret_env,
-        )?;
-        // Optional once a grant is stored: the stored, rotated token is used then.
-        let seed = env
-            .var(&sink_config.refresh_token_env)
-            .filter(|v| !v.is_empty())
-            .map(SecretString::from);
-        let journal = Journal::open(&config.journal.path).map_err(Error::Other)?;
-        let settings = OAuthSettings {
-            product: eaccounting::PRODUCT,
-            token_url: sink_config.token_url.clone(),
-            client_id: sink_config.client_id.clone(),
-            client_secret,
-            seed,
-            seed_env: sink_config.refresh_token_env.clone(),
+        let source = match &config.source {
+            SourceConfig::OpterApi(source) => {
+                let key = config.secret(env, "[source] api_key_env", &source.api_key_env)?;
+                Source::OpterApi(OpterApiSource::new(source, key, retry)?)
+            }
+            SourceConfig::OpterExport(source) => {
+                Source::OpterExport(OpterExportSource::new(source)?)
+            }
         };
-        let store = journal.credentials_dir()?.join(GRANT_FILE);
-        let tokens = TokenProvider::new(settings, store)
-            .map_err(|e| Error::config(format!("{}: [sink]: {e}", config.file.display())))?;
-        let sink = EAccountingSink::new(
-            &sink_config.api_base,
-            tokens,
-            sink_config.requests_per_minute,
-            retry,
-        )?;
+        let mapping = Mapping::load(&config.sink.mapping, config.sink_kind().rules())?;
+        let journal = Journal::open(&config.journal.path).map_err(Error::Other)?;
+        let sink = open_sink(&config, env, &journal, retry)?;
         Ok(Connector {
             config,
             source,
@@ -101,13 +93,89 @@ impl Connector {
             sink_name: self.config.sink_name(),
             mapping: &self.mapping,
             journal: &self.journal,
-            concurrency: self.config.eaccounting().concurrency,
+            concurrency: self.config.sink.concurrency,
             flush_every: self.config.journal.flush_every,
             keep_values_days: self.config.journal.keep_values_days,
         }
         .run(options)
         .await
     }
+}
+
+/// The register's client, with the credentials its product uses.
+fn open_sink(
+    config: &Config,
+    env: &dyn Env,
+    journal: &Journal,
+    retry: crate::retry::RetryPolicy,
+) -> Result<Sink> {
+    let per_minute = config.sink.requests_per_minute;
+    let bad = |e: anyhow::Error| Error::config(format!("{}: [sink]: {e}", config.file.display()));
+    Ok(match &config.sink.product {
+        SinkProduct::EAccounting(sink) => {
+            let client_secret =
+                config.secret(env, "[sink] client_secret_env", &sink.client_secret_env)?;
+            // Optional once a grant is stored: the stored, rotated token is used then.
+            let seed = env
+                .var(&sink.refresh_token_env)
+                .filter(|v| !v.is_empty())
+                .map(SecretString::from);
+            let settings = OAuthSettings {
+                product: eaccounting::PRODUCT,
+                token_url: sink.token_url.clone(),
+                client_id: sink.client_id.clone(),
+                client_secret,
+                seed,
+                seed_env: sink.refresh_token_env.clone(),
+            };
+            let store = journal.credentials_dir()?.join(GRANT_FILE);
+            let tokens = TokenProvider::new(settings, store).map_err(bad)?;
+            Sink::EAccounting(EAccountingSink::new(
+                &sink.api_base,
+                tokens,
+                per_minute,
+                retry,
+            )?)
+        }
+        SinkProduct::VismaNet(sink) => {
+            let client_secret =
+                config.secret(env, "[sink] client_secret_env", &sink.client_secret_env)?;
+            let tokens = ClientCredentials::new(
+                crate::sink::visma_net::PRODUCT,
+                &sink.token_url,
+                &sink.client_id,
+                &client_secret,
+                sink.scopes.clone(),
+                sink.tenant_id.clone(),
+            )
+            .map_err(bad)?;
+            Sink::VismaNet(VismaNetSink::new(
+                &sink.api_base,
+                tokens,
+                per_minute,
+                retry,
+            )?)
+        }
+        SinkProduct::Economic(sink) => {
+            let app = config.secret(
+                env,
+                "[sink] app_secret_token_env",
+                &sink.app_secret_token_env,
+            )?;
+            let grant = config.secret(
+                env,
+                "[sink] agreement_grant_token_env",
+                &sink.agreement_grant_token_env,
+            )?;
+            Sink::Economic(EconomicSink::new(
+                &sink.api_base,
+                app,
+                grant,
+                per_minute,
+                retry,
+            )?)
+        }
+    })
 }
 
 fn actor() -> String {
@@ -259,7 +327,15 @@ fn verify(config_file: &Path, args: &JournalArgs) -> Result<ExitCode> {
 
 pub async fn auth(config_file: &Path, command: &AuthCommand) -> Result<ExitCode> {
     let config = Config::load(config_file)?;
-    let sink = config.eaccounting();
+    let Some(sink) = config.eaccounting() else {
+        return Err(Error::config(format!(
+            "{}: `auth` manages the eAccounting login; {} ([sink] kind = \"{}\") needs none: \
+             its credentials come from the environment variables named in [sink]",
+            config.file.display(),
+            config.sink_kind().product(),
+            config.sink_name()
+        )));
+    };
     let store = crate::journal::credentials_dir(&config.journal.path)?.join(GRANT_FILE);
     let mut out = std::io::stdout().lock();
     match command {
@@ -394,7 +470,7 @@ pub async fn purge(config_file: &Path, args: &PurgeArgs) -> Result<ExitCode> {
             "This will erase customer {} from {} (delete it, or anonymise it if Visma refuses), \
              remove its values from the journal, and stop it from being synced again.",
             a.customer,
-            eaccounting::PRODUCT
+            connector.sink.product()
         );
         eprint!("Type the customer code to confirm: ");
         let mut answer = String::new();
@@ -473,21 +549,25 @@ pub async fn export_customer(config_file: &Path, args: &ExportCustomerArgs) -> R
 /// Where the eAccounting grant is kept, in the journal's credentials folder.
 const GRANT_FILE: &str = "eaccounting-grant.json";
 
-/// Names of the environment variables a sandbox config uses.
-const SANDBOX_ENV: [&str; 3] = [
-    "OPTER_API_KEY",
-    "VISMA_CLIENT_SECRET",
-    "VISMA_REFRESH_TOKEN",
-];
-
-/// Writes a config (and the mapping beside it) pointing at `sandbox`; returns the
-/// secrets it names, by env-var name.
-///
-/// `rate_limit` is the sandbox's requests per minute (0: none), so the client-side limit
-/// in the config matches it.
+/// Writes an eAccounting config (and the mapping beside it) pointing at `sandbox`;
+/// returns the secrets it names, by env-var name. See `write_sandbox_config_for`.
 pub fn write_sandbox_config(
     file: &Path,
     sandbox: &Sandbox,
+    rate_limit: u32,
+) -> Result<HashMap<String, String>> {
+    write_sandbox_config_for(file, sandbox, SinkKind::EAccounting, rate_limit)
+}
+
+/// Writes a config for `kind` (and its bundled mapping beside it) pointing at
+/// `sandbox`; returns the secrets it names, by env-var name.
+///
+/// `rate_limit` is the register's requests per minute (0: none), so the client-side
+/// limit in the config matches it.
+pub fn write_sandbox_config_for(
+    file: &Path,
+    sandbox: &Sandbox,
+    kind: SinkKind,
     rate_limit: u32,
 ) -> Result<HashMap<String, String>> {
     let dir = file
@@ -495,11 +575,64 @@ pub fn write_sandbox_config(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mapping = dir.join("eaccounting-mapping.toml");
-    std::fs::write(&mapping, BUNDLED_EACCOUNTING_MAPPING)
+    let mapping_name = format!("{}-mapping.toml", kind.name());
+    let mapping = dir.join(&mapping_name);
+    std::fs::write(&mapping, bundled_mapping(kind))
         .with_context(|| format!("cannot write {}", mapping.display()))?;
     let creds = sandbox.credentials();
-    let [opter, secret, refresh] = SANDBOX_ENV;
+    let mut secrets = HashMap::from([("OPTER_API_KEY".to_string(), creds.opter_api_key)]);
+    let product = match kind {
+        SinkKind::EAccounting => {
+            secrets.insert("VISMA_CLIENT_SECRET".into(), creds.visma_client_secret);
+            secrets.insert("VISMA_REFRESH_TOKEN".into(), creds.visma_refresh_token);
+            format!(
+                r#"api_base = "{}"
+token_url = "{}"
+client_id = "{}"
+client_secret_env = "VISMA_CLIENT_SECRET"
+refresh_token_env = "VISMA_REFRESH_TOKEN"
+authorize_url = "{}"
+redirect_uri = "http://127.0.0.1:0/callback""#,
+                sandbox.visma_api_base(),
+                sandbox.visma_token_url(),
+                creds.visma_client_id,
+                sandbox.visma_authorize_url(),
+            )
+        }
+        SinkKind::VismaNet => {
+            secrets.insert(
+                "VISMA_NET_CLIENT_SECRET".into(),
+                creds.visma_net_client_secret,
+            );
+            format!(
+                r#"api_base = "{}"
+token_url = "{}"
+client_id = "{}"
+client_secret_env = "VISMA_NET_CLIENT_SECRET"
+tenant_id = "{}""#,
+                sandbox.visma_net_api_base(),
+                sandbox.visma_net_token_url(),
+                creds.visma_net_client_id,
+                creds.visma_net_tenant_id,
+            )
+        }
+        SinkKind::Economic => {
+            secrets.insert(
+                "ECONOMIC_APP_SECRET_TOKEN".into(),
+                creds.economic_app_secret_token,
+            );
+            secrets.insert(
+                "ECONOMIC_AGREEMENT_GRANT_TOKEN".into(),
+                creds.economic_agreement_grant_token,
+            );
+            format!(
+                r#"api_base = "{}"
+app_secret_token_env = "ECONOMIC_APP_SECRET_TOKEN"
+agreement_grant_token_env = "ECONOMIC_AGREEMENT_GRANT_TOKEN""#,
+                sandbox.economic_api_base(),
+            )
+        }
+    };
     let text = format!(
         r#"# opter-visma-sync config for the local sandbox at {base}
 tenant = "Sandbox Åkeri AB"
@@ -508,19 +641,13 @@ tenant = "Sandbox Åkeri AB"
 kind = "opter-api"
 base_url = "{opter_base}"
 customers_path = "/Customers"
-api_key_env = "{opter}"
+api_key_env = "OPTER_API_KEY"
 page_size = 500
 
 [sink]
-kind = "eaccounting"
-api_base = "{visma_base}"
-token_url = "{token_url}"
-client_id = "{client_id}"
-client_secret_env = "{secret}"
-refresh_token_env = "{refresh}"
-authorize_url = "{authorize_url}"
-redirect_uri = "http://127.0.0.1:0/callback"
-mapping = "eaccounting-mapping.toml"
+kind = "{kind}"
+{product}
+mapping = "{mapping_name}"
 concurrency = 4
 requests_per_minute = {requests_per_minute}
 
@@ -529,10 +656,7 @@ path = "journal"
 "#,
         base = sandbox.base_url(),
         opter_base = sandbox.opter_api_base(),
-        visma_base = sandbox.visma_api_base(),
-        token_url = sandbox.visma_token_url(),
-        authorize_url = sandbox.visma_authorize_url(),
-        client_id = creds.visma_client_id,
+        kind = kind.name(),
         requests_per_minute = if rate_limit == 0 {
             1_000_000
         } else {
@@ -540,11 +664,7 @@ path = "journal"
         },
     );
     std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
-    Ok(HashMap::from([
-        (opter.to_string(), creds.opter_api_key),
-        (secret.to_string(), creds.visma_client_secret),
-        (refresh.to_string(), creds.visma_refresh_token),
-    ]))
+    Ok(secrets)
 }
 
 pub fn bundled_customers() -> Vec<serde_json::Value> {
@@ -604,17 +724,31 @@ pub async fn sandbox(args: &SandboxArgs) -> Result<ExitCode> {
         sandbox.visma_api_base()
     );
     eprintln!(
-        "  register content:   {}/_sandbox/visma/customers",
+        "  Visma.net ERP:      {}/v1/customer",
+        sandbox.visma_net_api_base()
+    );
+    eprintln!(
+        "  Visma e-conomic:    {}/customers",
+        sandbox.economic_api_base()
+    );
+    let control = match args.sink {
+        SinkKind::EAccounting => "visma",
+        other => other.name(),
+    };
+    eprintln!(
+        "  register content:   {}/_sandbox/{control}/customers",
         sandbox.base_url()
     );
     eprintln!(
-        "  requests received:  {}/_sandbox/visma/requests",
+        "  requests received:  {}/_sandbox/{control}/requests",
         sandbox.base_url()
     );
     if let Some(file) = &args.write_config {
-        let secrets = write_sandbox_config(file, &sandbox, args.rate_limit)?;
+        let secrets = write_sandbox_config_for(file, &sandbox, args.sink, args.rate_limit)?;
         let mut out = std::io::stdout().lock();
-        for name in SANDBOX_ENV {
+        let mut names: Vec<_> = secrets.keys().collect();
+        names.sort();
+        for name in names {
             writeln!(out, "export {name}={}", secrets[name]).context("cannot write output")?;
         }
         out.flush().context("cannot write output")?;
@@ -651,7 +785,11 @@ pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
     })
     .await?;
     let file = dir.join("opter-visma-sync.toml");
-    let env = write_sandbox_config(&file, &sandbox, DEMO_RATE_LIMIT)?;
+    let env = write_sandbox_config_for(&file, &sandbox, args.sink, DEMO_RATE_LIMIT)?;
+    let export = args.source == DemoSource::OpterExport;
+    if export {
+        read_from_export_files(&file, &sandbox.opter_customers())?;
+    }
     let connector = Connector::open(Config::load(&file)?, &env)?;
     let options = SyncOptions {
         dry_run: false,
@@ -672,7 +810,9 @@ pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
         sandbox.base_url(),
         dir.display()
     );
-    println!("(the simulated register allows {DEMO_RATE_LIMIT} requests per minute; Visma's real limit is 600)");
+    if args.sink == SinkKind::EAccounting {
+        println!("(the simulated register allows {DEMO_RATE_LIMIT} requests per minute; Visma's real limit is 600)");
+    }
 
     let complete = |(report, stopped): (Report, Option<Error>)| match stopped {
         Some(e) => Err(e),
@@ -683,14 +823,25 @@ pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
     let second = complete(connector.sync(&options).await?)?;
     step("2. second sync: nothing changed, nothing sent", &second)?;
     let changed = change_one_customer(&sandbox).await?;
+    if export {
+        // As Opter's next scheduled export would.
+        read_from_export_files(&file, &sandbox.opter_customers())?;
+    }
     let third = complete(connector.sync(&options).await?)?;
     step(
         &format!("3. customer {changed} changed in Opter: one update"),
         &third,
     )?;
 
-    let register = sandbox.visma_customers().len();
-    println!("\nVisma register now holds {register} customers.");
+    let register = match args.sink {
+        SinkKind::EAccounting => sandbox.visma_customers().len(),
+        SinkKind::VismaNet => sandbox.visma_net_customers().len(),
+        SinkKind::Economic => sandbox.economic_customers().len(),
+    };
+    println!(
+        "\n{} register now holds {register} customers.",
+        args.sink.product()
+    );
     println!("journal: {}", connector.journal.dir().display());
     println!(
         "explore it: opter-visma-sync --config {} journal runs",
@@ -699,6 +850,25 @@ pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
     connector.finish()?;
     sandbox.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `customers` as Opter's Excel exports beside the config `file`, and points the
+/// config's `[source]` at them.
+fn read_from_export_files(file: &Path, customers: &[serde_json::Value]) -> Result<()> {
+    use crate::sandbox::export_files::{write_exports, ExportFormat};
+    let dir = file.parent().unwrap_or(Path::new("."));
+    write_exports(customers, &dir.join("export"), ExportFormat::Xlsx)?;
+    let text = std::fs::read_to_string(file).context("cannot read the demo config")?;
+    let (Some(start), Some(end)) = (text.find("[source]"), text.find("[sink]")) else {
+        return Err(Error::Other(anyhow::anyhow!(
+            "the demo config has no [source]"
+        )));
+    };
+    let source = "[source]\nkind = \"opter-export\"\ncustomers = \"export/customers.xlsx\"\n\
+                  references = \"export/references.xlsx\"\n\n";
+    let text = format!("{}{source}{}", &text[..start], &text[end..]);
+    std::fs::write(file, text).context("cannot write the demo config")?;
+    Ok(())
 }
 
 /// Gives the first bundled customer a new contact email, through the sandbox's HTTP

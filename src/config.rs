@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::sink::SinkKind;
 
 /// Default name of the config file, looked up in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "opter-visma-sync.toml";
@@ -29,6 +30,9 @@ pub struct Config {
 pub enum SourceConfig {
     #[serde(rename = "opter-api")]
     OpterApi(OpterApiConfig),
+    /// Opter's Customers and References export files (xlsx or tab-separated).
+    #[serde(rename = "opter-export")]
+    OpterExport(Box<crate::source::OpterExportConfig>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,11 +49,55 @@ pub struct OpterApiConfig {
     pub page_size: u32,
 }
 
+/// The `[sink]` table: settings every register shares, and the product's own.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Mapping file, relative to the config file's folder.
+    pub mapping: PathBuf,
+    /// Customers written at once.
+    pub concurrency: usize,
+    /// Client-side limit, below the register's own (600 per minute for eAccounting).
+    pub requests_per_minute: u32,
+    /// Longest server-requested wait honoured (`Retry-After`, "Try again in N seconds").
+    pub max_retry_wait_secs: u64,
+    /// Total time one call may spend on retries before its customer counts as failed.
+    pub retry_budget_secs: u64,
+    pub product: SinkProduct,
+}
+
+/// The `[sink]` keys every register shares; split off before the product's keys are
+/// read, so each product's struct can still refuse unknown keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkCommon {
+    mapping: PathBuf,
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
+    #[serde(default = "default_requests_per_minute")]
+    requests_per_minute: u32,
+    #[serde(default = "default_max_retry_wait_secs")]
+    max_retry_wait_secs: u64,
+    #[serde(default = "default_retry_budget_secs")]
+    retry_budget_secs: u64,
+}
+
+const SINK_COMMON_KEYS: [&str; 5] = [
+    "mapping",
+    "concurrency",
+    "requests_per_minute",
+    "max_retry_wait_secs",
+    "retry_budget_secs",
+];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", deny_unknown_fields)]
-pub enum SinkConfig {
+pub enum SinkProduct {
     #[serde(rename = "eaccounting")]
     EAccounting(EAccountingConfig),
+    #[serde(rename = "visma-net")]
+    VismaNet(VismaNetConfig),
+    #[serde(rename = "economic")]
+    Economic(EconomicConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,19 +120,32 @@ pub struct EAccountingConfig {
     pub redirect_uri: String,
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
-    /// Mapping file, relative to the config file's folder.
-    pub mapping: PathBuf,
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// Client-side limit, below the register's own (600 per minute for eAccounting).
-    #[serde(default = "default_requests_per_minute")]
-    pub requests_per_minute: u32,
-    /// Longest server-requested wait honoured (`Retry-After`, "Try again in N seconds").
-    #[serde(default = "default_max_retry_wait_secs")]
-    pub max_retry_wait_secs: u64,
-    /// Total time one call may spend on retries before its customer counts as failed.
-    #[serde(default = "default_retry_budget_secs")]
-    pub retry_budget_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VismaNetConfig {
+    /// e.g. `https://api.finance.visma.net` (`/v1/customer` below it).
+    pub api_base: String,
+    /// e.g. `https://connect.visma.com/connect/token`
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret_env: String,
+    /// The company's tenant GUID, from the Visma App Store invitation (not a secret).
+    pub tenant_id: String,
+    #[serde(default = "default_visma_net_scopes")]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EconomicConfig {
+    /// e.g. `https://restapi.e-conomic.com`
+    pub api_base: String,
+    /// Env var holding the app's `X-AppSecretToken`.
+    pub app_secret_token_env: String,
+    /// Env var holding the agreement's `X-AgreementGrantToken`.
+    pub agreement_grant_token_env: String,
 }
 
 impl EAccountingConfig {
@@ -118,7 +179,7 @@ pub struct JournalConfig {
 struct RawConfig {
     tenant: String,
     source: SourceConfig,
-    sink: SinkConfig,
+    sink: toml::Table,
     journal: JournalConfig,
 }
 
@@ -135,6 +196,15 @@ fn default_scopes() -> Vec<String> {
     ["ea:api", "offline_access", "ea:sales"]
         .map(String::from)
         .to_vec()
+}
+fn default_visma_net_scopes() -> Vec<String> {
+    [
+        "vismanet_erp_service_api:read",
+        "vismanet_erp_service_api:create",
+        "vismanet_erp_service_api:update",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_max_retry_wait_secs() -> u64 {
     120
@@ -175,16 +245,20 @@ impl Config {
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| Error::config(format!("{}: {}", file.display(), e.to_string().trim())))?;
         let base = file.parent().unwrap_or(Path::new("."));
+        let sink = parse_sink(raw.sink)
+            .map_err(|e| Error::config(format!("{}: [sink]: {}", file.display(), e.trim())))?;
         let mut config = Config {
             file: file.to_path_buf(),
             tenant: raw.tenant,
             source: raw.source,
-            sink: raw.sink,
+            sink,
             journal: raw.journal,
         };
         config.journal.path = base.join(&config.journal.path);
-        let SinkConfig::EAccounting(sink) = &mut config.sink;
-        sink.mapping = base.join(&sink.mapping);
+        config.sink.mapping = base.join(&config.sink.mapping);
+        if let SourceConfig::OpterExport(source) = &mut config.source {
+            source.resolve(base);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -199,35 +273,51 @@ impl Config {
         if self.tenant.trim().is_empty() {
             return bad("tenant", "must not be empty".into());
         }
-        let SourceConfig::OpterApi(source) = &self.source;
-        check_url(&source.base_url).or_else(|why| bad("[source] base_url", why))?;
-        if !source.customers_path.starts_with('/') {
-            return bad(
-                "[source] customers_path",
-                "must start with '/', e.g. \"/Customers\"".into(),
-            );
+        if let SourceConfig::OpterApi(source) = &self.source {
+            self.validate_opter_api(source)?;
         }
-        if !(1..=MAX_PAGE_SIZE).contains(&source.page_size) {
-            return bad(
-                "[source] page_size",
-                format!("is {}; use 1 to {MAX_PAGE_SIZE}", source.page_size),
-            );
+        match &self.sink.product {
+            SinkProduct::EAccounting(sink) => {
+                check_url(&sink.api_base).or_else(|why| bad("[sink] api_base", why))?;
+                check_url(&sink.token_url).or_else(|why| bad("[sink] token_url", why))?;
+                if let Some(url) = &sink.authorize_url {
+                    check_url(url).or_else(|why| bad("[sink] authorize_url", why))?;
+                }
+                check_url(&sink.redirect_uri).or_else(|why| bad("[sink] redirect_uri", why))?;
+                if sink.client_id.trim().is_empty() {
+                    return bad("[sink] client_id", "must not be empty".into());
+                }
+                check_env_name(&sink.client_secret_env)
+                    .or_else(|why| bad("[sink] client_secret_env", why))?;
+                check_env_name(&sink.refresh_token_env)
+                    .or_else(|why| bad("[sink] refresh_token_env", why))?;
+            }
+            SinkProduct::VismaNet(sink) => {
+                check_url(&sink.api_base).or_else(|why| bad("[sink] api_base", why))?;
+                check_url(&sink.token_url).or_else(|why| bad("[sink] token_url", why))?;
+                if sink.client_id.trim().is_empty() {
+                    return bad("[sink] client_id", "must not be empty".into());
+                }
+                check_env_name(&sink.client_secret_env)
+                    .or_else(|why| bad("[sink] client_secret_env", why))?;
+                if uuid::Uuid::parse_str(&sink.tenant_id).is_err() {
+                    return bad(
+                        "[sink] tenant_id",
+                        "must be the company's tenant GUID from the Visma App Store \
+                         invitation, e.g. \"3f1c0b8e-5a2d-4c7e-9b14-6d2e8f0a7c31\""
+                            .into(),
+                    );
+                }
+            }
+            SinkProduct::Economic(sink) => {
+                check_url(&sink.api_base).or_else(|why| bad("[sink] api_base", why))?;
+                check_env_name(&sink.app_secret_token_env)
+                    .or_else(|why| bad("[sink] app_secret_token_env", why))?;
+                check_env_name(&sink.agreement_grant_token_env)
+                    .or_else(|why| bad("[sink] agreement_grant_token_env", why))?;
+            }
         }
-        check_env_name(&source.api_key_env).or_else(|why| bad("[source] api_key_env", why))?;
-        let SinkConfig::EAccounting(sink) = &self.sink;
-        check_url(&sink.api_base).or_else(|why| bad("[sink] api_base", why))?;
-        check_url(&sink.token_url).or_else(|why| bad("[sink] token_url", why))?;
-        if let Some(url) = &sink.authorize_url {
-            check_url(url).or_else(|why| bad("[sink] authorize_url", why))?;
-        }
-        check_url(&sink.redirect_uri).or_else(|why| bad("[sink] redirect_uri", why))?;
-        if sink.client_id.trim().is_empty() {
-            return bad("[sink] client_id", "must not be empty".into());
-        }
-        check_env_name(&sink.client_secret_env)
-            .or_else(|why| bad("[sink] client_secret_env", why))?;
-        check_env_name(&sink.refresh_token_env)
-            .or_else(|why| bad("[sink] refresh_token_env", why))?;
+        let sink = &self.sink;
         if sink.concurrency == 0 || sink.concurrency > 64 {
             return bad(
                 "[sink] concurrency",
@@ -252,6 +342,30 @@ impl Config {
         Ok(())
     }
 
+    fn validate_opter_api(&self, source: &OpterApiConfig) -> Result<()> {
+        let bad = |key: &str, why: String| {
+            Err(Error::config(format!(
+                "{}: {key}: {why}",
+                self.file.display()
+            )))
+        };
+        check_url(&source.base_url).or_else(|why| bad("[source] base_url", why))?;
+        if !source.customers_path.starts_with('/') {
+            return bad(
+                "[source] customers_path",
+                "must start with '/', e.g. \"/Customers\"".into(),
+            );
+        }
+        if !(1..=MAX_PAGE_SIZE).contains(&source.page_size) {
+            return bad(
+                "[source] page_size",
+                format!("is {}; use 1 to {MAX_PAGE_SIZE}", source.page_size),
+            );
+        }
+        check_env_name(&source.api_key_env).or_else(|why| bad("[source] api_key_env", why))?;
+        Ok(())
+    }
+
     /// Reads the secret named by `key` (a config key holding an env-var name).
     pub fn secret(&self, env: &dyn Env, key: &str, var: &str) -> Result<SecretString> {
         match env.var(var) {
@@ -264,14 +378,9 @@ impl Config {
         }
     }
 
-    pub fn source_api_key(&self, env: &dyn Env) -> Result<SecretString> {
-        let SourceConfig::OpterApi(s) = &self.source;
-        self.secret(env, "[source] api_key_env", &s.api_key_env)
-    }
-
     /// The retry policy the config asks for.
     pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
-        let sink = self.eaccounting();
+        let sink = &self.sink;
         crate::retry::RetryPolicy {
             max_server_wait: std::time::Duration::from_secs(sink.max_retry_wait_secs),
             budget: std::time::Duration::from_secs(sink.retry_budget_secs),
@@ -279,16 +388,55 @@ impl Config {
         }
     }
 
-    pub fn eaccounting(&self) -> &EAccountingConfig {
-        let SinkConfig::EAccounting(s) = &self.sink;
-        s
-    }
-
-    pub fn sink_name(&self) -> &'static str {
-        match self.sink {
-            SinkConfig::EAccounting(_) => "eaccounting",
+    /// The eAccounting settings, for `auth` (which only eAccounting needs).
+    pub fn eaccounting(&self) -> Option<&EAccountingConfig> {
+        match &self.sink.product {
+            SinkProduct::EAccounting(s) => Some(s),
+            _ => None,
         }
     }
+
+    pub fn sink_kind(&self) -> SinkKind {
+        match self.sink.product {
+            SinkProduct::EAccounting(_) => SinkKind::EAccounting,
+            SinkProduct::VismaNet(_) => SinkKind::VismaNet,
+            SinkProduct::Economic(_) => SinkKind::Economic,
+        }
+    }
+
+    /// The sink's `kind`, which also keys its state in the journal.
+    pub fn sink_name(&self) -> &'static str {
+        self.sink_kind().name()
+    }
+}
+
+/// Splits the `[sink]` table into the shared keys and the product's own.
+fn parse_sink(mut table: toml::Table) -> std::result::Result<SinkConfig, String> {
+    let mut common = toml::Table::new();
+    for key in SINK_COMMON_KEYS {
+        if let Some(v) = table.remove(key) {
+            common.insert(key.to_string(), v);
+        }
+    }
+    if !table.contains_key("kind") {
+        return Err(
+            "missing key `kind`: one of \"eaccounting\", \"visma-net\", \"economic\"".into(),
+        );
+    }
+    let product: SinkProduct = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.to_string())?;
+    let common: SinkCommon = toml::Value::Table(common)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.to_string())?;
+    Ok(SinkConfig {
+        mapping: common.mapping,
+        concurrency: common.concurrency,
+        requests_per_minute: common.requests_per_minute,
+        max_retry_wait_secs: common.max_retry_wait_secs,
+        retry_budget_secs: common.retry_budget_secs,
+        product,
+    })
 }
 
 fn check_url(value: &str) -> std::result::Result<(), String> {
@@ -377,11 +525,8 @@ path = "journal"
     fn a_good_config_resolves_paths_against_its_folder() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.journal.path, Path::new("/etc/ovs/journal"));
-        assert_eq!(
-            c.eaccounting().mapping,
-            Path::new("/etc/ovs/eaccounting.toml")
-        );
-        assert_eq!(c.eaccounting().concurrency, 4);
+        assert_eq!(c.sink.mapping, Path::new("/etc/ovs/eaccounting.toml"));
+        assert_eq!(c.sink.concurrency, 4);
     }
 
     #[test]
@@ -424,7 +569,10 @@ path = "journal"
     fn a_missing_secret_names_the_variable_and_the_key() {
         let c = parse(GOOD).unwrap();
         let env = std::collections::HashMap::new();
-        let e = c.source_api_key(&env).unwrap_err().to_string();
+        let e = c
+            .secret(&env, "[source] api_key_env", "OPTER_API_KEY")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("OPTER_API_KEY") && e.contains("[source] api_key_env"),
             "{e}"
@@ -436,7 +584,9 @@ path = "journal"
         let c = parse(GOOD).unwrap();
         let env: std::collections::HashMap<_, _> =
             [("OPTER_API_KEY".to_string(), "very-secret-key".to_string())].into();
-        let key = c.source_api_key(&env).unwrap();
+        let key = c
+            .secret(&env, "[source] api_key_env", "OPTER_API_KEY")
+            .unwrap();
         assert!(!format!("{key:?}").contains("very-secret-key"));
     }
 }

@@ -18,8 +18,8 @@ use crate::journal::{
 };
 use crate::mapping::{MappedRecord, Mapping};
 use crate::record::SourceCustomer;
-use crate::sink::{EAccountingSink, SinkError, Written};
-use crate::source::OpterApiSource;
+use crate::sink::{Sink, SinkError, Written};
+use crate::source::Source;
 use sha2::{Digest, Sha256};
 
 /// Hours between full reads when incremental reads are possible.
@@ -40,8 +40,8 @@ fn unreachable(product: &str, last: &str) -> Error {
 pub const DEFAULT_FLUSH_EVERY: usize = 64;
 
 pub struct Engine<'a> {
-    pub source: &'a OpterApiSource,
-    pub sink: &'a EAccountingSink,
+    pub source: &'a Source,
+    pub sink: &'a Sink,
     pub sink_name: &'a str,
     pub mapping: &'a Mapping,
     pub journal: &'a Journal,
@@ -142,16 +142,35 @@ impl Task {
             Task::Create(r) => (r, Operation::Create),
             Task::Update { record, .. } => (record, Operation::Update),
         };
-        let key = Sha256::digest(format!("{sink}\0{}\0{}", record.code, record.content_hash));
         let intent = Intent {
             operation,
-            key: hex::encode(key),
+            key: write_key(sink, run_id, record),
             number: record.number.clone(),
             content_hash: record.content_hash.clone(),
             run_id: run_id.to_string(),
             started: Utc::now(),
         };
         (record.code.clone(), intent)
+    }
+}
+
+/// Names one write: sink, run, customer and content. A register that honours
+/// idempotency keys gets it, so a retried request is answered rather than done twice;
+/// the run is part of it so that content that changes back later is written again.
+fn write_key(sink: &str, run_id: &str, record: &MappedRecord) -> String {
+    hex::encode(Sha256::digest(format!(
+        "{sink}\0{run_id}\0{}\0{}",
+        record.code, record.content_hash
+    )))
+}
+
+/// A sink error that stops the whole run (nothing more can be sent), if it is one.
+fn run_stopping(e: &SinkError) -> Option<Error> {
+    match e {
+        SinkError::NeedsLogin(m) => Some(Error::NeedsLogin(m.clone())),
+        SinkError::Config(m) => Some(Error::Config(m.clone())),
+        SinkError::Fatal(m) => Some(Error::Other(anyhow::anyhow!(m.clone()))),
+        _ => None,
     }
 }
 
@@ -405,8 +424,9 @@ impl Engine<'_> {
         for (code, intent) in pending {
             let remote = match self.sink.find_by_number(&intent.number).await {
                 Ok(remote) => remote,
-                Err(SinkError::NeedsLogin(m)) => return Err(Error::NeedsLogin(m)),
-                Err(SinkError::Fatal(m)) => return Err(Error::Other(anyhow::anyhow!(m))),
+                Err(e) if run_stopping(&e).is_some() => {
+                    return Err(run_stopping(&e).expect("checked"))
+                }
                 Err(e) => {
                     // Left open: the next run tries again; a create meanwhile is safe,
                     // since the register refuses a second customer with this number.
@@ -424,7 +444,7 @@ impl Engine<'_> {
                 self.journal.close_intent(self.sink_name, &code)?;
                 continue;
             };
-            let remote_id = remote["Id"].as_str().unwrap_or_default().to_string();
+            let remote_id = remote.id.clone();
             // Adopt only what the journal did not know as ours already.
             let known = self.journal.state(self.sink_name, &code)?;
             let operation = match known {
@@ -440,7 +460,7 @@ impl Engine<'_> {
             ));
             let state = State {
                 remote_id,
-                content_hash: self.mapping.remote_hash(&remote),
+                content_hash: self.mapping.remote_hash(&remote.fields),
                 last_seq: 0,
             };
             self.journal.record(event, Some(state), true)?;
@@ -636,18 +656,19 @@ impl Engine<'_> {
             return Ok(None);
         }
         let mut operation = operation;
+        let key = write_key(self.sink_name, run_id, &record);
         let result = match &remote_id {
             None => {
-                self.create_or_adopt(&record, run_id, actor, &mut operation)
+                self.create_or_adopt(&record, &key, run_id, actor, &mut operation)
                     .await
             }
-            Some(remote_id) => match self.sink.update(remote_id, &record).await {
+            Some(remote_id) => match self.sink.update(remote_id, &record, &key).await {
                 // Deleted in Visma since we last wrote it: find it by number, or create it
                 // again, rather than report a rejection nobody in Opter can fix.
                 Err(SinkError::Rejected { status: 404, .. }) => {
                     tracing::info!(customer = %record.code, "gone from the register; recreating");
                     operation = Operation::Create;
-                    self.create_or_adopt(&record, run_id, actor, &mut operation)
+                    self.create_or_adopt(&record, &key, run_id, actor, &mut operation)
                         .await
                 }
                 other => other.map(|w| (w, Done::Updated)),
@@ -675,8 +696,20 @@ impl Engine<'_> {
                 tracing::info!(customer = %record.code, ?done, "written");
                 return Ok(Some((record.code, done, String::new())));
             }
-            Err(SinkError::NeedsLogin(message)) => return Err(Error::NeedsLogin(message)),
-            Err(SinkError::Fatal(message)) => return Err(Error::Other(anyhow::anyhow!(message))),
+            Err(e @ (SinkError::NeedsLogin(_) | SinkError::Config(_) | SinkError::Fatal(_))) => {
+                return Err(run_stopping(&e).expect("a run-stopping error"))
+            }
+            Err(SinkError::NumberTaken { status, message }) => {
+                // Only left over when adopting found nothing to adopt.
+                e.outcome = Outcome::Rejected;
+                e.http_status = Some(status);
+                e.message = Some(message.clone());
+                (
+                    Done::Rejected,
+                    format!("{product} refused it (HTTP {status}): {message}"),
+                    true,
+                )
+            }
             Err(SinkError::Rejected {
                 status,
                 code,
@@ -717,16 +750,15 @@ impl Engine<'_> {
     async fn create_or_adopt(
         &self,
         record: &MappedRecord,
+        key: &str,
         run_id: &str,
         actor: &str,
         operation: &mut Operation,
     ) -> std::result::Result<(Written, Done), SinkError> {
-        match self.sink.create(record).await {
-            Err(SinkError::Rejected {
-                code: Some(code), ..
-            }) if code == "4000" => {
+        match self.sink.create(record, key).await {
+            Err(SinkError::NumberTaken { .. }) => {
                 *operation = Operation::Update;
-                self.adopt(record, run_id, actor).await
+                self.adopt(record, key, run_id, actor).await
             }
             other => other.map(|w| (w, Done::Created)),
         }
@@ -738,24 +770,25 @@ impl Engine<'_> {
     async fn adopt(
         &self,
         record: &MappedRecord,
+        key: &str,
         run_id: &str,
         actor: &str,
     ) -> std::result::Result<(Written, Done), SinkError> {
         let Some(existing) = self.sink.find_by_number(&record.number).await? else {
             return Err(SinkError::Rejected {
                 status: 400,
-                code: Some("4000".into()),
+                code: None,
                 message: "the register reports this customer number as taken, but no customer \
                           with it can be found"
                     .into(),
             });
         };
-        let id = existing["Id"].as_str().unwrap_or_default().to_string();
+        let id = existing.id.clone();
         let mut adopted = self.event(&record.code, run_id, actor, Operation::Adopt);
         adopted.remote_id = Some(id.clone());
         let state = State {
             remote_id: id.clone(),
-            content_hash: self.mapping.remote_hash(&existing),
+            content_hash: self.mapping.remote_hash(&existing.fields),
             last_seq: 0,
         };
         let same = state.content_hash == record.content_hash;
@@ -774,7 +807,7 @@ impl Engine<'_> {
                 Done::Unchanged,
             ));
         }
-        let written = self.sink.update(&id, record).await?;
+        let written = self.sink.update(&id, record, key).await?;
         Ok((written, Done::Updated))
     }
 }

@@ -25,6 +25,12 @@ pub enum FieldKind {
         max_chars: usize,
     },
     Bool,
+    /// A whole number within the register's range (e-conomic's customer number, group
+    /// numbers). A text source value is converted; one that is not a number is rejected.
+    Integer {
+        min: i64,
+        max: i64,
+    },
     /// An id the register hands out (e.g. terms of payment); only ever a constant.
     Uuid,
 }
@@ -38,6 +44,25 @@ pub struct FieldRule {
     pub required: bool,
     /// Holds personal data: may only come from a permitted field, never a constant.
     pub personal: bool,
+}
+
+/// Shorthand for the rule tables the sinks declare.
+pub const fn rule(
+    name: &'static str,
+    kind: FieldKind,
+    required: bool,
+    personal: bool,
+) -> FieldRule {
+    FieldRule {
+        name,
+        kind,
+        required,
+        personal,
+    }
+}
+
+pub const fn text(max_chars: usize) -> FieldKind {
+    FieldKind::Text { max_chars }
 }
 
 /// The rules of one register product, as its sink declares them.
@@ -196,14 +221,18 @@ impl Mapping {
     pub fn apply(&self, customer: &PermittedCustomer) -> std::result::Result<MappedRecord, String> {
         let mut out = BTreeMap::new();
         for (target, source) in &self.fields {
-            let value = source.value(customer).unwrap_or(Value::Null);
+            let mut value = source.value(customer).unwrap_or(Value::Null);
             if let Some(rule) = self.rules.rule(target) {
                 self.check(rule, *source, &value)?;
+                if let FieldKind::Integer { min, max } = rule.kind {
+                    value = self.integer(rule.name, *source, &value, min, max)?;
+                }
             }
             out.insert(target.clone(), value);
         }
         let number = match out.get(self.rules.number_field) {
             Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
             _ => {
                 unreachable!("load() ensures the number field is mapped and check() that it is set")
             }
@@ -229,6 +258,32 @@ impl Mapping {
         content_hash(&ours)
     }
 
+    /// A text value as the whole number the register wants; `Null` stays `Null`.
+    fn integer(
+        &self,
+        name: &str,
+        source: PermittedField,
+        value: &Value,
+        min: i64,
+        max: i64,
+    ) -> std::result::Result<Value, String> {
+        let product = self.rules.product;
+        let parsed = match value {
+            Value::Null => return Ok(Value::Null),
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(n) if (min..=max).contains(&n) => Ok(Value::from(n)),
+            _ => Err(format!(
+                "{name} must be a whole number from {min} to {max} for {product}, and the \
+                 Opter {} is not; correct it in Opter",
+                source.describe()
+            )),
+        }
+    }
+
     fn check(
         &self,
         rule: &FieldRule,
@@ -244,7 +299,7 @@ impl Mapping {
                     _ => {
                         return Err(format!(
                             "{name} is empty: the Opter {} is missing, and {product} requires it",
-                            source.name().replace('_', " ")
+                            source.describe()
                         ))
                     }
                 }
@@ -287,6 +342,11 @@ fn check_constant(
     let name = rule.name;
     match (rule.kind, value) {
         (FieldKind::Bool, Value::Bool(_)) => Ok(()),
+        (FieldKind::Integer { min, max }, Value::Number(n))
+            if n.as_i64().is_some_and(|n| (min..=max).contains(&n)) =>
+        {
+            Ok(())
+        }
         (FieldKind::Uuid, Value::String(s)) if uuid::Uuid::parse_str(s).is_ok() => Ok(()),
         (FieldKind::Text { max_chars } | FieldKind::Email { max_chars }, Value::String(s)) => {
             let chars = s.chars().count();

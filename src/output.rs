@@ -275,11 +275,17 @@ pub fn show(out: &mut impl Write, e: &Event, json: bool, show_values: bool) -> s
 /// Masks a personal value for display: `Anna Svensson` -> `A*** S***`,
 /// `anna@acme.se` -> `a***@acme.se`. Non-personal register fields are shown as they are.
 pub fn mask_field(field: &str, value: &Value) -> Value {
-    let personal = crate::sink::eaccounting::RULES
-        .fields
-        .iter()
-        .find(|r| r.name == field)
-        .is_none_or(|r| r.personal);
+    use crate::sink::SinkKind;
+    // Shown as is only where a register declares the field non-personal; events of
+    // every sink use their register's field names.
+    let personal = ![
+        SinkKind::EAccounting,
+        SinkKind::VismaNet,
+        SinkKind::Economic,
+    ]
+    .iter()
+    .flat_map(|k| k.rules().fields)
+    .any(|r| r.name == field && !r.personal);
     match value {
         Value::String(s) if personal => Value::String(mask(s)),
         other => other.clone(),

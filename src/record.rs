@@ -111,6 +111,18 @@ impl PermittedField {
         }
     }
 
+    /// What the field is called in Opter, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PermittedField::CustomerCode => "customer code",
+            PermittedField::CustomerNumber => "sales ledger number (customer_number)",
+            PermittedField::CustomerName => "customer name",
+            PermittedField::ContactName => "contact name",
+            PermittedField::ContactEmail => "contact email",
+            PermittedField::IsActive => "active flag",
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }

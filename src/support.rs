@@ -12,11 +12,9 @@ use crate::commands::Connector;
 use crate::engine::{Report, SyncOptions};
 use crate::error::{Error, Result};
 use crate::journal::{Event, Hold, HoldKind, Operation, Outcome};
-use crate::mapping::MappedRecord;
-use crate::sink::SinkError;
+use crate::sink::{Erased, SinkError};
 
-/// Neutral text that replaces a customer's name when the register refuses deletion.
-pub const ERASED_NAME: &str = "Erased customer";
+pub use crate::sink::ERASED_NAME;
 
 /// Proof of an erasure, printed by `purge` and kept (without personal data) as an event.
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +59,7 @@ fn support_event(
 fn sink_error(e: SinkError) -> Error {
     match e {
         SinkError::NeedsLogin(m) => Error::NeedsLogin(m),
+        SinkError::Config(m) => Error::Config(m),
         other => Error::Other(anyhow::anyhow!("{other}")),
     }
 }
@@ -71,7 +70,7 @@ async fn remote_id(c: &Connector, code: &str) -> Result<Option<String>> {
         return Ok(Some(state.remote_id));
     }
     let found = c.sink.find_by_number(code).await.map_err(sink_error)?;
-    Ok(found.and_then(|r| r["Id"].as_str().map(str::to_string)))
+    Ok(found.map(|r| r.id))
 }
 
 /// Erases the customer everywhere this connector put it. The suppression comes first
@@ -89,27 +88,17 @@ pub async fn purge(c: Connector, code: &str, actor: &str, reason: &str) -> Resul
 
     let (operation, register, status, id) = match remote_id(&c, code).await? {
         None => (Operation::Erase, "not present", None, None),
-        Some(id) => match c.sink.delete(&id).await {
-            Ok(status) => (Operation::Erase, "deleted", Some(status), Some(id)),
-            Err(SinkError::Rejected { status: 404, .. }) => {
-                (Operation::Erase, "not present", Some(404), Some(id))
+        Some(id) => {
+            // Names this erasure, for registers that honour idempotency keys.
+            let key = format!("purge-{code}-{}", hold.since.timestamp_millis());
+            match c.sink.erase(&id, &key).await.map_err(sink_error)? {
+                Erased::Deleted { status } => (Operation::Erase, "deleted", Some(status), Some(id)),
+                Erased::Anonymised { status } => {
+                    (Operation::Anonymise, "anonymised", Some(status), Some(id))
+                }
+                Erased::NotPresent => (Operation::Erase, "not present", None, Some(id)),
             }
-            // Customers with transactions cannot be deleted: overwrite what is personal.
-            Err(SinkError::Rejected { code: Some(e), .. }) if e == "4001" => {
-                let written = c
-                    .sink
-                    .update(&id, &anonymised(code))
-                    .await
-                    .map_err(sink_error)?;
-                (
-                    Operation::Anonymise,
-                    "anonymised",
-                    Some(written.status),
-                    Some(id),
-                )
-            }
-            Err(e) => return Err(sink_error(e)),
-        },
+        }
     };
     let events_redacted = c.journal.erase_customer(code)?;
     let mut event = support_event(&c, code, actor, operation, &format!("purge: {reason}"));
@@ -140,28 +129,6 @@ pub async fn purge(c: Connector, code: &str, actor: &str, reason: &str) -> Resul
         receipt_event,
         journal_verified: verified,
     })
-}
-
-/// What an anonymised customer holds in the register: no name, contact or email left,
-/// and inactive.
-fn anonymised(code: &str) -> MappedRecord {
-    let fields = [
-        ("Name", Value::from(ERASED_NAME)),
-        ("ContactPersonName", Value::Null),
-        ("ContactPersonEmail", Value::Null),
-        ("EmailAddress", Value::Null),
-        ("IsActive", Value::Bool(false)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    MappedRecord {
-        code: code.to_string(),
-        number: code.to_string(),
-        fields,
-        defaults: Default::default(),
-        content_hash: String::new(),
-    }
 }
 
 /// Sets or lifts a hold, recording the action. `Ok(false)` when nothing changed.
@@ -278,7 +245,8 @@ pub async fn export(c: &Connector, code: &str, actor: &str, reason: &str) -> Res
     let register = match &state {
         Some(s) => c.sink.get(&s.remote_id).await.map_err(sink_error)?,
         None => c.sink.find_by_number(code).await.map_err(sink_error)?,
-    };
+    }
+    .map(|r| r.record);
     let hold = |kind| -> Result<Value> {
         Ok(serde_json::to_value(c.journal.hold(kind, code)?).expect("serialises"))
     };

@@ -47,6 +47,9 @@ fn the_sinks_limits_are_the_swaggers() {
             }
             FieldKind::Bool => assert_eq!(property["type"], "boolean", "{}", rule.name),
             FieldKind::Uuid => assert_eq!(property["format"], "uuid", "{}", rule.name),
+            FieldKind::Integer { .. } => {
+                assert_eq!(property["type"], "integer", "{}", rule.name)
+            }
         }
         assert_eq!(
             rule.required,

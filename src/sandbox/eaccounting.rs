@@ -420,7 +420,7 @@ pub fn router(state: SharedVisma) -> Router {
         // Outside the token check: injected failures come before authentication.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            faults::fault_guard,
+            faults::fault_guard::<SharedVisma>,
         ));
     let connect = Router::new()
         .route("/visma/connect/token", post(token))

@@ -1,9 +1,10 @@
-//! Seeded fault injection for the simulated eAccounting API.
+//! Seeded fault injection for the simulated Visma APIs.
 //!
-//! Faults apply to `/visma/v2/*` only: never to Visma Connect (the token endpoint),
-//! Opter or `/_sandbox`. One `ChaCha8Rng`, seeded from [`Faults::seed`], lives with the
-//! eAccounting state behind its mutex, so a given order of requests meets the same
-//! faults. Per `/visma/v2` request, in arrival order, the RNG gives:
+//! Faults apply to each register's API routes only (`/visma/v2`, `/visma-net/api`,
+//! `/economic/api`): never to token endpoints, Opter or `/_sandbox`. Each register has
+//! its own `ChaCha8Rng`, seeded from [`Faults::seed`], behind its state's mutex, so a
+//! given order of requests meets the same faults. Per API request, in arrival order,
+//! the RNG gives:
 //!
 //! 1. one draw against `fail_rate`, then, when it fails, one draw choosing the status
 //!    from `statuses`;
@@ -117,7 +118,7 @@ pub(crate) struct FaultEngine {
 }
 
 /// What happens to one request, decided when it arrives.
-struct Plan {
+pub(crate) struct Plan {
     latency: Duration,
     inject: Option<u16>,
     drop_after_commit: bool,
@@ -136,7 +137,7 @@ impl FaultEngine {
         &self.faults
     }
 
-    fn plan(&mut self, customer_write: bool) -> Plan {
+    pub(crate) fn plan(&mut self, customer_write: bool) -> Plan {
         let f = &self.faults;
         // gen::<f64>() is in [0, 1): a rate of 1 always hits, 0 never does.
         let inject = if self.rng.gen::<f64>() < f.fail_rate {
@@ -179,19 +180,33 @@ impl FaultMark {
     }
 }
 
-/// Route layer for the `/visma/v2` routes, placed outside the bearer-token check.
-pub(crate) async fn fault_guard(
-    State(state): State<SharedVisma>,
+/// A simulated register that faults can be injected into.
+pub(crate) trait FaultSite: Clone + Send + Sync + 'static {
+    /// Draws the faults for one request from the site's seeded engine.
+    fn plan(&self, customer_write: bool) -> Plan;
+    /// Whether a matched route template is a customer resource (writes may be dropped).
+    fn is_customer_path(path: &str) -> bool;
+    /// What the product (or the gateway in front of it) answers with `status`.
+    fn injected(status: u16, retry_after_secs: u64) -> Response;
+}
+
+/// Route layer for a register's API routes, placed outside its credential check.
+pub(crate) async fn fault_guard<S: FaultSite>(
+    State(site): State<S>,
     req: Request,
     next: Next,
 ) -> Response {
-    let write = is_customer_write(&req);
-    let plan = eaccounting::lock(&state).faults.plan(write);
+    let write = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| S::is_customer_path(p.as_str()))
+        && [Method::POST, Method::PUT, Method::DELETE].contains(req.method());
+    let plan = site.plan(write);
     if !plan.latency.is_zero() {
         tokio::time::sleep(plan.latency).await;
     }
     if let Some(status) = plan.inject {
-        let mut resp = injected(status, plan.retry_after_secs);
+        let mut resp = S::injected(status, plan.retry_after_secs);
         resp.extensions_mut().insert(FaultMark::Injected);
         return resp;
     }
@@ -210,84 +225,95 @@ pub(crate) async fn fault_guard(
     resp
 }
 
-fn is_customer_write(req: &Request) -> bool {
-    let customers = req
-        .extensions()
-        .get::<MatchedPath>()
-        .is_some_and(|p| p.as_str().starts_with("/visma/v2/customers"));
-    customers && [Method::POST, Method::PUT, Method::DELETE].contains(req.method())
-}
+impl FaultSite for SharedVisma {
+    fn plan(&self, customer_write: bool) -> Plan {
+        eaccounting::lock(self).faults.plan(customer_write)
+    }
 
-/// What eAccounting (or the gateway in front of it) answers with `status`.
-fn injected(status: u16, retry_after_secs: u64) -> Response {
-    match status {
-        429 => ea_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            4010,
-            format!(
-                "API calls quota exceeded! maximum admitted 600 per Minute. Try again in {retry_after_secs} seconds."
+    fn is_customer_path(path: &str) -> bool {
+        path.starts_with("/visma/v2/customers")
+    }
+
+    fn injected(status: u16, retry_after_secs: u64) -> Response {
+        match status {
+            429 => ea_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                4010,
+                format!(
+                    "API calls quota exceeded! maximum admitted 600 per Minute. Try again in {retry_after_secs} seconds."
+                ),
             ),
-        ),
-        500 => ea_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            5000,
-            "An error has occurred.",
-        ),
-        _ => {
-            let status =
-                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let title = format!(
-                "{} {}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("Error")
-            );
-            let html = format!(
-                "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n</body>\r\n</html>\r\n"
-            );
-            (
-                status,
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                html,
-            )
-                .into_response()
+            500 => ea_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                5000,
+                "An error has occurred.",
+            ),
+            _ => gateway_page(status),
         }
     }
 }
 
+/// A gateway's HTML error page, as a load balancer in front of any product sends.
+pub(crate) fn gateway_page(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let html = format!(
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n</body>\r\n</html>\r\n"
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
+}
+
 // ---------- control ----------
 
+/// Every simulated register's faults, set together: the same faults (each register
+/// with its own RNG seeded from them) apply to every Visma API the sandbox serves.
+#[derive(Clone)]
+pub(crate) struct AllSites {
+    pub(crate) get: Arc<dyn Fn() -> Faults + Send + Sync>,
+    pub(crate) set: Arc<dyn Fn(Faults) -> Result<(), String> + Send + Sync>,
+}
+
 /// `GET/POST/DELETE /_sandbox/faults`.
-pub(crate) fn router(state: SharedVisma) -> Router {
+pub(crate) fn router(sites: AllSites) -> Router {
     Router::new()
         .route(
             "/_sandbox/faults",
             get(get_faults).post(post_faults).delete(delete_faults),
         )
-        .with_state(state)
+        .with_state(sites)
 }
 
 fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "message": message }))).into_response()
 }
 
-async fn get_faults(State(state): State<SharedVisma>) -> Response {
-    Json(eaccounting::faults(&state)).into_response()
+async fn get_faults(State(sites): State<AllSites>) -> Response {
+    Json((sites.get)()).into_response()
 }
 
 /// Replaces the faults (absent fields take their defaults) and re-seeds the RNG.
-async fn post_faults(State(state): State<SharedVisma>, body: Bytes) -> Response {
+async fn post_faults(State(sites): State<AllSites>, body: Bytes) -> Response {
     let faults: Faults = match serde_json::from_slice(&body) {
         Ok(f) => f,
         Err(e) => return bad_request(format!("invalid fault configuration: {e}")),
     };
-    match eaccounting::set_faults(&state, faults) {
-        Ok(()) => Json(eaccounting::faults(&state)).into_response(),
+    match (sites.set)(faults) {
+        Ok(()) => Json((sites.get)()).into_response(),
         Err(e) => bad_request(format!("invalid fault configuration: {e}")),
     }
 }
 
-async fn delete_faults(State(state): State<SharedVisma>) -> Response {
-    match eaccounting::set_faults(&state, Faults::default()) {
+async fn delete_faults(State(sites): State<AllSites>) -> Response {
+    match (sites.set)(Faults::default()) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => bad_request(e),
     }

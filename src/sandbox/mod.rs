@@ -1,9 +1,13 @@
-//! Loopback simulators of Opter and Visma eAccounting, served over real HTTP.
+//! Loopback simulators of Opter and the three Visma registers (eAccounting, Visma.net
+//! ERP, e-conomic), served together over real HTTP on one port.
 pub mod generate;
 
 pub mod eaccounting;
+pub mod economic;
+pub mod export_files;
 pub mod faults;
 pub mod opter;
+pub mod visma_net;
 
 use std::net::SocketAddr;
 
@@ -18,8 +22,12 @@ pub use eaccounting::{
     CUSTOMER_REQUIRED, CUSTOMER_STRING_LIMITS, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET,
     SANDBOX_TERMS_OF_PAYMENT_ID,
 };
+pub use economic::{SANDBOX_ECONOMIC_AGREEMENT_GRANT_TOKEN, SANDBOX_ECONOMIC_APP_SECRET_TOKEN};
 pub use faults::{Faults, FAULT_STATUSES};
 pub use opter::SANDBOX_OPTER_API_KEY;
+pub use visma_net::{
+    SANDBOX_VISMA_NET_CLIENT_ID, SANDBOX_VISMA_NET_CLIENT_SECRET, SANDBOX_VISMA_NET_TENANT_ID,
+};
 
 /// How long `shutdown` waits for open connections before dropping them.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -31,7 +39,13 @@ pub struct SandboxOptions {
     pub port: u16,
     /// Per client and endpoint; 0 means unlimited.
     pub eaccounting_rate_limit_per_minute: u32,
-    /// Window the limit counts in: a minute, like Visma's; tests may scale it down.
+    /// Visma.net's limit per client and company per hour (Visma publishes no number);
+    /// 0 means unlimited.
+    pub visma_net_rate_limit_per_hour: u32,
+    /// e-conomic's token bucket per agreement per minute; 0 means unlimited.
+    pub economic_rate_limit_per_minute: u32,
+    /// eAccounting's and e-conomic's limits count per this window (a minute, like
+    /// Visma's), Visma.net's per 60 times it (an hour); tests may scale it down.
     pub rate_limit_window: std::time::Duration,
     pub access_token_ttl_secs: u64,
     pub record_requests: bool,
@@ -46,6 +60,8 @@ impl Default for SandboxOptions {
             customers: Vec::new(),
             port: 0,
             eaccounting_rate_limit_per_minute: 600,
+            visma_net_rate_limit_per_hour: 36_000,
+            economic_rate_limit_per_minute: 10_000,
             rate_limit_window: eaccounting::RATE_WINDOW,
             access_token_ttl_secs: 3600,
             record_requests: true,
@@ -61,6 +77,11 @@ pub struct SandboxCredentials {
     pub visma_client_secret: String,
     /// The initial refresh token; valid once (tokens rotate).
     pub visma_refresh_token: String,
+    pub visma_net_client_id: String,
+    pub visma_net_client_secret: String,
+    pub visma_net_tenant_id: String,
+    pub economic_app_secret_token: String,
+    pub economic_agreement_grant_token: String,
 }
 
 /// A running sandbox. Dropping it stops the server, like `shutdown` without waiting.
@@ -69,6 +90,8 @@ pub struct Sandbox {
     credentials: SandboxCredentials,
     opter: opter::SharedOpter,
     visma: eaccounting::SharedVisma,
+    visma_net: visma_net::SharedVismaNet,
+    economic: economic::SharedEconomic,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
 }
@@ -84,13 +107,26 @@ impl Sandbox {
             access_token_ttl_secs: opts.access_token_ttl_secs,
             record_requests: opts.record_requests,
         });
-        eaccounting::set_faults(&visma, opts.faults)
-            .map_err(|e| anyhow::anyhow!("invalid sandbox faults: {e}"))?;
+        let visma_net = visma_net::new_state(visma_net::VismaNetConfig {
+            rate_limit_per_hour: opts.visma_net_rate_limit_per_hour,
+            rate_window: opts.rate_limit_window * 60,
+            access_token_ttl_secs: opts.access_token_ttl_secs,
+            record_requests: opts.record_requests,
+        });
+        let economic = economic::new_state(economic::EconomicConfig {
+            rate_limit_per_minute: opts.economic_rate_limit_per_minute,
+            rate_window: opts.rate_limit_window,
+            record_requests: opts.record_requests,
+        });
+        let sites = all_sites(&visma, &visma_net, &economic);
+        (sites.set)(opts.faults).map_err(|e| anyhow::anyhow!("invalid sandbox faults: {e}"))?;
         let app = Router::new()
             .route("/_sandbox/health", get(health))
             .merge(opter::router(opter.clone()))
             .merge(eaccounting::router(visma.clone()))
-            .merge(faults::router(visma.clone()))
+            .merge(visma_net::router(visma_net.clone()))
+            .merge(economic::router(economic.clone()))
+            .merge(faults::router(sites))
             .fallback(no_route)
             // Each request carries its connection's abort handle, for dropped writes.
             .into_make_service_with_connect_info::<faults::Conn>();
@@ -118,9 +154,16 @@ impl Sandbox {
                 visma_client_id: SANDBOX_CLIENT_ID.to_string(),
                 visma_client_secret: SANDBOX_CLIENT_SECRET.to_string(),
                 visma_refresh_token: refresh,
+                visma_net_client_id: SANDBOX_VISMA_NET_CLIENT_ID.to_string(),
+                visma_net_client_secret: SANDBOX_VISMA_NET_CLIENT_SECRET.to_string(),
+                visma_net_tenant_id: SANDBOX_VISMA_NET_TENANT_ID.to_string(),
+                economic_app_secret_token: SANDBOX_ECONOMIC_APP_SECRET_TOKEN.to_string(),
+                economic_agreement_grant_token: SANDBOX_ECONOMIC_AGREEMENT_GRANT_TOKEN.to_string(),
             },
             opter,
             visma,
+            visma_net,
+            economic,
             stop,
             server,
         })
@@ -150,6 +193,41 @@ impl Sandbox {
         format!("{}/visma/connect/authorize", self.base_url())
     }
 
+    /// Visma.net ERP's API root (`.../v1/customer` below it).
+    pub fn visma_net_api_base(&self) -> String {
+        format!("{}/visma-net/api", self.base_url())
+    }
+
+    /// Visma Connect's token endpoint for Visma.net (client credentials + tenant_id).
+    pub fn visma_net_token_url(&self) -> String {
+        format!("{}/visma-net/connect/token", self.base_url())
+    }
+
+    /// e-conomic's REST root (`.../customers` below it).
+    pub fn economic_api_base(&self) -> String {
+        format!("{}/economic/api", self.base_url())
+    }
+
+    /// Stored Visma.net customers, in insertion order.
+    pub fn visma_net_customers(&self) -> Vec<Value> {
+        visma_net::customers(&self.visma_net)
+    }
+
+    /// The /visma-net request log.
+    pub fn visma_net_requests(&self) -> Vec<Value> {
+        visma_net::requests(&self.visma_net)
+    }
+
+    /// Stored e-conomic customers, each with its `contacts`, in insertion order.
+    pub fn economic_customers(&self) -> Vec<Value> {
+        economic::customers(&self.economic)
+    }
+
+    /// The /economic request log.
+    pub fn economic_requests(&self) -> Vec<Value> {
+        economic::requests(&self.economic)
+    }
+
     pub fn credentials(&self) -> SandboxCredentials {
         self.credentials.clone()
     }
@@ -170,7 +248,8 @@ impl Sandbox {
     ///
     /// When `faults` is invalid (see `Faults::validate`).
     pub fn set_faults(&self, faults: Faults) {
-        if let Err(e) = eaccounting::set_faults(&self.visma, faults) {
+        let sites = all_sites(&self.visma, &self.visma_net, &self.economic);
+        if let Err(e) = (sites.set)(faults) {
             panic!("invalid sandbox faults: {e}");
         }
     }
@@ -201,6 +280,25 @@ impl Sandbox {
         let Sandbox { stop, server, .. } = self;
         let _ = server.await;
         drop(stop);
+    }
+}
+
+/// The three registers' faults, set and read together.
+fn all_sites(
+    visma: &eaccounting::SharedVisma,
+    visma_net: &visma_net::SharedVismaNet,
+    economic: &economic::SharedEconomic,
+) -> faults::AllSites {
+    let (a, b, c) = (visma.clone(), visma_net.clone(), economic.clone());
+    let get = visma.clone();
+    faults::AllSites {
+        get: std::sync::Arc::new(move || eaccounting::faults(&get)),
+        set: std::sync::Arc::new(move |f: Faults| {
+            f.validate()?;
+            eaccounting::set_faults(&a, f.clone())?;
+            visma_net::set_faults(&b, f.clone())?;
+            economic::set_faults(&c, f)
+        }),
     }
 }
 

@@ -127,11 +127,7 @@ impl TokenProvider {
         let oauth = BasicClient::new(ClientId::new(client_id))
             .set_client_secret(ClientSecret::new(client_secret.expose_secret().to_string()))
             .set_token_uri(TokenUrl::new(token_url)?);
-        // No redirects on token calls: a redirect could carry the secret elsewhere.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
-            .build()?;
+        let http = token_http()?;
         Ok(TokenProvider {
             product,
             oauth,
@@ -301,6 +297,121 @@ impl TokenProvider {
             }),
         }
     }
+}
+
+/// Bearer tokens from Visma Connect's `client_credentials` grant with the extra
+/// `tenant_id` parameter (Visma.net ERP). Nothing to store: a new token is asked for
+/// whenever the current one is about to expire or the register refuses it.
+pub struct ClientCredentials {
+    product: &'static str,
+    oauth: OAuthClient,
+    http: reqwest::Client,
+    scopes: Vec<String>,
+    tenant_id: String,
+    current: Mutex<Current>,
+}
+
+impl ClientCredentials {
+    pub fn new(
+        product: &'static str,
+        token_url: &str,
+        client_id: &str,
+        client_secret: &SecretString,
+        scopes: Vec<String>,
+        tenant_id: String,
+    ) -> anyhow::Result<ClientCredentials> {
+        let oauth = BasicClient::new(ClientId::new(client_id.to_string()))
+            .set_client_secret(ClientSecret::new(client_secret.expose_secret().to_string()))
+            .set_token_uri(TokenUrl::new(token_url.to_string())?);
+        Ok(ClientCredentials {
+            product,
+            oauth,
+            http: token_http()?,
+            scopes,
+            tenant_id,
+            current: Mutex::new(Current {
+                token: None,
+                generation: 0,
+            }),
+        })
+    }
+
+    /// A valid access token; asks for one (once, for all concurrent callers) when needed.
+    pub async fn access_token(&self) -> Result<AccessToken, SinkError> {
+        let mut current = self.current.lock().await;
+        if let Some((secret, expires)) = &current.token {
+            if Instant::now() < *expires {
+                return Ok(AccessToken {
+                    secret: secret.clone(),
+                    generation: current.generation,
+                });
+            }
+        }
+        let mut request = self
+            .oauth
+            .exchange_client_credentials()
+            .add_extra_param("tenant_id", self.tenant_id.clone());
+        for scope in &self.scopes {
+            request = request.add_scope(oauth2::Scope::new(scope.clone()));
+        }
+        let token = match request.request_async(&self.http).await {
+            Ok(t) => t,
+            Err(RequestTokenError::ServerResponse(r)) => {
+                let why = r.error_description().cloned().unwrap_or_default();
+                return Err(match r.error() {
+                    BasicErrorResponseType::Extension(e)
+                        if e == "temporarily_unavailable" || e == "server_error" =>
+                    {
+                        SinkError::Failed {
+                            status: None,
+                            message: format!("{} token endpoint: {e}", self.product),
+                        }
+                    }
+                    other => SinkError::Config(format!(
+                        "{} refused the client-credentials token request ({other}{}{why}): \
+                         check [sink] client_id, tenant_id, scopes and the client secret's \
+                         environment variable",
+                        self.product,
+                        if why.is_empty() { "" } else { ": " },
+                    )),
+                });
+            }
+            Err(e) => {
+                return Err(SinkError::Failed {
+                    status: None,
+                    message: format!("token request to {} failed: {e}", self.product),
+                })
+            }
+        };
+        let lifetime = token.expires_in().unwrap_or(Duration::from_secs(3600));
+        let secret = SecretString::from(token.access_token().secret().clone());
+        current.generation += 1;
+        let expires = Instant::now()
+            + lifetime
+                .saturating_sub(Duration::from_secs(60))
+                .max(Duration::from_secs(1));
+        current.token = Some((secret.clone(), expires));
+        Ok(AccessToken {
+            secret,
+            generation: current.generation,
+        })
+    }
+
+    /// The register refused a token of `generation`: drop it unless already replaced.
+    pub async fn invalidate(&self, generation: u64) {
+        let mut current = self.current.lock().await;
+        if current.generation == generation {
+            current.token = None;
+        }
+    }
+}
+
+/// No redirects on token calls: a redirect could carry the secret elsewhere.
+fn token_http() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()?)
 }
 
 /// What `auth login` needs: the register's OAuth endpoints and client, and where to

@@ -5,35 +5,16 @@
 //! are overlaid before it is sent back (fields an accountant set in Visma survive).
 //! Find again: `$filter=CustomerNumber eq '...'`.
 
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Method, StatusCode};
-use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use super::auth::TokenProvider;
-use super::{SinkError, Written};
-use crate::mapping::{FieldKind, FieldRule, MappedRecord, RegisterRules};
-use crate::retry::{self, Attempt, RetryPolicy};
+use super::http::{nothing_special, safe_message, Credentials, Dialect, Http};
+use super::{Erased, Remote, SinkError, Written, ERASED_NAME};
+use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
+use crate::retry::RetryPolicy;
 
 pub const PRODUCT: &str = "Visma eAccounting";
-
-const fn rule(name: &'static str, kind: FieldKind, required: bool, personal: bool) -> FieldRule {
-    FieldRule {
-        name,
-        kind,
-        required,
-        personal,
-    }
-}
-
-const fn text(max_chars: usize) -> FieldKind {
-    FieldKind::Text { max_chars }
-}
 
 /// The CustomerApi fields this connector fills, with the limits Visma publishes in its
 /// swagger (`CustomerApi`); a test compares them with the swagger when it is at hand.
@@ -65,17 +46,8 @@ pub const RULES: RegisterRules = RegisterRules {
 };
 
 pub struct EAccountingSink {
-    http: reqwest::Client,
+    http: Http,
     base: String,
-    tokens: Arc<TokenProvider>,
-    limiter: DefaultDirectRateLimiter,
-    retry: RetryPolicy,
-}
-
-/// A response the caller wants: status and JSON body (if any).
-struct Reply {
-    status: u16,
-    body: Value,
 }
 
 impl EAccountingSink {
@@ -85,31 +57,32 @@ impl EAccountingSink {
         requests_per_minute: u32,
         retry: RetryPolicy,
     ) -> anyhow::Result<EAccountingSink> {
-        let per_minute = NonZeroU32::new(requests_per_minute).unwrap_or(NonZeroU32::MIN);
-        // Burst of one: with a larger burst, a window-counting server could see more
-        // than its limit inside one minute.
-        let quota = Quota::per_minute(per_minute).allow_burst(NonZeroU32::MIN);
+        let dialect = Dialect {
+            product: PRODUCT,
+            error_of,
+            special: nothing_special,
+            refused_hint: "Check that the login has the scopes ea:api and ea:sales, or run \
+                           `opter-visma-sync auth login`.",
+        };
         Ok(EAccountingSink {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(64)
-                .build()?,
+            http: Http::new(
+                dialect,
+                Credentials::Refreshing(tokens),
+                requests_per_minute,
+                retry,
+            )?,
             base: api_base.trim_end_matches('/').to_string(),
-            tokens: Arc::new(tokens),
-            limiter: RateLimiter::direct(quota),
-            retry,
         })
     }
 
-    /// The register's customer with this number, if any.
-    pub async fn find_by_number(&self, number: &str) -> Result<Option<Value>, SinkError> {
+    pub async fn find_by_number(&self, number: &str) -> Result<Option<Remote>, SinkError> {
         let filter = format!("CustomerNumber eq '{}'", number.replace('\'', "''"));
         let mut url = url::Url::parse(&format!("{}/customers", self.base)).expect("base is a URL");
         url.query_pairs_mut().append_pair("$filter", &filter);
-        let reply = self.send(Method::GET, url.as_str(), None).await?;
+        let reply = self.http.send(Method::GET, url.as_str(), None).await?;
         let rows = reply.body["Data"].as_array().cloned().unwrap_or_default();
         if let Some(found) = rows.iter().find(|c| c["CustomerNumber"] == number) {
-            return Ok(Some(found.clone()));
+            return remote(found.clone()).map(Some);
         }
         // "Not found" must be sure: a register that ignored the filter (Visma does not
         // document it for CustomerNumber) answers with other customers, or more pages.
@@ -126,43 +99,46 @@ impl EAccountingSink {
         Ok(None)
     }
 
-    /// The register's customer by id; `None` when it is not there (404).
-    pub async fn get(&self, id: &str) -> Result<Option<Value>, SinkError> {
+    pub async fn get(&self, id: &str) -> Result<Option<Remote>, SinkError> {
         match self
+            .http
             .send(Method::GET, &format!("{}/customers/{id}", self.base), None)
             .await
         {
-            Ok(reply) => Ok(Some(reply.body)),
+            Ok(reply) => remote(reply.body).map(Some),
             Err(SinkError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Deletes a customer. eAccounting refuses customers with transactions (4001).
-    pub async fn delete(&self, id: &str) -> Result<u16, SinkError> {
-        let url = format!("{}/customers/{id}", self.base);
-        Ok(self.send(Method::DELETE, &url, None).await?.status)
-    }
-
-    pub async fn create(&self, record: &MappedRecord) -> Result<Written, SinkError> {
+    /// eAccounting has no idempotency keys: exactly-once is the journal's intents plus
+    /// `CustomerNumber` being unique (a second create answers 4000).
+    pub async fn create(&self, record: &MappedRecord, _key: &str) -> Result<Written, SinkError> {
         let body = create_body(record);
-        let reply = self
-            .send(
-                Method::POST,
-                &format!("{}/customers", self.base),
-                Some(&body),
-            )
-            .await?;
-        Ok(Written {
-            remote_id: remote_id(&reply.body)?,
-            status: reply.status,
-        })
+        let url = format!("{}/customers", self.base);
+        match self.http.send(Method::POST, &url, Some(&body)).await {
+            Ok(reply) => Ok(Written {
+                remote_id: remote(reply.body)?.id,
+                status: reply.status,
+            }),
+            Err(SinkError::Rejected {
+                status,
+                code: Some(code),
+                message,
+            }) if code == "4000" => Err(SinkError::NumberTaken { status, message }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Overlays our fields on the register's current object and PUTs it back.
-    pub async fn update(&self, id: &str, record: &MappedRecord) -> Result<Written, SinkError> {
+    pub async fn update(
+        &self,
+        id: &str,
+        record: &MappedRecord,
+        _key: &str,
+    ) -> Result<Written, SinkError> {
         let url = format!("{}/customers/{id}", self.base);
-        let current = self.send(Method::GET, &url, None).await?.body;
+        let current = self.http.send(Method::GET, &url, None).await?.body;
         let mut merged = current.as_object().cloned().unwrap_or_default();
         for (field, value) in &record.fields {
             match value {
@@ -181,6 +157,7 @@ impl EAccountingSink {
             }
         }
         let reply = self
+            .http
             .send(Method::PUT, &url, Some(&Value::Object(merged)))
             .await?;
         Ok(Written {
@@ -189,143 +166,44 @@ impl EAccountingSink {
         })
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<&Value>,
-    ) -> Result<Reply, SinkError> {
-        let refreshed = AtomicBool::new(false);
-        retry::retry(
-            &self.retry,
-            || self.attempt(method.clone(), url, body, &refreshed),
-            |e, wait| tracing::info!("{PRODUCT}: {e}; retrying in {wait:?}"),
-        )
-        .await
-    }
-
-    async fn attempt(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<&Value>,
-        refreshed: &AtomicBool,
-    ) -> Attempt<Reply, SinkError> {
-        let token = match self.tokens.access_token().await {
-            Ok(t) => t,
-            Err(e @ SinkError::Failed { .. }) => {
-                return Attempt::Retryable {
-                    error: e,
-                    after: None,
-                }
-            }
-            Err(e) => return Attempt::Final(e),
-        };
-        self.limiter.until_ready().await;
-        let mut request = self
-            .http
-            .request(method, url)
-            .bearer_auth(token.secret.expose_secret())
-            .header("accept", "application/json");
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                let message = format!("cannot reach {PRODUCT}: {}", without_url(&e));
-                return Attempt::Retryable {
-                    error: SinkError::Failed {
-                        status: None,
-                        message,
-                    },
-                    after: None,
-                };
-            }
-        };
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(retry::parse_retry_after);
-        let text = match response.text().await {
-            Ok(text) => text,
-            // Headers came but the body did not: the outcome is unknown, like a timeout.
-            Err(e) => {
-                let message = format!("{PRODUCT}'s answer broke off: {}", without_url(&e));
-                return Attempt::Retryable {
-                    error: SinkError::Failed {
-                        status: Some(status.as_u16()),
-                        message,
-                    },
-                    after: None,
-                };
-            }
-        };
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Attempt::Done(Reply {
-                status: status.as_u16(),
-                body,
-            });
-        }
-        let (code, message) = error_of(&body, status);
-        let failed = SinkError::Failed {
-            status: Some(status.as_u16()),
-            message: message.clone(),
-        };
-        match classify(status, retry_after, &message) {
-            // One refresh and one retry; a second 401 means the grant itself is bad.
-            Class::Unauthorized if !refreshed.swap(true, Ordering::SeqCst) => {
-                self.tokens.invalidate(token.generation).await;
-                Attempt::Retryable {
-                    error: failed,
-                    after: Some(Duration::ZERO),
-                }
-            }
-            Class::Unauthorized | Class::Forbidden => {
-                Attempt::Final(SinkError::NeedsLogin(format!(
-                "{PRODUCT} refused our access token (HTTP {status}: {message}). Check that the \
-                 login has the scopes ea:api and ea:sales, or run `opter-visma-sync auth login`."
-            )))
-            }
-            Class::Retry(after) => Attempt::Retryable {
-                error: failed,
-                after,
-            },
-            Class::Reject => Attempt::Final(SinkError::Rejected {
-                status: status.as_u16(),
-                code,
-                message,
+    /// Deletes the customer; one with transactions cannot be deleted (4001), so its
+    /// personal fields are overwritten and it is deactivated instead.
+    pub async fn erase(&self, id: &str, key: &str) -> Result<Erased, SinkError> {
+        let url = format!("{}/customers/{id}", self.base);
+        match self.http.send(Method::DELETE, &url, None).await {
+            Ok(reply) => Ok(Erased::Deleted {
+                status: reply.status,
             }),
+            Err(SinkError::Rejected { status: 404, .. }) => Ok(Erased::NotPresent),
+            Err(SinkError::Rejected { code: Some(c), .. }) if c == "4001" => {
+                let written = self.update(id, &anonymised(id), key).await?;
+                Ok(Erased::Anonymised {
+                    status: written.status,
+                })
+            }
+            Err(e) => Err(e),
         }
     }
 }
 
-/// What an unsuccessful answer means, decided in one place (see ARCHITECTURE.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// 401: refresh the token once and try again.
-    Unauthorized,
-    /// 403: the login lacks a scope or permission; a person must act.
-    Forbidden,
-    /// Transient (429, 408, 5xx): try again, after the server's wait if it gave one.
-    Retry(Option<Duration>),
-    /// The register refused the content (400, 404, 409...): record and move on.
-    Reject,
-}
-
-pub fn classify(status: StatusCode, retry_after: Option<Duration>, message: &str) -> Class {
-    match status {
-        StatusCode::UNAUTHORIZED => Class::Unauthorized,
-        StatusCode::FORBIDDEN => Class::Forbidden,
-        // eAccounting sends no Retry-After; its wait is in the message.
-        StatusCode::TOO_MANY_REQUESTS => {
-            Class::Retry(retry_after.or_else(|| retry::parse_try_again_in(message)))
-        }
-        s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => Class::Retry(retry_after),
-        _ => Class::Reject,
+/// Every personal field blanked, the name replaced, the customer deactivated.
+fn anonymised(id: &str) -> MappedRecord {
+    let fields = [
+        ("Name", Value::from(ERASED_NAME)),
+        ("ContactPersonName", Value::Null),
+        ("ContactPersonEmail", Value::Null),
+        ("EmailAddress", Value::Null),
+        ("IsActive", Value::Bool(false)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    MappedRecord {
+        code: id.to_string(),
+        number: id.to_string(),
+        fields,
+        defaults: Default::default(),
+        content_hash: String::new(),
     }
 }
 
@@ -336,52 +214,27 @@ fn error_of(body: &Value, status: StatusCode) -> (Option<String>, String) {
         Value::String(s) => Some(s.clone()),
         _ => None,
     };
-    // Only the register's own message, with quoted parts removed: it may echo values
-    // (an address in the object sent back on update), and it is logged and journaled.
     // A body that is not eAccounting's (a proxy's error page) is replaced by the status.
-    let message = match body["DeveloperErrorMessage"].as_str() {
-        Some(m) => without_quoted(m).chars().take(300).collect(),
-        None => status
-            .canonical_reason()
-            .unwrap_or("no message")
-            .to_string(),
-    };
-    (code, message)
+    (
+        code,
+        safe_message(body["DeveloperErrorMessage"].as_str(), status),
+    )
 }
 
-/// Replaces text between quotes ('…' or "…") with an ellipsis.
-fn without_quoted(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut open: Option<char> = None;
-    for c in message.chars() {
-        match open {
-            Some(q) if c == q => {
-                out.push('…');
-                out.push(c);
-                open = None;
-            }
-            Some(_) => {}
-            None if c == '\'' || c == '"' => {
-                out.push(c);
-                open = Some(c);
-            }
-            None => out.push(c),
-        }
-    }
-    if open.is_some() {
-        out.push('…');
-    }
-    out
-}
-
-fn remote_id(body: &Value) -> Result<String, SinkError> {
-    body["Id"]
+/// `CustomerApi` is flat: the mapping's field names are its own.
+fn remote(body: Value) -> Result<Remote, SinkError> {
+    let id = body["Id"]
         .as_str()
         .map(str::to_string)
         .ok_or_else(|| SinkError::Failed {
             status: None,
             message: format!("{PRODUCT} answered without the customer's Id"),
-        })
+        })?;
+    Ok(Remote {
+        id,
+        fields: body.clone(),
+        record: body,
+    })
 }
 
 /// The body of `POST /customers`: constants and our fields, unset ones left out.
@@ -397,47 +250,9 @@ pub fn create_body(record: &MappedRecord) -> Value {
     )
 }
 
-/// reqwest errors include the URL; ours never carry query values, but keep messages short.
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    kind.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classifies_answers_per_the_failure_classes() {
-        let secs = |n| Some(Duration::from_secs(n));
-        let quota =
-            "API calls quota exceeded! maximum admitted 600 per Minute. Try again in 55 seconds.";
-        let cases = [
-            (429, None, quota, Class::Retry(secs(55))),
-            (429, secs(7), quota, Class::Retry(secs(7))),
-            (429, None, "slow down", Class::Retry(None)),
-            (500, None, "", Class::Retry(None)),
-            (502, None, "", Class::Retry(None)),
-            (503, secs(3), "", Class::Retry(secs(3))),
-            (504, None, "", Class::Retry(None)),
-            (408, None, "", Class::Retry(None)),
-            (400, None, "Name: required", Class::Reject),
-            (404, None, "", Class::Reject),
-            (409, None, "", Class::Reject),
-            (401, None, "", Class::Unauthorized),
-            (403, None, "", Class::Forbidden),
-        ];
-        for (status, after, message, want) in cases {
-            let status = StatusCode::from_u16(status).unwrap();
-            assert_eq!(classify(status, after, message), want, "{status}");
-        }
-    }
 
     #[test]
     fn error_bodies_give_code_and_message() {

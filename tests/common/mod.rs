@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use opter_visma_sync::commands::{bundled_customers, write_sandbox_config};
+use opter_visma_sync::commands::{bundled_customers, write_sandbox_config_for};
 use opter_visma_sync::sandbox::{Sandbox, SandboxOptions};
+use opter_visma_sync::sink::SinkKind;
 use serde_json::Value;
 
 pub struct Setup {
+    pub kind: SinkKind,
     pub sandbox: Sandbox,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -22,6 +24,8 @@ impl Setup {
         let options = SandboxOptions {
             customers,
             eaccounting_rate_limit_per_minute: 0,
+            visma_net_rate_limit_per_hour: 0,
+            economic_rate_limit_per_minute: 0,
             ..SandboxOptions::default()
         };
         Setup::with(options, 0).await
@@ -30,11 +34,22 @@ impl Setup {
     /// A sandbox with these options, and a config whose client-side limit is
     /// `requests_per_minute` (0: none).
     pub async fn with(options: SandboxOptions, requests_per_minute: u32) -> Setup {
+        Setup::for_sink(SinkKind::EAccounting, options, requests_per_minute).await
+    }
+
+    /// Like `with`, for the register `kind`. The sandbox's limits for Visma.net and
+    /// e-conomic are left as `options` has them.
+    pub async fn for_sink(
+        kind: SinkKind,
+        options: SandboxOptions,
+        requests_per_minute: u32,
+    ) -> Setup {
         let sandbox = Sandbox::start(options).await.expect("sandbox starts");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("sync.toml");
-        let env = write_sandbox_config(&config, &sandbox, requests_per_minute).unwrap();
+        let env = write_sandbox_config_for(&config, &sandbox, kind, requests_per_minute).unwrap();
         Setup {
+            kind,
             sandbox,
             dir,
             config,
@@ -80,17 +95,61 @@ impl Setup {
         (code, report)
     }
 
+    /// The register's request log (this setup's sink).
+    pub fn requests(&self) -> Vec<Value> {
+        match self.kind {
+            SinkKind::EAccounting => self.sandbox.visma_requests(),
+            SinkKind::VismaNet => self.sandbox.visma_net_requests(),
+            SinkKind::Economic => self.sandbox.economic_requests(),
+        }
+    }
+
+    /// Register API calls (not token requests) received since the log was cleared.
+    pub fn api_requests(&self) -> Vec<Value> {
+        let prefix = match self.kind {
+            SinkKind::EAccounting => "/visma/v2/",
+            SinkKind::VismaNet => "/visma-net/api/",
+            SinkKind::Economic => "/economic/api/",
+        };
+        self.requests()
+            .into_iter()
+            .filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with(prefix)))
+            .collect()
+    }
+
+    /// The register's customers as (number, name), whatever the product's shape.
+    pub fn register(&self) -> Vec<(String, String)> {
+        let (customers, number, name) = match self.kind {
+            SinkKind::EAccounting => (self.sandbox.visma_customers(), "CustomerNumber", "Name"),
+            SinkKind::VismaNet => (self.sandbox.visma_net_customers(), "number", "name"),
+            SinkKind::Economic => (self.sandbox.economic_customers(), "customerNumber", "name"),
+        };
+        customers
+            .iter()
+            .map(|c| {
+                let n = match &c[number] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (n, c[name].as_str().unwrap_or_default().to_string())
+            })
+            .collect()
+    }
+
+    /// The register number an Opter customer gets with this sink's bundled mapping.
+    pub fn number_of(&self, opter_customer: &Value) -> String {
+        let key = match self.kind {
+            SinkKind::Economic => "customerNumber",
+            _ => "customerCode",
+        };
+        opter_customer[key].as_str().unwrap_or_default().to_string()
+    }
+
     /// Register writes received since the requests log was last cleared.
     pub fn writes(&self) -> Vec<(String, String)> {
-        self.sandbox
-            .visma_requests()
+        self.api_requests()
             .into_iter()
             .filter(|r| matches!(r["method"].as_str(), Some("POST" | "PUT" | "DELETE")))
-            .filter(|r| {
-                r["path"]
-                    .as_str()
-                    .is_some_and(|p| p.starts_with("/visma/v2/"))
-            })
             .map(|r| {
                 (
                     r["method"].as_str().unwrap().to_string(),
@@ -181,7 +240,11 @@ impl Setup {
     }
 
     pub async fn clear_requests(&self) {
-        let url = format!("{}/_sandbox/visma/requests", self.sandbox.base_url());
+        let control = match self.kind {
+            SinkKind::EAccounting => "visma",
+            other => other.name(),
+        };
+        let url = format!("{}/_sandbox/{control}/requests", self.sandbox.base_url());
         reqwest::Client::new()
             .delete(url)
             .send()

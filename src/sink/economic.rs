@@ -1,0 +1,1004 @@
+//! Visma e-conomic, REST API (`https://restapi.e-conomic.com`).
+//!
+//! Credentials are two fixed headers (`X-AppSecretToken`, `X-AgreementGrantToken`): no
+//! refresh, so a 401 stops the run until a person issues a new grant.
+//!
+//! The mapping is flat with dotted names for nested properties
+//! (`customerGroup.customerGroupNumber`). The `contact.*` fields are not customer
+//! properties: the contact person is a customer contact
+//! (`/customers/{n}/contacts/{c}`) linked as the customer's `attention`.
+//!
+//! Create: `POST /customers` with `customerNumber` from Opter's sales ledger number,
+//! then, with a contact person, `POST .../contacts` and a PUT linking it as attention.
+//! Update: PUT is a full replace, so the customer (and its attention contact) is read
+//! and only our fields are overlaid before it goes back. Find again:
+//! `filter=customerNumber$eq:N`.
+//!
+//! Every non-GET request carries an `Idempotency-Key` made of the write's key and the
+//! request's purpose: a retried request is answered from e-conomic's cache (an hour)
+//! instead of being executed again, and two requests of one write never share a key.
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use secrecy::SecretString;
+use serde_json::{json, Map, Value};
+
+use super::http::{nothing_special, safe_message, Credentials, Dialect, Http, Reply};
+use super::{Erased, Remote, SinkError, Written, ERASED_NAME};
+use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
+use crate::retry::RetryPolicy;
+
+pub const PRODUCT: &str = "Visma e-conomic";
+
+/// e-conomic's error code for a customer number in use.
+pub const NUMBER_TAKEN_CODE: &str = "CustomerAlreadyExists";
+/// A contact of that name already exists on the customer.
+const CONTACT_NAME_TAKEN_CODE: &str = "CustomerContactNameAlreadyExists";
+
+/// Numbers of customer groups, payment terms and VAT zones: positive 32-bit integers
+/// (the schemas give no range).
+const REFERENCE_NUMBER: FieldKind = FieldKind::Integer {
+    min: 1,
+    max: i32::MAX as i64,
+};
+
+/// The fields this connector fills, with the limits of e-conomic's customer POST/PUT
+/// and contact POST schemas (JSON Schema draft-03); a test compares them with the
+/// schemas when they are at hand.
+pub const RULES: RegisterRules = RegisterRules {
+    product: PRODUCT,
+    number_field: "customerNumber",
+    fields: &[
+        rule(
+            "customerNumber",
+            FieldKind::Integer {
+                min: 1,
+                max: 999_999_999,
+            },
+            false,
+            false,
+        ),
+        rule("name", text(255), true, true),
+        rule("contact.name", text(255), false, true),
+        rule(
+            "contact.email",
+            FieldKind::Email { max_chars: 255 },
+            false,
+            true,
+        ),
+        rule("currency", text(3), true, false),
+        rule(
+            "customerGroup.customerGroupNumber",
+            REFERENCE_NUMBER,
+            true,
+            false,
+        ),
+        rule(
+            "paymentTerms.paymentTermsNumber",
+            REFERENCE_NUMBER,
+            true,
+            false,
+        ),
+        rule("vatZone.vatZoneNumber", REFERENCE_NUMBER, true, false),
+        rule("barred", FieldKind::Bool, false, false),
+    ],
+};
+
+/// Mapping fields with this prefix belong to the attention contact, not the customer.
+const CONTACT_PREFIX: &str = "contact.";
+
+/// What e-conomic serves but does not take back: left out of PUT bodies.
+const CUSTOMER_READ_ONLY: &[&str] = &[
+    "balance",
+    "dueAmount",
+    "lastUpdated",
+    "self",
+    "contacts",
+    "deliveryLocations",
+    "invoices",
+    "templates",
+    "totals",
+    "metaData",
+];
+const CONTACT_READ_ONLY: &[&str] = &["deleted", "sortKey"];
+
+/// Contacts read per page (e-conomic's maximum page size).
+const PAGE_SIZE: usize = 1000;
+
+const REFUSED_HINT: &str = "Check the values of the environment variables named by [sink] \
+    app_secret_token_env and agreement_grant_token_env. A revoked agreement grant needs a \
+    new X-AgreementGrantToken: an administrator of the e-conomic agreement grants the app \
+    access again at https://secure.e-conomic.com/secure/api1/requestaccess.aspx?appPublicToken=\
+    <the app's public token>, and the new token goes into the environment variable.";
+
+pub struct EconomicSink {
+    http: Http,
+    base: String,
+}
+
+/// What the record says about the contact person.
+enum ContactWish {
+    /// The mapping maps no `contact.*` field: contacts are left alone.
+    Unmapped,
+    /// Opter has no contact person (any more).
+    Gone,
+    Person {
+        name: String,
+        email: Option<String>,
+    },
+}
+
+impl EconomicSink {
+    pub fn new(
+        api_base: &str,
+        app_secret_token: SecretString,
+        agreement_grant_token: SecretString,
+        requests_per_minute: u32,
+        retry: RetryPolicy,
+    ) -> anyhow::Result<Self> {
+        let dialect = Dialect {
+            product: PRODUCT,
+            error_of,
+            special: nothing_special,
+            refused_hint: REFUSED_HINT,
+        };
+        let credentials = Credentials::Headers(vec![
+            ("X-AppSecretToken", app_secret_token),
+            ("X-AgreementGrantToken", agreement_grant_token),
+        ]);
+        Ok(EconomicSink {
+            http: Http::new(dialect, credentials, requests_per_minute, retry)?,
+            base: api_base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    fn customer_url(&self, n: i64) -> String {
+        format!("{}/customers/{n}", self.base)
+    }
+
+    fn contacts_url(&self, n: i64) -> String {
+        format!("{}/customers/{n}/contacts", self.base)
+    }
+
+    fn contact_url(&self, n: i64, c: i64) -> String {
+        format!("{}/customers/{n}/contacts/{c}", self.base)
+    }
+
+    /// A write with its `Idempotency-Key`.
+    async fn write(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        key: &str,
+    ) -> Result<Reply, SinkError> {
+        self.http
+            .send_with(method, url, body, &[("Idempotency-Key", key)])
+            .await
+    }
+
+    /// GET that answers `None` on 404.
+    async fn fetch(&self, url: &str) -> Result<Option<Value>, SinkError> {
+        match self.http.send(Method::GET, url, None).await {
+            Ok(reply) => Ok(Some(reply.body)),
+            Err(SinkError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn find_by_number(&self, number: &str) -> Result<Option<Remote>, SinkError> {
+        // A number e-conomic cannot hold (a customer code, say) is not there.
+        let Some(n) = customer_number(number) else {
+            return Ok(None);
+        };
+        let mut url = url::Url::parse(&format!("{}/customers", self.base))
+            .map_err(|e| SinkError::Config(format!("{PRODUCT}: api_base is not a URL: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("filter", &format!("customerNumber$eq:{n}"));
+        let reply = self.http.send(Method::GET, url.as_str(), None).await?;
+        let Some(rows) = reply.body["collection"].as_array() else {
+            return Err(SinkError::Failed {
+                status: Some(reply.status),
+                message: format!(
+                    "{PRODUCT} answered a customer search without a collection, so whether \
+                     the customer exists cannot be told"
+                ),
+            });
+        };
+        if let Some(found) = rows
+            .iter()
+            .find(|c| c["customerNumber"].as_i64() == Some(n))
+        {
+            return self.remote(found.clone()).await.map(Some);
+        }
+        // "Not found" must be sure: a register that ignored the filter answers with
+        // other customers, or counts results on other pages.
+        let total = reply.body["pagination"]["results"].as_u64();
+        if !rows.is_empty() || total.is_some_and(|t| t > 0) {
+            return Err(SinkError::Failed {
+                status: Some(reply.status),
+                message: format!(
+                    "{PRODUCT} did not filter by customerNumber, so whether the customer \
+                     exists cannot be told"
+                ),
+            });
+        }
+        Ok(None)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Remote>, SinkError> {
+        let Some(n) = customer_number(id) else {
+            return Ok(None);
+        };
+        match self.fetch(&self.customer_url(n)).await? {
+            Some(customer) => self.remote(customer).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The customer with its contacts; `fields` flat, in the mapping's names.
+    async fn remote(&self, customer: Value) -> Result<Remote, SinkError> {
+        let n = customer["customerNumber"]
+            .as_i64()
+            .ok_or_else(|| SinkError::Failed {
+                status: None,
+                message: format!("{PRODUCT} answered without the customer's customerNumber"),
+            })?;
+        let contacts = self.contacts(n).await?;
+        let attention = match attention_of(&customer) {
+            None => None,
+            Some(c) => match contacts
+                .iter()
+                .find(|k| k["customerContactNumber"].as_i64() == Some(c))
+            {
+                Some(k) => Some(k.clone()),
+                None => self.fetch(&self.contact_url(n, c)).await?,
+            },
+        };
+        Ok(Remote {
+            id: n.to_string(),
+            fields: flat_fields(&customer, attention.as_ref()),
+            record: json!({ "customer": customer, "contacts": contacts }),
+        })
+    }
+
+    /// Every contact of customer `n` (all pages).
+    async fn contacts(&self, n: i64) -> Result<Vec<Value>, SinkError> {
+        let mut all = Vec::new();
+        for skip in 0.. {
+            let url = format!(
+                "{}?skippages={skip}&pagesize={PAGE_SIZE}",
+                self.contacts_url(n)
+            );
+            let reply = self.http.send(Method::GET, &url, None).await?;
+            let Some(rows) = reply.body["collection"].as_array() else {
+                return Err(SinkError::Failed {
+                    status: Some(reply.status),
+                    message: format!("{PRODUCT} answered a contact list without a collection"),
+                });
+            };
+            let full = rows.len() >= PAGE_SIZE;
+            all.extend(rows.iter().cloned());
+            // A server that ignores paging would repeat one page forever: stop there.
+            if !full || !reply.body["pagination"]["nextPage"].is_string() || skip >= 100 {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Creates the customer; with a contact person, creates the contact and links it
+    /// as the customer's attention.
+    pub async fn create(&self, record: &MappedRecord, key: &str) -> Result<Written, SinkError> {
+        let wish = contact_wish(record)?;
+        let body = customer_body(record);
+        let url = format!("{}/customers", self.base);
+        let reply = match self
+            .write(Method::POST, &url, Some(&body), &format!("{key}-create"))
+            .await
+        {
+            Ok(reply) => reply,
+            Err(SinkError::Rejected {
+                status,
+                code: Some(code),
+                message,
+            }) if code == NUMBER_TAKEN_CODE => {
+                return Err(SinkError::NumberTaken { status, message })
+            }
+            Err(e) => return Err(e),
+        };
+        let customer = reply.body;
+        let n = customer["customerNumber"]
+            .as_i64()
+            .ok_or_else(|| SinkError::Failed {
+                status: Some(reply.status),
+                message: format!("{PRODUCT} answered the create without a customerNumber"),
+            })?;
+        if let ContactWish::Person { name, email } = wish {
+            let c = self
+                .add_contact(n, &name, email.as_deref(), &format!("{key}-create-contact"))
+                .await?;
+            let mut linked = writable(&customer, CUSTOMER_READ_ONLY);
+            linked.insert("attention".into(), json!({ "customerContactNumber": c }));
+            self.write(
+                Method::PUT,
+                &self.customer_url(n),
+                Some(&Value::Object(linked)),
+                &format!("{key}-create-attention"),
+            )
+            .await?;
+        }
+        Ok(Written {
+            remote_id: n.to_string(),
+            status: reply.status,
+        })
+    }
+
+    /// Overlays our fields on the register's customer and PUTs it back; the attention
+    /// contact likewise (created and linked if there is none, unlinked and deleted when
+    /// Opter's contact person is gone).
+    pub async fn update(
+        &self,
+        id: &str,
+        record: &MappedRecord,
+        key: &str,
+    ) -> Result<Written, SinkError> {
+        let wish = contact_wish(record)?;
+        let Some(n) = customer_number(id) else {
+            return Err(SinkError::Rejected {
+                status: 404,
+                code: None,
+                message: format!("{PRODUCT} has no customer with this id (not a customer number)"),
+            });
+        };
+        let url = self.customer_url(n);
+        let current = self.http.send(Method::GET, &url, None).await?.body;
+        let mut merged = writable(&current, CUSTOMER_READ_ONLY);
+        overlay(&mut merged, record);
+        let attention = attention_of(&current);
+        let mut unlinked = None;
+        match wish {
+            ContactWish::Unmapped => {}
+            ContactWish::Gone => {
+                if let Some(c) = attention {
+                    merged.remove("attention");
+                    unlinked = Some(c);
+                }
+            }
+            ContactWish::Person { name, email } => {
+                let existing = match attention {
+                    Some(c) => self.fetch(&self.contact_url(n, c)).await?,
+                    None => None,
+                };
+                match existing {
+                    Some(contact) => {
+                        self.replace_contact(
+                            n,
+                            contact,
+                            &name,
+                            email.as_deref(),
+                            &format!("{key}-update-contact"),
+                        )
+                        .await?
+                    }
+                    None => {
+                        let c = self
+                            .add_contact(
+                                n,
+                                &name,
+                                email.as_deref(),
+                                &format!("{key}-update-new-contact"),
+                            )
+                            .await?;
+                        merged.insert("attention".into(), json!({ "customerContactNumber": c }));
+                    }
+                }
+            }
+        }
+        let reply = self
+            .write(
+                Method::PUT,
+                &url,
+                Some(&Value::Object(merged)),
+                &format!("{key}-update"),
+            )
+            .await?;
+        if let Some(c) = unlinked {
+            self.delete_unlinked_contact(n, c, &format!("{key}-update-delete-contact"))
+                .await?;
+        }
+        Ok(Written {
+            remote_id: n.to_string(),
+            status: reply.status,
+        })
+    }
+
+    /// Creates a contact; when the customer already has one of that name (an earlier
+    /// write whose link was lost, or an accountant's), that one is used instead.
+    async fn add_contact(
+        &self,
+        n: i64,
+        name: &str,
+        email: Option<&str>,
+        key: &str,
+    ) -> Result<i64, SinkError> {
+        let mut body = json!({ "name": name });
+        if let Some(email) = email {
+            body["email"] = json!(email);
+        }
+        match self
+            .write(Method::POST, &self.contacts_url(n), Some(&body), key)
+            .await
+        {
+            Ok(reply) => contact_number(&reply.body),
+            Err(SinkError::Rejected {
+                code: Some(code), ..
+            }) if code == CONTACT_NAME_TAKEN_CODE => {
+                let same_name = |k: &Value| {
+                    k["name"]
+                        .as_str()
+                        .is_some_and(|s| s.trim().eq_ignore_ascii_case(name.trim()))
+                };
+                let Some(existing) = self.contacts(n).await?.into_iter().find(same_name) else {
+                    return Err(SinkError::Failed {
+                        status: None,
+                        message: format!(
+                            "{PRODUCT} reports a contact of this name, but none can be found"
+                        ),
+                    });
+                };
+                let c = contact_number(&existing)?;
+                self.replace_contact(n, existing, name, email, &format!("{key}-existing"))
+                    .await?;
+                Ok(c)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PUTs the contact back with our name and email (a full replace: its other
+    /// properties are sent back as they were); nothing is sent when they already match.
+    async fn replace_contact(
+        &self,
+        n: i64,
+        contact: Value,
+        name: &str,
+        email: Option<&str>,
+        key: &str,
+    ) -> Result<(), SinkError> {
+        let c = contact_number(&contact)?;
+        if contact["name"].as_str() == Some(name) && contact["email"].as_str() == email {
+            return Ok(());
+        }
+        let mut body = writable(&contact, CONTACT_READ_ONLY);
+        body.insert("customerContactNumber".into(), json!(c));
+        body.insert("name".into(), json!(name));
+        match email {
+            Some(email) => body.insert("email".into(), json!(email)),
+            None => body.remove("email"),
+        };
+        self.write(
+            Method::PUT,
+            &self.contact_url(n, c),
+            Some(&Value::Object(body)),
+            key,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes the contact that was the attention; one still in use elsewhere (on
+    /// invoices) is kept, as booked history.
+    async fn delete_unlinked_contact(&self, n: i64, c: i64, key: &str) -> Result<(), SinkError> {
+        match self
+            .write(Method::DELETE, &self.contact_url(n, c), None, key)
+            .await
+        {
+            Ok(_) | Err(SinkError::Rejected { status: 404, .. }) => Ok(()),
+            Err(SinkError::Rejected { code, .. }) => {
+                tracing::info!(
+                    customer = n,
+                    code = code.as_deref().unwrap_or("-"),
+                    "the former contact person is still in use in {PRODUCT}; it was unlinked \
+                     and kept"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the customer's personal data. First its personal fields are
+    /// overwritten (name, attention link) and it is barred, so that whatever fails
+    /// later, nothing personal is left in it; then its contacts are deleted (or, when
+    /// in use, overwritten), then the customer. e-conomic refuses to delete a customer
+    /// with booked invoices: it stays, anonymised and barred.
+    ///
+    /// e-conomic reuses customer numbers after deletion, so a DELETE is never sent
+    /// twice blindly: every request carries an `Idempotency-Key` derived from `key`, so
+    /// a repeated erase within the hour is answered from e-conomic's cache; when the
+    /// first write of this erase comes from the cache, the erase already ran, and the
+    /// contacts found now may belong to a new customer with the same number: they are
+    /// only touched if the customer turns out not to be deleted. A DELETE whose answer
+    /// is lost is checked with a GET, not repeated.
+    pub async fn erase(&self, id: &str, key: &str) -> Result<Erased, SinkError> {
+        let Some(n) = customer_number(id) else {
+            return Ok(Erased::NotPresent);
+        };
+        let url = self.customer_url(n);
+        let Some(current) = self.fetch(&url).await? else {
+            return Ok(Erased::NotPresent);
+        };
+        let mut anonymised = writable(&current, CUSTOMER_READ_ONLY);
+        anonymised.insert("name".into(), json!(ERASED_NAME));
+        anonymised.insert("barred".into(), json!(true));
+        anonymised.remove("attention");
+        anonymised.remove("customerContact");
+        let overwritten = match self
+            .write(
+                Method::PUT,
+                &url,
+                Some(&Value::Object(anonymised)),
+                &format!("{key}-erase-anonymise"),
+            )
+            .await
+        {
+            Ok(reply) => reply,
+            Err(SinkError::Rejected { status: 404, .. }) => return Ok(Erased::NotPresent),
+            Err(e) => return Err(e),
+        };
+        let repeated = from_cache(&overwritten.headers);
+        if !repeated {
+            self.erase_contacts(n, key).await?;
+        }
+        match self
+            .write(Method::DELETE, &url, None, &format!("{key}-erase-delete"))
+            .await
+        {
+            Ok(reply) => Ok(Erased::Deleted {
+                status: reply.status,
+            }),
+            Err(SinkError::Rejected { status: 404, .. }) => Ok(Erased::NotPresent),
+            Err(SinkError::Rejected { .. }) => {
+                // Not deleted, so the customer at this number is still ours.
+                if repeated {
+                    self.erase_contacts(n, key).await?;
+                }
+                Ok(Erased::Anonymised {
+                    status: overwritten.status,
+                })
+            }
+            Err(SinkError::Failed { status, message }) => {
+                // The DELETE may have happened: look, never repeat it.
+                match self.http.send(Method::GET, &url, None).await {
+                    Err(SinkError::Rejected { status: 404, .. }) => {
+                        Ok(Erased::Deleted { status: 404 })
+                    }
+                    Ok(_) => Err(SinkError::Failed {
+                        status,
+                        message: format!(
+                            "{message}; the customer is still in {PRODUCT}, anonymised and \
+                             barred, and the DELETE was not repeated"
+                        ),
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes every contact of customer `n`; one e-conomic keeps (in use) is
+    /// overwritten instead: a neutral name, nothing else.
+    async fn erase_contacts(&self, n: i64, key: &str) -> Result<(), SinkError> {
+        for contact in self.contacts(n).await? {
+            let c = contact_number(&contact)?;
+            let url = self.contact_url(n, c);
+            match self
+                .write(
+                    Method::DELETE,
+                    &url,
+                    None,
+                    &format!("{key}-erase-contact-{c}"),
+                )
+                .await
+            {
+                Ok(_) | Err(SinkError::Rejected { status: 404, .. }) => {}
+                Err(SinkError::Rejected { .. }) => {
+                    let body = json!({
+                        "customerContactNumber": c,
+                        "name": format!("{ERASED_CONTACT_NAME} {c}"),
+                    });
+                    self.write(
+                        Method::PUT,
+                        &url,
+                        Some(&body),
+                        &format!("{key}-erase-contact-{c}-anonymise"),
+                    )
+                    .await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The name an erased contact that e-conomic keeps gets (with its number: names are
+/// unique per customer).
+pub const ERASED_CONTACT_NAME: &str = "Erased contact";
+
+/// A customer number e-conomic can hold, from our text form of it.
+fn customer_number(s: &str) -> Option<i64> {
+    s.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| (1..=999_999_999).contains(n))
+}
+
+fn contact_number(contact: &Value) -> Result<i64, SinkError> {
+    contact["customerContactNumber"]
+        .as_i64()
+        .ok_or_else(|| SinkError::Failed {
+            status: None,
+            message: format!("{PRODUCT} answered without the contact's customerContactNumber"),
+        })
+}
+
+fn attention_of(customer: &Value) -> Option<i64> {
+    customer["attention"]["customerContactNumber"].as_i64()
+}
+
+fn from_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-resultfromcache")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+fn contact_wish(record: &MappedRecord) -> Result<ContactWish, SinkError> {
+    if !record.fields.keys().any(|k| k.starts_with(CONTACT_PREFIX)) {
+        return Ok(ContactWish::Unmapped);
+    }
+    let get = |f: &str| {
+        record
+            .fields
+            .get(f)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    match (get("contact.name"), get("contact.email")) {
+        (None, None) => Ok(ContactWish::Gone),
+        (Some(name), email) => Ok(ContactWish::Person { name, email }),
+        (None, Some(_)) => Err(SinkError::Rejected {
+            status: 400,
+            code: None,
+            message: format!(
+                "contact.email is set but contact.name is empty: {PRODUCT} requires a name \
+                 for a customer contact; add the contact person's name in Opter (nothing \
+                 was sent)"
+            ),
+        }),
+    }
+}
+
+/// A copy of `object` without the properties the register does not take back.
+fn writable(object: &Value, read_only: &[&str]) -> Map<String, Value> {
+    let mut out = object.as_object().cloned().unwrap_or_default();
+    for property in read_only {
+        out.remove(*property);
+    }
+    out
+}
+
+/// The value at a dotted path.
+fn lookup<'a>(object: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted
+        .split('.')
+        .try_fold(object, |v, part| v.as_object()?.get(part))
+}
+
+/// Sets the value at a dotted path, creating objects on the way. A changed number in a
+/// reference object (`customerGroup.customerGroupNumber`) drops its `self` link, which
+/// would name the old one.
+fn set_path(map: &mut Map<String, Value>, dotted: &str, value: Value) {
+    match dotted.split_once('.') {
+        None => {
+            map.insert(dotted.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let child = map
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !child.is_object() {
+                *child = Value::Object(Map::new());
+            }
+            let child = child.as_object_mut().expect("made an object above");
+            if !rest.contains('.') && child.get(rest) != Some(&value) {
+                child.remove("self");
+            }
+            set_path(child, rest, value);
+        }
+    }
+}
+
+/// Removes the value at a dotted path (e-conomic takes no nulls: a property is cleared
+/// by leaving it out), and objects left empty.
+fn remove_path(map: &mut Map<String, Value>, dotted: &str) {
+    match dotted.split_once('.') {
+        None => {
+            map.remove(dotted);
+        }
+        Some((head, rest)) => {
+            if let Some(Value::Object(child)) = map.get_mut(head) {
+                remove_path(child, rest);
+                child.remove("self");
+                if child.is_empty() {
+                    map.remove(head);
+                }
+            }
+        }
+    }
+}
+
+/// The body of `POST /customers`: constants and our customer fields, nested, unset
+/// ones left out.
+pub fn customer_body(record: &MappedRecord) -> Value {
+    let mut body = Map::new();
+    for (field, value) in record.defaults.iter().chain(&record.fields) {
+        if !field.starts_with(CONTACT_PREFIX) && !value.is_null() {
+            set_path(&mut body, field, value.clone());
+        }
+    }
+    Value::Object(body)
+}
+
+/// Our customer fields over the register's; constants only where it has no value.
+fn overlay(merged: &mut Map<String, Value>, record: &MappedRecord) {
+    for (field, value) in &record.fields {
+        if field.starts_with(CONTACT_PREFIX) {
+            continue;
+        }
+        match value {
+            Value::Null => remove_path(merged, field),
+            v => set_path(merged, field, v.clone()),
+        }
+    }
+    let current = Value::Object(merged.clone());
+    for (field, value) in &record.defaults {
+        let unset = match lookup(&current, field) {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => s.is_empty(),
+            Some(_) => false,
+        };
+        if unset && !field.starts_with(CONTACT_PREFIX) {
+            set_path(merged, field, value.clone());
+        }
+    }
+}
+
+/// The register's values for every field a mapping can name, flat and keyed by the
+/// mapping's names, so `Mapping::remote_hash` equals the hash of what we would send
+/// when the content is the same. Absent values are left out (they compare as `null`).
+fn flat_fields(customer: &Value, attention: Option<&Value>) -> Value {
+    let mut out = Map::new();
+    for rule in RULES.fields {
+        let value = match rule.name.strip_prefix(CONTACT_PREFIX) {
+            Some(field) => attention.and_then(|c| c.get(field)),
+            None => lookup(customer, rule.name),
+        };
+        if let Some(v) = value.filter(|v| !v.is_null()) {
+            out.insert(rule.name.to_string(), v.clone());
+        }
+    }
+    // e-conomic leaves out false booleans.
+    out.entry("barred").or_insert(Value::Bool(false));
+    Value::Object(out)
+}
+
+/// e-conomic's legacy error body is `{message, errorCode?, developerHint, logId,
+/// httpStatusCode, errors?}`, where `errors` holds, per property,
+/// `{"errors": [{propertyName, errorMessage, errorCode, inputValue}]}`. The code is the
+/// first property's error code, else the body's; the message is the body's message
+/// and the first property's error message, with quoted parts removed. `inputValue`
+/// and `developerHint` are never read: they can echo what was sent.
+fn error_of(body: &Value, status: StatusCode) -> (Option<String>, String) {
+    let detail = first_error(&body["errors"], None);
+    let code = detail
+        .as_ref()
+        .and_then(|d| d.code.clone())
+        .or_else(|| body["errorCode"].as_str().map(str::to_string));
+    let top = body["message"].as_str();
+    let message = match (top, &detail) {
+        (Some(m), Some(d)) => Some(format!("{m} {}: {}", d.property, d.message)),
+        (None, Some(d)) => Some(format!("{}: {}", d.property, d.message)),
+        (Some(m), None) => Some(m.to_string()),
+        (None, None) => None,
+    };
+    (code, safe_message(message.as_deref(), status))
+}
+
+struct ErrorDetail {
+    property: String,
+    code: Option<String>,
+    message: String,
+}
+
+/// The first `{errorCode | errorMessage}` object under `errors`, depth first.
+fn first_error(errors: &Value, property: Option<&str>) -> Option<ErrorDetail> {
+    match errors {
+        Value::Object(map) => {
+            if map.contains_key("errorCode") || map.contains_key("errorMessage") {
+                return Some(ErrorDetail {
+                    property: map["propertyName"]
+                        .as_str()
+                        .or(property)
+                        .unwrap_or("request")
+                        .to_string(),
+                    code: map["errorCode"].as_str().map(str::to_string),
+                    message: map["errorMessage"]
+                        .as_str()
+                        .unwrap_or("invalid")
+                        .to_string(),
+                });
+            }
+            map.iter().find_map(|(k, v)| {
+                let name = if k == "errors" {
+                    property
+                } else {
+                    Some(k.as_str())
+                };
+                first_error(v, name)
+            })
+        }
+        Value::Array(items) => items.iter().find_map(|v| first_error(v, property)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn record(fields: Value, defaults: Value) -> MappedRecord {
+        let map = |v: Value| -> BTreeMap<String, Value> {
+            v.as_object().unwrap().clone().into_iter().collect()
+        };
+        MappedRecord {
+            code: "K1".into(),
+            number: "1001".into(),
+            fields: map(fields),
+            defaults: map(defaults),
+            content_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn error_bodies_give_the_first_property_code_and_no_values() {
+        let body = json!({
+            "message": "Validation exception.", "errorCode": "E04300",
+            "developerHint": "Inspect validation errors and correct your request.",
+            "logId": "x", "httpStatusCode": 400,
+            "errors": {"customerNumber": {"errors": [{
+                "propertyName": "customerNumber", "errorMessage": "Customer number 'K7' is in use.",
+                "errorCode": "CustomerAlreadyExists", "inputValue": "secret-value-1001",
+            }]}}
+        });
+        let (code, message) = error_of(&body, StatusCode::BAD_REQUEST);
+        assert_eq!(code.as_deref(), Some("CustomerAlreadyExists"));
+        assert_eq!(
+            message,
+            "Validation exception. customerNumber: Customer number '…' is in use."
+        );
+        assert!(!message.contains("secret"));
+        // Without property errors, the body's own code.
+        let body = json!({"message": "Customer not found.", "errorCode": "CustomerNotFound",
+                          "httpStatusCode": 404});
+        assert_eq!(
+            error_of(&body, StatusCode::NOT_FOUND),
+            (
+                Some("CustomerNotFound".into()),
+                "Customer not found.".into()
+            )
+        );
+        // A proxy's page is not e-conomic's body: only the status is kept.
+        assert_eq!(
+            error_of(&Value::Null, StatusCode::BAD_GATEWAY),
+            (None, "Bad Gateway".into())
+        );
+    }
+
+    #[test]
+    fn bodies_nest_dotted_names_and_leave_contacts_and_nulls_out() {
+        let r = record(
+            json!({"customerNumber": 1001, "name": "Acme", "contact.name": "Ann",
+                   "contact.email": null}),
+            json!({"currency": "DKK", "customerGroup.customerGroupNumber": 1,
+                   "paymentTerms.paymentTermsNumber": 3, "vatZone.vatZoneNumber": 1}),
+        );
+        assert_eq!(
+            customer_body(&r),
+            json!({"customerNumber": 1001, "name": "Acme", "currency": "DKK",
+                   "customerGroup": {"customerGroupNumber": 1},
+                   "paymentTerms": {"paymentTermsNumber": 3}, "vatZone": {"vatZoneNumber": 1}})
+        );
+    }
+
+    #[test]
+    fn overlay_keeps_the_registers_values_and_sets_constants_only_where_unset() {
+        let mut current = json!({
+            "customerNumber": 1001, "name": "Old", "currency": "EUR", "address": "Street 1",
+            "paymentTerms": {"paymentTermsNumber": 2, "self": "http://x/payment-terms/2"},
+            "customerGroup": {"customerGroupNumber": 1, "self": "http://x/customer-groups/1"},
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        let r = record(
+            json!({"customerNumber": 1001, "name": "New"}),
+            json!({"currency": "DKK", "customerGroup.customerGroupNumber": 2,
+                   "paymentTerms.paymentTermsNumber": 3, "vatZone.vatZoneNumber": 1}),
+        );
+        overlay(&mut current, &r);
+        assert_eq!(
+            Value::Object(current),
+            json!({
+                "customerNumber": 1001, "name": "New", "currency": "EUR", "address": "Street 1",
+                "paymentTerms": {"paymentTermsNumber": 2, "self": "http://x/payment-terms/2"},
+                "customerGroup": {"customerGroupNumber": 1, "self": "http://x/customer-groups/1"},
+                "vatZone": {"vatZoneNumber": 1},
+            })
+        );
+        // A changed reference number drops the stale link.
+        let mut m = json!({"customerGroup": {"customerGroupNumber": 1, "self": "s"}})
+            .as_object()
+            .unwrap()
+            .clone();
+        set_path(&mut m, "customerGroup.customerGroupNumber", json!(2));
+        assert_eq!(
+            Value::Object(m),
+            json!({"customerGroup": {"customerGroupNumber": 2}})
+        );
+    }
+
+    #[test]
+    fn remote_fields_are_flat_in_the_mappings_names() {
+        let customer = json!({"customerNumber": 1001, "name": "Acme", "currency": "DKK",
+            "customerGroup": {"customerGroupNumber": 1, "self": "s"},
+            "attention": {"customerContactNumber": 5}});
+        let contact = json!({"customerContactNumber": 5, "name": "Ann"});
+        assert_eq!(
+            flat_fields(&customer, Some(&contact)),
+            json!({"customerNumber": 1001, "name": "Acme", "currency": "DKK",
+                   "customerGroup.customerGroupNumber": 1, "contact.name": "Ann",
+                   "barred": false})
+        );
+    }
+
+    #[test]
+    fn a_contact_email_without_a_name_is_rejected_before_sending() {
+        let r = record(
+            json!({"customerNumber": 1, "name": "A", "contact.name": null,
+                   "contact.email": "a@b.dk"}),
+            json!({}),
+        );
+        let Err(SinkError::Rejected { message, .. }) = contact_wish(&r) else {
+            panic!("rejected")
+        };
+        assert!(message.contains("contact.name") && !message.contains("a@b.dk"));
+        let r = record(json!({"customerNumber": 1, "name": "A"}), json!({}));
+        assert!(matches!(contact_wish(&r), Ok(ContactWish::Unmapped)));
+    }
+
+    #[test]
+    fn customer_numbers_are_whole_numbers_in_economics_range() {
+        assert_eq!(customer_number("1001"), Some(1001));
+        assert_eq!(customer_number(" 7 "), Some(7));
+        for bad in ["K1001", "0", "-3", "1000000000", ""] {
+            assert_eq!(customer_number(bad), None, "{bad}");
+        }
+    }
+}

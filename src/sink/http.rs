@@ -1,0 +1,425 @@
+//! The HTTP side every sink shares: one keep-alive client, the client-side rate limit,
+//! credentials on each request, retries (through `retry`), and the sorting of answers
+//! into the failure classes the engine acts on.
+//!
+//! Architecture invariant: a sink builds URLs and bodies and reads replies; it does not
+//! retry, sleep or look at tokens. What differs between products (error bodies, what a
+//! refused credential means, product-specific error codes) is a `Dialect`.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use super::auth::{ClientCredentials, TokenProvider};
+use super::SinkError;
+use crate::retry::{self, Attempt, RetryPolicy};
+
+/// How requests prove who we are.
+pub enum Credentials {
+    /// OAuth2 bearer token from a rotating refresh token (eAccounting).
+    Refreshing(TokenProvider),
+    /// OAuth2 bearer token from the client-credentials grant (Visma.net).
+    ClientCredentials(ClientCredentials),
+    /// Fixed secret headers (e-conomic's `X-AppSecretToken`, `X-AgreementGrantToken`).
+    Headers(Vec<(&'static str, SecretString)>),
+}
+
+struct Bearer {
+    secret: SecretString,
+    generation: u64,
+}
+
+impl Credentials {
+    async fn bearer(&self) -> Result<Option<Bearer>, SinkError> {
+        let token = match self {
+            Credentials::Refreshing(p) => p.access_token().await?,
+            Credentials::ClientCredentials(p) => p.access_token().await?,
+            Credentials::Headers(_) => return Ok(None),
+        };
+        Ok(Some(Bearer {
+            secret: token.secret,
+            generation: token.generation,
+        }))
+    }
+
+    async fn invalidate(&self, generation: u64) {
+        match self {
+            Credentials::Refreshing(p) => p.invalidate(generation).await,
+            Credentials::ClientCredentials(p) => p.invalidate(generation).await,
+            Credentials::Headers(_) => {}
+        }
+    }
+}
+
+/// What differs between the registers' HTTP answers.
+pub struct Dialect {
+    /// Product name for messages, e.g. "Visma eAccounting".
+    pub product: &'static str,
+    /// Reads an error body: the product's error code and a message safe to log and
+    /// journal (quoted parts, which may echo values, removed).
+    pub error_of: fn(&Value, StatusCode) -> (Option<String>, String),
+    /// Product-specific meanings decided before the common classes (e.g. "no license
+    /// for this company" is a configuration problem, not a rejected customer).
+    pub special: fn(StatusCode, Option<&str>, &str) -> Option<SinkError>,
+    /// What a person must do when the register refuses our credentials.
+    pub refused_hint: &'static str,
+}
+
+/// A successful answer: status, headers and JSON body (`Null` when empty or not JSON).
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+pub struct Http {
+    client: reqwest::Client,
+    credentials: Credentials,
+    limiter: DefaultDirectRateLimiter,
+    /// Set from the server's rate headers: send nothing before this instant.
+    paused_until: Mutex<Option<Instant>>,
+    retry: RetryPolicy,
+    dialect: Dialect,
+}
+
+impl Http {
+    pub fn new(
+        dialect: Dialect,
+        credentials: Credentials,
+        requests_per_minute: u32,
+        retry: RetryPolicy,
+    ) -> anyhow::Result<Http> {
+        let per_minute = NonZeroU32::new(requests_per_minute).unwrap_or(NonZeroU32::MIN);
+        // Burst of one: with a larger burst, a window-counting server could see more
+        // than its limit inside one minute.
+        let quota = Quota::per_minute(per_minute).allow_burst(NonZeroU32::MIN);
+        Ok(Http {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(64)
+                // A redirect could carry our credentials to another host.
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            credentials,
+            limiter: RateLimiter::direct(quota),
+            paused_until: Mutex::new(None),
+            retry,
+            dialect,
+        })
+    }
+
+    pub fn product(&self) -> &'static str {
+        self.dialect.product
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, SinkError> {
+        self.send_with(method, url, body, &[]).await
+    }
+
+    /// Sends with extra headers (e.g. `Idempotency-Key`), retrying what is transient.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, SinkError> {
+        let refreshed = AtomicBool::new(false);
+        let product = self.dialect.product;
+        retry::retry(
+            &self.retry,
+            || self.attempt(method.clone(), url, body, headers, &refreshed),
+            |e, wait| tracing::info!("{product}: {e}; retrying in {wait:?}"),
+        )
+        .await
+    }
+
+    async fn attempt(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        refreshed: &AtomicBool,
+    ) -> Attempt<Reply, SinkError> {
+        let product = self.dialect.product;
+        let bearer = match self.credentials.bearer().await {
+            Ok(b) => b,
+            Err(e @ SinkError::Failed { .. }) => {
+                return Attempt::Retryable {
+                    error: e,
+                    after: None,
+                }
+            }
+            Err(e) => return Attempt::Final(e),
+        };
+        self.wait_for_allowance().await;
+        let mut request = self
+            .client
+            .request(method, url)
+            .header("accept", "application/json");
+        if let Some(b) = &bearer {
+            request = request.bearer_auth(b.secret.expose_secret());
+        }
+        if let Credentials::Headers(secrets) = &self.credentials {
+            for (name, value) in secrets {
+                request = request.header(*name, value.expose_secret());
+            }
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Retryable {
+                    error: SinkError::Failed {
+                        status: None,
+                        message: format!("cannot reach {product}: {}", without_url(&e)),
+                    },
+                    after: None,
+                }
+            }
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        self.note_rate_headers(&headers);
+        let retry_after = header(&headers, "retry-after").and_then(retry::parse_retry_after);
+        let text = match response.text().await {
+            Ok(text) => text,
+            // Headers came but the body did not: the outcome is unknown, like a timeout.
+            Err(e) => {
+                return Attempt::Retryable {
+                    error: SinkError::Failed {
+                        status: Some(status.as_u16()),
+                        message: format!("{product}'s answer broke off: {}", without_url(&e)),
+                    },
+                    after: None,
+                }
+            }
+        };
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Attempt::Done(Reply {
+                status: status.as_u16(),
+                headers,
+                body,
+            });
+        }
+        let (code, message) = (self.dialect.error_of)(&body, status);
+        if let Some(e) = (self.dialect.special)(status, code.as_deref(), &message) {
+            return Attempt::Final(e);
+        }
+        let failed = SinkError::Failed {
+            status: Some(status.as_u16()),
+            message: message.clone(),
+        };
+        match classify(status, retry_after, &message) {
+            // One new token and one retry; a second 401 means the grant itself is bad.
+            Class::Unauthorized if bearer.is_some() && !refreshed.swap(true, Ordering::SeqCst) => {
+                if let Some(b) = &bearer {
+                    self.credentials.invalidate(b.generation).await;
+                }
+                Attempt::Retryable {
+                    error: failed,
+                    after: Some(Duration::ZERO),
+                }
+            }
+            Class::Unauthorized | Class::Forbidden => {
+                Attempt::Final(SinkError::NeedsLogin(format!(
+                    "{product} refused our credentials (HTTP {status}: {message}). {}",
+                    self.dialect.refused_hint
+                )))
+            }
+            Class::Retry(after) => Attempt::Retryable {
+                error: failed,
+                after,
+            },
+            Class::Reject => Attempt::Final(SinkError::Rejected {
+                status: status.as_u16(),
+                code,
+                message,
+            }),
+        }
+    }
+
+    /// Waits for our own limiter and for any pause the server's rate headers asked for.
+    async fn wait_for_allowance(&self) {
+        let paused = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = paused {
+            tokio::time::sleep_until(until.into()).await;
+        }
+        self.limiter.until_ready().await;
+    }
+
+    /// `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset: N` (seconds): hold every
+    /// request until the window resets instead of spending calls on 429s.
+    fn note_rate_headers(&self, headers: &HeaderMap) {
+        let remaining =
+            header(headers, "x-ratelimit-remaining").and_then(|v| v.parse::<u64>().ok());
+        let reset = header(headers, "x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
+        if let (Some(0), Some(reset)) = (remaining, reset) {
+            let wait = Duration::from_secs(reset).min(self.retry.max_server_wait);
+            let until = Instant::now() + wait;
+            let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+            if paused.is_none_or(|p| p < until) {
+                tracing::info!(
+                    "{}: rate allowance used up; pausing {wait:?}",
+                    self.dialect.product
+                );
+                *paused = Some(until);
+            }
+        }
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// What an unsuccessful answer means, decided in one place (see ARCHITECTURE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// 401: get a new token once and try again.
+    Unauthorized,
+    /// 403: the login lacks a scope or permission; a person must act.
+    Forbidden,
+    /// Transient (429, 408, 5xx): try again, after the server's wait if it gave one.
+    Retry(Option<Duration>),
+    /// The register refused the content (400, 404, 409...): record and move on.
+    Reject,
+}
+
+pub fn classify(status: StatusCode, retry_after: Option<Duration>, message: &str) -> Class {
+    match status {
+        StatusCode::UNAUTHORIZED => Class::Unauthorized,
+        StatusCode::FORBIDDEN => Class::Forbidden,
+        // eAccounting sends no Retry-After; its wait is in the message.
+        StatusCode::TOO_MANY_REQUESTS => {
+            Class::Retry(retry_after.or_else(|| retry::parse_try_again_in(message)))
+        }
+        s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => Class::Retry(retry_after),
+        _ => Class::Reject,
+    }
+}
+
+/// Replaces text between quotes ('…' or "…") with an ellipsis: registers' messages
+/// may echo the values sent, and messages are logged and journaled.
+pub fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut open: Option<char> = None;
+    for c in message.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None if c == '\'' || c == '"' => {
+                out.push(c);
+                open = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    if open.is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// A register's message made safe to keep: quoted parts removed, at most 300 characters;
+/// without one (a proxy's page), the status's reason.
+pub fn safe_message(message: Option<&str>, status: StatusCode) -> String {
+    match message {
+        Some(m) => without_quoted(m).chars().take(300).collect(),
+        None => status
+            .canonical_reason()
+            .unwrap_or("no message")
+            .to_string(),
+    }
+}
+
+/// No product-specific meanings.
+pub fn nothing_special(_: StatusCode, _: Option<&str>, _: &str) -> Option<SinkError> {
+    None
+}
+
+/// reqwest errors include the URL; ours never carry values, but keep messages short.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    kind.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_answers_per_the_failure_classes() {
+        let secs = |n| Some(Duration::from_secs(n));
+        let quota =
+            "API calls quota exceeded! maximum admitted 600 per Minute. Try again in 55 seconds.";
+        let cases = [
+            (429, None, quota, Class::Retry(secs(55))),
+            (429, secs(7), quota, Class::Retry(secs(7))),
+            (429, None, "slow down", Class::Retry(None)),
+            (500, None, "", Class::Retry(None)),
+            (502, None, "", Class::Retry(None)),
+            (503, secs(3), "", Class::Retry(secs(3))),
+            (504, None, "", Class::Retry(None)),
+            (408, None, "", Class::Retry(None)),
+            (400, None, "Name: required", Class::Reject),
+            (404, None, "", Class::Reject),
+            (409, None, "", Class::Reject),
+            (401, None, "", Class::Unauthorized),
+            (403, None, "", Class::Forbidden),
+        ];
+        for (status, after, message, want) in cases {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(classify(status, after, message), want, "{status}");
+        }
+    }
+
+    #[test]
+    fn quoted_parts_are_removed_and_long_messages_cut() {
+        assert_eq!(
+            safe_message(
+                Some("Address 'Storgatan 1' and \"070-123\" are invalid"),
+                StatusCode::BAD_REQUEST
+            ),
+            "Address '…' and \"…\" are invalid"
+        );
+        assert_eq!(safe_message(Some("'open"), StatusCode::BAD_REQUEST), "'…");
+        assert_eq!(
+            safe_message(None, StatusCode::BAD_GATEWAY),
+            "Bad Gateway".to_string()
+        );
+        assert_eq!(
+            safe_message(Some(&"x".repeat(500)), StatusCode::BAD_REQUEST).len(),
+            300
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! Every register end to end, through the real binary and the loopback sandbox: the
+//! bundled customers converge, a re-run sends nothing, one change is one update, purge
+//! erases by the product's own rules, and `demo --sink` works.
+
+mod common;
+
+use common::Setup;
+use opter_visma_sync::commands::bundled_customers;
+use opter_visma_sync::sandbox::SandboxOptions;
+use opter_visma_sync::sink::{SinkKind, ERASED_NAME};
+use serde_json::Value;
+
+const ALL: [SinkKind; 3] = [
+    SinkKind::EAccounting,
+    SinkKind::VismaNet,
+    SinkKind::Economic,
+];
+
+fn unlimited() -> SandboxOptions {
+    SandboxOptions {
+        customers: bundled_customers(),
+        eaccounting_rate_limit_per_minute: 0,
+        visma_net_rate_limit_per_hour: 0,
+        economic_rate_limit_per_minute: 0,
+        ..SandboxOptions::default()
+    }
+}
+
+/// Synced once; returns the setup and the first run's report.
+async fn synced(kind: SinkKind) -> (Setup, Value) {
+    let setup = Setup::for_sink(kind, unlimited(), 0).await;
+    let (code, report) = setup.sync_json();
+    assert_eq!(
+        code,
+        3,
+        "{}: some bundled customers are invalid: {report}",
+        kind.name()
+    );
+    (setup, report)
+}
+
+fn rejected_codes(report: &Value) -> Vec<String> {
+    let mut codes: Vec<String> = report["rejections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["customer"].as_str().unwrap().to_string())
+        .collect();
+    codes.sort();
+    codes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_register_converges_and_a_second_run_sends_nothing() {
+    for kind in [SinkKind::VismaNet, SinkKind::Economic] {
+        let (setup, report) = synced(kind).await;
+        let created = report["created"].as_u64().unwrap() as usize;
+        let register = setup.register();
+        assert_eq!(register.len(), created, "{}", kind.name());
+        assert!(created > 290, "{}: only {created} created", kind.name());
+        let mut numbers: Vec<_> = register.iter().map(|(n, _)| n.clone()).collect();
+        numbers.sort();
+        numbers.dedup();
+        assert_eq!(numbers.len(), created, "{}: a number twice", kind.name());
+
+        setup.clear_requests().await;
+        let (code, again) = setup.sync_json();
+        assert_eq!(code, 3, "{again}");
+        assert_eq!(again["created"], 0, "{}: {again}", kind.name());
+        assert_eq!(again["updated"], 0, "{}: {again}", kind.name());
+        assert_eq!(
+            setup.writes(),
+            Vec::<(String, String)>::new(),
+            "{}: a re-run writes nothing",
+            kind.name()
+        );
+        assert_eq!(rejected_codes(&again), rejected_codes(&report));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn economic_rejects_a_customer_without_a_sales_ledger_number_saying_why() {
+    let (_setup, report) = synced(SinkKind::Economic).await;
+    let without_number: Vec<String> = bundled_customers()
+        .iter()
+        .filter(|c| c["customerNumber"].is_null())
+        .map(|c| c["customerCode"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !without_number.is_empty(),
+        "the fixtures have such a customer"
+    );
+    for code in without_number {
+        let rejection = report["rejections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["customer"] == code.as_str())
+            .unwrap_or_else(|| panic!("{code} is not rejected: {report}"));
+        let reason = rejection["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("customerNumber") && reason.contains("sales ledger number"),
+            "{reason}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_change_in_opter_is_one_write_in_every_register() {
+    for kind in [SinkKind::VismaNet, SinkKind::Economic] {
+        let (setup, _) = synced(kind).await;
+        let mut customer = bundled_customers()[1].clone();
+        customer["name"] = "Nytt Namn Åkeri AB".into();
+        setup.put_opter_customer(&customer).await;
+        setup.clear_requests().await;
+        let (_, report) = setup.sync_json();
+        assert_eq!(report["updated"], 1, "{}: {report}", kind.name());
+        let number = setup.number_of(&customer);
+        let writes = setup.writes();
+        // Visma.net: one partial PUT. e-conomic: the customer's full-replace PUT only
+        // (its contact did not change).
+        assert_eq!(writes.len(), 1, "{}: {writes:?}", kind.name());
+        assert_eq!(writes[0].0, "PUT");
+        assert!(writes[0].1.ends_with(&number), "{writes:?}");
+        let name = setup
+            .register()
+            .into_iter()
+            .find(|(n, _)| *n == number)
+            .unwrap()
+            .1;
+        assert_eq!(name, "Nytt Namn Åkeri AB");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_erases_by_each_registers_rules() {
+    let code = common::code(2);
+    let customer = bundled_customers()[2].clone();
+
+    // Visma.net has no delete: the customer stays, anonymised and inactive.
+    let (setup, _) = synced(SinkKind::VismaNet).await;
+    let number = setup.number_of(&customer);
+    let out = setup.run(&[
+        "purge",
+        "--customer",
+        &code,
+        "--reason",
+        "GDPR erasure",
+        "--yes",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["register"], "anonymised", "{receipt}");
+    let held = setup
+        .sandbox
+        .visma_net_customers()
+        .into_iter()
+        .find(|c| c["number"] == number.as_str())
+        .unwrap();
+    assert_eq!(held["name"], ERASED_NAME, "{held}");
+    assert_eq!(held["status"], "Inactive", "{held}");
+    let contact = &held["mainContact"];
+    assert!(
+        contact.is_null() || (contact["name"].is_null() && contact["email"].is_null()),
+        "{held}"
+    );
+
+    // e-conomic deletes the customer and its contact.
+    let (setup, _) = synced(SinkKind::Economic).await;
+    let number = setup.number_of(&customer);
+    let out = setup.run(&[
+        "purge",
+        "--customer",
+        &code,
+        "--reason",
+        "GDPR erasure",
+        "--yes",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["register"], "deleted", "{receipt}");
+    assert!(
+        !setup.register().iter().any(|(n, _)| *n == number),
+        "customer {number} is still in e-conomic"
+    );
+    // And a purged customer is not created again.
+    let (_, report) = setup.sync_json();
+    assert_eq!(report["created"], 0, "{report}");
+    assert!(!setup.register().iter().any(|(n, _)| *n == number));
+}
+
+#[test]
+fn demo_runs_for_every_register() {
+    for kind in ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_opter-visma-sync"))
+            .args(["demo", "--sink", kind.name(), "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {stdout}\n{}",
+            kind.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("{} register now holds", kind.product())),
+            "{stdout}"
+        );
+    }
+}

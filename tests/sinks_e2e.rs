@@ -224,3 +224,96 @@ fn demo_runs_for_every_register() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_tools_work_for_every_register() {
+    for kind in [SinkKind::VismaNet, SinkKind::Economic] {
+        let (setup, _) = synced(kind).await;
+        let code = common::code(4);
+        let mut customer = bundled_customers()[4].clone();
+        let number = setup.number_of(&customer);
+
+        // Restricted: a change in Opter is not sent.
+        let out = setup.run(&["restrict", "--customer", &code, "--reason", "disputed"]);
+        assert_eq!(out.status.code(), Some(0), "{}", kind.name());
+        customer["name"] = "Omstridd Kund AB".into();
+        setup.put_opter_customer(&customer).await;
+        setup.clear_requests().await;
+        let (_, report) = setup.sync_json();
+        assert_eq!(report["restricted"], 1, "{}: {report}", kind.name());
+        assert!(
+            setup.writes().is_empty(),
+            "{}: {:?}",
+            kind.name(),
+            setup.writes()
+        );
+
+        // Lifted: the next run sends it.
+        setup.run(&["unrestrict", "--customer", &code, "--reason", "resolved"]);
+        let (_, report) = setup.sync_json();
+        assert_eq!(report["updated"], 1, "{}: {report}", kind.name());
+        let name = |setup: &Setup| {
+            setup
+                .register()
+                .into_iter()
+                .find(|(n, _)| *n == number)
+                .map(|(_, name)| name)
+        };
+        assert_eq!(name(&setup).as_deref(), Some("Omstridd Kund AB"));
+
+        // Access: the export holds the live register record.
+        let out = setup.run(&["export", "--customer", &code]);
+        assert_eq!(out.status.code(), Some(0), "{}", kind.name());
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            doc["register_record"]
+                .to_string()
+                .contains("Omstridd Kund AB"),
+            "{}: {doc}",
+            kind.name()
+        );
+
+        // Rectification: replay sends the customer again even though it is unchanged.
+        setup.clear_requests().await;
+        let out = setup.run(&["replay", "--customer", &code, "--reason", "asked", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", kind.name());
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["updated"], 1, "{}: {report}", kind.name());
+        assert!(!setup.writes().is_empty(), "{}: replay wrote", kind.name());
+    }
+}
+
+#[test]
+fn demo_reads_opter_export_files_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_opter-visma-sync"))
+        .args([
+            "demo",
+            "--sink",
+            "economic",
+            "--source",
+            "opter-export",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("export/customers.xlsx").exists());
+    let config = std::fs::read_to_string(dir.path().join("opter-visma-sync.toml")).unwrap();
+    assert!(config.contains("kind = \"opter-export\""), "{config}");
+    // Step 3 changed one customer in the files: one update.
+    assert!(stdout.contains("changed in Opter: one update"), "{stdout}");
+    let updated = stdout
+        .split("changed in Opter: one update")
+        .nth(1)
+        .and_then(|rest| rest.lines().find(|l| l.trim_start().starts_with("updated")))
+        .unwrap();
+    assert!(updated.trim_end().ends_with(" 1"), "{updated}");
+}

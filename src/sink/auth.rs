@@ -89,6 +89,41 @@ struct Current {
     generation: u64,
 }
 
+impl Current {
+    /// The held token, if it has not expired.
+    fn valid(&self) -> Option<AccessToken> {
+        match &self.token {
+            Some((secret, expires)) if Instant::now() < *expires => Some(AccessToken {
+                secret: secret.clone(),
+                generation: self.generation,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Holds a new token as the next generation; renewed a minute early so it never
+    /// expires in flight.
+    fn replace(&mut self, secret: SecretString, lifetime: Duration) -> AccessToken {
+        self.generation += 1;
+        let expires = Instant::now()
+            + lifetime
+                .saturating_sub(Duration::from_secs(60))
+                .max(Duration::from_secs(1));
+        self.token = Some((secret.clone(), expires));
+        AccessToken {
+            secret,
+            generation: self.generation,
+        }
+    }
+
+    /// The register refused a token of `generation`: drop it unless already replaced.
+    fn invalidate(&mut self, generation: u64) {
+        if self.generation == generation {
+            self.token = None;
+        }
+    }
+}
+
 /// What a token provider needs to know about the register's OAuth client.
 pub struct OAuthSettings {
     /// Product name for messages, e.g. "Visma eAccounting".
@@ -145,13 +180,8 @@ impl TokenProvider {
     /// A valid access token; refreshes (once, for all concurrent callers) when needed.
     pub async fn access_token(&self) -> Result<AccessToken, SinkError> {
         let mut current = self.current.lock().await;
-        if let Some((secret, expires)) = &current.token {
-            if Instant::now() < *expires {
-                return Ok(AccessToken {
-                    secret: secret.clone(),
-                    generation: current.generation,
-                });
-            }
+        if let Some(token) = current.valid() {
+            return Ok(token);
         }
         let stored = match current.generation {
             0 => self.stored_access_token(),
@@ -161,17 +191,7 @@ impl TokenProvider {
             Some(found) => found,
             None => self.refresh().await?,
         };
-        current.generation += 1;
-        // Renew a minute early so a token never expires in flight.
-        let expires = Instant::now()
-            + lifetime
-                .saturating_sub(Duration::from_secs(60))
-                .max(Duration::from_secs(1));
-        current.token = Some((secret.clone(), expires));
-        Ok(AccessToken {
-            secret,
-            generation: current.generation,
-        })
+        Ok(current.replace(secret, lifetime))
     }
 
     /// The access token a previous process stored, if it belongs to the grant in use and
@@ -189,10 +209,7 @@ impl TokenProvider {
     /// The register said 401 to a token of `generation`: drop it unless a newer one
     /// already replaced it, so many concurrent 401s cause a single refresh.
     pub async fn invalidate(&self, generation: u64) {
-        let mut current = self.current.lock().await;
-        if current.generation == generation {
-            current.token = None;
-        }
+        self.current.lock().await.invalidate(generation);
     }
 
     async fn refresh(&self) -> Result<(SecretString, Duration), SinkError> {
@@ -339,13 +356,8 @@ impl ClientCredentials {
     /// A valid access token; asks for one (once, for all concurrent callers) when needed.
     pub async fn access_token(&self) -> Result<AccessToken, SinkError> {
         let mut current = self.current.lock().await;
-        if let Some((secret, expires)) = &current.token {
-            if Instant::now() < *expires {
-                return Ok(AccessToken {
-                    secret: secret.clone(),
-                    generation: current.generation,
-                });
-            }
+        if let Some(token) = current.valid() {
+            return Ok(token);
         }
         let mut request = self
             .oauth
@@ -385,24 +397,12 @@ impl ClientCredentials {
         };
         let lifetime = token.expires_in().unwrap_or(Duration::from_secs(3600));
         let secret = SecretString::from(token.access_token().secret().clone());
-        current.generation += 1;
-        let expires = Instant::now()
-            + lifetime
-                .saturating_sub(Duration::from_secs(60))
-                .max(Duration::from_secs(1));
-        current.token = Some((secret.clone(), expires));
-        Ok(AccessToken {
-            secret,
-            generation: current.generation,
-        })
+        Ok(current.replace(secret, lifetime))
     }
 
     /// The register refused a token of `generation`: drop it unless already replaced.
     pub async fn invalidate(&self, generation: u64) {
-        let mut current = self.current.lock().await;
-        if current.generation == generation {
-            current.token = None;
-        }
+        self.current.lock().await.invalidate(generation);
     }
 }
 

@@ -121,7 +121,8 @@ pub struct State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
     pub operation: Operation,
-    /// SHA-256 of sink, customer code and content hash: names this exact write.
+    /// SHA-256 of sink, run, customer code and content hash: names this exact write
+    /// (and, per request, e-conomic's `Idempotency-Key`).
     pub key: String,
     /// The register's number for the customer: how it is found again.
     pub number: String,

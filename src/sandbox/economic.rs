@@ -55,11 +55,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::faults::{self, gateway_page, FaultEngine, FaultMark, FaultSite, Faults, Plan};
+use super::common::{
+    self, header_is, looks_like_email, now_utc_secs, number_param, page_of, parse_query,
+    RecordSite, RequestLog, MAX_BODY_BYTES,
+};
+use super::faults::{self, gateway_page, FaultEngine, FaultSite, Faults, Plan};
 
 pub const SANDBOX_ECONOMIC_APP_SECRET_TOKEN: &str = "sandbox-economic-app-secret";
 pub const SANDBOX_ECONOMIC_AGREEMENT_GRANT_TOKEN: &str = "sandbox-economic-agreement-grant";
@@ -170,8 +173,6 @@ pub const DEFAULT_PAGE_SIZE: u64 = 20;
 pub const MAX_PAGE_SIZE: u64 = 1000;
 /// How long an `Idempotency-Key`'s answer is kept.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(3600);
-/// Largest request body the request log and the handlers accept.
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct EconomicConfig {
     /// Requests per window per agreement; 0 means unlimited.
@@ -217,8 +218,7 @@ pub struct EconomicState {
     next_contact: i64,
     idempotency: HashMap<String, Cached>,
     bucket: Option<Bucket>,
-    requests: Vec<Value>,
-    next_seq: u64,
+    requests: RequestLog,
     config: EconomicConfig,
 }
 
@@ -232,15 +232,14 @@ pub fn new_state(config: EconomicConfig) -> SharedEconomic {
         next_contact: 1,
         idempotency: HashMap::new(),
         bucket: None,
-        requests: Vec::new(),
-        next_seq: 1,
+        requests: RequestLog::new(),
         config,
     }))
 }
 
 /// A poisoned lock only means a handler panicked; the data is still usable.
 pub fn lock(state: &SharedEconomic) -> MutexGuard<'_, EconomicState> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
+    common::lock(state)
 }
 
 /// Stored customers in insertion order, each with its `contacts` as an array (instead
@@ -265,7 +264,7 @@ pub fn customers(state: &SharedEconomic) -> Vec<Value> {
 
 /// The request log.
 pub fn requests(state: &SharedEconomic) -> Vec<Value> {
-    lock(state).requests.clone()
+    lock(state).requests.entries()
 }
 
 pub fn faults(state: &SharedEconomic) -> Faults {
@@ -288,6 +287,23 @@ impl EconomicState {
         self.contacts
             .iter()
             .position(|k| k.customer == customer && k.number == number)
+    }
+
+    /// The index of the customer a path's `{customerNumber}` names.
+    fn customer_at(&self, number: &str) -> Option<usize> {
+        parse_number(number).and_then(|n| self.find(n))
+    }
+
+    /// A path's `{customerNumber}` when that customer exists.
+    fn existing(&self, number: &str) -> Option<i64> {
+        parse_number(number).filter(|n| self.find(*n).is_some())
+    }
+
+    /// The contact a path's `{customerNumber}` and `{contactNumber}` name: the two
+    /// numbers and the contact's index.
+    fn contact_at(&self, number: &str, contact: &str) -> Option<(i64, i64, usize)> {
+        let (n, c) = parse_number(number).zip(parse_number(contact))?;
+        self.find_contact(n, c).map(|i| (n, c, i))
     }
 
     /// The customer as served: its data, read-only values and (with a base) links.
@@ -370,12 +386,6 @@ impl EconomicState {
         // Round up: "Retry-After: 0" would invite an immediate retry.
         Err((wait.ceil() as u64).max(1))
     }
-
-    fn log(&mut self, mut entry: Value) {
-        entry["seq"] = json!(self.next_seq);
-        self.next_seq += 1;
-        self.requests.push(entry);
-    }
 }
 
 fn contact_json(k: &StoredContact, base: Option<&str>) -> Value {
@@ -426,12 +436,16 @@ pub fn router(state: SharedEconomic) -> Router {
             state.clone(),
             faults::fault_guard::<SharedEconomic>,
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), record));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            common::record::<EconomicState>,
+        ));
     let control = Router::new()
         .route("/_sandbox/economic/customers", get(control_customers))
         .route(
             "/_sandbox/economic/requests",
-            get(control_requests).delete(control_clear_requests),
+            get(common::control_requests::<EconomicState>)
+                .delete(common::control_clear_requests::<EconomicState>),
         )
         .route(
             "/_sandbox/economic/customers/{customerNumber}/invoices",
@@ -471,7 +485,7 @@ fn error_body(status: StatusCode, code: Option<&str>, message: &str, hint: &str)
         "developerHint": hint,
         "logId": Uuid::new_v4().simple().to_string(),
         "httpStatusCode": status.as_u16(),
-        "logTime": now_utc(),
+        "logTime": now_utc_secs(),
     });
     if let Some(code) = code {
         body["errorCode"] = json!(code);
@@ -582,48 +596,40 @@ fn bad_request(message: &str) -> Response {
 
 // ---------- middleware ----------
 
-/// Records every /economic/api request: method, path, query, status, whether it
+/// Every /economic/api request is recorded: method, path, query, status, whether it
 /// carried the tokens and an `Idempotency-Key` (the key itself, never the tokens),
 /// the JSON body, whether the answer came from the idempotency cache, and the fault.
-async fn record(State(state): State<SharedEconomic>, req: Request, next: Next) -> Response {
-    if !lock(&state).config.record_requests {
-        return next.run(req).await;
+impl RecordSite for EconomicState {
+    fn recording(&self) -> bool {
+        self.config.record_requests
     }
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().map(str::to_string);
-    let tokens = json!({
-        "X-AppSecretToken": req.headers().contains_key("x-appsecrettoken"),
-        "X-AgreementGrantToken": req.headers().contains_key("x-agreementgranttoken"),
-    });
-    let key = req
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return bad_request("The request body is too large.");
-    };
-    let logged = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-    };
-    let resp = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    let from_cache = resp.headers().contains_key("x-resultfromcache");
-    let mut entry = json!({
-        "method": method, "path": path, "query": query, "status": resp.status().as_u16(),
-        "tokens": tokens, "idempotency_key": key, "from_cache": from_cache, "body": logged,
-    });
-    if let Some(mark) = resp.extensions().get::<FaultMark>() {
-        entry["fault"] = json!(mark.as_str());
+
+    fn log(&mut self) -> &mut RequestLog {
+        &mut self.requests
     }
-    lock(&state).log(entry);
-    resp
+
+    fn too_large() -> Response {
+        bad_request("The request body is too large.")
+    }
+
+    fn request_fields(req: &Request) -> Map<String, Value> {
+        let headers = req.headers();
+        let mut fields = common::path_and_query(req);
+        fields.insert(
+            "tokens".into(),
+            json!({
+                "X-AppSecretToken": headers.contains_key("x-appsecrettoken"),
+                "X-AgreementGrantToken": headers.contains_key("x-agreementgranttoken"),
+            }),
+        );
+        fields.insert("idempotency_key".into(), json!(idempotency_key(headers)));
+        fields
+    }
+
+    fn response_fields(resp: &Response, entry: &mut Map<String, Value>) {
+        let from_cache = resp.headers().contains_key("x-resultfromcache");
+        entry.insert("from_cache".into(), json!(from_cache));
+    }
 }
 
 /// The tokens, then the agreement's token bucket; every answer past it carries the
@@ -673,13 +679,6 @@ async fn api_guard(State(state): State<SharedEconomic>, req: Request, next: Next
     resp
 }
 
-fn header_is(headers: &HeaderMap, name: &str, want: &str) -> bool {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == want)
-}
-
 fn window_label(window: Duration) -> String {
     if window.subsec_nanos() == 0 {
         window.as_secs().to_string()
@@ -699,12 +698,7 @@ async fn idempotency(State(state): State<SharedEconomic>, req: Request, next: Ne
     if req.method() == Method::GET || req.method() == Method::HEAD {
         return next.run(req).await;
     }
-    let Some(key) = req
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-    else {
+    let Some(key) = idempotency_key(req.headers()) else {
         return next.run(req).await;
     };
     {
@@ -742,21 +736,18 @@ async fn idempotency(State(state): State<SharedEconomic>, req: Request, next: Ne
     Response::from_parts(parts, Body::from(bytes))
 }
 
+fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 // ---------- customers ----------
 
 /// The API's own root as the client addressed it, for links.
 fn base_of(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    format!("http://{host}/economic/api")
-}
-
-fn parse_query(raw: Option<String>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
+    format!("http://{}/economic/api", common::host(headers))
 }
 
 fn parse_number(s: &str) -> Option<i64> {
@@ -764,27 +755,21 @@ fn parse_number(s: &str) -> Option<i64> {
 }
 
 fn paging(q: &HashMap<String, String>) -> Result<(u64, u64), String> {
-    let skip = match q.get("skippages") {
-        None => 0,
-        Some(s) => s
-            .parse::<u64>()
-            .map_err(|_| "skippages must be a whole number of 0 or more.".to_string())?,
-    };
-    let size = match q.get("pagesize") {
-        None => DEFAULT_PAGE_SIZE,
-        Some(s) => match s.parse::<u64>() {
-            Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
-            _ => return Err(format!("pagesize must be between 1 and {MAX_PAGE_SIZE}.")),
-        },
-    };
+    let skip = number_param(q.get("skippages").map(String::as_str), 0, 0..=u64::MAX)
+        .map_err(|_| "skippages must be a whole number of 0 or more.".to_string())?;
+    let size = number_param(
+        q.get("pagesize").map(String::as_str),
+        DEFAULT_PAGE_SIZE,
+        1..=MAX_PAGE_SIZE,
+    )
+    .map_err(|_| format!("pagesize must be between 1 and {MAX_PAGE_SIZE}."))?;
     Ok((skip, size))
 }
 
 /// `{collection, pagination, self}` for one page of `items`.
 fn page(items: Vec<Value>, all: usize, skip: u64, size: u64, url: &str, query: &str) -> Response {
     let total = items.len() as u64;
-    let from = usize::try_from(skip.saturating_mul(size)).unwrap_or(usize::MAX);
-    let collection: Vec<Value> = items.into_iter().skip(from).take(size as usize).collect();
+    let collection = page_of(items, skip, size);
     let last = total.div_ceil(size).saturating_sub(1);
     let link = |p: u64| format!("{url}?skippages={p}&pagesize={size}{query}");
     let mut pagination = json!({
@@ -956,7 +941,7 @@ async fn list_customers(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let q = parse_query(raw);
+    let q = parse_query(raw.as_deref());
     let (skip, size) = match paging(&q) {
         Ok(p) => p,
         Err(message) => return bad_request(&message),
@@ -1001,7 +986,7 @@ async fn get_customer(
     Path(number): Path<String>,
 ) -> Response {
     let st = lock(&state);
-    match parse_number(&number).and_then(|n| st.find(n)) {
+    match st.customer_at(&number) {
         Some(i) => {
             Json(st.customer_json(&st.customers[i], Some(&base_of(&headers)))).into_response()
         }
@@ -1009,11 +994,54 @@ async fn get_customer(
     }
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err("The request body must be a JSON object.".into()),
+/// Why a body is refused: it is not a JSON object, or a property is not valid.
+enum Refused {
+    NotAnObject,
+    Invalid(Invalid),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::NotAnObject => bad_request("The request body must be a JSON object."),
+            Refused::Invalid(e) => e.into_response(),
+        }
     }
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Refused> {
+    common::json_object(body).map_err(|_| Refused::NotAnObject)
+}
+
+/// The body, a JSON object, as `validate` keeps it.
+fn validated(
+    body: &[u8],
+    validate: impl FnOnce(&Map<String, Value>) -> Result<Map<String, Value>, Invalid>,
+) -> Result<Map<String, Value>, Refused> {
+    validate(&parse_object(body)?).map_err(Refused::Invalid)
+}
+
+/// e-conomic refuses `null` ("to null a property, leave it out").
+fn refuse_null(input: &Map<String, Value>) -> Result<(), Invalid> {
+    match input.iter().find(|(_, v)| v.is_null()) {
+        Some((property, _)) => Err(Invalid::new(
+            property,
+            "PropertyCannotBeNull",
+            "Null is not accepted; leave the property out instead.",
+            None,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// 201 with the new resource's `Location` and its body.
+fn created(location: String, body: Value) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response()
 }
 
 fn string_code(property: &str) -> &'static str {
@@ -1039,14 +1067,7 @@ fn reference_code(property: &str) -> &'static str {
 /// Checks a customer body against the POST (`put` false) or PUT schema and returns the
 /// writable properties to store. The error is the first problem found.
 fn validate_customer(input: &Map<String, Value>, put: bool) -> Result<Map<String, Value>, Invalid> {
-    if let Some((property, _)) = input.iter().find(|(_, v)| v.is_null()) {
-        return Err(Invalid::new(
-            property,
-            "PropertyCannotBeNull",
-            "Null is not accepted; leave the property out instead.",
-            None,
-        ));
-    }
+    refuse_null(input)?;
     for &property in CUSTOMER_REQUIRED {
         if !input.contains_key(property) {
             let code = match property {
@@ -1198,12 +1219,9 @@ async fn create_customer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let data = match parse_object(&body) {
-        Ok(input) => match validate_customer(&input, false) {
-            Ok(d) => d,
-            Err(e) => return e.into_response(),
-        },
-        Err(message) => return bad_request(&message),
+    let data = match validated(&body, |input| validate_customer(input, false)) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
     };
     let mut st = lock(&state);
     let number = match data.get("customerNumber").and_then(Value::as_i64) {
@@ -1224,18 +1242,12 @@ async fn create_customer(
     st.customers.push(StoredCustomer {
         number,
         data,
-        last_updated: now_utc(),
+        last_updated: now_utc_secs(),
         booked_invoices: 0,
     });
     let base = base_of(&headers);
     let stored = st.customer_json(st.customers.last().expect("just pushed"), Some(&base));
-    let location = format!("{base}/customers/{number}");
-    (
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(stored),
-    )
-        .into_response()
+    created(format!("{base}/customers/{number}"), stored)
 }
 
 /// Full replace: validated like a create, so what was left out is gone.
@@ -1246,15 +1258,12 @@ async fn replace_customer(
     body: Bytes,
 ) -> Response {
     let mut st = lock(&state);
-    let Some(n) = parse_number(&number).filter(|n| st.find(*n).is_some()) else {
+    let Some(n) = st.existing(&number) else {
         return customer_not_found();
     };
-    let mut data = match parse_object(&body) {
-        Ok(input) => match validate_customer(&input, true) {
-            Ok(d) => d,
-            Err(e) => return e.into_response(),
-        },
-        Err(message) => return bad_request(&message),
+    let mut data = match validated(&body, |input| validate_customer(input, true)) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
     };
     if let Some(given) = data.remove("customerNumber") {
         if given.as_i64() != Some(n) {
@@ -1285,7 +1294,7 @@ async fn replace_customer(
     }
     let i = st.find(n).expect("checked above");
     st.customers[i].data = data;
-    st.customers[i].last_updated = now_utc();
+    st.customers[i].last_updated = now_utc_secs();
     Json(st.customer_json(&st.customers[i], Some(&base_of(&headers)))).into_response()
 }
 
@@ -1294,7 +1303,7 @@ async fn delete_customer(
     Path(number): Path<String>,
 ) -> Response {
     let mut st = lock(&state);
-    let Some(i) = parse_number(&number).and_then(|n| st.find(n)) else {
+    let Some(i) = st.customer_at(&number) else {
         return customer_not_found();
     };
     if st.customers[i].booked_invoices > 0 {
@@ -1315,14 +1324,7 @@ async fn delete_customer(
 /// Checks a contact body against the contact POST (`put` false) or PUT schema and
 /// returns the writable properties to store.
 fn validate_contact(input: &Map<String, Value>, put: bool) -> Result<Map<String, Value>, Invalid> {
-    if let Some((property, _)) = input.iter().find(|(_, v)| v.is_null()) {
-        return Err(Invalid::new(
-            property,
-            "PropertyCannotBeNull",
-            "Null is not accepted; leave the property out instead.",
-            None,
-        ));
-    }
+    refuse_null(input)?;
     if put
         && !input
             .get("customerContactNumber")
@@ -1431,13 +1433,13 @@ async fn list_contacts(
     Path(number): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let q = parse_query(raw);
+    let q = parse_query(raw.as_deref());
     let (skip, size) = match paging(&q) {
         Ok(p) => p,
         Err(message) => return bad_request(&message),
     };
     let st = lock(&state);
-    let Some(n) = parse_number(&number).filter(|n| st.find(*n).is_some()) else {
+    let Some(n) = st.existing(&number) else {
         return customer_not_found();
     };
     let base = base_of(&headers);
@@ -1465,7 +1467,7 @@ async fn create_contact(
     body: Bytes,
 ) -> Response {
     let mut st = lock(&state);
-    let Some(n) = parse_number(&number).filter(|n| st.find(*n).is_some()) else {
+    let Some(n) = st.existing(&number) else {
         return economic_error(
             StatusCode::NOT_FOUND,
             Some("CustomerDoesNotExist"),
@@ -1473,10 +1475,9 @@ async fn create_contact(
             "Check the customer number.",
         );
     };
-    let data = match parse_object(&body).map(|input| validate_contact(&input, false)) {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => return e.into_response(),
-        Err(message) => return bad_request(&message),
+    let data = match validated(&body, |input| validate_contact(input, false)) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
     };
     if name_taken(&st, n, data["name"].as_str().unwrap_or_default(), None) {
         return name_exists();
@@ -1492,13 +1493,7 @@ async fn create_contact(
     let base = base_of(&headers);
     let body = contact_json(&contact, Some(&base));
     st.contacts.push(contact);
-    let location = format!("{base}/customers/{n}/contacts/{number}");
-    (
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(body),
-    )
-        .into_response()
+    created(format!("{base}/customers/{n}/contacts/{number}"), body)
 }
 
 async fn get_contact(
@@ -1507,11 +1502,10 @@ async fn get_contact(
     Path((number, contact)): Path<(String, String)>,
 ) -> Response {
     let st = lock(&state);
-    let found = parse_number(&number)
-        .zip(parse_number(&contact))
-        .and_then(|(n, c)| st.find_contact(n, c));
-    match found {
-        Some(i) => Json(contact_json(&st.contacts[i], Some(&base_of(&headers)))).into_response(),
+    match st.contact_at(&number, &contact) {
+        Some((_, _, i)) => {
+            Json(contact_json(&st.contacts[i], Some(&base_of(&headers)))).into_response()
+        }
         None => contact_not_found(),
     }
 }
@@ -1523,15 +1517,12 @@ async fn replace_contact(
     body: Bytes,
 ) -> Response {
     let mut st = lock(&state);
-    let found = parse_number(&number)
-        .zip(parse_number(&contact))
-        .and_then(|(n, c)| st.find_contact(n, c).map(|i| (n, c, i)));
-    let Some((n, c, i)) = found else {
+    let Some((n, c, i)) = st.contact_at(&number, &contact) else {
         return contact_not_found();
     };
     let input = match parse_object(&body) {
         Ok(input) => input,
-        Err(message) => return bad_request(&message),
+        Err(e) => return e.into_response(),
     };
     let data = match validate_contact(&input, true) {
         Ok(d) => d,
@@ -1569,10 +1560,7 @@ async fn delete_contact(
     Path((number, contact)): Path<(String, String)>,
 ) -> Response {
     let mut st = lock(&state);
-    let found = parse_number(&number)
-        .zip(parse_number(&contact))
-        .and_then(|(n, c)| st.find_contact(n, c).map(|i| (n, c, i)));
-    let Some((n, c, i)) = found else {
+    let Some((n, c, i)) = st.contact_at(&number, &contact) else {
         return contact_not_found();
     };
     let linked = st.find(n).is_some_and(|ci| {
@@ -1605,7 +1593,7 @@ fn reference_list(
     key: &str,
     items: &[(i64, &str)],
 ) -> Response {
-    let q = parse_query(raw);
+    let q = parse_query(raw.as_deref());
     let (skip, size) = match paging(&q) {
         Ok(p) => p,
         Err(message) => return bad_request(&message),
@@ -1649,15 +1637,6 @@ async fn control_customers(State(state): State<SharedEconomic>) -> Response {
     Json(customers(&state)).into_response()
 }
 
-async fn control_requests(State(state): State<SharedEconomic>) -> Response {
-    Json(requests(&state)).into_response()
-}
-
-async fn control_clear_requests(State(state): State<SharedEconomic>) -> Response {
-    lock(&state).requests.clear();
-    StatusCode::NO_CONTENT.into_response()
-}
-
 /// Books an invoice to the customer: it can no longer be deleted, and neither can the
 /// contact that is its attention now.
 async fn control_book_invoice(
@@ -1665,12 +1644,8 @@ async fn control_book_invoice(
     Path(number): Path<String>,
 ) -> Response {
     let mut st = lock(&state);
-    let Some(i) = parse_number(&number).and_then(|n| st.find(n)) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "message": "no customer with this number" })),
-        )
-            .into_response();
+    let Some(i) = st.customer_at(&number) else {
+        return common::message(StatusCode::NOT_FOUND, "no customer with this number");
     };
     st.customers[i].booked_invoices += 1;
     let n = st.customers[i].number;
@@ -1684,28 +1659,6 @@ async fn control_book_invoice(
     }
     Json(json!({ "customerNumber": n, "bookedInvoices": booked, "attention": attention }))
         .into_response()
-}
-
-// ---------- small helpers ----------
-
-fn now_utc() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// Something@domain.tld with no spaces.
-fn looks_like_email(s: &str) -> bool {
-    if s.chars().any(char::is_whitespace) {
-        return false;
-    }
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..")
 }
 
 #[cfg(test)]

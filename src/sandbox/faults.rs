@@ -42,11 +42,10 @@ use axum::{Json, Router};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::eaccounting::{self, ea_error, SharedVisma};
+use super::common;
 
 /// Statuses `Faults::statuses` may contain.
 pub const FAULT_STATUSES: &[u16] = &[429, 500, 502, 503, 504];
@@ -225,34 +224,6 @@ pub(crate) async fn fault_guard<S: FaultSite>(
     resp
 }
 
-impl FaultSite for SharedVisma {
-    fn plan(&self, customer_write: bool) -> Plan {
-        eaccounting::lock(self).faults.plan(customer_write)
-    }
-
-    fn is_customer_path(path: &str) -> bool {
-        path.starts_with("/visma/v2/customers")
-    }
-
-    fn injected(status: u16, retry_after_secs: u64) -> Response {
-        match status {
-            429 => ea_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                4010,
-                format!(
-                    "API calls quota exceeded! maximum admitted 600 per Minute. Try again in {retry_after_secs} seconds."
-                ),
-            ),
-            500 => ea_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                5000,
-                "An error has occurred.",
-            ),
-            _ => gateway_page(status),
-        }
-    }
-}
-
 /// A gateway's HTML error page, as a load balancer in front of any product sends.
 pub(crate) fn gateway_page(status: u16) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -293,7 +264,7 @@ pub(crate) fn router(sites: AllSites) -> Router {
 }
 
 fn bad_request(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({ "message": message }))).into_response()
+    common::message(StatusCode::BAD_REQUEST, message)
 }
 
 async fn get_faults(State(sites): State<AllSites>) -> Response {

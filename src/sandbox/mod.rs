@@ -2,6 +2,7 @@
 //! ERP, e-conomic), served together over real HTTP on one port.
 pub mod generate;
 
+mod common;
 pub mod eaccounting;
 pub mod economic;
 pub mod export_files;
@@ -307,9 +308,8 @@ async fn health() -> Response {
 }
 
 async fn no_route() -> Response {
-    (
+    common::message(
         axum::http::StatusCode::NOT_FOUND,
-        Json(json!({ "message": "no such route in the sandbox" })),
+        "no such route in the sandbox",
     )
-        .into_response()
 }

@@ -16,6 +16,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, FixedOffset};
 use serde_json::{json, Value};
 
+use super::common::{self, header_is, number_param, page_of, NotAnObject};
+
 /// The only API key the simulator accepts.
 pub const SANDBOX_OPTER_API_KEY: &str = "sandbox-opter-key";
 /// Page size when the caller gives none.
@@ -42,7 +44,7 @@ pub fn new_state(customers: Vec<Value>) -> SharedOpter {
 
 /// A poisoned lock only means a handler panicked; the data is still usable.
 pub fn lock(state: &SharedOpter) -> MutexGuard<'_, OpterState> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
+    common::lock(state)
 }
 
 pub fn router(state: SharedOpter) -> Router {
@@ -54,9 +56,10 @@ pub fn router(state: SharedOpter) -> Router {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "message": message.into() }))).into_response()
+    common::message(status, message)
 }
 
+/// The query's pairs in order: a repeated name is read at its first value.
 fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
         .into_owned()
@@ -84,20 +87,14 @@ struct ListParams {
 }
 
 fn list_params(query: &[(String, String)]) -> Result<ListParams, String> {
-    let page = match param(query, "page") {
-        None => 1,
-        Some(p) => match p.parse::<u64>() {
-            Ok(n) if n >= 1 => n,
-            _ => return Err(format!("page must be a positive integer, got '{p}'")),
-        },
-    };
-    let page_size = match param(query, "pageSize") {
-        None => DEFAULT_PAGE_SIZE,
-        Some(s) => match s.parse::<u64>() {
-            Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
-            _ => return Err(format!("pageSize must be between 1 and {MAX_PAGE_SIZE}")),
-        },
-    };
+    let page = number_param(param(query, "page"), 1, 1..=u64::MAX)
+        .map_err(|p| format!("page must be a positive integer, got '{p}'"))?;
+    let page_size = number_param(
+        param(query, "pageSize"),
+        DEFAULT_PAGE_SIZE,
+        1..=MAX_PAGE_SIZE,
+    )
+    .map_err(|_| format!("pageSize must be between 1 and {MAX_PAGE_SIZE}"))?;
     let changed_since = match param(query, "changedSince") {
         None => None,
         Some(s) => Some(
@@ -110,13 +107,6 @@ fn list_params(query: &[(String, String)]) -> Result<ListParams, String> {
         page_size,
         changed_since,
     })
-}
-
-fn api_key_ok(headers: &HeaderMap, expected: &str) -> bool {
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == expected)
 }
 
 /// A customer without a readable `updated` cannot be shown to be later, so
@@ -135,7 +125,7 @@ async fn list_customers(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let st = lock(&state);
-    if !api_key_ok(&headers, &st.api_key) {
+    if !header_is(&headers, "x-api-key", &st.api_key) {
         return error(
             StatusCode::UNAUTHORIZED,
             "missing or invalid API key (x-api-key header)",
@@ -151,12 +141,9 @@ async fn list_customers(
         .iter()
         .filter(|c| p.changed_since.as_ref().is_none_or(|s| changed_after(c, s)))
         .collect();
-    let skip = (p.page - 1).saturating_mul(p.page_size);
-    let items: Vec<Value> = matching
-        .iter()
-        .skip(usize::try_from(skip).unwrap_or(usize::MAX))
-        .take(p.page_size as usize)
-        .map(|c| (*c).clone())
+    let items: Vec<Value> = page_of(matching.iter().copied(), p.page - 1, p.page_size)
+        .into_iter()
+        .cloned()
         .collect();
     Json(json!({
         "page": p.page,
@@ -177,10 +164,14 @@ async fn put_customer(
     Path(code): Path<String>,
     body: Bytes,
 ) -> Response {
-    let mut customer = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return error(StatusCode::BAD_REQUEST, "body must be a JSON object"),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
+    let mut customer = match common::json_object(&body) {
+        Ok(map) => map,
+        Err(NotAnObject::Other) => {
+            return error(StatusCode::BAD_REQUEST, "body must be a JSON object")
+        }
+        Err(NotAnObject::Invalid(e)) => {
+            return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}"))
+        }
     };
     match customer.get("customerCode") {
         None | Some(Value::Null) => {

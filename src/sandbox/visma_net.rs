@@ -29,21 +29,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
-use chrono::{SecondsFormat, Utc};
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::faults::{self, gateway_page, FaultEngine, FaultMark, FaultSite, Faults, Plan};
+use super::common::{
+    self, bearer, body_for_log, client_credentials, looks_like_email, now_utc, oauth_error,
+    page_of, parse_form, parse_query, random_token, FixedWindows, NotAnObject, RecordSite,
+    RequestLog,
+};
+use super::faults::{self, gateway_page, FaultEngine, FaultSite, Faults, Plan};
 
 pub const SANDBOX_VISMA_NET_CLIENT_ID: &str = "sandbox-visma-net-client";
 pub const SANDBOX_VISMA_NET_CLIENT_SECRET: &str = "sandbox-visma-net-secret";
@@ -64,8 +65,6 @@ pub const SANDBOX_VISMA_NET_SCOPES: &[&str] = &[
 pub const RATE_WINDOW: Duration = Duration::from_secs(3600);
 /// Largest `pageSize` accepted (a sandbox choice: Visma documents none).
 pub const MAX_PAGE_SIZE: u64 = 1000;
-/// Largest request body the request log buffers.
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// (id, description, currency, credit terms) of the sandbox company's customer classes.
 const CUSTOMER_CLASSES: &[(&str, &str, &str, &str)] = &[
@@ -160,11 +159,6 @@ struct AccessToken {
     expires: Instant,
 }
 
-struct Window {
-    start: Instant,
-    count: u32,
-}
-
 /// A stored customer: its fields by dotted name, as validated.
 #[derive(Clone)]
 struct StoredCustomer {
@@ -179,12 +173,11 @@ pub struct VismaNetState {
     config: VismaNetConfig,
     tokens: HashMap<String, AccessToken>,
     /// Fixed windows keyed by (client id, tenant id).
-    windows: HashMap<(String, String), Window>,
+    windows: FixedWindows,
     /// In insertion order.
     customers: Vec<StoredCustomer>,
     next_internal_id: u64,
-    requests: Vec<Value>,
-    next_seq: u64,
+    requests: RequestLog,
 }
 
 pub type SharedVismaNet = Arc<Mutex<VismaNetState>>;
@@ -194,17 +187,16 @@ pub fn new_state(config: VismaNetConfig) -> SharedVismaNet {
         faults: FaultEngine::default(),
         config,
         tokens: HashMap::new(),
-        windows: HashMap::new(),
+        windows: FixedWindows::default(),
         customers: Vec::new(),
         next_internal_id: 1,
-        requests: Vec::new(),
-        next_seq: 1,
+        requests: RequestLog::new(),
     }))
 }
 
 /// A poisoned lock only means a handler panicked; the data is still usable.
 pub fn lock(state: &SharedVismaNet) -> MutexGuard<'_, VismaNetState> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
+    common::lock(state)
 }
 
 /// Stored customers as `GET /v1/customer/{number}` serves them, in insertion order.
@@ -215,7 +207,7 @@ pub fn customers(state: &SharedVismaNet) -> Vec<Value> {
 /// The request log: `seq, method, path, query, status, body` and `fault` when a fault
 /// injected the status or dropped the answer. Token requests' secrets are masked.
 pub fn requests(state: &SharedVismaNet) -> Vec<Value> {
-    lock(state).requests.clone()
+    lock(state).requests.entries()
 }
 
 pub fn faults(state: &SharedVismaNet) -> Faults {
@@ -246,14 +238,16 @@ pub fn router(state: SharedVismaNet) -> Router {
             faults::fault_guard::<SharedVismaNet>,
         ));
     let connect = Router::new().route("/visma-net/connect/token", post(token));
-    let logged = api
-        .merge(connect)
-        .layer(middleware::from_fn_with_state(state.clone(), record));
+    let logged = api.merge(connect).layer(middleware::from_fn_with_state(
+        state.clone(),
+        common::record::<VismaNetState>,
+    ));
     let control = Router::new()
         .route("/_sandbox/visma-net/customers", get(control_customers))
         .route(
             "/_sandbox/visma-net/requests",
-            get(control_requests).delete(control_clear_requests),
+            get(common::control_requests::<VismaNetState>)
+                .delete(common::control_clear_requests::<VismaNetState>),
         )
         .route(
             "/_sandbox/visma-net/expire-tokens",
@@ -301,77 +295,46 @@ fn ipp_error(status: StatusCode, fault_code: &str, message: &str) -> Response {
 
 /// `{"message": "VismaId: <id>. <text>"}`, Visma.net's validation answer.
 fn message_error(status: StatusCode, text: impl std::fmt::Display) -> Response {
-    let body = json!({ "message": format!("VismaId: {}. {text}", Uuid::new_v4()) });
-    (status, Json(body)).into_response()
+    common::message(status, format!("VismaId: {}. {text}", Uuid::new_v4()))
 }
 
 fn throttled(retry_after_secs: u64) -> Response {
-    (
+    let mut resp = common::message(
         StatusCode::TOO_MANY_REQUESTS,
-        [(header::RETRY_AFTER, retry_after_secs.to_string())],
-        Json(json!({
-            "message": format!("Rate limit is exceeded. Try again in {retry_after_secs} seconds.")
-        })),
-    )
-        .into_response()
+        format!("Rate limit is exceeded. Try again in {retry_after_secs} seconds."),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    resp
 }
 
 fn not_found() -> Response {
     message_error(StatusCode::NOT_FOUND, "Customer not found.")
 }
 
-fn oauth_error(status: StatusCode, error: &str, description: Option<&str>) -> Response {
-    let mut body = json!({ "error": error });
-    if let Some(d) = description {
-        body["error_description"] = json!(d);
-    }
-    (status, Json(body)).into_response()
-}
-
 // ---------- middleware ----------
 
-/// Records every /visma-net request (token calls included, secrets masked).
-async fn record(State(state): State<SharedVismaNet>, req: Request, next: Next) -> Response {
-    if !lock(&state).config.record_requests {
-        return next.run(req).await;
+/// Every /visma-net request is recorded (token calls included, secrets masked).
+impl RecordSite for VismaNetState {
+    fn recording(&self) -> bool {
+        self.config.record_requests
     }
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().map(str::to_string);
-    let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return message_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large.");
-    };
-    let logged = if path.ends_with("/connect/token") {
-        form_for_log(&bytes)
-    } else {
-        body_for_log(&bytes)
-    };
-    let resp = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    let fault = resp.extensions().get::<FaultMark>().copied();
-    let mut st = lock(&state);
-    let seq = st.next_seq;
-    st.next_seq += 1;
-    let mut entry = json!({
-        "seq": seq, "method": method, "path": path, "query": query,
-        "status": resp.status().as_u16(), "body": logged,
-    });
-    if let Some(mark) = fault {
-        entry["fault"] = json!(mark.as_str());
-    }
-    st.requests.push(entry);
-    drop(st);
-    resp
-}
 
-fn body_for_log(bytes: &[u8]) -> Value {
-    if bytes.is_empty() {
-        return Value::Null;
+    fn log(&mut self) -> &mut RequestLog {
+        &mut self.requests
     }
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+
+    fn too_large() -> Response {
+        message_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large.")
+    }
+
+    fn logged_body(path: &str, bytes: &[u8]) -> Value {
+        if path.ends_with("/connect/token") {
+            form_for_log(bytes)
+        } else {
+            body_for_log(bytes)
+        }
+    }
 }
 
 /// A token request's form, with the client secret masked.
@@ -417,28 +380,14 @@ impl VismaNetState {
         if limit == 0 {
             return None;
         }
-        let window = self.config.rate_window;
-        let now = Instant::now();
-        let w = self
+        let (count, reset_secs) = self
             .windows
-            .entry((client_id.to_string(), tenant_id.to_string()))
-            .or_insert(Window {
-                start: now,
-                count: 0,
-            });
-        if now.duration_since(w.start) >= window {
-            w.start = now;
-            w.count = 0;
-        }
-        w.count = w.count.saturating_add(1);
-        let left = window.saturating_sub(now.duration_since(w.start));
-        // Rounded up, and never 0: a client that waits this long is in the next window.
-        let reset_secs = (left.as_millis().div_ceil(1000) as u64).max(1);
+            .count((client_id, tenant_id), self.config.rate_window);
         Some(Quota {
             limit,
-            remaining: limit.saturating_sub(w.count),
+            remaining: limit.saturating_sub(count),
             reset_secs,
-            exceeded: w.count > limit,
+            exceeded: count > limit,
         })
     }
 }
@@ -467,12 +416,15 @@ async fn api_guard(State(state): State<SharedVismaNet>, req: Request, next: Next
             .filter(|t| now < t.expires)
             .map(|t| (t.client_id.clone(), t.tenant_id.clone(), t.scopes.clone()))
         else {
-            return (
+            let mut resp = common::message(
                 StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")],
-                Json(json!({ "message": "Authorization has been denied for this request." })),
-            )
-                .into_response();
+                "Authorization has been denied for this request.",
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+            return resp;
         };
         let quota = st.take_quota(&client, &tenant);
         let refused = if let Some(q) = quota.as_ref().filter(|q| q.exceeded) {
@@ -503,49 +455,10 @@ async fn api_guard(State(state): State<SharedVismaNet>, req: Request, next: Next
     resp
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
-}
-
 // ---------- Visma Connect (client credentials) ----------
 
-/// The client from HTTP Basic (what the `oauth2` crate sends) or from the form.
-fn client_credentials(
-    headers: &HeaderMap,
-    form: &HashMap<String, String>,
-) -> Option<(String, String)> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let (scheme, encoded) = value.to_str().ok()?.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()?;
-        let decoded = String::from_utf8(bytes).ok()?;
-        let (id, secret) = decoded.split_once(':')?;
-        // RFC 6749 2.3.1: both parts are form-urlencoded before the Basic encoding.
-        return Some((form_decode(id), form_decode(secret)));
-    }
-    Some((
-        form.get("client_id")?.clone(),
-        form.get("client_secret")?.clone(),
-    ))
-}
-
-fn form_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("v={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
 async fn token(State(state): State<SharedVismaNet>, headers: HeaderMap, body: Bytes) -> Response {
-    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let form = parse_form(&body);
     let client = client_credentials(&headers, &form);
     let known = client.as_ref().is_some_and(|(id, secret)| {
         id == SANDBOX_VISMA_NET_CLIENT_ID && secret == SANDBOX_VISMA_NET_CLIENT_SECRET
@@ -789,20 +702,6 @@ fn check(name: &str, spec: FieldSpec, value: &Value) -> Result<(), String> {
     }
 }
 
-/// Something@domain.tld without spaces.
-fn looks_like_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    !s.chars().any(char::is_whitespace)
-        && !local.is_empty()
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..")
-}
-
 /// Applies a patch to a customer's fields, then the class's values when asked to.
 fn apply(fields: &mut BTreeMap<String, Value>, patch: &Patch) {
     for (name, value) in &patch.fields {
@@ -838,10 +737,10 @@ fn missing_required(fields: &BTreeMap<String, Value>) -> Option<&'static str> {
 
 /// The body as a patch; the error is the 400's message.
 fn parse_body(body: &[u8]) -> Result<Patch, String> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => parse_customer(&map),
-        Ok(_) => Err("The request body must be a JSON object.".into()),
-        Err(e) => Err(format!("The request body is not valid JSON ({e}).")),
+    match common::json_object(body) {
+        Ok(map) => parse_customer(&map),
+        Err(NotAnObject::Other) => Err("The request body must be a JSON object.".into()),
+        Err(NotAnObject::Invalid(e)) => Err(format!("The request body is not valid JSON ({e}).")),
     }
 }
 
@@ -852,10 +751,7 @@ fn find(st: &VismaNetState, number: &str) -> Option<usize> {
 }
 
 async fn list_customers(State(state): State<SharedVismaNet>, RawQuery(raw): RawQuery) -> Response {
-    let q: HashMap<String, String> =
-        url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let q = parse_query(raw.as_deref());
     // The error is the 400's message.
     let positive = |name: &str, max: u64| -> Result<u64, String> {
         match q.get(name).map(|v| v.parse::<u64>()) {
@@ -876,8 +772,7 @@ async fn list_customers(State(state): State<SharedVismaNet>, RawQuery(raw): RawQ
     let name = q.get("name");
     let email = q.get("email");
     let st = lock(&state);
-    let skip = usize::try_from((page - 1).saturating_mul(size)).unwrap_or(usize::MAX);
-    let items: Vec<Value> = st
+    let matching = st
         .customers
         .iter()
         .filter(|c| name.is_none_or(|n| c.fields.get("name").and_then(Value::as_str) == Some(n)))
@@ -885,9 +780,9 @@ async fn list_customers(State(state): State<SharedVismaNet>, RawQuery(raw): RawQ
             email.is_none_or(|e| {
                 c.fields.get("mainContact.email").and_then(Value::as_str) == Some(e)
             })
-        })
-        .skip(skip)
-        .take(size as usize)
+        });
+    let items: Vec<Value> = page_of(matching, page - 1, size)
+        .into_iter()
         .map(customer_json)
         .collect();
     Json(items).into_response()
@@ -944,10 +839,7 @@ async fn create_customer(
 
 /// `http://{host}/visma-net/api/v1/customer/{number}`, the number path-encoded.
 fn location(headers: &HeaderMap, number: &str) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
+    let host = common::host(headers);
     match url::Url::parse(&format!("http://{host}/visma-net/api/v1/customer")) {
         Ok(mut url) => {
             if let Ok(mut segments) = url.path_segments_mut() {
@@ -1005,36 +897,9 @@ async fn control_customers(State(state): State<SharedVismaNet>) -> Response {
     Json(customers(&state)).into_response()
 }
 
-async fn control_requests(State(state): State<SharedVismaNet>) -> Response {
-    Json(requests(&state)).into_response()
-}
-
-async fn control_clear_requests(State(state): State<SharedVismaNet>) -> Response {
-    lock(&state).requests.clear();
-    StatusCode::NO_CONTENT.into_response()
-}
-
 async fn control_expire_tokens(State(state): State<SharedVismaNet>) -> Response {
     let mut st = lock(&state);
-    let now = Instant::now();
-    for t in st.tokens.values_mut() {
-        t.expires = now;
-    }
-    Json(json!({ "expired": st.tokens.len() })).into_response()
-}
-
-// ---------- small helpers ----------
-
-fn now_utc() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn random_token(len: usize) -> String {
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
+    common::expire_tokens(st.tokens.values_mut().map(|t| &mut t.expires))
 }
 
 #[cfg(test)]
@@ -1161,19 +1026,5 @@ mod tests {
                 rule.name
             );
         }
-    }
-
-    #[test]
-    fn basic_credentials_are_form_decoded() {
-        let mut headers = HeaderMap::new();
-        let encoded = base64::engine::general_purpose::STANDARD.encode("a%2Bb:s+c%3A");
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
-        );
-        assert_eq!(
-            client_credentials(&headers, &HashMap::new()),
-            Some(("a+b".into(), "s c:".into()))
-        );
     }
 }

@@ -267,25 +267,43 @@ impl Http {
         self.limiter.until_ready().await;
     }
 
-    /// `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset: N` (seconds): hold every
-    /// request until the window resets instead of spending calls on 429s.
+    /// Holds every request when the server says its allowance is used up, instead of
+    /// spending calls on 429s: Visma.net's `X-RateLimit-Remaining: 0` with
+    /// `X-RateLimit-Reset: N` (seconds) pauses until the reset; e-conomic's token bucket,
+    /// `X-RateLimiting: token-limit-N-per-S-seconds: 0/N`, until one token is back.
     fn note_rate_headers(&self, headers: &HeaderMap) {
-        let remaining =
-            header(headers, "x-ratelimit-remaining").and_then(|v| v.parse::<u64>().ok());
-        let reset = header(headers, "x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
-        if let (Some(0), Some(reset)) = (remaining, reset) {
-            let wait = Duration::from_secs(reset).min(self.retry.max_server_wait);
-            let until = Instant::now() + wait;
-            let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
-            if paused.is_none_or(|p| p < until) {
-                tracing::info!(
-                    "{}: rate allowance used up; pausing {wait:?}",
-                    self.dialect.product
-                );
-                *paused = Some(until);
-            }
+        let number = |name| header(headers, name).and_then(|v| v.trim().parse::<u64>().ok());
+        let wait = match (number("x-ratelimit-remaining"), number("x-ratelimit-reset")) {
+            (Some(0), Some(reset)) => Some(Duration::from_secs(reset)),
+            _ => header(headers, "x-ratelimiting").and_then(bucket_refill_wait),
+        };
+        let Some(wait) = wait else { return };
+        let wait = wait.min(self.retry.max_server_wait);
+        let until = Instant::now() + wait;
+        let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if paused.is_none_or(|p| p < until) {
+            tracing::info!(
+                "{}: rate allowance used up; pausing {wait:?}",
+                self.dialect.product
+            );
+            *paused = Some(until);
         }
     }
+}
+
+/// `token-limit-10000-per-60-seconds: 0/10000` → the time one token takes to come back,
+/// when the bucket is empty; `None` while tokens are left or the header is not that.
+fn bucket_refill_wait(value: &str) -> Option<Duration> {
+    let (rule, state) = value.split_once(':')?;
+    let (left, _) = state.trim().split_once('/')?;
+    if left.trim().parse::<u64>().ok()? > 0 {
+        return None;
+    }
+    let rest = rule.trim().strip_prefix("token-limit-")?;
+    let (limit, rest) = rest.split_once("-per-")?;
+    let seconds = rest.strip_suffix("-seconds")?;
+    let (limit, seconds): (u64, u64) = (limit.parse().ok()?, seconds.parse().ok()?);
+    (limit > 0).then(|| Duration::from_secs_f64(seconds as f64 / limit as f64))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -401,6 +419,19 @@ mod tests {
             let status = StatusCode::from_u16(status).unwrap();
             assert_eq!(classify(status, after, message), want, "{status}");
         }
+    }
+
+    #[test]
+    fn an_empty_token_bucket_waits_for_one_token() {
+        assert_eq!(
+            bucket_refill_wait("token-limit-10-per-60-seconds: 0/10"),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(
+            bucket_refill_wait("token-limit-10-per-60-seconds: 3/10"),
+            None
+        );
+        assert_eq!(bucket_refill_wait("something else"), None);
     }
 
     #[test]

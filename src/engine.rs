@@ -202,30 +202,6 @@ impl Engine<'_> {
         let mapping = self.mapping.fingerprint();
         let read = self.read_plan(options, &mapping)?;
         let bar = progress_bar(options.progress);
-        bar.set_message("reading Opter");
-        let customers = self
-            .source
-            .read_all(read.changed_since(), |read, total| {
-                if let Some(total) = total {
-                    bar.set_length(total);
-                }
-                bar.set_position(read as u64);
-            })
-            .await?;
-        // The cursor only moves forward: an incremental read that saw nothing (or only
-        // the overlap) keeps the one it started from.
-        let seen = customers.iter().filter_map(|c| c.updated).max();
-        let cursor = match read {
-            Read::Full => seen,
-            Read::Incremental { cursor } => seen.max(Some(cursor)),
-        };
-        tracing::info!(
-            run = %run_id,
-            customers = customers.len(),
-            read = read.name(),
-            "read from Opter"
-        );
-
         let mut report = Report {
             run_id: run_id.clone(),
             dry_run: options.dry_run,
@@ -237,7 +213,8 @@ impl Engine<'_> {
             read: read.name(),
         };
         if options.dry_run {
-            self.plan(&customers, options.replay.as_deref(), &mut report)?;
+            self.read_and_plan(read, options.replay.as_deref(), &bar, &mut report)
+                .await?;
             bar.finish_and_clear();
             return Ok((report, None));
         }
@@ -250,7 +227,7 @@ impl Engine<'_> {
             counts: Counts::default(),
             rejections: Vec::new(),
             error: None,
-            cursor,
+            cursor: None,
             mapping: Some(mapping),
             replay: options.replay.is_some(),
         };
@@ -271,9 +248,16 @@ impl Engine<'_> {
         }
         self.journal.flush().await?;
 
+        // Settled first, so that planning sees what the register holds.
         let mut stopped = self.settle(&run_id, &options.actor).await.err();
         let tasks = match stopped {
-            None => self.plan(&customers, options.replay.as_deref(), &mut report)?,
+            None => {
+                let (tasks, cursor) = self
+                    .read_and_plan(read, options.replay.as_deref(), &bar, &mut report)
+                    .await?;
+                run.cursor = cursor;
+                tasks
+            }
             Some(_) => Vec::new(),
         };
         // Customers refused before sending are part of the run's row-level log too.
@@ -469,109 +453,51 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// Rejects what cannot be sent, counts what is unchanged, returns what to write.
-    fn plan(
+    /// Reads Opter page by page, planning each page while the next one is fetched; only
+    /// a few facts per customer (and the writes to make) are kept, so memory grows little
+    /// with the number of customers. Returns the writes and the new source cursor.
+    async fn read_and_plan(
         &self,
-        customers: &[SourceCustomer],
+        read: Read,
         replay: Option<&[String]>,
+        bar: &ProgressBar,
         report: &mut Report,
-    ) -> Result<Vec<Task>> {
-        // Identical copies are one customer read twice (a page boundary that moved while
-        // paging); copies that differ are a real duplicate in Opter.
-        let mut unique: Vec<&SourceCustomer> = Vec::with_capacity(customers.len());
-        let mut seen: HashMap<&str, Vec<&SourceCustomer>> = HashMap::new();
-        let mut held = std::collections::HashSet::new();
-        for c in customers {
-            // First of all: what is not replayed, suppressed or restricted is not looked
-            // at further (not even rejected, which would force full reads forever).
-            if replay.is_some_and(|codes| !codes.contains(&c.code))
-                || held.contains(c.code.as_str())
-            {
-                continue;
-            }
-            if self.journal.hold(HoldKind::Suppressed, &c.code)?.is_some() {
-                report.counts.suppressed += 1;
-                held.insert(c.code.as_str());
-                continue;
-            }
-            if self.journal.hold(HoldKind::Restricted, &c.code)?.is_some() {
-                report.counts.restricted += 1;
-                held.insert(c.code.as_str());
-                continue;
-            }
-            let copies = seen.entry(c.code.as_str()).or_default();
-            if !copies.contains(&c) {
-                copies.push(c);
-                unique.push(c);
-            }
-        }
-        let mut rejected = |code: &str, reason: String| {
-            tracing::warn!(customer = %code, "rejected: {reason}");
-            report.counts.rejected += 1;
-            report.rejections.push(Rejection {
-                customer: code.to_string(),
-                reason,
-            });
+    ) -> Result<(Vec<Task>, Option<DateTime<Utc>>)> {
+        bar.set_message("reading Opter");
+        let (pages, mut incoming) = tokio::sync::mpsc::channel(2);
+        let reading = async move {
+            let result = self.source.read_pages(read.changed_since(), &pages).await;
+            drop(pages);
+            result
         };
-        let mut records = Vec::with_capacity(unique.len());
-        for customer in unique {
-            let n = seen[customer.code.as_str()].len();
-            if n > 1 {
-                let reason = format!(
-                    "customer code {} appears {n} times in Opter's answer; sending either \
-                     copy would be a guess. Make the code unique in Opter.",
-                    customer.code
-                );
-                rejected(&customer.code, reason);
-                continue;
-            }
-            match self.mapping.apply(&customer.to_permitted()) {
-                Ok(record) => records.push(record),
-                Err(reason) => rejected(&customer.code, reason),
-            }
-        }
-        // Two customers with one register number would overwrite each other.
-        let mut numbers: HashMap<&str, usize> = HashMap::new();
-        for r in &records {
-            *numbers.entry(r.number.as_str()).or_default() += 1;
-        }
-        let number_field = self.mapping.rules().number_field;
-        let mut tasks = Vec::new();
-        for record in &records {
-            let n = numbers[record.number.as_str()];
-            if n > 1 {
-                let reason = format!(
-                    "{n} Opter customers map to the same {number_field} {}; the register can \
-                     hold only one. Give each its own number in Opter.",
-                    record.number
-                );
-                rejected(&record.code, reason);
-                continue;
-            }
-            let state = self.journal.state(self.sink_name, &record.code)?;
-            let task = match state {
-                Some(s) if s.content_hash == record.content_hash && replay.is_none() => {
-                    report.counts.unchanged += 1;
-                    continue;
+        let mut planner = Planner::new(self, replay);
+        let planning = async {
+            while let Some((customers, total)) = incoming.recv().await {
+                if let Some(total) = total {
+                    bar.set_length(total);
                 }
-                Some(s) => Task::Update {
-                    remote_id: s.remote_id.clone(),
-                    record: record.clone(),
-                    previous: Some(s),
-                },
-                None => Task::Create(record.clone()),
-            };
-            if report.dry_run {
-                report.plan.push(self.planned(&task)?);
-                match task {
-                    Task::Create(_) => report.counts.created += 1,
-                    Task::Update { .. } => report.counts.updated += 1,
+                for customer in customers {
+                    planner.add(customer)?;
                 }
-            } else {
-                tasks.push(task);
+                bar.set_position(planner.read as u64);
             }
-        }
-        Ok(tasks)
+            Ok::<(), Error>(())
+        };
+        let (read_result, plan_result) = tokio::join!(reading, planning);
+        read_result?;
+        plan_result?;
+        // The cursor only moves forward: an incremental read that saw nothing (or only
+        // the overlap) keeps the one it started from.
+        let cursor = match read {
+            Read::Full => planner.newest,
+            Read::Incremental { cursor } => planner.newest.max(Some(cursor)),
+        };
+        tracing::info!(
+            customers = planner.read,
+            read = read.name(),
+            "read from Opter"
+        );
+        Ok((planner.finish(report)?, cursor))
     }
 
     fn planned(&self, task: &Task) -> Result<Planned> {
@@ -820,6 +746,196 @@ enum Done {
     Unchanged,
     Rejected,
     Failed,
+}
+
+/// What planning keeps of one customer code until the whole read is in.
+struct Seen {
+    /// Digests of the distinct copies read (identical copies are one customer read twice,
+    /// e.g. across a page boundary that moved while paging).
+    copies: Vec<u64>,
+    number: Option<String>,
+    verdict: Verdict,
+}
+
+enum Verdict {
+    Held(HoldKind),
+    Rejected(String),
+    Unchanged,
+    /// Index into `Planner::tasks`.
+    Write(usize),
+}
+
+/// Plans customers as they are read. Duplicate codes and register numbers can only be
+/// told once everything is read, so verdicts are final only in `finish`.
+struct Planner<'e, 'a> {
+    engine: &'e Engine<'a>,
+    replay: Option<&'e [String]>,
+    seen: HashMap<String, Seen>,
+    numbers: HashMap<String, u32>,
+    tasks: Vec<Task>,
+    read: usize,
+    newest: Option<DateTime<Utc>>,
+}
+
+impl<'e, 'a> Planner<'e, 'a> {
+    fn new(engine: &'e Engine<'a>, replay: Option<&'e [String]>) -> Self {
+        Planner {
+            engine,
+            replay,
+            seen: HashMap::new(),
+            numbers: HashMap::new(),
+            tasks: Vec::new(),
+            read: 0,
+            newest: None,
+        }
+    }
+
+    fn add(&mut self, c: SourceCustomer) -> Result<()> {
+        self.read += 1;
+        self.newest = self.newest.max(c.updated);
+        if self.replay.is_some_and(|codes| !codes.contains(&c.code)) {
+            return Ok(());
+        }
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            c.hash(&mut h);
+            h.finish()
+        };
+        if let Some(seen) = self.seen.get_mut(&c.code) {
+            if !seen.copies.contains(&digest) {
+                seen.copies.push(digest);
+            }
+            return Ok(());
+        }
+        let engine = self.engine;
+        let journal = engine.journal;
+        // First of all: what is suppressed or restricted is not looked at further (not
+        // even rejected, which would force full reads forever).
+        let mut number = None;
+        let verdict = if journal.hold(HoldKind::Suppressed, &c.code)?.is_some() {
+            Verdict::Held(HoldKind::Suppressed)
+        } else if journal.hold(HoldKind::Restricted, &c.code)?.is_some() {
+            Verdict::Held(HoldKind::Restricted)
+        } else {
+            match engine.mapping.apply(&c.to_permitted()) {
+                Err(reason) => Verdict::Rejected(reason),
+                Ok(record) => {
+                    *self.numbers.entry(record.number.clone()).or_default() += 1;
+                    number = Some(record.number.clone());
+                    match journal.state(engine.sink_name, &record.code)? {
+                        Some(s)
+                            if s.content_hash == record.content_hash && self.replay.is_none() =>
+                        {
+                            Verdict::Unchanged
+                        }
+                        state => {
+                            self.tasks.push(match state {
+                                Some(s) => Task::Update {
+                                    remote_id: s.remote_id.clone(),
+                                    record,
+                                    previous: Some(s),
+                                },
+                                None => Task::Create(record),
+                            });
+                            Verdict::Write(self.tasks.len() - 1)
+                        }
+                    }
+                }
+            }
+        };
+        self.seen.insert(
+            c.code,
+            Seen {
+                copies: vec![digest],
+                number,
+                verdict,
+            },
+        );
+        Ok(())
+    }
+
+    /// Rejects duplicates, counts what is held or unchanged, returns what to write.
+    fn finish(self, report: &mut Report) -> Result<Vec<Task>> {
+        let Planner {
+            engine,
+            seen,
+            numbers,
+            tasks,
+            ..
+        } = self;
+        let number_field = engine.mapping.rules().number_field;
+        let mut tasks: Vec<Option<Task>> = tasks.into_iter().map(Some).collect();
+        let mut rejected = |code: &str, reason: String| {
+            tracing::warn!(customer = %code, "rejected: {reason}");
+            report.counts.rejected += 1;
+            report.rejections.push(Rejection {
+                customer: code.to_string(),
+                reason,
+            });
+        };
+        let mut held = (0, 0);
+        let mut unchanged = 0;
+        for (code, seen) in seen {
+            let copies = seen.copies.len();
+            let duplicate_number = seen
+                .number
+                .as_ref()
+                .map(|n| numbers[n.as_str()])
+                .filter(|&n| n > 1);
+            match seen.verdict {
+                Verdict::Held(HoldKind::Suppressed) => held.0 += 1,
+                Verdict::Held(HoldKind::Restricted) => held.1 += 1,
+                verdict if copies > 1 => {
+                    if let Verdict::Write(i) = verdict {
+                        tasks[i] = None;
+                    }
+                    for _ in 0..copies {
+                        rejected(
+                            &code,
+                            format!(
+                                "customer code {code} appears {copies} times in Opter's answer; \
+                                 sending either copy would be a guess. Make the code unique in \
+                                 Opter."
+                            ),
+                        );
+                    }
+                }
+                Verdict::Rejected(reason) => rejected(&code, reason),
+                verdict if duplicate_number.is_some() => {
+                    if let Verdict::Write(i) = verdict {
+                        tasks[i] = None;
+                    }
+                    let n = duplicate_number.unwrap_or_default();
+                    let number = seen.number.unwrap_or_default();
+                    rejected(
+                        &code,
+                        format!(
+                            "{n} Opter customers map to the same {number_field} {number}; the \
+                             register can hold only one. Give each its own number in Opter."
+                        ),
+                    );
+                }
+                Verdict::Unchanged => unchanged += 1,
+                Verdict::Write(_) => {}
+            }
+        }
+        report.counts.suppressed += held.0;
+        report.counts.restricted += held.1;
+        report.counts.unchanged += unchanged;
+        let tasks: Vec<Task> = tasks.into_iter().flatten().collect();
+        if report.dry_run {
+            for task in &tasks {
+                report.plan.push(engine.planned(task)?);
+                match task {
+                    Task::Create(_) => report.counts.created += 1,
+                    Task::Update { .. } => report.counts.updated += 1,
+                }
+            }
+            return Ok(Vec::new());
+        }
+        Ok(tasks)
+    }
 }
 
 /// Run ids sort by start time: `20261123T153012.345Z-3fa2`.

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 
 /// A customer as read from Opter, already reduced to the fields the connector may use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SourceCustomer {
     /// Opter's customer code: the key of the customer register.
     pub code: String,
@@ -24,7 +24,7 @@ pub struct SourceCustomer {
 }
 
 /// A contact person at the customer (Opter calls them references): name and email only.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct SourceReference {
     pub name: Option<String>,
     pub email: Option<String>,

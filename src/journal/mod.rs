@@ -808,7 +808,7 @@ fn compact_locked(dir: &Path) -> anyhow::Result<u64> {
     let _ = std::fs::remove_file(&done);
     {
         let source = open_sled(&live).context("cannot open the journal to compact it")?;
-        let target = sled::Config::new().path(&fresh).open()?;
+        let target = sled_config(&fresh).open()?;
         target.import(source.export());
         target.open_tree("meta")?.remove(COMPACTION_OWED)?;
         target.flush()?;
@@ -865,12 +865,22 @@ fn folder_size(path: &Path) -> u64 {
         .sum()
 }
 
+/// sled's page cache defaults to 1 GiB and grows with the journal; a tenant's journal is
+/// read mostly by key (state per customer), so a small cache keeps memory flat.
+const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+fn sled_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(SLED_CACHE_BYTES)
+}
+
 /// Opens sled, waiting up to a second for the file lock: a journal closed a moment ago
 /// in this process is released by sled's background thread shortly after the drop.
 fn open_sled(path: &Path) -> sled::Result<sled::Db> {
     let mut tries = 0;
     loop {
-        match sled::Config::new().path(path).open() {
+        match sled_config(path).open() {
             Err(sled::Error::Io(e))
                 if tries < 50 && e.to_string().contains("could not acquire lock") =>
             {

@@ -13,6 +13,9 @@ use chrono::{DateTime, Utc};
 use crate::error::Result;
 use crate::record::SourceCustomer;
 
+/// One page of customers, with the total the source expects, if it knows.
+pub type PageOf = (Vec<SourceCustomer>, Option<u64>);
+
 /// Where a tenant's customers come from.
 pub enum Source {
     OpterApi(OpterApiSource),
@@ -20,16 +23,21 @@ pub enum Source {
 }
 
 impl Source {
-    /// Every customer (with `changed_since`, only those changed after it); `on_page`
-    /// hears (customers so far, total if known).
-    pub async fn read_all(
+    /// Sends every customer (with `changed_since`, only those changed after it) to
+    /// `pages`, page by page, while the receiver works on the pages already sent.
+    pub async fn read_pages(
         &self,
         changed_since: Option<DateTime<Utc>>,
-        on_page: impl FnMut(usize, Option<u64>),
-    ) -> Result<Vec<SourceCustomer>> {
+        pages: &tokio::sync::mpsc::Sender<PageOf>,
+    ) -> Result<()> {
         match self {
-            Source::OpterApi(s) => s.read_all(changed_since, on_page).await,
-            Source::OpterExport(s) => s.read_all(changed_since, on_page).await,
+            Source::OpterApi(s) => s.read_pages(changed_since, pages).await,
+            Source::OpterExport(s) => {
+                let customers = s.read_all(changed_since, |_, _| {}).await?;
+                let total = customers.len() as u64;
+                let _ = pages.send((customers, Some(total))).await;
+                Ok(())
+            }
         }
     }
 }

@@ -230,28 +230,35 @@ impl OpterApiSource {
         }
     }
 
-    /// Reads every page (with `changed_since`, only customers changed after it);
-    /// `on_page` hears (customers so far, total if known).
-    pub async fn read_all(
+    /// Reads every page (with `changed_since`, only customers changed after it) and
+    /// hands each to `pages` with the total, if known, as soon as it arrives; the channel's
+    /// room decides how far reading runs ahead of whoever plans the pages.
+    pub async fn read_pages(
         &self,
         changed_since: Option<DateTime<Utc>>,
-        mut on_page: impl FnMut(usize, Option<u64>),
-    ) -> Result<Vec<SourceCustomer>> {
-        let mut all = Vec::new();
+        pages: &tokio::sync::mpsc::Sender<super::PageOf>,
+    ) -> Result<()> {
+        let mut read = 0u64;
         for number in 1.. {
             let page = self.page(number, changed_since).await?;
             let got = page.customers.len();
-            all.extend(page.customers);
-            on_page(all.len(), page.total_count);
+            read += got as u64;
             let done = match page.total_count {
-                Some(total) => all.len() as u64 >= total || got == 0,
+                Some(total) => read >= total || got == 0,
                 None => (got as u32) < self.page_size,
             };
+            if pages
+                .send((page.customers, page.total_count))
+                .await
+                .is_err()
+            {
+                break; // the planner stopped
+            }
             if done {
                 break;
             }
         }
-        Ok(all)
+        Ok(())
     }
 }
 

@@ -88,7 +88,8 @@ pub struct Mapping {
     rules: RegisterRules,
     /// register field -> permitted source field
     fields: BTreeMap<String, PermittedField>,
-    constants: BTreeMap<String, Value>,
+    /// Shared by every record mapped (one copy, however many customers are planned).
+    constants: std::sync::Arc<BTreeMap<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -109,7 +110,7 @@ pub struct MappedRecord {
     pub fields: BTreeMap<String, Value>,
     /// The mapping's constants: sent on create, and on update only where the register
     /// has no value, so what an accountant set in Visma (terms, address) survives.
-    pub defaults: BTreeMap<String, Value>,
+    pub defaults: std::sync::Arc<BTreeMap<String, Value>>,
     /// SHA-256 (hex) of the canonical mapped fields: decides unchanged / update.
     pub content_hash: String,
 }
@@ -188,7 +189,7 @@ impl Mapping {
             file: file.to_path_buf(),
             rules,
             fields,
-            constants,
+            constants: std::sync::Arc::new(constants),
         })
     }
 
@@ -207,7 +208,7 @@ impl Mapping {
             ),
             (
                 "constants".to_string(),
-                serde_json::to_value(&self.constants).expect("serialises"),
+                serde_json::to_value(&*self.constants).expect("serialises"),
             ),
         ]))
     }

@@ -412,7 +412,7 @@ async fn a_second_create_with_the_same_number_is_number_taken() {
 
     // A create refused for its content is not taken for a duplicate.
     let mut bad = mapped(&customer("K8", "Acme AB", None, None));
-    bad.defaults.insert("customerClassId".into(), json!("nope"));
+    std::sync::Arc::make_mut(&mut bad.defaults).insert("customerClassId".into(), json!("nope"));
     match sink.create(&bad, "c").await {
         Err(SinkError::Rejected {
             status: 400,

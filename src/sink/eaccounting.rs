@@ -146,7 +146,7 @@ impl EAccountingSink {
                 v => merged.insert(field.clone(), v.clone()),
             };
         }
-        for (field, value) in &record.defaults {
+        for (field, value) in record.defaults.iter() {
             let unset = match merged.get(field) {
                 None | Some(Value::Null) => true,
                 Some(Value::String(s)) => s.is_empty(),

@@ -767,7 +767,7 @@ fn overlay(merged: &mut Map<String, Value>, record: &MappedRecord) {
         }
     }
     let current = Value::Object(merged.clone());
-    for (field, value) in &record.defaults {
+    for (field, value) in record.defaults.iter() {
         let unset = match lookup(&current, field) {
             None | Some(Value::Null) => true,
             Some(Value::String(s)) => s.is_empty(),
@@ -871,7 +871,7 @@ mod tests {
             code: "K1".into(),
             number: "1001".into(),
             fields: map(fields),
-            defaults: map(defaults),
+            defaults: map(defaults).into(),
             content_hash: String::new(),
         }
     }

@@ -390,7 +390,7 @@ mod tests {
             code: "K1".into(),
             number: "K1".into(),
             fields: map(fields),
-            defaults: map(defaults),
+            defaults: map(defaults).into(),
             content_hash: String::new(),
         }
     }

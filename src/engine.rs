@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::journal::{
-    Counts, Event, HoldKind, Intent, Journal, Operation, Outcome, Rejection, Run, State,
+    Counts, Entry, Event, HoldKind, Intent, Journal, Operation, Outcome, Rejection, Run, State,
 };
 use crate::mapping::{MappedRecord, Mapping};
 use crate::record::SourceCustomer;
@@ -174,6 +174,25 @@ fn run_stopping(e: &SinkError) -> Option<Error> {
     }
 }
 
+/// What writing one customer came to, and the journal entry that records it.
+struct Finished {
+    customer: String,
+    done: Done,
+    reason: String,
+    entry: Option<Entry>,
+}
+
+impl Finished {
+    fn new(customer: String, done: Done, reason: String, entry: Option<Entry>) -> Self {
+        Finished {
+            customer,
+            done,
+            reason,
+            entry,
+        }
+    }
+}
+
 impl Report {
     fn count(&mut self, customer: String, done: Done, reason: String) {
         match done {
@@ -261,6 +280,7 @@ impl Engine<'_> {
             Some(_) => Vec::new(),
         };
         // Customers refused before sending are part of the run's row-level log too.
+        let mut refused = Vec::with_capacity(report.rejections.len());
         for rejection in &report.rejections {
             let known = self
                 .journal
@@ -274,8 +294,13 @@ impl Engine<'_> {
             let mut event = self.event(&rejection.customer, &run_id, &options.actor, operation);
             event.outcome = Outcome::Rejected;
             event.message = Some(rejection.reason.clone());
-            self.journal.record(event, None, false)?;
+            refused.push(Entry {
+                event,
+                state: None,
+                close_intent: false,
+            });
         }
+        self.journal.record_all(&refused)?;
         bar.set_message(format!("writing to {}", self.mapping.rules().product));
         bar.set_length(tasks.len() as u64);
         bar.set_position(0);
@@ -295,10 +320,17 @@ impl Engine<'_> {
             let mut results = futures::stream::iter(batch)
                 .map(|task| self.execute(task, &run_id, &options.actor, &stop))
                 .buffer_unordered(self.concurrency);
+            let mut outcomes = Vec::with_capacity(self.flush_every);
             while let Some(result) = results.next().await {
                 bar.inc(1);
                 match result {
-                    Ok(Some((customer, done, reason))) => {
+                    Ok(Some(Finished {
+                        customer,
+                        done,
+                        reason,
+                        entry,
+                    })) => {
+                        outcomes.extend(entry);
                         // An outage is not many bad customers: stop after a streak of
                         // failures with nothing getting through, instead of spending the
                         // retry budget on every remaining customer.
@@ -321,6 +353,9 @@ impl Engine<'_> {
                 }
             }
             drop(results);
+            // One transaction for the batch's outcomes. A crash before this leaves their
+            // intents open, and the next run settles them from the register.
+            self.journal.record_all(&outcomes)?;
             self.journal.flush().await?;
         }
         bar.finish_and_clear();
@@ -556,15 +591,16 @@ impl Engine<'_> {
         }
     }
 
-    /// Writes one customer and records the outcome. `Err` only for a run-stopping
-    /// condition (authorization lost); `Ok(None)` when skipped because the run stops.
+    /// Writes one customer and returns the outcome, with the journal entry the caller
+    /// records for the batch. `Err` only for a run-stopping condition (authorization
+    /// lost); `Ok(None)` when skipped because the run stops.
     async fn execute(
         &self,
         task: Task,
         run_id: &str,
         actor: &str,
         stop: &AtomicBool,
-    ) -> Result<Option<(String, Done, String)>> {
+    ) -> Result<Option<Finished>> {
         let (record, remote_id) = match task {
             Task::Create(record) => (record, None),
             Task::Update {
@@ -611,16 +647,25 @@ impl Engine<'_> {
                 if done == Done::Unchanged {
                     // Adopted, and the register already held our content: nothing sent.
                     self.journal.close_intent(self.sink_name, &record.code)?;
-                    return Ok(Some((record.code, done, String::new())));
+                    return Ok(Some(Finished::new(record.code, done, String::new(), None)));
                 }
                 let state = State {
                     remote_id: written.remote_id,
                     content_hash: record.content_hash.clone(),
                     last_seq: 0,
                 };
-                self.journal.record(e, Some(state), true)?;
                 tracing::info!(customer = %record.code, ?done, "written");
-                return Ok(Some((record.code, done, String::new())));
+                let entry = Entry {
+                    event: e,
+                    state: Some(state),
+                    close_intent: true,
+                };
+                return Ok(Some(Finished::new(
+                    record.code,
+                    done,
+                    String::new(),
+                    Some(entry),
+                )));
             }
             Err(e @ (SinkError::NeedsLogin(_) | SinkError::Config(_) | SinkError::Fatal(_))) => {
                 return Err(run_stopping(&e).expect("a run-stopping error"))
@@ -666,8 +711,12 @@ impl Engine<'_> {
             }
         };
         tracing::warn!(customer = %record.code, outcome = ?e.outcome, "not written: {reason}");
-        self.journal.record(e, None, close_intent)?;
-        Ok(Some((record.code, done, reason)))
+        let entry = Entry {
+            event: e,
+            state: None,
+            close_intent,
+        };
+        Ok(Some(Finished::new(record.code, done, reason, Some(entry))))
     }
 
     /// Creates the customer; if the register says its number is taken (a lost journal,

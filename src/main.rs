@@ -8,7 +8,12 @@ use opter_visma_sync::journal::HoldKind;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: the work is I/O-bound and per-customer ordered, and on small machines
+    // cross-thread wake-ups cost more than they give.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

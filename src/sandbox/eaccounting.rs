@@ -176,6 +176,12 @@ pub struct VismaState {
     auth_codes: HashMap<String, PendingCode>,
     /// Stored `CustomerApi` objects in insertion order.
     customers: Vec<Value>,
+    /// Position of each customer by id, and id by customer number, so one write costs
+    /// the same whether the register holds ten customers or a hundred thousand.
+    index_by_id: HashMap<String, usize>,
+    id_by_number: HashMap<String, String>,
+    /// Highest numeric customer number, for the next automatic one.
+    highest_number: u64,
     /// Ids of customers marked as having transactions (cannot be deleted).
     with_transactions: HashSet<String>,
     /// Fixed windows keyed by (client id, path template).
@@ -203,6 +209,9 @@ pub fn new_state(config: VismaConfig) -> (SharedVisma, String) {
         access_tokens: HashMap::new(),
         auth_codes: HashMap::new(),
         customers: Vec::new(),
+        index_by_id: HashMap::new(),
+        id_by_number: HashMap::new(),
+        highest_number: 0,
         with_transactions: HashSet::new(),
         windows: FixedWindows::default(),
         requests: RequestLog::new(),
@@ -294,9 +303,34 @@ impl VismaState {
     }
 
     fn find_customer(&self, id: &str) -> Option<usize> {
-        self.customers
-            .iter()
-            .position(|c| c.get("Id").and_then(Value::as_str) == Some(id))
+        self.index_by_id.get(id).copied()
+    }
+
+    fn id_of_number(&self, number: &str) -> Option<&str> {
+        self.id_by_number.get(number).map(String::as_str)
+    }
+
+    /// Removes a customer and rebuilds the indexes (deletes are rare; writes are not).
+    fn remove_customer(&mut self, index: usize) {
+        self.customers.remove(index);
+        self.index_by_id.clear();
+        self.id_by_number.clear();
+        self.highest_number = 0;
+        for i in 0..self.customers.len() {
+            self.index_customer(i);
+        }
+    }
+
+    fn index_customer(&mut self, index: usize) {
+        let c = &self.customers[index];
+        let id = c["Id"].as_str().unwrap_or_default().to_string();
+        if let Some(number) = c["CustomerNumber"].as_str() {
+            if let Ok(n) = number.parse::<u64>() {
+                self.highest_number = self.highest_number.max(n);
+            }
+            self.id_by_number.insert(number.to_string(), id.clone());
+        }
+        self.index_by_id.insert(id, index);
     }
 
     /// Stores validated fields as a new customer (`id` None) or as a full replacement.
@@ -321,10 +355,9 @@ impl VismaState {
                 .unwrap_or_else(|| self.next_customer_number()),
             (None, None) => self.next_customer_number(),
         };
-        let taken = self.customers.iter().any(|c| {
-            c["CustomerNumber"].as_str() == Some(number.as_str())
-                && c["Id"].as_str() != Some(id.as_str())
-        });
+        let taken = self
+            .id_of_number(&number)
+            .is_some_and(|holder| holder != id);
         if taken {
             return Err(EaError::new(
                 StatusCode::BAD_REQUEST,
@@ -345,22 +378,40 @@ impl VismaState {
         fields.insert("LastInvoiceDate".into(), Value::Null);
         fields.insert("IsFutureInvoiceDateAllowed".into(), Value::Bool(false));
         let stored = Value::Object(fields);
-        match index {
-            Some(i) => self.customers[i] = stored.clone(),
-            None => self.customers.push(stored.clone()),
-        }
+        let index = match index {
+            Some(i) => {
+                // A PUT may change the number: the old one becomes free.
+                let old = self.customers[i]["CustomerNumber"]
+                    .as_str()
+                    .map(str::to_string);
+                self.customers[i] = stored.clone();
+                if let Some(old) =
+                    old.filter(|o| Some(o.as_str()) != stored["CustomerNumber"].as_str())
+                {
+                    self.id_by_number.remove(&old);
+                    if old.parse::<u64>().ok() == Some(self.highest_number) {
+                        self.highest_number = self
+                            .customers
+                            .iter()
+                            .filter_map(|c| c["CustomerNumber"].as_str()?.parse::<u64>().ok())
+                            .max()
+                            .unwrap_or(0);
+                    }
+                }
+                i
+            }
+            None => {
+                self.customers.push(stored.clone());
+                self.customers.len() - 1
+            }
+        };
+        self.index_customer(index);
         Ok(stored)
     }
 
     /// Like eAccounting: one more than the highest numeric customer number.
     fn next_customer_number(&self) -> String {
-        let max = self
-            .customers
-            .iter()
-            .filter_map(|c| c["CustomerNumber"].as_str()?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0);
-        (max + 1).to_string()
+        (self.highest_number + 1).to_string()
     }
 }
 
@@ -739,16 +790,27 @@ async fn list_customers(State(state): State<SharedVisma>, RawQuery(raw): RawQuer
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let matching: Vec<Value> = lock(&state)
-        .customers
-        .iter()
-        .filter(|c| {
-            filter
-                .as_ref()
-                .is_none_or(|f| c[f.field].as_str() == Some(f.value.as_str()))
-        })
-        .cloned()
-        .collect();
+    let st = lock(&state);
+    let matching: Vec<Value> = match &filter {
+        // Numbers are unique: answer from the index.
+        Some(f) if f.field == "CustomerNumber" => st
+            .id_of_number(&f.value)
+            .and_then(|id| st.find_customer(id))
+            .map(|i| st.customers[i].clone())
+            .into_iter()
+            .collect(),
+        _ => st
+            .customers
+            .iter()
+            .filter(|c| {
+                filter
+                    .as_ref()
+                    .is_none_or(|f| c[f.field].as_str() == Some(f.value.as_str()))
+            })
+            .cloned()
+            .collect(),
+    };
+    drop(st);
     page_envelope(matching, page, size)
 }
 
@@ -807,7 +869,7 @@ async fn delete_customer(State(state): State<SharedVisma>, Path(id): Path<String
             "customer has transactions and cannot be deleted",
         );
     }
-    st.customers.remove(i);
+    st.remove_customer(i);
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -1021,11 +1083,7 @@ async fn control_mark_transactions(
     Path(number): Path<String>,
 ) -> Response {
     let mut st = lock(&state);
-    let found = st
-        .customers
-        .iter()
-        .find(|c| c["CustomerNumber"].as_str() == Some(number.as_str()))
-        .and_then(|c| c["Id"].as_str().map(str::to_string));
+    let found = st.id_of_number(&number).map(str::to_string);
     match found {
         Some(id) => {
             st.with_transactions.insert(id.clone());

@@ -118,7 +118,7 @@ impl EAccountingSink {
         let url = format!("{}/customers", self.base);
         match self.http.send(Method::POST, &url, Some(&body)).await {
             Ok(reply) => Ok(Written {
-                remote_id: remote(reply.body)?.id,
+                remote_id: id_of(&reply.body)?,
                 status: reply.status,
             }),
             Err(SinkError::Rejected {
@@ -139,7 +139,10 @@ impl EAccountingSink {
     ) -> Result<Written, SinkError> {
         let url = format!("{}/customers/{id}", self.base);
         let current = self.http.send(Method::GET, &url, None).await?.body;
-        let mut merged = current.as_object().cloned().unwrap_or_default();
+        let mut merged = match current {
+            Value::Object(fields) => fields,
+            _ => Map::new(),
+        };
         for (field, value) in &record.fields {
             match value {
                 Value::Null => merged.remove(field),
@@ -222,14 +225,18 @@ fn error_of(body: &Value, status: StatusCode) -> (Option<String>, String) {
 }
 
 /// `CustomerApi` is flat: the mapping's field names are its own.
-fn remote(body: Value) -> Result<Remote, SinkError> {
-    let id = body["Id"]
+fn id_of(body: &Value) -> Result<String, SinkError> {
+    body["Id"]
         .as_str()
         .map(str::to_string)
         .ok_or_else(|| SinkError::Failed {
             status: None,
             message: format!("{PRODUCT} answered without the customer's Id"),
-        })?;
+        })
+}
+
+fn remote(body: Value) -> Result<Remote, SinkError> {
+    let id = id_of(&body)?;
     Ok(Remote {
         id,
         fields: body.clone(),

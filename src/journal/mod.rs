@@ -11,6 +11,7 @@
 //! (event, its index entry, state) go in one sled transaction.
 
 pub mod chain;
+mod compact;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,6 +80,7 @@ pub fn name_of(value: &impl Serialize) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
+    #[serde(with = "compact::time")]
     pub time: DateTime<Utc>,
     pub run_id: String,
     pub actor: String,
@@ -120,6 +122,7 @@ pub struct Verification {
 pub struct State {
     pub remote_id: String,
     /// Hash of what was last sent successfully.
+    #[serde(with = "compact::hex_digest")]
     pub content_hash: String,
     pub last_seq: u64,
 }
@@ -246,7 +249,41 @@ fn customer_key(code: &str, seq: u64) -> Vec<u8> {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> anyhow::Result<T> {
-    serde_json::from_slice(bytes).with_context(|| format!("journal {what} entry is unreadable"))
+    compact::decode(bytes).map_err(|e| anyhow::anyhow!("journal {what} entry is unreadable: {e}"))
+}
+
+/// Whether an operation sets or lifts a hold: (is it a suppression, does it set it).
+fn hold_change(operation: Operation) -> Option<(bool, bool)> {
+    match operation {
+        Operation::Erase | Operation::Anonymise => Some((true, true)),
+        Operation::Unsuppress => Some((true, false)),
+        Operation::Restrict => Some((false, true)),
+        Operation::Unrestrict => Some((false, false)),
+        _ => None,
+    }
+}
+
+/// Stores an event. Its field list is left out when it is just the keys of its values
+/// (the usual case), and `decode_event` restores it.
+fn encode_event(mut event: Event) -> Vec<u8> {
+    if event
+        .values
+        .as_ref()
+        .is_some_and(|v| v.keys().eq(event.fields.iter()))
+    {
+        event.fields = Vec::new();
+    }
+    compact::encode(&event)
+}
+
+fn decode_event(bytes: &[u8]) -> anyhow::Result<Event> {
+    let mut event: Event = decode(bytes, "event")?;
+    if event.fields.is_empty() {
+        if let Some(values) = &event.values {
+            event.fields = values.keys().cloned().collect();
+        }
+    }
+    Ok(event)
 }
 
 impl Journal {
@@ -361,19 +398,15 @@ impl Journal {
                 };
                 chain::seal(&mut event, &head);
                 head.clone_from(&event.chain.hash);
-                let bytes = serde_json::to_vec(&event).expect("events serialise");
-                events.insert(&seq.to_be_bytes(), bytes)?;
                 by_customer.insert(customer_key(&event.customer, seq), &[])?;
                 let key = state_key(&event.sink, &event.customer);
+                events.insert(&seq.to_be_bytes(), encode_event(event))?;
                 if let Some(state) = &entry.state {
                     let state = State {
                         last_seq: seq,
                         ..state.clone()
                     };
-                    states.insert(
-                        key.as_slice(),
-                        serde_json::to_vec(&state).expect("state serialises"),
-                    )?;
+                    states.insert(key.as_slice(), compact::encode(&state))?;
                 }
                 if entry.close_intent {
                     intents.remove(key)?;
@@ -466,7 +499,7 @@ impl Journal {
                 let key = kv?.0;
                 let seq = &key[key.len() - 8..];
                 if let Some(v) = self.events.get(seq)? {
-                    let e: Event = decode(&v, "event")?;
+                    let e = decode_event(&v)?;
                     if matches(&e) {
                         out.push(e);
                     }
@@ -474,7 +507,7 @@ impl Journal {
             }
         } else {
             for kv in self.events.iter().rev() {
-                let e: Event = decode(&kv?.1, "event")?;
+                let e = decode_event(&kv?.1)?;
                 if matches(&e) {
                     out.push(e);
                 }
@@ -484,11 +517,29 @@ impl Journal {
     }
 
     /// Walks the hash chain and the indexes; returns what is wrong, first problem first.
+    ///
+    /// Streams the events once, keeping only each event's customer code and the few
+    /// events that set or lift holds, so memory stays small however long the journal.
     pub fn verify(&self) -> anyhow::Result<Verification> {
         let mut problems = Vec::new();
         let mut problem = |seq: u64, what: String| problems.push(Problem { seq, what });
+        // States first (one small entry per customer): each must match the event it names.
+        let mut states: std::collections::HashMap<u64, Vec<(String, State)>> = Default::default();
+        for kv in self.state.iter() {
+            let (key, value) = kv?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            match compact::decode::<State>(&value) {
+                Ok(state) => states.entry(state.last_seq).or_default().push((key, state)),
+                Err(_) => problem(0, format!("state {key} is unreadable")),
+            }
+        }
+        let state_problem = |key: &str| {
+            format!("does not match the state recorded for {key} (the state was edited)")
+        };
         let (mut expected, mut prev_hash, mut checked) = (1u64, String::new(), 0u64);
-        let mut customers = std::collections::HashMap::new();
+        // Customer code of each event, by sequence number (index 0 = event 1).
+        let mut owners: Vec<Option<Box<str>>> = Vec::new();
+        let mut holds = Vec::new();
         for kv in self.events.iter() {
             let (key, value) = kv?;
             let seq = u64::from_be_bytes(key.as_ref().try_into().unwrap_or_default());
@@ -500,7 +551,7 @@ impl Journal {
             }
             expected = seq + 1;
             checked += 1;
-            let event: Event = match serde_json::from_slice(&value) {
+            let event = match decode_event(&value) {
                 Ok(e) => e,
                 Err(_) => {
                     problem(seq, "is unreadable".into());
@@ -515,18 +566,32 @@ impl Journal {
             } else if let Some(what) = chain::check(&event, &prev_hash) {
                 problem(seq, what);
             }
-            if self
-                .by_customer
-                .get(customer_key(&event.customer, seq))?
-                .is_none()
-            {
-                problem(
-                    seq,
-                    format!("is missing from customer {}'s timeline", event.customer),
-                );
+            for (key, state) in states.remove(&seq).unwrap_or_default() {
+                let matches = format!("{}/{}", event.sink, event.customer) == key
+                    && event.outcome == Outcome::Succeeded
+                    && event.remote_id.as_deref() == Some(state.remote_id.as_str())
+                    && event
+                        .values
+                        .as_ref()
+                        .is_none_or(|v| crate::mapping::content_hash(v) == state.content_hash);
+                if !matches {
+                    problem(seq, state_problem(&key));
+                }
             }
-            prev_hash = event.chain.hash.clone();
-            customers.insert(seq, event);
+            if hold_change(event.operation).is_some() {
+                holds.push((seq, event.customer.clone(), event.operation));
+            }
+            let at = usize::try_from(seq - 1).unwrap_or(usize::MAX);
+            if owners.len() <= at {
+                owners.resize(at + 1, None);
+            }
+            prev_hash = event.chain.hash;
+            owners[at] = Some(event.customer.into_boxed_str());
+        }
+        for (seq, entries) in states {
+            for (key, _) in entries {
+                problem(seq, state_problem(&key));
+            }
         }
         let next = self
             .meta
@@ -539,7 +604,7 @@ impl Journal {
                 "is missing: the newest events were removed".into(),
             );
         }
-        self.verify_holds(&customers, &mut problem)?;
+        self.verify_holds(&holds, &mut problem)?;
         let head = self
             .meta
             .get(CHAIN_HEAD)?
@@ -550,6 +615,8 @@ impl Journal {
                 "is missing: the newest events were removed".into(),
             );
         }
+        // Every event is in its customer's timeline, and nothing else is.
+        let mut indexed = vec![false; owners.len()];
         for kv in self.by_customer.iter() {
             let key = kv?.0;
             if key.len() < 9 {
@@ -558,35 +625,20 @@ impl Journal {
             }
             let seq = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap_or_default());
             let code = String::from_utf8_lossy(&key[..key.len() - 9]);
-            if customers.get(&seq).is_none_or(|e| e.customer != code) {
-                problem(
+            let at = usize::try_from(seq.wrapping_sub(1)).unwrap_or(usize::MAX);
+            match owners.get(at) {
+                Some(Some(owner)) if **owner == *code => indexed[at] = true,
+                _ => problem(
                     seq,
                     format!("is in customer {code}'s timeline but is not theirs"),
-                );
+                ),
             }
         }
-        for kv in self.state.iter() {
-            let (key, value) = kv?;
-            let key = String::from_utf8_lossy(&key).into_owned();
-            let state: State = match serde_json::from_slice(&value) {
-                Ok(s) => s,
-                Err(_) => {
-                    problem(0, format!("state {key} is unreadable"));
-                    continue;
-                }
-            };
-            let matches = customers.get(&state.last_seq).is_some_and(|e| {
-                format!("{}/{}", e.sink, e.customer) == key
-                    && e.outcome == Outcome::Succeeded
-                    && e.remote_id.as_deref() == Some(state.remote_id.as_str())
-                    && e.values
-                        .as_ref()
-                        .is_none_or(|v| crate::mapping::content_hash(v) == state.content_hash)
-            });
-            if !matches {
+        for (at, owner) in owners.iter().enumerate() {
+            if let (Some(owner), false) = (owner, indexed[at]) {
                 problem(
-                    state.last_seq,
-                    format!("does not match the state recorded for {key} (the state was edited)"),
+                    at as u64 + 1,
+                    format!("is missing from customer {owner}'s timeline"),
                 );
             }
         }
@@ -598,28 +650,22 @@ impl Journal {
     }
 
     /// Holds must match the events that set and lifted them: a removed suppression would
-    /// let a purged customer be created again.
+    /// let a purged customer be created again. `changes` are (seq, customer, operation)
+    /// of the events that set or lift a hold, in order.
     fn verify_holds(
         &self,
-        events: &std::collections::HashMap<u64, Event>,
+        changes: &[(u64, String, Operation)],
         problem: &mut impl FnMut(u64, String),
     ) -> anyhow::Result<()> {
-        let mut seqs: Vec<&u64> = events.keys().collect();
-        seqs.sort();
         let mut expected: std::collections::BTreeMap<(&str, bool), u64> = Default::default();
-        for seq in seqs {
-            let e = &events[seq];
-            let (suppression, on) = match e.operation {
-                Operation::Erase | Operation::Anonymise => (true, true),
-                Operation::Unsuppress => (true, false),
-                Operation::Restrict => (false, true),
-                Operation::Unrestrict => (false, false),
-                _ => continue,
+        for (seq, customer, operation) in changes {
+            let Some((suppression, on)) = hold_change(*operation) else {
+                continue;
             };
             if on {
-                expected.insert((e.customer.as_str(), suppression), *seq);
+                expected.insert((customer.as_str(), suppression), *seq);
             } else {
-                expected.remove(&(e.customer.as_str(), suppression));
+                expected.remove(&(customer.as_str(), suppression));
             }
         }
         for (tree, suppression, name) in [
@@ -660,7 +706,7 @@ impl Journal {
         let mut watermark = from;
         for kv in self.events.range(from.to_be_bytes()..) {
             let (key, value) = kv?;
-            let mut event: Event = decode(&value, "event")?;
+            let mut event = decode_event(&value)?;
             if event.time >= cutoff {
                 break; // events are in time order
             }
@@ -670,8 +716,7 @@ impl Journal {
             }
             event.values = None;
             event.chain.salt = None;
-            self.events
-                .insert(key, serde_json::to_vec(&event).expect("events serialise"))?;
+            self.events.insert(key, encode_event(event))?;
             redacted += 1;
         }
         self.meta
@@ -687,6 +732,12 @@ impl Journal {
             HoldKind::Suppressed => &self.suppressed,
             HoldKind::Restricted => &self.restricted,
         }
+    }
+
+    /// Whether any customer is held this way: planning skips the per-customer lookup
+    /// when none is, which is the usual case.
+    pub fn any_hold(&self, kind: HoldKind) -> bool {
+        !self.holds(kind).is_empty()
     }
 
     pub fn hold(&self, kind: HoldKind, code: &str) -> anyhow::Result<Option<Hold>> {
@@ -755,10 +806,8 @@ impl Journal {
                 },
                 ..event
             };
-            self.events.insert(
-                event.seq.to_be_bytes(),
-                serde_json::to_vec(&event).expect("serialises"),
-            )?;
+            self.events
+                .insert(event.seq.to_be_bytes(), encode_event(event))?;
             redacted += 1;
         }
         for kv in self.state.iter() {
@@ -776,7 +825,7 @@ impl Journal {
     pub fn event(&self, seq: u64) -> anyhow::Result<Option<Event>> {
         self.events
             .get(seq.to_be_bytes())?
-            .map(|v| decode(&v, "event"))
+            .map(|v| decode_event(&v))
             .transpose()
     }
 
@@ -981,6 +1030,7 @@ mod tests {
             };
             let mut e = event(code, "r1");
             e.remote_id = Some(format!("id-{code}"));
+            e.fields = values.keys().cloned().collect();
             e.values = Some(values);
             j.record(e, Some(state), true).unwrap();
         }
@@ -1000,15 +1050,54 @@ mod tests {
     }
 
     #[test]
+    fn entries_written_as_json_by_older_versions_still_read_and_verify() {
+        let (_dir, j) = sample();
+        let before = j.events(None, None).unwrap();
+        for kv in j.events.iter() {
+            let (key, value) = kv.unwrap();
+            let json = serde_json::to_vec(&decode_event(&value).unwrap()).unwrap();
+            j.events.insert(key, json).unwrap();
+        }
+        for kv in j.state.iter() {
+            let (key, value) = kv.unwrap();
+            let state: State = decode(&value, "state").unwrap();
+            j.state
+                .insert(key, serde_json::to_vec(&state).unwrap())
+                .unwrap();
+        }
+        assert_eq!(j.events(None, None).unwrap(), before);
+        assert_eq!(j.verify().unwrap().problems, vec![]);
+    }
+
+    #[test]
+    fn stored_events_leave_out_field_names_and_hex() {
+        let (_dir, j) = sample();
+        let raw = j.events.get(1u64.to_be_bytes()).unwrap().unwrap();
+        let event = decode_event(&raw).unwrap();
+        assert_eq!(event.fields, vec!["ContactPersonEmail", "Name"]);
+        let json = serde_json::to_vec(&event).unwrap();
+        assert!(
+            raw.len() * 2 < json.len(),
+            "{} vs {}",
+            raw.len(),
+            json.len()
+        );
+        assert!(!raw.windows(4).any(|w| w == b"seq\""));
+        assert!(!raw
+            .windows(event.chain.hash.len())
+            .any(|w| w == event.chain.hash.as_bytes()));
+    }
+
+    #[test]
     fn one_changed_byte_of_a_value_is_found_at_its_event() {
         let (_dir, j) = sample();
-        let raw = j.events.get(3u64.to_be_bytes()).unwrap().unwrap();
-        let text = String::from_utf8(raw.to_vec())
-            .unwrap()
-            .replacen("anna2@", "anna3@", 1);
-        j.events
-            .insert(3u64.to_be_bytes(), text.as_bytes())
-            .unwrap();
+        let mut raw = j.events.get(3u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let at = raw
+            .windows(6)
+            .position(|w| w == b"anna2@")
+            .expect("the value is stored as text");
+        raw[at + 4] = b'3';
+        j.events.insert(3u64.to_be_bytes(), raw).unwrap();
         let (seq, what) = first_problem(&j).unwrap();
         assert_eq!(seq, 3);
         assert!(what.contains("values were changed"), "{what}");
@@ -1018,13 +1107,11 @@ mod tests {
     fn a_changed_field_outside_the_values_is_found() {
         let (_dir, j) = sample();
         let raw = j.events.get(4u64.to_be_bytes()).unwrap().unwrap();
-        let text = String::from_utf8(raw.to_vec()).unwrap().replacen(
-            "\"http_status\":201",
-            "\"http_status\":200",
-            1,
-        );
+        let mut event = decode_event(&raw).unwrap();
+        assert_eq!(event.http_status, Some(201));
+        event.http_status = Some(200);
         j.events
-            .insert(4u64.to_be_bytes(), text.as_bytes())
+            .insert(4u64.to_be_bytes(), encode_event(event))
             .unwrap();
         assert_eq!(first_problem(&j).unwrap().0, 4);
     }

@@ -432,7 +432,8 @@ fn on_own_thread<T: Send + 'static>(
 }
 
 /// Fetches every page of Opter's customer list, sequentially, and discards them.
-fn plain_fetch(sandbox: &Sandbox, customers: usize, page_size: usize) -> f64 {
+fn plain_fetch(sandbox: &Sandbox, customers: usize, page_size: usize, in_flight: usize) -> f64 {
+    use futures::StreamExt;
     let url = format!("{}/Customers", sandbox.opter_api_base());
     let key = sandbox.credentials().opter_api_key;
     let pages = customers.div_ceil(page_size).max(1);
@@ -440,18 +441,26 @@ fn plain_fetch(sandbox: &Sandbox, customers: usize, page_size: usize) -> f64 {
         Box::pin(async move {
             let started = Instant::now();
             let client = reqwest::Client::new();
-            for page in 1..=pages {
-                let body = client
+            let fetch = |page: usize| {
+                let request = client
                     .get(&url)
                     .query(&[("page", page), ("pageSize", page_size)])
-                    .header("x-api-key", &key)
-                    .send()
-                    .await
-                    .and_then(|r| r.error_for_status())
-                    .expect("page fetched")
-                    .bytes()
-                    .await
-                    .expect("page read");
+                    .header("x-api-key", &key);
+                async move {
+                    request
+                        .send()
+                        .await
+                        .and_then(|r| r.error_for_status())
+                        .expect("page fetched")
+                        .bytes()
+                        .await
+                        .expect("page read")
+                }
+            };
+            let mut bodies = futures::stream::iter(1..=pages)
+                .map(fetch)
+                .buffered(in_flight);
+            while let Some(body) = bodies.next().await {
                 drop(body);
             }
             started.elapsed().as_secs_f64()
@@ -651,6 +660,8 @@ struct NoOp {
     pages: usize,
     fill: Child,
     fetch: Vec<f64>,
+    /// The same fetch with two pages in flight, as the connector reads.
+    fetch_ahead: Vec<f64>,
     incremental: Vec<Child>,
     full: Vec<Child>,
     incremental_requests: Vec<Requests>,
@@ -734,6 +745,7 @@ fn no_op(rt: &tokio::runtime::Runtime, args: &Args, customers: usize, keep: bool
         pages: customers.div_ceil(args.page_size).max(1),
         fill,
         fetch: Vec::new(),
+        fetch_ahead: Vec::new(),
         incremental: Vec::new(),
         full: Vec::new(),
         incremental_requests: Vec::new(),
@@ -744,7 +756,8 @@ fn no_op(rt: &tokio::runtime::Runtime, args: &Args, customers: usize, keep: bool
     };
     let before = load();
     for i in 0..args.repeats {
-        let fetch = plain_fetch(&setup.sandbox, customers, args.page_size);
+        let fetch = plain_fetch(&setup.sandbox, customers, args.page_size, 1);
+        let fetch_ahead = plain_fetch(&setup.sandbox, customers, args.page_size, 2);
         let (incremental, report) = setup.sync(&[]);
         assert_eq!(report["read"], "incremental", "{report}");
         assert_eq!(count(&report, "created") + count(&report, "updated"), 0);
@@ -755,13 +768,14 @@ fn no_op(rt: &tokio::runtime::Runtime, args: &Args, customers: usize, keep: bool
         assert_eq!(count(&report, "unchanged") as usize, customers, "{report}");
         out.full_requests.push(setup.take_requests(rt));
         progress(format_args!(
-            "B1 {customers} run {i}: fetch {fetch:.3} s, sync {:.3} s ({:.1} MB), sync --full {:.3} s ({:.1} MB)",
+            "B1 {customers} run {i}: fetch {fetch:.3} s (2 in flight {fetch_ahead:.3} s), sync {:.3} s ({:.1} MB), sync --full {:.3} s ({:.1} MB)",
             incremental.m.wall_s,
             incremental.rss_mb(),
             full.m.wall_s,
             full.rss_mb()
         ));
         out.fetch.push(fetch);
+        out.fetch_ahead.push(fetch_ahead);
         out.incremental.push(incremental);
         out.full.push(full);
     }
@@ -808,6 +822,12 @@ fn b1_rows(n: &NoOp) -> Vec<Row> {
         )
         .note(format!(
             "register requests over all runs: {register}; token requests: {token}"
+        ))
+        .note(format!(
+            "plain fetch with 2 pages in flight (as the connector reads): {:?} s, median {:.3} s, ratio {:.3}",
+            n.fetch_ahead,
+            median(&n.fetch_ahead),
+            m / median(&n.fetch_ahead)
         ))
         .note(n.load.clone());
         if name.starts_with("sync (") {

@@ -510,6 +510,7 @@ impl Engine<'_> {
             while let Some((customers, total)) = incoming.recv().await {
                 if let Some(total) = total {
                     bar.set_length(total);
+                    planner.expect(total);
                 }
                 for customer in customers {
                     planner.add(customer)?;
@@ -797,21 +798,46 @@ enum Done {
     Failed,
 }
 
-/// What planning keeps of one customer code until the whole read is in.
+/// What planning keeps of one customer code until the whole read is in: a few fixed-size
+/// facts, so a full read of 100,000 customers stays small.
 struct Seen {
-    /// Digests of the distinct copies read (identical copies are one customer read twice,
-    /// e.g. across a page boundary that moved while paging).
-    copies: Vec<u64>,
-    number: Option<String>,
+    /// Digest of the first copy read.
+    first: u64,
+    /// Digest of the register number it maps to (see `Planner::numbers`), if mapped.
+    number: Option<u64>,
+    /// Further distinct copies (identical copies are one customer read twice, e.g.
+    /// across a page boundary that moved while paging). Normally none: no heap.
+    others: Option<Box<[u64]>>,
     verdict: Verdict,
+}
+
+impl Seen {
+    fn copies(&self) -> usize {
+        1 + self.others.as_ref().map_or(0, |o| o.len())
+    }
 }
 
 enum Verdict {
     Held(HoldKind),
-    Rejected(String),
+    /// Index into `Planner::reasons`.
+    Rejected(u32),
     Unchanged,
     /// Index into `Planner::tasks`.
-    Write(usize),
+    Write(u32),
+}
+
+/// Planning tables are sized from Opter's total up front (no rehash peaks), unless the
+/// total is implausible.
+const MOST_CUSTOMERS_RESERVED: u64 = 2_000_000;
+
+/// Planning's tables hash every customer read; foldhash is several times faster than the
+/// default SipHash and keeps a per-process random seed.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A 64-bit digest, stable within one run (the seed is fixed per `Planner`).
+fn digest_of(seed: &foldhash::fast::FixedState, value: &impl std::hash::Hash) -> u64 {
+    use std::hash::BuildHasher;
+    seed.hash_one(value)
 }
 
 /// Plans customers as they are read. Duplicate codes and register numbers can only be
@@ -819,8 +845,17 @@ enum Verdict {
 struct Planner<'e, 'a> {
     engine: &'e Engine<'a>,
     replay: Option<&'e [String]>,
-    seen: HashMap<String, Seen>,
-    numbers: HashMap<String, u32>,
+    /// Codes of up to 24 bytes are stored inline: no heap allocation per customer.
+    seen: FastMap<compact_str::CompactString, Seen>,
+    /// How many customers map to each register number, by the number's digest, and the
+    /// text of the numbers seen more than once (for the rejection message).
+    numbers: FastMap<u64, u32>,
+    shared_numbers: HashMap<u64, String>,
+    seed: foldhash::fast::FixedState,
+    /// Why customers were rejected by the mapping (see `Verdict::Rejected`).
+    reasons: Vec<String>,
+    /// Whether any customer is suppressed or restricted at all.
+    holds: (bool, bool),
     tasks: Vec<Task>,
     read: usize,
     newest: Option<DateTime<Utc>>,
@@ -831,12 +866,27 @@ impl<'e, 'a> Planner<'e, 'a> {
         Planner {
             engine,
             replay,
-            seen: HashMap::new(),
-            numbers: HashMap::new(),
+            seen: FastMap::default(),
+            numbers: FastMap::default(),
+            shared_numbers: HashMap::new(),
+            seed: foldhash::fast::FixedState::with_seed(rand::random()),
+            reasons: Vec::new(),
+            holds: (
+                engine.journal.any_hold(HoldKind::Suppressed),
+                engine.journal.any_hold(HoldKind::Restricted),
+            ),
             tasks: Vec::new(),
             read: 0,
             newest: None,
         }
+    }
+
+    /// Opter says how many customers are coming.
+    fn expect(&mut self, total: u64) {
+        let total = total.min(MOST_CUSTOMERS_RESERVED) as usize;
+        self.seen.reserve(total.saturating_sub(self.seen.len()));
+        self.numbers
+            .reserve(total.saturating_sub(self.numbers.len()));
     }
 
     fn add(&mut self, c: SourceCustomer) -> Result<()> {
@@ -845,33 +895,43 @@ impl<'e, 'a> Planner<'e, 'a> {
         if self.replay.is_some_and(|codes| !codes.contains(&c.code)) {
             return Ok(());
         }
-        let digest = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            c.hash(&mut h);
-            h.finish()
-        };
-        if let Some(seen) = self.seen.get_mut(&c.code) {
-            if !seen.copies.contains(&digest) {
-                seen.copies.push(digest);
-            }
+        let digest = digest_of(&self.seed, &c);
+        if let Some(seen) = self.seen.get_mut(c.code.as_str()) {
+            let others = seen.others.take().unwrap_or_default();
+            seen.others = Some(if seen.first == digest || others.contains(&digest) {
+                others
+            } else {
+                others.iter().copied().chain([digest]).collect()
+            });
             return Ok(());
         }
         let engine = self.engine;
         let journal = engine.journal;
+        let held = |present: bool, kind: HoldKind| -> Result<bool> {
+            Ok(present && journal.hold(kind, &c.code)?.is_some())
+        };
         // First of all: what is suppressed or restricted is not looked at further (not
         // even rejected, which would force full reads forever).
         let mut number = None;
-        let verdict = if journal.hold(HoldKind::Suppressed, &c.code)?.is_some() {
+        let verdict = if held(self.holds.0, HoldKind::Suppressed)? {
             Verdict::Held(HoldKind::Suppressed)
-        } else if journal.hold(HoldKind::Restricted, &c.code)?.is_some() {
+        } else if held(self.holds.1, HoldKind::Restricted)? {
             Verdict::Held(HoldKind::Restricted)
         } else {
             match engine.mapping.apply(&c.to_permitted()) {
-                Err(reason) => Verdict::Rejected(reason),
+                Err(reason) => {
+                    self.reasons.push(reason);
+                    Verdict::Rejected(self.reasons.len() as u32 - 1)
+                }
                 Ok(record) => {
-                    *self.numbers.entry(record.number.clone()).or_default() += 1;
-                    number = Some(record.number.clone());
+                    let number_digest = digest_of(&self.seed, &record.number);
+                    let count = self.numbers.entry(number_digest).or_default();
+                    *count += 1;
+                    if *count == 2 {
+                        self.shared_numbers
+                            .insert(number_digest, record.number.clone());
+                    }
+                    number = Some(number_digest);
                     match journal.state(engine.sink_name, &record.code)? {
                         Some(s)
                             if s.content_hash == record.content_hash && self.replay.is_none() =>
@@ -887,16 +947,17 @@ impl<'e, 'a> Planner<'e, 'a> {
                                 },
                                 None => Task::Create(record),
                             });
-                            Verdict::Write(self.tasks.len() - 1)
+                            Verdict::Write(self.tasks.len() as u32 - 1)
                         }
                     }
                 }
             }
         };
         self.seen.insert(
-            c.code,
+            compact_str::CompactString::from(c.code),
             Seen {
-                copies: vec![digest],
+                first: digest,
+                others: None,
                 number,
                 verdict,
             },
@@ -910,7 +971,9 @@ impl<'e, 'a> Planner<'e, 'a> {
             engine,
             seen,
             numbers,
+            shared_numbers,
             tasks,
+            mut reasons,
             ..
         } = self;
         let number_field = engine.mapping.rules().number_field;
@@ -926,18 +989,17 @@ impl<'e, 'a> Planner<'e, 'a> {
         let mut held = (0, 0);
         let mut unchanged = 0;
         for (code, seen) in seen {
-            let copies = seen.copies.len();
+            let copies = seen.copies();
             let duplicate_number = seen
                 .number
-                .as_ref()
-                .map(|n| numbers[n.as_str()])
-                .filter(|&n| n > 1);
+                .map(|n| (numbers[&n], n))
+                .filter(|&(count, _)| count > 1);
             match seen.verdict {
                 Verdict::Held(HoldKind::Suppressed) => held.0 += 1,
                 Verdict::Held(HoldKind::Restricted) => held.1 += 1,
                 verdict if copies > 1 => {
                     if let Verdict::Write(i) = verdict {
-                        tasks[i] = None;
+                        tasks[i as usize] = None;
                     }
                     for _ in 0..copies {
                         rejected(
@@ -950,13 +1012,13 @@ impl<'e, 'a> Planner<'e, 'a> {
                         );
                     }
                 }
-                Verdict::Rejected(reason) => rejected(&code, reason),
+                Verdict::Rejected(i) => rejected(&code, std::mem::take(&mut reasons[i as usize])),
                 verdict if duplicate_number.is_some() => {
                     if let Verdict::Write(i) = verdict {
-                        tasks[i] = None;
+                        tasks[i as usize] = None;
                     }
-                    let n = duplicate_number.unwrap_or_default();
-                    let number = seen.number.unwrap_or_default();
+                    let (n, digest) = duplicate_number.unwrap_or_default();
+                    let number = shared_numbers.get(&digest).cloned().unwrap_or_default();
                     rejected(
                         &code,
                         format!(

@@ -949,7 +949,7 @@ fn folder_size(path: &Path) -> u64 {
 
 /// sled's page cache defaults to 1 GiB and grows with the journal; a tenant's journal is
 /// read mostly by key (state per customer), so a small cache keeps memory flat.
-const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const SLED_CACHE_BYTES: u64 = 2 * 1024 * 1024;
 
 fn sled_config(path: &Path) -> sled::Config {
     sled::Config::new()

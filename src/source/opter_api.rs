@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -25,6 +26,10 @@ use crate::config::OpterApiConfig;
 use crate::error::{Error, Result};
 use crate::record::{SourceCustomer, SourceReference};
 use crate::retry::{self, Attempt, RetryPolicy};
+
+/// Pages requested ahead of the one being planned: Opter works on the next ones while
+/// the connector parses and plans, without flooding it.
+const PAGES_IN_FLIGHT: usize = 2;
 
 /// The fields read from a page; serde skips every other field without storing it.
 #[derive(Deserialize)]
@@ -238,33 +243,133 @@ impl OpterApiSource {
         changed_since: Option<DateTime<Utc>>,
         pages: &tokio::sync::mpsc::Sender<super::PageOf>,
     ) -> Result<()> {
-        let mut read = 0u64;
-        for number in 1.. {
-            let page = self.page(number, changed_since).await?;
-            let got = page.customers.len();
-            read += got as u64;
-            let done = match page.total_count {
-                Some(total) => read >= total || got == 0,
-                None => (got as u32) < self.page_size,
-            };
-            if pages
-                .send((page.customers, page.total_count))
-                .await
-                .is_err()
-            {
-                break; // the planner stopped
-            }
-            if done {
-                break;
+        let first = self.page(1, changed_since).await?;
+        let mut read = first.customers.len() as u64;
+        let mut total = first.total_count;
+        let mut more = !first.customers.is_empty();
+        if pages.send((first.customers, total)).await.is_err() {
+            return Ok(()); // the planner stopped
+        }
+        let page_size = u64::from(self.page_size.max(1));
+        let mut next: u32 = 2;
+        // The page count is known: keep the next pages in flight while this one is parsed
+        // and planned, in order.
+        if let Some(expected) = total.filter(|_| more) {
+            let last = u32::try_from(expected.div_ceil(page_size)).unwrap_or(u32::MAX);
+            let mut ahead = futures::stream::iter(next..=last)
+                .map(|number| self.page(number, changed_since))
+                .buffered(PAGES_IN_FLIGHT);
+            while let Some(page) = ahead.next().await {
+                let page = page?;
+                next += 1;
+                read += page.customers.len() as u64;
+                total = page.total_count.or(total);
+                more = !page.customers.is_empty();
+                if pages.send((page.customers, total)).await.is_err() {
+                    return Ok(());
+                }
+                if !more {
+                    break;
+                }
             }
         }
-        Ok(())
+        // Then one page at a time, for as long as there may be more: Opter sent no total,
+        // or customers were added while paging.
+        loop {
+            let done = match total {
+                Some(total) => read >= total || !more,
+                None => !more || !read.is_multiple_of(page_size),
+            };
+            if done {
+                return Ok(());
+            }
+            let page = self.page(next, changed_since).await?;
+            next += 1;
+            read += page.customers.len() as u64;
+            total = page.total_count.or(total);
+            more = !page.customers.is_empty();
+            if pages.send((page.customers, total)).await.is_err() {
+                return Ok(());
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Serves `total` customers in pages of one. Page 2 answers only once page 3 has been
+    /// asked for, or after five seconds; the returned flag says whether page 3 was asked
+    /// for while page 2 was still unanswered.
+    async fn paged_opter(total: usize) -> (String, Arc<AtomicBool>) {
+        use axum::extract::{Query, State};
+        #[derive(Clone, Default)]
+        struct Flags {
+            third_asked: Arc<AtomicBool>,
+            overlapped: Arc<AtomicBool>,
+        }
+        let page =
+            move |State(flags): State<Flags>,
+                  Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                let n: usize = q["page"].parse().unwrap();
+                if n == 3 {
+                    flags.third_asked.store(true, Ordering::SeqCst);
+                }
+                if n == 2 {
+                    for _ in 0..500 {
+                        if flags.third_asked.load(Ordering::SeqCst) {
+                            flags.overlapped.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                let items: Vec<_> = (n <= total)
+                    .then(
+                        || serde_json::json!({"customerCode": format!("K{n}"), "name": "Acme AB"}),
+                    )
+                    .into_iter()
+                    .collect();
+                axum::Json(serde_json::json!({"totalCount": total, "items": items}))
+            };
+        let flags = Flags::default();
+        let overlapped = flags.overlapped.clone();
+        let app = axum::Router::new()
+            .route("/api/customers", axum::routing::get(page))
+            .with_state(flags);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, overlapped)
+    }
+
+    #[tokio::test]
+    async fn the_next_pages_are_asked_for_before_the_current_one_is_in_and_arrive_in_order() {
+        let (base_url, overlapped) = paged_opter(4).await;
+        let config = OpterApiConfig {
+            base_url,
+            customers_path: "/customers".into(),
+            api_key_env: "OPTER_API_KEY".into(),
+            page_size: 1,
+        };
+        let source =
+            OpterApiSource::new(&config, SecretString::from("k"), RetryPolicy::default()).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        source.read_pages(None, &tx).await.unwrap();
+        drop(tx);
+        let mut codes = Vec::new();
+        while let Some((customers, _)) = rx.recv().await {
+            codes.extend(customers.into_iter().map(|c| c.code));
+        }
+        assert_eq!(codes, ["K1", "K2", "K3", "K4"]);
+        assert!(
+            overlapped.load(Ordering::SeqCst),
+            "page 3 was not asked for until page 2 was in"
+        );
+    }
 
     #[test]
     fn only_permitted_fields_are_parsed_and_the_rest_is_skipped() {

@@ -803,17 +803,97 @@ enum Done {
 struct Seen {
     /// Digest of the first copy read.
     first: u64,
-    /// Digest of the register number it maps to (see `Planner::numbers`), if mapped.
-    number: Option<u64>,
+    /// The register number it maps to: its position in `Planner::numbers`, or `NO_NUMBER`.
+    number: u32,
     /// Further distinct copies (identical copies are one customer read twice, e.g.
-    /// across a page boundary that moved while paging). Normally none: no heap.
-    others: Option<Box<[u64]>>,
+    /// across a page boundary that moved while paging): 0 for none (the usual case),
+    /// else one more than their position in `Planner::other_copies`.
+    others: u32,
     verdict: Verdict,
 }
 
-impl Seen {
-    fn copies(&self) -> usize {
-        1 + self.others.as_ref().map_or(0, |o| o.len())
+const NO_NUMBER: u32 = u32::MAX;
+
+/// Many short strings in one buffer, by position: a few bytes each instead of a heap
+/// allocation each.
+#[derive(Default)]
+struct Texts {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Texts {
+    fn push(&mut self, s: &str) -> u32 {
+        self.text.push_str(s);
+        self.ends.push(self.text.len() as u32);
+        self.ends.len() as u32 - 1
+    }
+
+    fn get(&self, i: u32) -> &str {
+        let i = i as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn reserve(&mut self, more: usize) {
+        self.ends.reserve(more);
+    }
+}
+
+/// The planner's table of customer codes: every code read (in `Texts`) with its `Seen`,
+/// indexed by a hash table of positions. About 40 bytes per customer, against more than
+/// twice that for a map of strings.
+#[derive(Default)]
+struct SeenTable {
+    codes: Texts,
+    entries: Vec<Seen>,
+    positions: hashbrown::HashTable<u32>,
+}
+
+impl SeenTable {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn reserve(&mut self, seed: &foldhash::fast::FixedState, more: usize) {
+        self.codes.reserve(more);
+        self.entries.reserve(more);
+        let codes = &self.codes;
+        self.positions
+            .reserve(more, |&j| digest_of(seed, &codes.get(j)));
+    }
+
+    fn get_mut(&mut self, seed: &foldhash::fast::FixedState, code: &str) -> Option<&mut Seen> {
+        let codes = &self.codes;
+        let found = self
+            .positions
+            .find(digest_of(seed, &code), |&i| codes.get(i) == code)
+            .copied();
+        found.map(|i| &mut self.entries[i as usize])
+    }
+
+    /// Adds a code not in the table yet.
+    fn insert(&mut self, seed: &foldhash::fast::FixedState, code: &str, seen: Seen) {
+        let i = self.codes.push(code);
+        self.entries.push(seen);
+        let codes = &self.codes;
+        self.positions
+            .insert_unique(digest_of(seed, &code), i, |&j| {
+                digest_of(seed, &codes.get(j))
+            });
+    }
+
+    /// Every code with its `Seen`, in the order read.
+    fn into_entries(self) -> impl Iterator<Item = (String, Seen)> {
+        let SeenTable { codes, entries, .. } = self;
+        entries
+            .into_iter()
+            .enumerate()
+            .map(move |(i, seen)| (codes.get(i as u32).to_string(), seen))
     }
 }
 
@@ -830,11 +910,8 @@ enum Verdict {
 /// total is implausible.
 const MOST_CUSTOMERS_RESERVED: u64 = 2_000_000;
 
-/// Planning's tables hash every customer read; foldhash is several times faster than the
-/// default SipHash and keeps a per-process random seed.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// A 64-bit digest, stable within one run (the seed is fixed per `Planner`).
+/// A 64-bit digest, stable within one run (the seed is random per `Planner`). Planning
+/// hashes every customer read; foldhash is several times faster than SipHash.
 fn digest_of(seed: &foldhash::fast::FixedState, value: &impl std::hash::Hash) -> u64 {
     use std::hash::BuildHasher;
     seed.hash_one(value)
@@ -845,12 +922,11 @@ fn digest_of(seed: &foldhash::fast::FixedState, value: &impl std::hash::Hash) ->
 struct Planner<'e, 'a> {
     engine: &'e Engine<'a>,
     replay: Option<&'e [String]>,
-    /// Codes of up to 24 bytes are stored inline: no heap allocation per customer.
-    seen: FastMap<compact_str::CompactString, Seen>,
-    /// How many customers map to each register number, by the number's digest, and the
-    /// text of the numbers seen more than once (for the rejection message).
-    numbers: FastMap<u64, u32>,
-    shared_numbers: HashMap<u64, String>,
+    seen: SeenTable,
+    /// The register number of each customer mapped (see `Seen::number`).
+    numbers: Texts,
+    /// Digests of further distinct copies of a code (see `Seen::others`).
+    other_copies: Vec<Vec<u64>>,
     seed: foldhash::fast::FixedState,
     /// Why customers were rejected by the mapping (see `Verdict::Rejected`).
     reasons: Vec<String>,
@@ -866,9 +942,9 @@ impl<'e, 'a> Planner<'e, 'a> {
         Planner {
             engine,
             replay,
-            seen: FastMap::default(),
-            numbers: FastMap::default(),
-            shared_numbers: HashMap::new(),
+            seen: SeenTable::default(),
+            numbers: Texts::default(),
+            other_copies: Vec::new(),
             seed: foldhash::fast::FixedState::with_seed(rand::random()),
             reasons: Vec::new(),
             holds: (
@@ -884,7 +960,8 @@ impl<'e, 'a> Planner<'e, 'a> {
     /// Opter says how many customers are coming.
     fn expect(&mut self, total: u64) {
         let total = total.min(MOST_CUSTOMERS_RESERVED) as usize;
-        self.seen.reserve(total.saturating_sub(self.seen.len()));
+        self.seen
+            .reserve(&self.seed, total.saturating_sub(self.seen.len()));
         self.numbers
             .reserve(total.saturating_sub(self.numbers.len()));
     }
@@ -896,13 +973,15 @@ impl<'e, 'a> Planner<'e, 'a> {
             return Ok(());
         }
         let digest = digest_of(&self.seed, &c);
-        if let Some(seen) = self.seen.get_mut(c.code.as_str()) {
-            let others = seen.others.take().unwrap_or_default();
-            seen.others = Some(if seen.first == digest || others.contains(&digest) {
-                others
-            } else {
-                others.iter().copied().chain([digest]).collect()
-            });
+        if let Some(seen) = self.seen.get_mut(&self.seed, &c.code) {
+            if seen.others == 0 {
+                self.other_copies.push(Vec::new());
+                seen.others = self.other_copies.len() as u32;
+            }
+            let others = &mut self.other_copies[seen.others as usize - 1];
+            if seen.first != digest && !others.contains(&digest) {
+                others.push(digest);
+            }
             return Ok(());
         }
         let engine = self.engine;
@@ -912,7 +991,7 @@ impl<'e, 'a> Planner<'e, 'a> {
         };
         // First of all: what is suppressed or restricted is not looked at further (not
         // even rejected, which would force full reads forever).
-        let mut number = None;
+        let mut number = NO_NUMBER;
         let verdict = if held(self.holds.0, HoldKind::Suppressed)? {
             Verdict::Held(HoldKind::Suppressed)
         } else if held(self.holds.1, HoldKind::Restricted)? {
@@ -924,14 +1003,7 @@ impl<'e, 'a> Planner<'e, 'a> {
                     Verdict::Rejected(self.reasons.len() as u32 - 1)
                 }
                 Ok(record) => {
-                    let number_digest = digest_of(&self.seed, &record.number);
-                    let count = self.numbers.entry(number_digest).or_default();
-                    *count += 1;
-                    if *count == 2 {
-                        self.shared_numbers
-                            .insert(number_digest, record.number.clone());
-                    }
-                    number = Some(number_digest);
+                    number = self.numbers.push(&record.number);
                     match journal.state(engine.sink_name, &record.code)? {
                         Some(s)
                             if s.content_hash == record.content_hash && self.replay.is_none() =>
@@ -954,10 +1026,11 @@ impl<'e, 'a> Planner<'e, 'a> {
             }
         };
         self.seen.insert(
-            compact_str::CompactString::from(c.code),
+            &self.seed,
+            &c.code,
             Seen {
                 first: digest,
-                others: None,
+                others: 0,
                 number,
                 verdict,
             },
@@ -971,11 +1044,21 @@ impl<'e, 'a> Planner<'e, 'a> {
             engine,
             seen,
             numbers,
-            shared_numbers,
+            other_copies,
             tasks,
             mut reasons,
             ..
         } = self;
+        // Register numbers that several customers map to: sort the numbers, count runs.
+        let mut by_text: Vec<u32> = (0..numbers.len() as u32).collect();
+        by_text.sort_unstable_by(|&a, &b| numbers.get(a).cmp(numbers.get(b)));
+        let mut shared: HashMap<u32, u32> = HashMap::new();
+        for run in by_text.chunk_by(|&a, &b| numbers.get(a) == numbers.get(b)) {
+            if run.len() > 1 {
+                shared.extend(run.iter().map(|&i| (i, run.len() as u32)));
+            }
+        }
+        drop(by_text);
         let number_field = engine.mapping.rules().number_field;
         let mut tasks: Vec<Option<Task>> = tasks.into_iter().map(Some).collect();
         let mut rejected = |code: &str, reason: String| {
@@ -988,12 +1071,12 @@ impl<'e, 'a> Planner<'e, 'a> {
         };
         let mut held = (0, 0);
         let mut unchanged = 0;
-        for (code, seen) in seen {
-            let copies = seen.copies();
-            let duplicate_number = seen
-                .number
-                .map(|n| (numbers[&n], n))
-                .filter(|&(count, _)| count > 1);
+        for (code, seen) in seen.into_entries() {
+            let copies = match seen.others {
+                0 => 1,
+                i => 1 + other_copies[i as usize - 1].len(),
+            };
+            let duplicate_number = shared.get(&seen.number).copied();
             match seen.verdict {
                 Verdict::Held(HoldKind::Suppressed) => held.0 += 1,
                 Verdict::Held(HoldKind::Restricted) => held.1 += 1,
@@ -1017,8 +1100,8 @@ impl<'e, 'a> Planner<'e, 'a> {
                     if let Verdict::Write(i) = verdict {
                         tasks[i as usize] = None;
                     }
-                    let (n, digest) = duplicate_number.unwrap_or_default();
-                    let number = shared_numbers.get(&digest).cloned().unwrap_or_default();
+                    let n = duplicate_number.unwrap_or_default();
+                    let number = numbers.get(seen.number);
                     rejected(
                         &code,
                         format!(

@@ -41,7 +41,15 @@ fn customers_for(kind: SinkKind, count: usize, seed: u64) -> Vec<Value> {
 async fn sync_until_clean(setup: &mut Setup, tries: usize) -> Vec<i32> {
     let mut codes = Vec::new();
     for _ in 0..tries {
-        let code = setup.run(&["sync"]).status.code().unwrap_or(-1);
+        let out = setup.run(&["sync"]);
+        let code = out.status.code().unwrap_or(-1);
+        if code != 0 {
+            // What the run reported, for whoever reads a failed test.
+            eprintln!(
+                "sync exited {code}:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
         codes.push(code);
         match code {
             0 => break,

@@ -243,54 +243,70 @@ impl OpterApiSource {
         changed_since: Option<DateTime<Utc>>,
         pages: &tokio::sync::mpsc::Sender<super::PageOf>,
     ) -> Result<()> {
+        let mut paging = Paging {
+            page_size: u64::from(self.page_size.max(1)),
+            next: 1,
+            read: 0,
+            total: None,
+            more: true,
+        };
         let first = self.page(1, changed_since).await?;
-        let mut read = first.customers.len() as u64;
-        let mut total = first.total_count;
-        let mut more = !first.customers.is_empty();
-        if pages.send((first.customers, total)).await.is_err() {
+        if pages.send(paging.took(first)).await.is_err() {
             return Ok(()); // the planner stopped
         }
-        let page_size = u64::from(self.page_size.max(1));
-        let mut next: u32 = 2;
         // The page count is known: keep the next pages in flight while this one is parsed
         // and planned, in order.
-        if let Some(expected) = total.filter(|_| more) {
-            let last = u32::try_from(expected.div_ceil(page_size)).unwrap_or(u32::MAX);
-            let mut ahead = futures::stream::iter(next..=last)
+        if let Some(expected) = paging.total.filter(|_| paging.more) {
+            let last = u32::try_from(expected.div_ceil(paging.page_size)).unwrap_or(u32::MAX);
+            let mut ahead = futures::stream::iter(paging.next..=last)
                 .map(|number| self.page(number, changed_since))
                 .buffered(PAGES_IN_FLIGHT);
             while let Some(page) = ahead.next().await {
-                let page = page?;
-                next += 1;
-                read += page.customers.len() as u64;
-                total = page.total_count.or(total);
-                more = !page.customers.is_empty();
-                if pages.send((page.customers, total)).await.is_err() {
+                if pages.send(paging.took(page?)).await.is_err() || !paging.more {
                     return Ok(());
-                }
-                if !more {
-                    break;
                 }
             }
         }
         // Then one page at a time, for as long as there may be more: Opter sent no total,
         // or customers were added while paging.
-        loop {
-            let done = match total {
-                Some(total) => read >= total || !more,
-                None => !more || !read.is_multiple_of(page_size),
-            };
-            if done {
+        while !paging.finished() {
+            let page = self.page(paging.next, changed_since).await?;
+            if pages.send(paging.took(page)).await.is_err() {
                 return Ok(());
             }
-            let page = self.page(next, changed_since).await?;
-            next += 1;
-            read += page.customers.len() as u64;
-            total = page.total_count.or(total);
-            more = !page.customers.is_empty();
-            if pages.send((page.customers, total)).await.is_err() {
-                return Ok(());
-            }
+        }
+        Ok(())
+    }
+}
+
+/// Where reading the pages stands.
+struct Paging {
+    page_size: u64,
+    /// The next page to ask for.
+    next: u32,
+    read: u64,
+    /// Opter's latest `totalCount`.
+    total: Option<u64>,
+    /// Whether the last page had customers.
+    more: bool,
+}
+
+impl Paging {
+    /// Counts a page in; returns what to hand on.
+    fn took(&mut self, page: Page) -> super::PageOf {
+        self.next += 1;
+        self.read += page.customers.len() as u64;
+        self.total = page.total_count.or(self.total);
+        self.more = !page.customers.is_empty();
+        (page.customers, self.total)
+    }
+
+    /// Whether everything has been read: Opter's total reached, an empty page, or
+    /// (without a total) a short page.
+    fn finished(&self) -> bool {
+        match self.total {
+            Some(total) => self.read >= total || !self.more,
+            None => !self.more || !self.read.is_multiple_of(self.page_size),
         }
     }
 }

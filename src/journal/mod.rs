@@ -537,8 +537,8 @@ impl Journal {
             format!("does not match the state recorded for {key} (the state was edited)")
         };
         let (mut expected, mut prev_hash, mut checked) = (1u64, String::new(), 0u64);
-        // Customer code of each event, by sequence number (index 0 = event 1).
-        let mut owners: Vec<Option<Box<str>>> = Vec::new();
+        // (sequence number, customer code) of each event, in key order: ascending.
+        let mut owners: Vec<(u64, Box<str>)> = Vec::new();
         let mut holds = Vec::new();
         for kv in self.events.iter() {
             let (key, value) = kv?;
@@ -549,7 +549,7 @@ impl Journal {
                     format!("is missing (events {expected} to {} were removed)", seq - 1),
                 );
             }
-            expected = seq + 1;
+            expected = seq.saturating_add(1);
             checked += 1;
             let event = match decode_event(&value) {
                 Ok(e) => e,
@@ -581,12 +581,8 @@ impl Journal {
             if hold_change(event.operation).is_some() {
                 holds.push((seq, event.customer.clone(), event.operation));
             }
-            let at = usize::try_from(seq - 1).unwrap_or(usize::MAX);
-            if owners.len() <= at {
-                owners.resize(at + 1, None);
-            }
             prev_hash = event.chain.hash;
-            owners[at] = Some(event.customer.into_boxed_str());
+            owners.push((seq, event.customer.into_boxed_str()));
         }
         for (seq, entries) in states {
             for (key, _) in entries {
@@ -625,21 +621,18 @@ impl Journal {
             }
             let seq = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap_or_default());
             let code = String::from_utf8_lossy(&key[..key.len() - 9]);
-            let at = usize::try_from(seq.wrapping_sub(1)).unwrap_or(usize::MAX);
-            match owners.get(at) {
-                Some(Some(owner)) if **owner == *code => indexed[at] = true,
+            let at = owners.binary_search_by_key(&seq, |(s, _)| *s);
+            match at {
+                Ok(at) if *owners[at].1 == *code => indexed[at] = true,
                 _ => problem(
                     seq,
                     format!("is in customer {code}'s timeline but is not theirs"),
                 ),
             }
         }
-        for (at, owner) in owners.iter().enumerate() {
-            if let (Some(owner), false) = (owner, indexed[at]) {
-                problem(
-                    at as u64 + 1,
-                    format!("is missing from customer {owner}'s timeline"),
-                );
+        for ((seq, owner), indexed) in owners.iter().zip(indexed) {
+            if !indexed {
+                problem(*seq, format!("is missing from customer {owner}'s timeline"));
             }
         }
         problems.sort_by_key(|p| p.seq);
@@ -1127,6 +1120,22 @@ mod tests {
         let (_dir, j) = sample();
         j.events.remove(6u64.to_be_bytes()).unwrap();
         assert_eq!(first_problem(&j).unwrap().0, 6);
+    }
+
+    #[test]
+    fn an_event_under_a_huge_sequence_number_is_reported_not_allocated_for() {
+        let (_dir, j) = sample();
+        let last = j.events.get(6u64.to_be_bytes()).unwrap().unwrap();
+        j.events.insert(u64::MAX.to_be_bytes(), last).unwrap();
+        let v = j.verify().unwrap();
+        assert_eq!(v.events_checked, 7);
+        assert!(
+            v.problems
+                .iter()
+                .any(|p| p.seq == 7 && p.what.contains("missing")),
+            "{:?}",
+            v.problems
+        );
     }
 
     #[test]

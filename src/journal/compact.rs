@@ -103,6 +103,389 @@ pub mod opt_hex {
     }
 }
 
+/// Register field names stored as their position in this list: one byte instead of up
+/// to 33 characters, in every event. Frozen: names are only ever appended, because
+/// journals already written name their fields by these positions. A name not listed
+/// is stored as text.
+const FIELD_NAMES: &[&str] = &[
+    // Visma eAccounting
+    "CustomerNumber",
+    "Name",
+    "ContactPersonName",
+    "ContactPersonEmail",
+    "EmailAddress",
+    "IsActive",
+    "IsPrivatePerson",
+    "InvoiceCity",
+    "InvoicePostalCode",
+    "TermsOfPaymentId",
+    // Visma.net ERP
+    "number",
+    "name",
+    "mainContact.name",
+    "mainContact.attention",
+    "mainContact.email",
+    "status",
+    "customerClassId",
+    "overrideWithClassValues",
+    "mainAddress.countryId",
+    // Visma e-conomic
+    "customerNumber",
+    "contact.name",
+    "contact.email",
+    "currency",
+    "customerGroup.customerGroupNumber",
+    "paymentTerms.paymentTermsNumber",
+    "vatZone.vatZoneNumber",
+    "barred",
+];
+
+/// `#[serde(with = "compact::field_values")]` for an event's values: keys as positions
+/// in `FIELD_NAMES` when stored, the plain map for people.
+pub mod field_values {
+    use std::collections::BTreeMap;
+
+    use serde::de::MapAccess;
+    use serde::ser::SerializeMap;
+    use serde_json::Value;
+
+    use super::*;
+
+    type Values = BTreeMap<String, Value>;
+
+    struct Name<'a>(&'a str);
+
+    impl Serialize for Name<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match FIELD_NAMES.iter().position(|n| *n == self.0) {
+                Some(at) => s.serialize_u8(at as u8),
+                None => s.serialize_str(self.0),
+            }
+        }
+    }
+
+    struct Keyed<'a>(&'a Values);
+
+    impl Serialize for Keyed<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(Some(self.0.len()))?;
+            for (name, value) in self.0 {
+                map.serialize_entry(&Name(name), value)?;
+            }
+            map.end()
+        }
+    }
+
+    pub fn serialize<S: Serializer>(values: &Option<Values>, s: S) -> Result<S::Ok, S::Error> {
+        match values {
+            Some(v) if !s.is_human_readable() => s.serialize_some(&Keyed(v)),
+            other => other.serialize(s),
+        }
+    }
+
+    struct NameVisitor;
+
+    impl Visitor<'_> for NameVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a field name or its position")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            usize::try_from(v)
+                .ok()
+                .and_then(|at| FIELD_NAMES.get(at))
+                .map(|n| n.to_string())
+                .ok_or_else(|| E::custom(format!("unknown field position {v}")))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+
+    struct StoredName(String);
+
+    impl<'de> Deserialize<'de> for StoredName {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(NameVisitor).map(StoredName)
+        }
+    }
+
+    struct MapVisitor;
+
+    impl<'de> Visitor<'de> for MapVisitor {
+        type Value = Values;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of field values")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Values, A::Error> {
+            let mut values = Values::new();
+            while let Some((StoredName(name), value)) = access.next_entry()? {
+                values.insert(name, value);
+            }
+            Ok(values)
+        }
+    }
+
+    struct Stored(Values);
+
+    impl<'de> Deserialize<'de> for Stored {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(MapVisitor).map(Stored)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Values>, D::Error> {
+        if d.is_human_readable() {
+            Option::<Values>::deserialize(d)
+        } else {
+            Ok(Option::<Stored>::deserialize(d)?.map(|s| s.0))
+        }
+    }
+}
+
+/// `#[serde(with = "compact::id_text")]` for a register's id: a lowercase UUID (as
+/// eAccounting gives) stored as its 16 bytes, any other id as text.
+pub mod id_text {
+    use super::*;
+
+    fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+        let id = uuid::Uuid::try_parse(text).ok()?;
+        (id.hyphenated().to_string() == text).then(|| *id.as_bytes())
+    }
+
+    pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+        match uuid_bytes(text).filter(|_| !s.is_human_readable()) {
+            Some(bytes) => s.serialize_bytes(&bytes),
+            None => s.serialize_str(text),
+        }
+    }
+
+    struct IdText;
+
+    impl Visitor<'_> for IdText {
+        type Value = String;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an id as UUID bytes or text")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<String, E> {
+            uuid::Uuid::from_slice(v)
+                .map(|id| id.hyphenated().to_string())
+                .map_err(E::custom)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        if d.is_human_readable() {
+            String::deserialize(d)
+        } else {
+            d.deserialize_any(IdText)
+        }
+    }
+
+    /// The same for an `Option<String>`.
+    pub mod opt {
+        use super::*;
+
+        struct Wrapped<'a>(&'a str);
+
+        impl Serialize for Wrapped<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                super::serialize(self.0, s)
+            }
+        }
+
+        struct Unwrapped(String);
+
+        impl<'de> Deserialize<'de> for Unwrapped {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                super::deserialize(d).map(Unwrapped)
+            }
+        }
+
+        pub fn serialize<S: Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+            match text {
+                Some(t) => s.serialize_some(&Wrapped(t)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+            Ok(Option::<Unwrapped>::deserialize(d)?.map(|u| u.0))
+        }
+    }
+}
+
+/// Words that recur in every event (sink names, the sync's actor), stored as their
+/// position in this list. Frozen like `FIELD_NAMES`: only ever appended.
+const WORDS: &[&str] = &["eaccounting", "visma-net", "economic", "sync"];
+
+/// `#[serde(with = "compact::word")]` for a `String` that is usually one of `WORDS`.
+pub mod word {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+        match WORDS.iter().position(|w| *w == text) {
+            Some(at) if !s.is_human_readable() => s.serialize_u8(at as u8),
+            _ => s.serialize_str(text),
+        }
+    }
+
+    struct Word;
+
+    impl Visitor<'_> for Word {
+        type Value = String;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a word or its position")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            usize::try_from(v)
+                .ok()
+                .and_then(|at| WORDS.get(at))
+                .map(|w| w.to_string())
+                .ok_or_else(|| E::custom(format!("unknown word position {v}")))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        if d.is_human_readable() {
+            String::deserialize(d)
+        } else {
+            d.deserialize_any(Word)
+        }
+    }
+}
+
+/// An enum whose variants are stored by position. `ALL` is frozen: only ever appended.
+pub trait Variants: Sized + Copy + PartialEq + Serialize + DeserializeOwned + 'static {
+    const ALL: &'static [Self];
+}
+
+/// `#[serde(with = "compact::variant")]` for a `Variants` enum: its name for people, its
+/// position when stored.
+pub mod variant {
+    use std::marker::PhantomData;
+
+    use serde::de::IntoDeserializer;
+
+    use super::*;
+
+    pub fn serialize<T: Variants, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        match T::ALL.iter().position(|v| v == value) {
+            Some(at) if !s.is_human_readable() => s.serialize_u8(at as u8),
+            _ => value.serialize(s),
+        }
+    }
+
+    struct Position<T>(PhantomData<T>);
+
+    impl<T: Variants> Visitor<'_> for Position<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a variant's name or position")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+            usize::try_from(v)
+                .ok()
+                .and_then(|at| T::ALL.get(at).copied())
+                .ok_or_else(|| E::custom(format!("unknown variant position {v}")))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            T::deserialize(v.into_deserializer())
+        }
+    }
+
+    pub fn deserialize<'de, T: Variants, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        if d.is_human_readable() {
+            T::deserialize(d)
+        } else {
+            d.deserialize_any(Position(PhantomData))
+        }
+    }
+}
+
+/// `#[serde(with = "compact::run_id")]`: a run id (`20261124T000149.210Z-f20c`) stored as
+/// its time in milliseconds and its random suffix, when it reads back exactly.
+pub mod run_id {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    const FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
+
+    fn parts(id: &str) -> Option<(i64, u16)> {
+        let (time, suffix) = id.rsplit_once('-')?;
+        let time = chrono::NaiveDateTime::parse_from_str(time, FORMAT).ok()?;
+        let millis = Utc.from_utc_datetime(&time).timestamp_millis();
+        let random = u16::from_str_radix(suffix, 16).ok()?;
+        (format_parts(millis, random)? == id).then_some((millis, random))
+    }
+
+    fn format_parts(millis: i64, random: u16) -> Option<String> {
+        let time = DateTime::from_timestamp_millis(millis)?;
+        Some(format!("{}-{random:04x}", time.format(FORMAT)))
+    }
+
+    pub fn serialize<S: Serializer>(id: &str, s: S) -> Result<S::Ok, S::Error> {
+        match parts(id).filter(|_| !s.is_human_readable()) {
+            Some(parts) => parts.serialize(s),
+            None => s.serialize_str(id),
+        }
+    }
+
+    struct RunId;
+
+    impl<'de> Visitor<'de> for RunId {
+        type Value = String;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a run id or its parts")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+            use serde::de::Error;
+            let millis: i64 = seq
+                .next_element()?
+                .ok_or_else(|| A::Error::custom("no time"))?;
+            let random: u16 = seq
+                .next_element()?
+                .ok_or_else(|| A::Error::custom("no suffix"))?;
+            format_parts(millis, random).ok_or_else(|| A::Error::custom("run time out of range"))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        if d.is_human_readable() {
+            String::deserialize(d)
+        } else {
+            d.deserialize_any(RunId)
+        }
+    }
+}
+
 /// `#[serde(with = "compact::time")]`: RFC 3339 text for people, nanoseconds when stored.
 pub mod time {
     use super::*;
@@ -189,6 +572,121 @@ mod tests {
             compact.len(),
             json.len()
         );
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Words {
+        #[serde(with = "word")]
+        sink: String,
+        #[serde(with = "word")]
+        actor: String,
+        #[serde(with = "run_id")]
+        run: String,
+        #[serde(with = "run_id")]
+        odd_run: String,
+        #[serde(with = "id_text")]
+        uuid: String,
+        #[serde(with = "id_text")]
+        upper_uuid: String,
+        #[serde(with = "id_text::opt")]
+        number_id: Option<String>,
+        #[serde(with = "field_values")]
+        values: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+        #[serde(with = "field_values")]
+        no_values: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    }
+
+    fn words() -> Words {
+        let values = serde_json::json!({
+            "CustomerNumber": "K1", "Name": "Åkeri AB", "contact.email": "a@b.se",
+            "someNewField": 3, "barred": false,
+        });
+        Words {
+            sink: "visma-net".into(),
+            actor: "support:anna".into(),
+            run: "20261124T000149.210Z-f20c".into(),
+            odd_run: "imported-run-F20C".into(),
+            uuid: "8d92f20f-c81c-4c02-bd5a-85d7b87760e0".into(),
+            upper_uuid: "8D92F20F-C81C-4C02-BD5A-85D7B87760E0".into(),
+            number_id: Some("10042".into()),
+            values: serde_json::from_value(values).unwrap(),
+            no_values: None,
+        }
+    }
+
+    #[test]
+    fn words_ids_run_ids_and_field_names_read_back_exactly() {
+        let w = words();
+        let compact = encode(&w);
+        assert_eq!(decode::<Words>(&compact).unwrap(), w);
+        let json = serde_json::to_vec(&w).unwrap();
+        assert_eq!(decode::<Words>(&json).unwrap(), w);
+        // The JSON form (exports, the hash chain) is the plain one.
+        let plain = serde_json::to_value(&w).unwrap();
+        assert_eq!(plain["sink"], "visma-net");
+        assert_eq!(plain["run"], "20261124T000149.210Z-f20c");
+        assert_eq!(plain["uuid"], "8d92f20f-c81c-4c02-bd5a-85d7b87760e0");
+        assert_eq!(plain["values"]["Name"], "Åkeri AB");
+        // Known words, UUIDs and field names are not stored as text; the rest is.
+        let text = String::from_utf8_lossy(&compact);
+        for absent in [
+            "visma-net",
+            "20261124",
+            "8d92f20f",
+            "CustomerNumber",
+            "contact.email",
+        ] {
+            assert!(!text.contains(absent), "{absent} stored as text");
+        }
+        for kept in [
+            "support:anna",
+            "imported-run-F20C",
+            "8D92F20F",
+            "someNewField",
+            "10042",
+        ] {
+            assert!(text.contains(kept), "{kept} not stored as text");
+        }
+    }
+
+    #[test]
+    fn stored_positions_never_move() {
+        // Journals already written name fields, words and variants by these positions.
+        assert_eq!(
+            &FIELD_NAMES[..3],
+            ["CustomerNumber", "Name", "ContactPersonName"]
+        );
+        assert_eq!(FIELD_NAMES[10], "number");
+        assert_eq!(FIELD_NAMES[19], "customerNumber");
+        assert_eq!(FIELD_NAMES[26], "barred");
+        assert_eq!(WORDS[..4], ["eaccounting", "visma-net", "economic", "sync"]);
+        let mut values = std::collections::BTreeMap::new();
+        values.insert("Name".to_string(), serde_json::Value::from("x"));
+        // fixmap(1) {1: "x"}
+        assert_eq!(encode(&Wrap(Some(values))), [0x81, 0x01, 0xa1, b'x']);
+    }
+
+    #[derive(Serialize)]
+    struct Wrap(
+        #[serde(with = "field_values")]
+        Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    );
+
+    #[test]
+    fn every_register_field_has_a_stored_position() {
+        for rules in [
+            crate::sink::eaccounting::RULES,
+            crate::sink::visma_net::RULES,
+            crate::sink::economic::RULES,
+        ] {
+            for rule in rules.fields {
+                assert!(
+                    FIELD_NAMES.contains(&rule.name),
+                    "append {} to FIELD_NAMES",
+                    rule.name
+                );
+            }
+        }
     }
 
     #[test]

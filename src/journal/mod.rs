@@ -68,6 +68,27 @@ pub enum Outcome {
     Failed,
 }
 
+// Stored by position: append new variants to these lists, never reorder them.
+impl compact::Variants for Operation {
+    const ALL: &'static [Self] = &[
+        Operation::Create,
+        Operation::Update,
+        Operation::Adopt,
+        Operation::Settle,
+        Operation::Erase,
+        Operation::Anonymise,
+        Operation::Unsuppress,
+        Operation::Restrict,
+        Operation::Unrestrict,
+        Operation::Replay,
+        Operation::Export,
+    ];
+}
+
+impl compact::Variants for Outcome {
+    const ALL: &'static [Self] = &[Outcome::Succeeded, Outcome::Rejected, Outcome::Failed];
+}
+
 /// The journal's own name for an operation or outcome (`create`, `succeeded`...).
 pub fn name_of(value: &impl Serialize) -> String {
     serde_json::to_value(value)
@@ -82,22 +103,29 @@ pub struct Event {
     pub seq: u64,
     #[serde(with = "compact::time")]
     pub time: DateTime<Utc>,
+    #[serde(with = "compact::run_id")]
     pub run_id: String,
+    #[serde(with = "compact::word")]
     pub actor: String,
     pub customer: String,
+    #[serde(with = "compact::word")]
     pub sink: String,
+    #[serde(with = "compact::variant")]
     pub operation: Operation,
+    #[serde(with = "compact::variant")]
     pub outcome: Outcome,
     pub http_status: Option<u16>,
     /// The register's own error code, e.g. eAccounting's `4000`.
     pub error_code: Option<String>,
     /// The register's message, or ours for failures without a response.
     pub message: Option<String>,
+    #[serde(with = "compact::id_text::opt")]
     pub remote_id: Option<String>,
     /// Names of the register fields sent.
     pub fields: Vec<String>,
     /// Values sent, keyed by register field (permitted fields only). `None` when
     /// nothing was sent, or once redacted (retention, purge).
+    #[serde(with = "compact::field_values")]
     pub values: Option<BTreeMap<String, Value>>,
     /// Hash chain and values digest (see `chain`).
     #[serde(default)]
@@ -120,6 +148,7 @@ pub struct Verification {
 /// What the journal knows about one customer in one sink.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
+    #[serde(with = "compact::id_text")]
     pub remote_id: String,
     /// Hash of what was last sent successfully.
     #[serde(with = "compact::hex_digest")]

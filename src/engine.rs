@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::journal::{
-    Counts, Entry, Event, HoldKind, Intent, Journal, Operation, Outcome, Rejection, Run, State,
+    Counts, Entry, Event, HoldKind, Intent, IntentBatch, Journal, Operation, Outcome, Rejection,
+    Run, State,
 };
 use crate::mapping::{MappedRecord, Mapping};
 use crate::record::SourceCustomer;
@@ -164,6 +165,44 @@ fn write_key(sink: &str, run_id: &str, record: &MappedRecord) -> String {
     )))
 }
 
+impl Engine<'_> {
+    /// Makes a batch's intents durable (one entry, one flush) before any of its requests
+    /// leaves.
+    async fn open_intents(&self, batch: &[Task], run_id: &str, number: u64) -> Result<IntentBatch> {
+        let key = IntentBatch::new(self.sink_name, run_id, number);
+        if batch.is_empty() {
+            return Ok(key);
+        }
+        let intents: Vec<_> = batch
+            .iter()
+            .map(|t| t.intent(self.sink_name, run_id))
+            .collect();
+        // On another thread, like the commits: the requests in flight go on meanwhile.
+        let recorder = self.journal.recorder();
+        let writing = tokio::task::spawn_blocking(move || {
+            let mut key = key;
+            recorder.open_intents(&mut key, &intents)?;
+            recorder.flush()?;
+            Ok(key)
+        });
+        match writing.await {
+            Ok(result) => result.map_err(Error::Other),
+            Err(e) => Err(Error::Other(anyhow::anyhow!("journal write stopped: {e}"))),
+        }
+    }
+}
+
+/// Waits for a batch's commit to be durable; its failure stops the run.
+async fn finish_commit(commit: Option<tokio::task::JoinHandle<anyhow::Result<()>>>) -> Result<()> {
+    let Some(commit) = commit else {
+        return Ok(());
+    };
+    match commit.await {
+        Ok(result) => result.map_err(Error::Other),
+        Err(e) => Err(Error::Other(anyhow::anyhow!("journal commit stopped: {e}"))),
+    }
+}
+
 /// A sink error that stops the whole run (nothing more can be sent), if it is one.
 fn run_stopping(e: &SinkError) -> Option<Error> {
     match e {
@@ -199,6 +238,7 @@ impl Report {
             Done::Created => self.counts.created += 1,
             Done::Updated => self.counts.updated += 1,
             Done::Unchanged => self.counts.unchanged += 1,
+            Done::Skipped => {}
             Done::Rejected => {
                 self.counts.rejected += 1;
                 self.rejections.push(Rejection { customer, reason });
@@ -304,60 +344,90 @@ impl Engine<'_> {
         bar.set_message(format!("writing to {}", self.mapping.rules().product));
         bar.set_length(tasks.len() as u64);
         bar.set_position(0);
-        let mut tasks = tasks.into_iter().peekable();
+        let mut tasks = tasks.into_iter();
         let mut failed_in_a_row = 0;
-        while tasks.peek().is_some() && stopped.is_none() {
-            let batch: Vec<Task> = tasks.by_ref().take(self.flush_every).collect();
-            // Group commit: one flush makes the whole batch's intents durable before any
-            // request leaves, one flush after makes its outcomes durable.
-            let intents: Vec<_> = batch
-                .iter()
-                .map(|t| t.intent(self.sink_name, &run_id))
-                .collect();
-            self.journal.open_intents(self.sink_name, &intents)?;
-            self.journal.flush().await?;
+        // Group commit, in a pipeline: while a batch's requests are in flight, the next
+        // batch's intents are written and flushed (one flush for all of them, before any
+        // of its requests leaves), and the previous batch's outcomes are committed on
+        // another thread (that commit costs about as much CPU as the requests).
+        let mut committing: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
+        let mut next: Vec<Task> = tasks.by_ref().take(self.flush_every).collect();
+        let mut next_intents = self.open_intents(&next, &run_id, 0).await?;
+        let mut number = 0;
+        while !next.is_empty() && stopped.is_none() {
+            let batch = std::mem::take(&mut next);
+            let intents = next_intents.clone();
+            number += 1;
+            let following: Vec<Task> = tasks.by_ref().take(self.flush_every).collect();
             let stop = AtomicBool::new(false);
-            let mut results = futures::stream::iter(batch)
-                .map(|task| self.execute(task, &run_id, &options.actor, &stop))
-                .buffer_unordered(self.concurrency);
-            let mut outcomes = Vec::with_capacity(self.flush_every);
-            while let Some(result) = results.next().await {
-                bar.inc(1);
-                match result {
-                    Ok(Some(Finished {
-                        customer,
-                        done,
-                        reason,
-                        entry,
-                    })) => {
-                        outcomes.extend(entry);
-                        // An outage is not many bad customers: stop after a streak of
-                        // failures with nothing getting through, instead of spending the
-                        // retry budget on every remaining customer.
-                        failed_in_a_row = if done == Done::Failed {
-                            failed_in_a_row + 1
-                        } else {
-                            0
-                        };
-                        if failed_in_a_row >= UNREACHABLE_AFTER && stopped.is_none() {
-                            stop.store(true, Ordering::SeqCst);
-                            stopped = Some(unreachable(self.mapping.rules().product, &reason));
+            let sending = async {
+                let mut results = futures::stream::iter(batch)
+                    .map(|task| self.execute(task, &run_id, &options.actor, &stop))
+                    .buffer_unordered(self.concurrency);
+                let mut outcomes = Vec::with_capacity(self.flush_every);
+                // Customers whose intent closes with this batch: written, refused, or
+                // never sent. The others' outcome is unknown: their intents stay open.
+                let mut closed = Vec::with_capacity(self.flush_every);
+                while let Some(result) = results.next().await {
+                    bar.inc(1);
+                    match result {
+                        Ok(Finished {
+                            done: Done::Skipped,
+                            customer,
+                            ..
+                        }) => closed.push(customer),
+                        Ok(Finished {
+                            customer,
+                            done,
+                            reason,
+                            entry,
+                        }) => {
+                            if entry.as_ref().is_none_or(|e| e.close_intent) {
+                                closed.push(customer.clone());
+                            }
+                            outcomes.extend(entry);
+                            // An outage is not many bad customers: stop after a streak of
+                            // failures with nothing getting through, instead of spending
+                            // the retry budget on every remaining customer.
+                            failed_in_a_row = if done == Done::Failed {
+                                failed_in_a_row + 1
+                            } else {
+                                0
+                            };
+                            if failed_in_a_row >= UNREACHABLE_AFTER && stopped.is_none() {
+                                stop.store(true, Ordering::SeqCst);
+                                stopped = Some(unreachable(self.mapping.rules().product, &reason));
+                            }
+                            report.count(customer, done, reason);
                         }
-                        report.count(customer, done, reason);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        stop.store(true, Ordering::SeqCst);
-                        stopped.get_or_insert(e);
+                        Err(e) => {
+                            stop.store(true, Ordering::SeqCst);
+                            stopped.get_or_insert(e);
+                        }
                     }
                 }
-            }
-            drop(results);
-            // One transaction for the batch's outcomes. A crash before this leaves their
-            // intents open, and the next run settles them from the register.
-            self.journal.record_all(&outcomes)?;
-            self.journal.flush().await?;
+                (outcomes, closed)
+            };
+            let ((outcomes, closed), opened) =
+                futures::join!(sending, self.open_intents(&following, &run_id, number));
+            next_intents = opened?;
+            // One transaction per batch, in batch order (the order of the chain). A crash
+            // before it leaves the batch's intents open, and the next run settles them
+            // from the register.
+            finish_commit(committing.take()).await?;
+            let recorder = self.journal.recorder();
+            committing = Some(tokio::task::spawn_blocking(move || {
+                recorder.record_batch(&outcomes, &intents, &closed)?;
+                recorder.flush()
+            }));
+            next = following;
         }
+        // Stopped early: the prepared batch was never sent, so its intents are dropped
+        // rather than left for settling.
+        if !next.is_empty() {
+            self.journal.recorder().drop_intents(&next_intents)?;
+        }
+        finish_commit(committing.take()).await?;
         bar.finish_and_clear();
 
         report
@@ -601,7 +671,7 @@ impl Engine<'_> {
         run_id: &str,
         actor: &str,
         stop: &AtomicBool,
-    ) -> Result<Option<Finished>> {
+    ) -> Result<Finished> {
         let (record, remote_id) = match task {
             Task::Create(record) => (record, None),
             Task::Update {
@@ -615,8 +685,12 @@ impl Engine<'_> {
         };
         if stop.load(Ordering::SeqCst) {
             // Never sent: its intent is closed, not left for settling.
-            self.journal.close_intent(self.sink_name, &record.code)?;
-            return Ok(None);
+            return Ok(Finished::new(
+                record.code,
+                Done::Skipped,
+                String::new(),
+                None,
+            ));
         }
         let mut operation = operation;
         let key = write_key(self.sink_name, run_id, &record);
@@ -646,9 +720,9 @@ impl Engine<'_> {
                 e.http_status = Some(written.status);
                 e.remote_id = Some(written.remote_id.clone());
                 if done == Done::Unchanged {
-                    // Adopted, and the register already held our content: nothing sent.
-                    self.journal.close_intent(self.sink_name, &record.code)?;
-                    return Ok(Some(Finished::new(record.code, done, String::new(), None)));
+                    // Adopted, and the register already held our content: nothing sent
+                    // (no entry: the intent closes with the batch).
+                    return Ok(Finished::new(record.code, done, String::new(), None));
                 }
                 let state = State {
                     remote_id: written.remote_id,
@@ -661,12 +735,7 @@ impl Engine<'_> {
                     state: Some(state),
                     close_intent: true,
                 };
-                return Ok(Some(Finished::new(
-                    record.code,
-                    done,
-                    String::new(),
-                    Some(entry),
-                )));
+                return Ok(Finished::new(record.code, done, String::new(), Some(entry)));
             }
             Err(e @ (SinkError::NeedsLogin(_) | SinkError::Config(_) | SinkError::Fatal(_))) => {
                 return Err(run_stopping(&e).expect("a run-stopping error"))
@@ -717,7 +786,7 @@ impl Engine<'_> {
             state: None,
             close_intent,
         };
-        Ok(Some(Finished::new(record.code, done, reason, Some(entry))))
+        Ok(Finished::new(record.code, done, reason, Some(entry)))
     }
 
     /// Creates the customer; if the register says its number is taken (a lost journal,
@@ -794,6 +863,8 @@ enum Done {
     Updated,
     /// Adopted with the content we would have sent: nothing to write.
     Unchanged,
+    /// Not sent: the run was stopping.
+    Skipped,
     Rejected,
     Failed,
 }

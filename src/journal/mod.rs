@@ -160,14 +160,19 @@ pub struct State {
 /// open at the start of a run means the previous run died not knowing the outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
+    #[serde(with = "compact::variant")]
     pub operation: Operation,
     /// SHA-256 of sink, run, customer code and content hash: names this exact write
     /// (and, per request, e-conomic's `Idempotency-Key`).
+    #[serde(with = "compact::hex_digest")]
     pub key: String,
     /// The register's number for the customer: how it is found again.
     pub number: String,
+    #[serde(with = "compact::hex_digest")]
     pub content_hash: String,
+    #[serde(with = "compact::run_id")]
     pub run_id: String,
+    #[serde(with = "compact::time")]
     pub started: DateTime<Utc>,
 }
 
@@ -253,6 +258,39 @@ pub struct Journal {
     _lock: std::fs::File,
 }
 
+/// Names the one entry that holds a batch's intents: `{sink}#{run}#{n}`, apart from
+/// single intents (`{sink}/{code}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentBatch {
+    sink: String,
+    key: String,
+    /// How many intents the entry holds (set by `open_intents`).
+    len: usize,
+}
+
+impl IntentBatch {
+    pub fn new(sink: &str, run_id: &str, number: u64) -> IntentBatch {
+        IntentBatch {
+            sink: sink.to_string(),
+            key: format!("{sink}#{run_id}#{number:08}"),
+            len: 0,
+        }
+    }
+}
+
+/// The part of the journal that appends events. Cheap to clone (sled's handles are), so
+/// a batch's outcomes can be committed on another thread while the next batch's
+/// requests are in flight. Only valid while its `Journal` is open.
+#[derive(Clone)]
+pub struct Recorder {
+    db: sled::Db,
+    events: sled::Tree,
+    by_customer: sled::Tree,
+    state: sled::Tree,
+    intents: sled::Tree,
+    meta: sled::Tree,
+}
+
 const NEXT_SEQ: &[u8] = b"next_seq";
 /// Hash of the newest event: the chain's head.
 const CHAIN_HEAD: &[u8] = b"chain_head";
@@ -315,8 +353,133 @@ fn decode_event(bytes: &[u8]) -> anyhow::Result<Event> {
     Ok(event)
 }
 
+impl Recorder {
+    /// Records several entries, in order, in one sled transaction: a batch of outcomes
+    /// costs one log write instead of one per customer. Durable after `flush`.
+    pub fn record_all(&self, entries: &[Entry]) -> anyhow::Result<Vec<u64>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.transaction(entries, None)
+    }
+
+    /// Records a batch's outcomes and retires its intents entry (see `open_intents`), in
+    /// one transaction: the intents of the `closed` customers are closed; the others
+    /// (their outcome unknown) stay open, each under its own key, for the next run to
+    /// settle.
+    pub fn record_batch(
+        &self,
+        entries: &[Entry],
+        batch: &IntentBatch,
+        closed: &[String],
+    ) -> anyhow::Result<Vec<u64>> {
+        self.transaction(entries, Some((batch, closed)))
+    }
+
+    fn transaction(
+        &self,
+        entries: &[Entry],
+        batch: Option<(&IntentBatch, &[String])>,
+    ) -> anyhow::Result<Vec<u64>> {
+        let trees = (
+            &self.events,
+            &self.by_customer,
+            &self.state,
+            &self.intents,
+            &self.meta,
+        );
+        let result = trees.transaction(|(events, by_customer, states, intents, meta)| {
+            if let Some((batch, closed)) = batch {
+                let stored = intents.remove(batch.key.as_bytes())?;
+                // Usually every intent closes, and the entry need not be read.
+                let all_closed = closed.len() >= batch.len;
+                if let Some(stored) = stored.filter(|_| !all_closed) {
+                    let open: Vec<(String, Intent)> = compact::decode(&stored).map_err(|_| {
+                        ConflictableTransactionError::Abort("unreadable intents entry")
+                    })?;
+                    for (code, intent) in open.iter().filter(|(c, _)| !closed.contains(c)) {
+                        intents.insert(state_key(&batch.sink, code), compact::encode(intent))?;
+                    }
+                }
+            }
+            if entries.is_empty() {
+                return Ok(Vec::new());
+            }
+            let first = match meta.get(NEXT_SEQ)? {
+                Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                    ConflictableTransactionError::Abort("corrupt sequence counter")
+                })?),
+                None => 1,
+            };
+            let head = meta.get(CHAIN_HEAD)?;
+            let mut head = head
+                .as_deref()
+                .map(|h| String::from_utf8_lossy(h).into_owned())
+                .unwrap_or_default();
+            let mut seqs = Vec::with_capacity(entries.len());
+            for (seq, entry) in (first..).zip(entries) {
+                let mut event = Event {
+                    seq,
+                    ..entry.event.clone()
+                };
+                chain::seal(&mut event, &head);
+                head.clone_from(&event.chain.hash);
+                by_customer.insert(customer_key(&event.customer, seq), &[])?;
+                let key = state_key(&event.sink, &event.customer);
+                events.insert(&seq.to_be_bytes(), encode_event(event))?;
+                if let Some(state) = &entry.state {
+                    let state = State {
+                        last_seq: seq,
+                        ..state.clone()
+                    };
+                    states.insert(key.as_slice(), compact::encode(&state))?;
+                }
+                if entry.close_intent {
+                    intents.remove(key)?;
+                }
+                seqs.push(seq);
+            }
+            meta.insert(NEXT_SEQ, &(first + seqs.len() as u64).to_be_bytes())?;
+            meta.insert(CHAIN_HEAD, head.as_bytes())?;
+            Ok(seqs)
+        });
+        match result {
+            Ok(seqs) => Ok(seqs),
+            Err(TransactionError::Abort(why)) => Err(anyhow::anyhow!("journal: {why}")),
+            Err(TransactionError::Storage(e)) => Err(e).context("journal write failed"),
+        }
+    }
+
+    /// Writes a batch's intents as one entry (one log write, where one per customer
+    /// cost as much as the rest of the batch's journal work); durable after one `flush`.
+    pub fn open_intents(
+        &self,
+        batch: &mut IntentBatch,
+        intents: &[(String, Intent)],
+    ) -> anyhow::Result<()> {
+        batch.len = intents.len();
+        self.intents
+            .insert(batch.key.as_bytes(), compact::encode(&intents))
+            .context("journal write failed")?;
+        Ok(())
+    }
+
+    /// Removes a batch's intents entry: none of its requests was sent.
+    pub fn drop_intents(&self, batch: &IntentBatch) -> anyhow::Result<()> {
+        self.intents
+            .remove(batch.key.as_bytes())
+            .context("journal write failed")?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable, blocking the calling thread.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.db.flush().context("journal flush failed")?;
+        Ok(())
+    }
+}
+
 impl Journal {
-    /// Opens (creating if needed) the journal in `dir`, readable by its owner only.
     /// Opens (creating if needed) the journal in `dir`, readable by its owner only.
     /// Holds the journal's lock until dropped: one process at a time.
     pub fn open(dir: &Path) -> anyhow::Result<Journal> {
@@ -397,78 +560,33 @@ impl Journal {
     /// Records several entries, in order, in one sled transaction: a batch of outcomes
     /// costs one log write instead of one per customer. Durable after `flush`.
     pub fn record_all(&self, entries: &[Entry]) -> anyhow::Result<Vec<u64>> {
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let trees = (
-            &self.events,
-            &self.by_customer,
-            &self.state,
-            &self.intents,
-            &self.meta,
-        );
-        let result = trees.transaction(|(events, by_customer, states, intents, meta)| {
-            let first = match meta.get(NEXT_SEQ)? {
-                Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                    ConflictableTransactionError::Abort("corrupt sequence counter")
-                })?),
-                None => 1,
-            };
-            let head = meta.get(CHAIN_HEAD)?;
-            let mut head = head
-                .as_deref()
-                .map(|h| String::from_utf8_lossy(h).into_owned())
-                .unwrap_or_default();
-            let mut seqs = Vec::with_capacity(entries.len());
-            for (seq, entry) in (first..).zip(entries) {
-                let mut event = Event {
-                    seq,
-                    ..entry.event.clone()
-                };
-                chain::seal(&mut event, &head);
-                head.clone_from(&event.chain.hash);
-                by_customer.insert(customer_key(&event.customer, seq), &[])?;
-                let key = state_key(&event.sink, &event.customer);
-                events.insert(&seq.to_be_bytes(), encode_event(event))?;
-                if let Some(state) = &entry.state {
-                    let state = State {
-                        last_seq: seq,
-                        ..state.clone()
-                    };
-                    states.insert(key.as_slice(), compact::encode(&state))?;
-                }
-                if entry.close_intent {
-                    intents.remove(key)?;
-                }
-                seqs.push(seq);
-            }
-            meta.insert(NEXT_SEQ, &(first + seqs.len() as u64).to_be_bytes())?;
-            meta.insert(CHAIN_HEAD, head.as_bytes())?;
-            Ok(seqs)
-        });
-        match result {
-            Ok(seqs) => Ok(seqs),
-            Err(TransactionError::Abort(why)) => Err(anyhow::anyhow!("journal: {why}")),
-            Err(TransactionError::Storage(e)) => Err(e).context("journal write failed"),
+        self.recorder().record_all(entries)
+    }
+
+    /// A handle that records events, for another thread.
+    pub fn recorder(&self) -> Recorder {
+        Recorder {
+            db: self.db.clone(),
+            events: self.events.clone(),
+            by_customer: self.by_customer.clone(),
+            state: self.state.clone(),
+            intents: self.intents.clone(),
+            meta: self.meta.clone(),
         }
     }
 
-    /// Writes intents for a batch of customers; durable after one `flush`.
-    pub fn open_intents(&self, sink: &str, intents: &[(String, Intent)]) -> anyhow::Result<()> {
-        let mut batch = sled::Batch::default();
-        for (code, intent) in intents {
-            batch.insert(
-                state_key(sink, code),
-                serde_json::to_vec(intent).expect("intents serialise"),
-            );
-        }
-        self.intents
-            .apply_batch(batch)
-            .context("journal write failed")
+    /// Writes a batch's intents as one entry; durable after one `flush`.
+    pub fn open_intents(
+        &self,
+        batch: &mut IntentBatch,
+        intents: &[(String, Intent)],
+    ) -> anyhow::Result<()> {
+        self.recorder().open_intents(batch, intents)
     }
 
     /// Intents left open (by a run that died), as (customer code, intent).
     pub fn pending_intents(&self, sink: &str) -> anyhow::Result<Vec<(String, Intent)>> {
+        self.split_intent_batches(sink)?;
         let prefix = format!("{sink}/");
         self.intents
             .scan_prefix(prefix.as_bytes())
@@ -478,6 +596,28 @@ impl Journal {
                 Ok((code, decode(&v, "intent")?))
             })
             .collect()
+    }
+
+    /// Rewrites the batch entries a dead run left as one entry per customer (one sled
+    /// batch, atomic), so that each can be settled and closed on its own.
+    fn split_intent_batches(&self, sink: &str) -> anyhow::Result<()> {
+        let mut split = sled::Batch::default();
+        let mut any = false;
+        for kv in self.intents.scan_prefix(format!("{sink}#").as_bytes()) {
+            let (key, value) = kv?;
+            let open: Vec<(String, Intent)> = decode(&value, "intents")?;
+            for (code, intent) in open {
+                split.insert(state_key(sink, &code), compact::encode(&intent));
+            }
+            split.remove(key);
+            any = true;
+        }
+        if any {
+            self.intents
+                .apply_batch(split)
+                .context("journal write failed")?;
+        }
+        Ok(())
     }
 
     /// Closes an intent without an event: the write is known not to have happened.
@@ -1030,6 +1170,74 @@ mod tests {
             values: None,
             chain: Chain::default(),
         }
+    }
+
+    fn intent(code: &str) -> (String, Intent) {
+        let intent = Intent {
+            operation: Operation::Create,
+            key: "ab".repeat(32),
+            number: code.into(),
+            content_hash: "cd".repeat(32),
+            run_id: "20261124T000149.210Z-f20c".into(),
+            started: Utc::now(),
+        };
+        (code.to_string(), intent)
+    }
+
+    fn pending_codes(j: &Journal) -> Vec<String> {
+        let pending = j.pending_intents("eaccounting").unwrap();
+        pending.into_iter().map(|(code, _)| code).collect()
+    }
+
+    #[test]
+    fn a_batch_of_intents_is_one_entry_and_only_unknown_outcomes_stay_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let mut batch = IntentBatch::new("eaccounting", "r1", 1);
+        let intents: Vec<_> = ["K1", "K2", "K3"].into_iter().map(intent).collect();
+        j.open_intents(&mut batch, &intents).unwrap();
+        assert_eq!(j.intents.len(), 1, "one entry for the batch");
+        // K1 written, K3 never sent; K2's answer never came.
+        let written = Entry {
+            event: event("K1", "r1"),
+            state: None,
+            close_intent: true,
+        };
+        let closed = ["K1".to_string(), "K3".to_string()];
+        j.recorder()
+            .record_batch(&[written], &batch, &closed)
+            .unwrap();
+        assert_eq!(pending_codes(&j), ["K2"]);
+        assert_eq!(j.pending_intents("eaccounting").unwrap()[0].1, intents[1].1);
+        j.close_intent("eaccounting", "K2").unwrap();
+        assert_eq!(pending_codes(&j), Vec::<String>::new());
+        assert_eq!(j.intents.len(), 0);
+    }
+
+    #[test]
+    fn a_batch_left_by_a_dead_run_is_settled_one_customer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let mut batch = IntentBatch::new("eaccounting", "r1", 7);
+        let intents: Vec<_> = ["K1", "K2"].into_iter().map(intent).collect();
+        j.open_intents(&mut batch, &intents).unwrap();
+        let mut other_sink = IntentBatch::new("economic", "r1", 1);
+        j.open_intents(&mut other_sink, &[intent("K9")]).unwrap();
+        // The run died here. The next one sees each intent on its own.
+        assert_eq!(j.pending_intents("eaccounting").unwrap(), intents);
+        j.close_intent("eaccounting", "K1").unwrap();
+        assert_eq!(pending_codes(&j), ["K2"]);
+        let economic = j.pending_intents("economic").unwrap();
+        assert_eq!(economic.len(), 1);
+        assert_eq!(
+            economic[0].1.number, "K9",
+            "another sink's batch is its own"
+        );
+        // A batch never sent is dropped whole.
+        let mut unsent = IntentBatch::new("eaccounting", "r2", 1);
+        j.open_intents(&mut unsent, &[intent("K5")]).unwrap();
+        j.recorder().drop_intents(&unsent).unwrap();
+        assert_eq!(pending_codes(&j), ["K2"]);
     }
 
     /// Six events for three customers, with values and state, as a sync writes them.

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 
 use super::auth::TokenProvider;
-use super::http::{nothing_special, safe_message, Credentials, Dialect, Http};
+use super::http::{nothing_special, safe_message, Credentials, Dialect, Http, Reply};
 use super::{Erased, Remote, SinkError, Written, ERASED_NAME};
 use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
 use crate::retry::RetryPolicy;
@@ -80,13 +80,14 @@ impl EAccountingSink {
         let mut url = url::Url::parse(&format!("{}/customers", self.base)).expect("base is a URL");
         url.query_pairs_mut().append_pair("$filter", &filter);
         let reply = self.http.send(Method::GET, url.as_str(), None).await?;
-        let rows = reply.body["Data"].as_array().cloned().unwrap_or_default();
+        let body = reply.body();
+        let rows = body["Data"].as_array().cloned().unwrap_or_default();
         if let Some(found) = rows.iter().find(|c| c["CustomerNumber"] == number) {
             return remote(found.clone()).map(Some);
         }
         // "Not found" must be sure: a register that ignored the filter (Visma does not
         // document it for CustomerNumber) answers with other customers, or more pages.
-        let total = reply.body["Meta"]["TotalNumberOfResults"].as_u64();
+        let total = body["Meta"]["TotalNumberOfResults"].as_u64();
         if !rows.is_empty() || total.is_some_and(|t| t > 0) {
             return Err(SinkError::Failed {
                 status: Some(reply.status),
@@ -105,7 +106,7 @@ impl EAccountingSink {
             .send(Method::GET, &format!("{}/customers/{id}", self.base), None)
             .await
         {
-            Ok(reply) => remote(reply.body).map(Some),
+            Ok(reply) => remote(reply.body()).map(Some),
             Err(SinkError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -118,7 +119,7 @@ impl EAccountingSink {
         let url = format!("{}/customers", self.base);
         match self.http.send(Method::POST, &url, Some(&body)).await {
             Ok(reply) => Ok(Written {
-                remote_id: id_of(&reply.body)?,
+                remote_id: created_id(&reply)?,
                 status: reply.status,
             }),
             Err(SinkError::Rejected {
@@ -138,7 +139,7 @@ impl EAccountingSink {
         _key: &str,
     ) -> Result<Written, SinkError> {
         let url = format!("{}/customers/{id}", self.base);
-        let current = self.http.send(Method::GET, &url, None).await?.body;
+        let current = self.http.send(Method::GET, &url, None).await?.body();
         let mut merged = match current {
             Value::Object(fields) => fields,
             _ => Map::new(),
@@ -225,6 +226,22 @@ fn error_of(body: &Value, status: StatusCode) -> (Option<String>, String) {
 }
 
 /// `CustomerApi` is flat: the mapping's field names are its own.
+/// The new customer's `Id`, read without building the rest of the answer.
+fn created_id(reply: &Reply) -> Result<String, SinkError> {
+    #[derive(serde::Deserialize)]
+    struct Created {
+        #[serde(rename = "Id")]
+        id: String,
+    }
+    reply
+        .part::<Created>()
+        .map(|c| c.id)
+        .ok_or_else(|| SinkError::Failed {
+            status: None,
+            message: format!("{PRODUCT} answered without the customer's Id"),
+        })
+}
+
 fn id_of(body: &Value) -> Result<String, SinkError> {
     body["Id"]
         .as_str()

@@ -180,7 +180,7 @@ impl EconomicSink {
     /// GET that answers `None` on 404.
     async fn fetch(&self, url: &str) -> Result<Option<Value>, SinkError> {
         match self.http.send(Method::GET, url, None).await {
-            Ok(reply) => Ok(Some(reply.body)),
+            Ok(reply) => Ok(Some(reply.body())),
             Err(SinkError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -196,7 +196,8 @@ impl EconomicSink {
         url.query_pairs_mut()
             .append_pair("filter", &format!("customerNumber$eq:{n}"));
         let reply = self.http.send(Method::GET, url.as_str(), None).await?;
-        let Some(rows) = reply.body["collection"].as_array() else {
+        let body = reply.body();
+        let Some(rows) = body["collection"].as_array() else {
             return Err(SinkError::Failed {
                 status: Some(reply.status),
                 message: format!(
@@ -213,7 +214,7 @@ impl EconomicSink {
         }
         // "Not found" must be sure: a register that ignored the filter answers with
         // other customers, or counts results on other pages.
-        let total = reply.body["pagination"]["results"].as_u64();
+        let total = body["pagination"]["results"].as_u64();
         if !rows.is_empty() || total.is_some_and(|t| t > 0) {
             return Err(SinkError::Failed {
                 status: Some(reply.status),
@@ -271,7 +272,8 @@ impl EconomicSink {
                 self.contacts_url(n)
             );
             let reply = self.http.send(Method::GET, &url, None).await?;
-            let Some(rows) = reply.body["collection"].as_array() else {
+            let body = reply.body();
+            let Some(rows) = body["collection"].as_array() else {
                 return Err(SinkError::Failed {
                     status: Some(reply.status),
                     message: format!("{PRODUCT} answered a contact list without a collection"),
@@ -280,7 +282,7 @@ impl EconomicSink {
             let full = rows.len() >= PAGE_SIZE;
             all.extend(rows.iter().cloned());
             // A server that ignores paging would repeat one page forever: stop there.
-            if !full || !reply.body["pagination"]["nextPage"].is_string() || skip >= 100 {
+            if !full || !body["pagination"]["nextPage"].is_string() || skip >= 100 {
                 break;
             }
         }
@@ -307,7 +309,7 @@ impl EconomicSink {
             }
             Err(e) => return Err(e),
         };
-        let customer = reply.body;
+        let customer = reply.body();
         let n = customer["customerNumber"]
             .as_i64()
             .ok_or_else(|| SinkError::Failed {
@@ -352,7 +354,7 @@ impl EconomicSink {
             });
         };
         let url = self.customer_url(n);
-        let current = self.http.send(Method::GET, &url, None).await?.body;
+        let current = self.http.send(Method::GET, &url, None).await?.body();
         let mut merged = writable(&current, CUSTOMER_READ_ONLY);
         overlay(&mut merged, record);
         let attention = attention_of(&current);
@@ -430,7 +432,7 @@ impl EconomicSink {
             .write(Method::POST, &self.contacts_url(n), Some(&body), key)
             .await
         {
-            Ok(reply) => contact_number(&reply.body),
+            Ok(reply) => contact_number(&reply.body()),
             Err(SinkError::Rejected {
                 code: Some(code), ..
             }) if code == CONTACT_NAME_TAKEN_CODE => {

@@ -73,11 +73,24 @@ pub struct Dialect {
     pub refused_hint: &'static str,
 }
 
-/// A successful answer: status, headers and JSON body (`Null` when empty or not JSON).
+/// A successful answer: status, headers and the body's text, parsed when asked for
+/// (a create answers with the whole customer, of which the sink may need one field).
 pub struct Reply {
     pub status: u16,
     pub headers: HeaderMap,
-    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// The JSON body (`Null` when empty or not JSON).
+    pub fn body(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+
+    /// Part of the JSON body, read into `T` without building the rest.
+    pub fn part<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_str(&self.text).ok()
+    }
 }
 
 pub struct Http {
@@ -212,14 +225,14 @@ impl Http {
                 }
             }
         };
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status.is_success() {
             return Attempt::Done(Reply {
                 status: status.as_u16(),
                 headers,
-                body,
+                text,
             });
         }
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let (code, message) = (self.dialect.error_of)(&body, status);
         if let Some(e) = (self.dialect.special)(status, code.as_deref(), &message) {
             return Attempt::Final(e);

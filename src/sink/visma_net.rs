@@ -111,7 +111,7 @@ impl VismaNetSink {
             .send(Method::GET, &self.customer_url(Some(id)), None)
             .await
         {
-            Ok(reply) => remote(reply.body).map(Some),
+            Ok(reply) => remote(reply.body()).map(Some),
             Err(SinkError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }

@@ -5,11 +5,6 @@ use opter_visma_sync::cli::{Cli, Command};
 use opter_visma_sync::commands;
 use opter_visma_sync::journal::HoldKind;
 
-// glibc's allocator spent a fifth of a sync's CPU in malloc and free (many small JSON
-// values and journal buffers per customer); mimalloc's thread-local pages cost far less.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);

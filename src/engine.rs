@@ -410,24 +410,35 @@ impl Engine<'_> {
             };
             let ((outcomes, closed), opened) =
                 futures::join!(sending, self.open_intents(&following, &run_id, number));
-            next_intents = opened?;
             // One transaction per batch, in batch order (the order of the chain). A crash
             // before it leaves the batch's intents open, and the next run settles them
-            // from the register.
-            finish_commit(committing.take()).await?;
+            // from the register. This batch was sent, so it is committed even when the
+            // journal failed for the next one; such a failure stops the run.
+            let previous = finish_commit(committing.take()).await;
             let recorder = self.journal.recorder();
             committing = Some(tokio::task::spawn_blocking(move || {
                 recorder.record_batch(&outcomes, &intents, &closed)?;
                 recorder.flush()
             }));
+            if let Err(e) = previous {
+                stopped.get_or_insert(e);
+            }
+            next_intents = opened.unwrap_or_else(|e| {
+                stopped.get_or_insert(e);
+                IntentBatch::new(self.sink_name, &run_id, number)
+            });
             next = following;
+        }
+        if let Err(e) = finish_commit(committing.take()).await {
+            stopped.get_or_insert(e);
         }
         // Stopped early: the prepared batch was never sent, so its intents are dropped
         // rather than left for settling.
         if !next.is_empty() {
-            self.journal.recorder().drop_intents(&next_intents)?;
+            if let Err(e) = self.journal.recorder().drop_intents(&next_intents) {
+                stopped.get_or_insert(Error::Other(e));
+            }
         }
-        finish_commit(committing.take()).await?;
         bar.finish_and_clear();
 
         report
@@ -664,7 +675,7 @@ impl Engine<'_> {
 
     /// Writes one customer and returns the outcome, with the journal entry the caller
     /// records for the batch. `Err` only for a run-stopping condition (authorization
-    /// lost); `Ok(None)` when skipped because the run stops.
+    /// lost); `Done::Skipped` when not sent because the run stops.
     async fn execute(
         &self,
         task: Task,

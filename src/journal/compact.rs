@@ -103,6 +103,11 @@ pub mod opt_hex {
     }
 }
 
+/// A position that fits the one byte it is stored in; beyond that, the text is stored.
+fn position(at: Option<usize>) -> Option<u8> {
+    at.and_then(|at| u8::try_from(at).ok())
+}
+
 /// Register field names stored as their position in this list: one byte instead of up
 /// to 33 characters, in every event. Frozen: names are only ever appended, because
 /// journals already written name their fields by these positions. A name not listed
@@ -157,8 +162,8 @@ pub mod field_values {
 
     impl Serialize for Name<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            match FIELD_NAMES.iter().position(|n| *n == self.0) {
-                Some(at) => s.serialize_u8(at as u8),
+            match position(FIELD_NAMES.iter().position(|n| *n == self.0)) {
+                Some(at) => s.serialize_u8(at),
                 None => s.serialize_str(self.0),
             }
         }
@@ -335,8 +340,8 @@ pub mod word {
     use super::*;
 
     pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
-        match WORDS.iter().position(|w| *w == text) {
-            Some(at) if !s.is_human_readable() => s.serialize_u8(at as u8),
+        match position(WORDS.iter().position(|w| *w == text)) {
+            Some(at) if !s.is_human_readable() => s.serialize_u8(at),
             _ => s.serialize_str(text),
         }
     }
@@ -387,8 +392,8 @@ pub mod variant {
     use super::*;
 
     pub fn serialize<T: Variants, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-        match T::ALL.iter().position(|v| v == value) {
-            Some(at) if !s.is_human_readable() => s.serialize_u8(at as u8),
+        match position(T::ALL.iter().position(|v| v == value)) {
+            Some(at) if !s.is_human_readable() => s.serialize_u8(at),
             _ => value.serialize(s),
         }
     }

@@ -119,13 +119,13 @@ pub struct Event {
     pub error_code: Option<String>,
     /// The register's message, or ours for failures without a response.
     pub message: Option<String>,
-    #[serde(with = "compact::id_text::opt")]
+    #[serde(default, with = "compact::id_text::opt")]
     pub remote_id: Option<String>,
     /// Names of the register fields sent.
     pub fields: Vec<String>,
     /// Values sent, keyed by register field (permitted fields only). `None` when
     /// nothing was sent, or once redacted (retention, purge).
-    #[serde(with = "compact::field_values")]
+    #[serde(default, with = "compact::field_values")]
     pub values: Option<BTreeMap<String, Value>>,
     /// Hash chain and values digest (see `chain`).
     #[serde(default)]
@@ -393,6 +393,12 @@ impl Recorder {
                 let stored = intents.remove(batch.key.as_bytes())?;
                 // Usually every intent closes, and the entry need not be read.
                 let all_closed = closed.len() >= batch.len;
+                if stored.is_none() && !all_closed {
+                    // Open intents would be lost without a trace.
+                    return Err(ConflictableTransactionError::Abort(
+                        "a batch's intents entry is missing",
+                    ));
+                }
                 if let Some(stored) = stored.filter(|_| !all_closed) {
                     let open: Vec<(String, Intent)> = compact::decode(&stored).map_err(|_| {
                         ConflictableTransactionError::Abort("unreadable intents entry")

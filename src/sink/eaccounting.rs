@@ -225,7 +225,6 @@ fn error_of(body: &Value, status: StatusCode) -> (Option<String>, String) {
     )
 }
 
-/// `CustomerApi` is flat: the mapping's field names are its own.
 /// The new customer's `Id`, read without building the rest of the answer.
 fn created_id(reply: &Reply) -> Result<String, SinkError> {
     #[derive(serde::Deserialize)]

@@ -108,6 +108,29 @@ fn position(at: Option<usize>) -> Option<u8> {
     at.and_then(|at| u8::try_from(at).ok())
 }
 
+/// Reads text stored as its position in a frozen list, or (not listed) as itself.
+struct Listed(&'static [&'static str]);
+
+impl Visitor<'_> for Listed {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("text or its position in a list")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        usize::try_from(v)
+            .ok()
+            .and_then(|at| self.0.get(at))
+            .map(|text| text.to_string())
+            .ok_or_else(|| E::custom(format!("unknown position {v}")))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
 /// Register field names stored as their position in this list: one byte instead of up
 /// to 33 characters, in every event. Frozen: names are only ever appended, because
 /// journals already written name their fields by these positions. A name not listed
@@ -188,33 +211,11 @@ pub mod field_values {
         }
     }
 
-    struct NameVisitor;
-
-    impl Visitor<'_> for NameVisitor {
-        type Value = String;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a field name or its position")
-        }
-
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
-            usize::try_from(v)
-                .ok()
-                .and_then(|at| FIELD_NAMES.get(at))
-                .map(|n| n.to_string())
-                .ok_or_else(|| E::custom(format!("unknown field position {v}")))
-        }
-
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-    }
-
     struct StoredName(String);
 
     impl<'de> Deserialize<'de> for StoredName {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(NameVisitor).map(StoredName)
+            d.deserialize_any(Listed(FIELD_NAMES)).map(StoredName)
         }
     }
 
@@ -346,33 +347,11 @@ pub mod word {
         }
     }
 
-    struct Word;
-
-    impl Visitor<'_> for Word {
-        type Value = String;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a word or its position")
-        }
-
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
-            usize::try_from(v)
-                .ok()
-                .and_then(|at| WORDS.get(at))
-                .map(|w| w.to_string())
-                .ok_or_else(|| E::custom(format!("unknown word position {v}")))
-        }
-
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-    }
-
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         if d.is_human_readable() {
             String::deserialize(d)
         } else {
-            d.deserialize_any(Word)
+            d.deserialize_any(Listed(WORDS))
         }
     }
 }

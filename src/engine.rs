@@ -185,21 +185,23 @@ impl Engine<'_> {
             recorder.flush()?;
             Ok(key)
         });
-        match writing.await {
-            Ok(result) => result.map_err(Error::Other),
-            Err(e) => Err(Error::Other(anyhow::anyhow!("journal write stopped: {e}"))),
-        }
+        journal_done(writing).await
     }
 }
 
-/// Waits for a batch's commit to be durable; its failure stops the run.
-async fn finish_commit(commit: Option<tokio::task::JoinHandle<anyhow::Result<()>>>) -> Result<()> {
-    let Some(commit) = commit else {
-        return Ok(());
-    };
-    match commit.await {
+/// Waits for a journal write on a blocking thread to be durable.
+async fn journal_done<T>(write: tokio::task::JoinHandle<anyhow::Result<T>>) -> Result<T> {
+    match write.await {
         Ok(result) => result.map_err(Error::Other),
-        Err(e) => Err(Error::Other(anyhow::anyhow!("journal commit stopped: {e}"))),
+        Err(e) => Err(Error::Other(anyhow::anyhow!("journal write stopped: {e}"))),
+    }
+}
+
+/// Waits for a batch's commit, if one is under way; its failure stops the run.
+async fn finish_commit(commit: Option<tokio::task::JoinHandle<anyhow::Result<()>>>) -> Result<()> {
+    match commit {
+        Some(commit) => journal_done(commit).await,
+        None => Ok(()),
     }
 }
 

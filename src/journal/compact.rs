@@ -71,35 +71,74 @@ pub mod hex_digest {
     }
 }
 
-/// `#[serde(with = "compact::opt_hex")]` for an `Option<String>` holding a hex digest.
-pub mod opt_hex {
+/// How one text field is stored; `optional` applies the same inside an `Option`.
+trait TextForm {
+    fn store<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error>;
+    fn load<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>;
+}
+
+/// `Option<String>` in a `TextForm`: the helpers `opt_hex` and `id_text::opt` are this.
+mod optional {
+    use std::marker::PhantomData;
+
     use super::*;
 
-    struct Wrapped<'a>(&'a String);
+    struct Wrapped<'a, F>(&'a str, PhantomData<F>);
 
-    impl Serialize for Wrapped<'_> {
+    impl<F: TextForm> Serialize for Wrapped<'_, F> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            super::hex_digest::serialize(self.0, s)
+            F::store(self.0, s)
         }
     }
 
-    struct Unwrapped(String);
+    struct Unwrapped<F>(String, PhantomData<F>);
 
-    impl<'de> Deserialize<'de> for Unwrapped {
+    impl<'de, F: TextForm> Deserialize<'de> for Unwrapped<F> {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            super::hex_digest::deserialize(d).map(Unwrapped)
+            F::load(d).map(|text| Unwrapped(text, PhantomData))
         }
     }
 
-    pub fn serialize<S: Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<F: TextForm, S: Serializer>(
+        text: &Option<String>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match text {
-            Some(t) => s.serialize_some(&Wrapped(t)),
+            Some(t) => s.serialize_some(&Wrapped::<F>(t, PhantomData)),
             None => s.serialize_none(),
         }
     }
 
+    pub fn deserialize<'de, F: TextForm, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<String>, D::Error> {
+        Ok(Option::<Unwrapped<F>>::deserialize(d)?.map(|u| u.0))
+    }
+}
+
+/// A hex digest's form (`hex_digest`).
+struct HexForm;
+
+impl TextForm for HexForm {
+    fn store<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+        hex_digest::serialize(text, s)
+    }
+
+    fn load<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        hex_digest::deserialize(d)
+    }
+}
+
+/// `#[serde(with = "compact::opt_hex")]` for an `Option<String>` holding a hex digest.
+pub mod opt_hex {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        optional::serialize::<HexForm, S>(text, s)
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        Ok(Option::<Unwrapped>::deserialize(d)?.map(|u| u.0))
+        optional::deserialize::<HexForm, D>(d)
     }
 }
 
@@ -299,35 +338,29 @@ pub mod id_text {
         }
     }
 
+    /// A register id's form, for `opt`.
+    struct IdForm;
+
+    impl TextForm for IdForm {
+        fn store<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+            serialize(text, s)
+        }
+
+        fn load<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+            deserialize(d)
+        }
+    }
+
     /// The same for an `Option<String>`.
     pub mod opt {
         use super::*;
 
-        struct Wrapped<'a>(&'a str);
-
-        impl Serialize for Wrapped<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                super::serialize(self.0, s)
-            }
-        }
-
-        struct Unwrapped(String);
-
-        impl<'de> Deserialize<'de> for Unwrapped {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                super::deserialize(d).map(Unwrapped)
-            }
-        }
-
         pub fn serialize<S: Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-            match text {
-                Some(t) => s.serialize_some(&Wrapped(t)),
-                None => s.serialize_none(),
-            }
+            optional::serialize::<IdForm, S>(text, s)
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-            Ok(Option::<Unwrapped>::deserialize(d)?.map(|u| u.0))
+            optional::deserialize::<IdForm, D>(d)
         }
     }
 }

@@ -581,15 +581,6 @@ impl Journal {
         }
     }
 
-    /// Writes a batch's intents as one entry; durable after one `flush`.
-    pub fn open_intents(
-        &self,
-        batch: &mut IntentBatch,
-        intents: &[(String, Intent)],
-    ) -> anyhow::Result<()> {
-        self.recorder().open_intents(batch, intents)
-    }
-
     /// Intents left open (by a run that died), as (customer code, intent).
     pub fn pending_intents(&self, sink: &str) -> anyhow::Result<Vec<(String, Intent)>> {
         self.split_intent_batches(sink)?;
@@ -1201,7 +1192,7 @@ mod tests {
         let j = Journal::open(dir.path()).unwrap();
         let mut batch = IntentBatch::new("eaccounting", "r1", 1);
         let intents: Vec<_> = ["K1", "K2", "K3"].into_iter().map(intent).collect();
-        j.open_intents(&mut batch, &intents).unwrap();
+        j.recorder().open_intents(&mut batch, &intents).unwrap();
         assert_eq!(j.intents.len(), 1, "one entry for the batch");
         // K1 written, K3 never sent; K2's answer never came.
         let written = Entry {
@@ -1226,9 +1217,11 @@ mod tests {
         let j = Journal::open(dir.path()).unwrap();
         let mut batch = IntentBatch::new("eaccounting", "r1", 7);
         let intents: Vec<_> = ["K1", "K2"].into_iter().map(intent).collect();
-        j.open_intents(&mut batch, &intents).unwrap();
+        j.recorder().open_intents(&mut batch, &intents).unwrap();
         let mut other_sink = IntentBatch::new("economic", "r1", 1);
-        j.open_intents(&mut other_sink, &[intent("K9")]).unwrap();
+        j.recorder()
+            .open_intents(&mut other_sink, &[intent("K9")])
+            .unwrap();
         // The run died here. The next one sees each intent on its own.
         assert_eq!(j.pending_intents("eaccounting").unwrap(), intents);
         j.close_intent("eaccounting", "K1").unwrap();
@@ -1241,7 +1234,9 @@ mod tests {
         );
         // A batch never sent is dropped whole.
         let mut unsent = IntentBatch::new("eaccounting", "r2", 1);
-        j.open_intents(&mut unsent, &[intent("K5")]).unwrap();
+        j.recorder()
+            .open_intents(&mut unsent, &[intent("K5")])
+            .unwrap();
         j.recorder().drop_intents(&unsent).unwrap();
         assert_eq!(pending_codes(&j), ["K2"]);
     }

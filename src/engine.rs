@@ -4,7 +4,8 @@
 //! state) and records every register write as exactly one event; *how* to talk to a
 //! register (auth, retries, limits) is the sink's business.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
@@ -22,6 +23,7 @@ use crate::record::SourceCustomer;
 use crate::sink::{Sink, SinkError, Written};
 use crate::source::Source;
 use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
 
 /// Hours between full reads when incremental reads are possible.
 const FULL_READ_EVERY_HOURS: i64 = 24;
@@ -169,24 +171,84 @@ impl Engine<'_> {
     /// Makes a batch's intents durable (one entry, one flush) before any of its requests
     /// leaves.
     async fn open_intents(&self, batch: &[Task], run_id: &str, number: u64) -> Result<IntentBatch> {
-        let key = IntentBatch::new(self.sink_name, run_id, number);
-        if batch.is_empty() {
-            return Ok(key);
-        }
+        journal_done(self.start_intents(batch, run_id, number)).await
+    }
+
+    /// Starts writing a batch's intents, on another thread like the commits: the
+    /// requests in flight go on meanwhile. Await it with `journal_done`.
+    fn start_intents(
+        &self,
+        batch: &[Task],
+        run_id: &str,
+        number: u64,
+    ) -> JoinHandle<anyhow::Result<IntentBatch>> {
+        let mut key = IntentBatch::new(self.sink_name, run_id, number);
         let intents: Vec<_> = batch
             .iter()
             .map(|t| t.intent(self.sink_name, run_id))
             .collect();
-        // On another thread, like the commits: the requests in flight go on meanwhile.
         let recorder = self.journal.recorder();
-        let writing = tokio::task::spawn_blocking(move || {
-            let mut key = key;
-            recorder.open_intents(&mut key, &intents)?;
-            recorder.flush()?;
+        tokio::task::spawn_blocking(move || {
+            if !intents.is_empty() {
+                recorder.open_intents(&mut key, &intents)?;
+                recorder.flush()?;
+            }
             Ok(key)
-        });
-        journal_done(writing).await
+        })
     }
+
+    /// Commits a batch's outcomes on another thread, once the batch committed before it
+    /// is (the order of the chain); a failure of either is returned.
+    async fn commit(
+        &self,
+        batch: InFlight,
+        previous: Option<JoinHandle<anyhow::Result<()>>>,
+    ) -> (JoinHandle<anyhow::Result<()>>, Result<()>) {
+        let previous = match previous {
+            Some(previous) => journal_done(previous).await,
+            None => Ok(()),
+        };
+        let recorder = self.journal.recorder();
+        let committing = tokio::task::spawn_blocking(move || {
+            recorder.record_batch(&batch.outcomes, &batch.intents, &batch.closed)?;
+            recorder.flush()
+        });
+        (committing, previous)
+    }
+}
+
+/// A batch from the writing of its intents to the commit of its outcomes.
+struct InFlight {
+    intents: IntentBatch,
+    size: usize,
+    answered: usize,
+    outcomes: Vec<Entry>,
+    /// Customers whose intent closes with the commit: written, refused, or never sent.
+    /// The others' outcome is unknown: their intents stay open.
+    closed: Vec<String>,
+}
+
+impl InFlight {
+    fn new(intents: IntentBatch, size: usize) -> Self {
+        InFlight {
+            intents,
+            size,
+            answered: 0,
+            outcomes: Vec::with_capacity(size),
+            closed: Vec::with_capacity(size),
+        }
+    }
+}
+
+/// Hands the tasks out batch by batch: a batch's first task only once its intents are
+/// durable, and the next batch's intents are being written while it is handed out.
+struct Feeder<I> {
+    tasks: I,
+    current: std::vec::IntoIter<Task>,
+    /// The batch `current` belongs to.
+    number: u64,
+    /// The next batch: its number, the writing of its intents, its tasks.
+    next: Option<(u64, JoinHandle<anyhow::Result<IntentBatch>>, Vec<Task>)>,
 }
 
 /// Waits for a journal write on a blocking thread to be durable.
@@ -194,14 +256,6 @@ async fn journal_done<T>(write: tokio::task::JoinHandle<anyhow::Result<T>>) -> R
     match write.await {
         Ok(result) => result.map_err(Error::Other),
         Err(e) => Err(Error::Other(anyhow::anyhow!("journal write stopped: {e}"))),
-    }
-}
-
-/// Waits for a batch's commit, if one is under way; its failure stops the run.
-async fn finish_commit(commit: Option<tokio::task::JoinHandle<anyhow::Result<()>>>) -> Result<()> {
-    match commit {
-        Some(commit) => journal_done(commit).await,
-        None => Ok(()),
     }
 }
 
@@ -348,97 +402,155 @@ impl Engine<'_> {
         bar.set_position(0);
         let mut tasks = tasks.into_iter();
         let mut failed_in_a_row = 0;
-        // Group commit, in a pipeline: while a batch's requests are in flight, the next
-        // batch's intents are written and flushed (one flush for all of them, before any
-        // of its requests leaves), and the previous batch's outcomes are committed on
-        // another thread (that commit costs about as much CPU as the requests).
-        let mut committing: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
-        let mut next: Vec<Task> = tasks.by_ref().take(self.flush_every).collect();
-        let mut next_intents = self.open_intents(&next, &run_id, 0).await?;
-        let mut number = 0;
-        while !next.is_empty() && stopped.is_none() {
-            let batch = std::mem::take(&mut next);
-            let intents = next_intents.clone();
-            number += 1;
-            let following: Vec<Task> = tasks.by_ref().take(self.flush_every).collect();
-            let stop = AtomicBool::new(false);
-            let sending = async {
-                let mut results = futures::stream::iter(batch)
-                    .map(|task| self.execute(task, &run_id, &options.actor, &stop))
-                    .buffer_unordered(self.concurrency);
-                let mut outcomes = Vec::with_capacity(self.flush_every);
-                // Customers whose intent closes with this batch: written, refused, or
-                // never sent. The others' outcome is unknown: their intents stay open.
-                let mut closed = Vec::with_capacity(self.flush_every);
-                while let Some(result) = results.next().await {
-                    bar.inc(1);
-                    match result {
-                        Ok(Finished {
-                            done: Done::Skipped,
-                            customer,
-                            ..
-                        }) => closed.push(customer),
-                        Ok(Finished {
-                            customer,
-                            done,
-                            reason,
-                            entry,
-                        }) => {
-                            if entry.as_ref().is_none_or(|e| e.close_intent) {
-                                closed.push(customer.clone());
-                            }
-                            outcomes.extend(entry);
-                            // An outage is not many bad customers: stop after a streak of
-                            // failures with nothing getting through, instead of spending
-                            // the retry budget on every remaining customer.
-                            failed_in_a_row = if done == Done::Failed {
-                                failed_in_a_row + 1
-                            } else {
-                                0
-                            };
-                            if failed_in_a_row >= UNREACHABLE_AFTER && stopped.is_none() {
-                                stop.store(true, Ordering::SeqCst);
-                                stopped = Some(unreachable(self.mapping.rules().product, &reason));
-                            }
-                            report.count(customer, done, reason);
-                        }
-                        Err(e) => {
-                            stop.store(true, Ordering::SeqCst);
-                            stopped.get_or_insert(e);
-                        }
+        // Batches flow through a pipeline. A batch's intents are written and flushed (one
+        // flush for all of them) while the batch before it is sending, and none of its
+        // requests leaves before that; requests go out at `concurrency` across batch
+        // boundaries, so no batch waits for the last answers of the one before; and each
+        // batch's outcomes are committed in batch order, on another thread, once its last
+        // request has answered (that commit costs about as much CPU as the requests).
+        let stop = AtomicBool::new(false);
+        let first: Vec<Task> = tasks.by_ref().take(self.flush_every).collect();
+        let first_intents = self.open_intents(&first, &run_id, 0).await?;
+        let in_flight: RefCell<BTreeMap<u64, InFlight>> = RefCell::default();
+        if !first.is_empty() {
+            in_flight
+                .borrow_mut()
+                .insert(0, InFlight::new(first_intents, first.len()));
+        }
+        let following: Vec<Task> = tasks.by_ref().take(self.flush_every).collect();
+        let feeder = Feeder {
+            next: (!following.is_empty())
+                .then(|| (1, self.start_intents(&following, &run_id, 1), following)),
+            tasks,
+            current: first.into_iter(),
+            number: 0,
+        };
+        // A batch whose intents were written when the run stopped, none of it sent.
+        let unsent = RefCell::new(None);
+        let feed_error = RefCell::new(None);
+        let mut committing = None;
+        let (stop_ref, in_flight_ref, run_ref) = (&stop, &in_flight, run_id.as_str());
+        let (unsent_ref, feed_error_ref) = (&unsent, &feed_error);
+        let feed = futures::stream::unfold(feeder, move |mut feeder| async move {
+            loop {
+                if let Some(task) = feeder.current.next() {
+                    return Some(((feeder.number, task), feeder));
+                }
+                let (number, opening, batch) = feeder.next.take()?;
+                if stop_ref.load(Ordering::SeqCst) {
+                    *unsent_ref.borrow_mut() = Some(opening);
+                    return None;
+                }
+                match journal_done(opening).await {
+                    Ok(intents) => {
+                        in_flight_ref
+                            .borrow_mut()
+                            .insert(number, InFlight::new(intents, batch.len()));
+                    }
+                    Err(e) => {
+                        stop_ref.store(true, Ordering::SeqCst);
+                        *feed_error_ref.borrow_mut() = Some(e);
+                        return None;
                     }
                 }
-                (outcomes, closed)
-            };
-            let ((outcomes, closed), opened) =
-                futures::join!(sending, self.open_intents(&following, &run_id, number));
-            // One transaction per batch, in batch order (the order of the chain). A crash
-            // before it leaves the batch's intents open, and the next run settles them
-            // from the register. This batch was sent, so it is committed even when the
-            // journal failed for the next one; such a failure stops the run.
-            let previous = finish_commit(committing.take()).await;
-            let recorder = self.journal.recorder();
-            committing = Some(tokio::task::spawn_blocking(move || {
-                recorder.record_batch(&outcomes, &intents, &closed)?;
-                recorder.flush()
-            }));
-            if let Err(e) = previous {
-                stopped.get_or_insert(e);
+                let following: Vec<Task> = feeder.tasks.by_ref().take(self.flush_every).collect();
+                if !following.is_empty() {
+                    let opening = self.start_intents(&following, run_ref, number + 1);
+                    feeder.next = Some((number + 1, opening, following));
+                }
+                feeder.current = batch.into_iter();
+                feeder.number = number;
             }
-            next_intents = opened.unwrap_or_else(|e| {
-                stopped.get_or_insert(e);
-                IntentBatch::new(self.sink_name, &run_id, number)
-            });
-            next = following;
+        });
+        let actor = options.actor.as_str();
+        let results = feed
+            .map(|(number, task)| async move {
+                (number, self.execute(task, run_ref, actor, stop_ref).await)
+            })
+            .buffer_unordered(self.concurrency);
+        let mut results = std::pin::pin!(results);
+        while let Some((number, result)) = results.next().await {
+            bar.inc(1);
+            let ready = {
+                let mut batches = in_flight.borrow_mut();
+                let batch = batches
+                    .get_mut(&number)
+                    .expect("a batch is opened before its tasks are handed out");
+                batch.answered += 1;
+                match result {
+                    Ok(Finished {
+                        done: Done::Skipped,
+                        customer,
+                        ..
+                    }) => batch.closed.push(customer),
+                    Ok(Finished {
+                        customer,
+                        done,
+                        reason,
+                        entry,
+                    }) => {
+                        // A customer whose outcome is unknown keeps its intent open.
+                        if entry.as_ref().is_none_or(|e| e.close_intent) {
+                            batch.closed.push(customer.clone());
+                        }
+                        batch.outcomes.extend(entry);
+                        // An outage is not many bad customers: stop after a streak of
+                        // failures with nothing getting through, instead of spending
+                        // the retry budget on every remaining customer.
+                        failed_in_a_row = if done == Done::Failed {
+                            failed_in_a_row + 1
+                        } else {
+                            0
+                        };
+                        if failed_in_a_row >= UNREACHABLE_AFTER && stopped.is_none() {
+                            stop.store(true, Ordering::SeqCst);
+                            stopped = Some(unreachable(self.mapping.rules().product, &reason));
+                        }
+                        report.count(customer, done, reason);
+                    }
+                    Err(e) => {
+                        stop.store(true, Ordering::SeqCst);
+                        stopped.get_or_insert(e);
+                    }
+                }
+                // Batches whose last request has answered, in batch order.
+                let mut ready = Vec::new();
+                while batches
+                    .first_key_value()
+                    .is_some_and(|(_, b)| b.answered == b.size)
+                {
+                    ready.extend(batches.pop_first().map(|(_, b)| b));
+                }
+                ready
+            };
+            for batch in ready {
+                let (started, previous) = self.commit(batch, committing.take()).await;
+                committing = Some(started);
+                if let Err(e) = previous {
+                    stop.store(true, Ordering::SeqCst);
+                    stopped.get_or_insert(e);
+                }
+            }
         }
-        if let Err(e) = finish_commit(committing.take()).await {
+        if let Some(e) = feed_error.take() {
             stopped.get_or_insert(e);
         }
-        // Stopped early: the prepared batch was never sent, so its intents are dropped
-        // rather than left for settling.
-        if !next.is_empty() {
-            if let Err(e) = self.journal.recorder().drop_intents(&next_intents) {
-                stopped.get_or_insert(Error::Other(e));
+        if let Some(last) = committing {
+            if let Err(e) = journal_done(last).await {
+                stopped.get_or_insert(e);
+            }
+        }
+        // Stopped early: the batch prepared next was never sent, so its intents are
+        // dropped rather than left for settling.
+        if let Some(opening) = unsent.take() {
+            let dropped = journal_done(opening).await.and_then(|intents| {
+                self.journal
+                    .recorder()
+                    .drop_intents(&intents)
+                    .map_err(Error::Other)
+            });
+            if let Err(e) = dropped {
+                stopped.get_or_insert(e);
             }
         }
         bar.finish_and_clear();

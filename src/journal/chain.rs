@@ -58,15 +58,20 @@ pub fn values_digest(salt: &str, values: &impl Serialize) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// The hash an event should have, from its non-erasable content.
-pub fn event_hash(event: &Event) -> String {
-    let mut bare = event.clone();
-    bare.values = None;
-    bare.chain.salt = None;
-    bare.chain.hash = String::new();
+/// The hash an event should have, from its non-erasable content: the event is
+/// serialised without its values, salt and hash, which are set aside meanwhile and put
+/// back (no copy of the event per hash: sealing and verifying hash every event).
+pub fn event_hash(event: &mut Event) -> String {
+    let values = event.values.take();
+    let salt = event.chain.salt.take();
+    let hash = std::mem::take(&mut event.chain.hash);
+    let bare = serde_json::to_vec(&*event).expect("events serialise");
+    event.values = values;
+    event.chain.salt = salt;
+    event.chain.hash = hash;
     let mut sha = Sha256::new();
     sha.update(event.chain.prev_hash.as_bytes());
-    sha.update(serde_json::to_vec(&bare).expect("events serialise"));
+    sha.update(bare);
     sha.update(
         event
             .chain
@@ -79,7 +84,7 @@ pub fn event_hash(event: &Event) -> String {
 }
 
 /// What is wrong with one event, if anything, given the hash before it.
-pub fn check(event: &Event, prev_hash: &str) -> Option<String> {
+pub fn check(event: &mut Event, prev_hash: &str) -> Option<String> {
     if event.chain.prev_hash != prev_hash {
         return Some(
             "does not follow the event before it (an event was removed or reordered)".into(),

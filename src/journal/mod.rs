@@ -381,6 +381,20 @@ impl Recorder {
         entries: &[Entry],
         batch: Option<(&IntentBatch, &[String])>,
     ) -> anyhow::Result<Vec<u64>> {
+        // A batch's intents live in its batch entry; only customers with an intent of
+        // their own (left by an earlier run, or a batch whose outcome was unknown) need a
+        // removal, and looking up the others would cost a read each. Read before the
+        // transaction: such intents are written only by commits, which run one at a time.
+        let own_intents: std::collections::HashSet<Vec<u8>> = match batch {
+            Some((batch, _)) => self
+                .intents
+                .scan_prefix(state_key(&batch.sink, ""))
+                .keys()
+                .map(|k| k.map(|k| k.to_vec()))
+                .collect::<sled::Result<_>>()
+                .context("journal read failed")?,
+            None => Default::default(),
+        };
         let trees = (
             &self.events,
             &self.by_customer,
@@ -440,7 +454,7 @@ impl Recorder {
                     };
                     states.insert(key.as_slice(), compact::encode(&state))?;
                 }
-                if entry.close_intent {
+                if entry.close_intent && (batch.is_none() || own_intents.contains(&key)) {
                     intents.remove(key)?;
                 }
                 seqs.push(seq);
@@ -717,7 +731,7 @@ impl Journal {
             }
             expected = seq.saturating_add(1);
             checked += 1;
-            let event = match decode_event(&value) {
+            let mut event = match decode_event(&value) {
                 Ok(e) => e,
                 Err(_) => {
                     problem(seq, "is unreadable".into());
@@ -729,7 +743,7 @@ impl Journal {
                     seq,
                     format!("holds event {} (events were reordered)", event.seq),
                 );
-            } else if let Some(what) = chain::check(&event, &prev_hash) {
+            } else if let Some(what) = chain::check(&mut event, &prev_hash) {
                 problem(seq, what);
             }
             for (key, state) in states.remove(&seq).unwrap_or_default() {

@@ -836,9 +836,11 @@ impl Engine<'_> {
                 other => other.map(|w| (w, Done::Updated)),
             },
         };
+        let mut record = record;
         let mut e = self.event(&record.code, run_id, actor, operation);
         e.fields = record.fields.keys().cloned().collect();
-        e.values = Some(record.fields.clone());
+        // Sent (or about to be refused): the values move into the event.
+        e.values = Some(std::mem::take(&mut record.fields));
         let product = self.mapping.rules().product;
         let (done, reason, close_intent) = match result {
             Ok((written, done)) => {

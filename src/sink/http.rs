@@ -211,8 +211,11 @@ impl Http {
         let headers = response.headers().clone();
         self.note_rate_headers(&headers);
         let retry_after = header(&headers, "retry-after").and_then(retry::parse_retry_after);
-        let text = match response.text().await {
-            Ok(text) => text,
+        // Bytes, then text: valid UTF-8 (the usual case) is taken as it is, without the
+        // copy and the slower lossy check of `Response::text`.
+        let text = match response.bytes().await {
+            Ok(bytes) => String::from_utf8(Vec::from(bytes))
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             // Headers came but the body did not: the outcome is unknown, like a timeout.
             Err(e) => {
                 return Attempt::Retryable {

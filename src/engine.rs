@@ -217,6 +217,9 @@ impl Engine<'_> {
     }
 }
 
+/// Batches handed out and not yet complete, at most, before the next is handed out.
+const OPEN_BATCHES: usize = 4;
+
 /// A batch from the writing of its intents to the commit of its outcomes.
 struct InFlight {
     intents: IntentBatch,
@@ -430,29 +433,35 @@ impl Engine<'_> {
         let feed_error = RefCell::new(None);
         let mut committing = None;
         let (stop_ref, in_flight_ref, run_ref) = (&stop, &in_flight, run_id.as_str());
-        let (unsent_ref, feed_error_ref) = (&unsent, &feed_error);
+        let completed = tokio::sync::Notify::new();
+        let (unsent_ref, feed_error_ref, completed_ref) = (&unsent, &feed_error, &completed);
         let feed = futures::stream::unfold(feeder, move |mut feeder| async move {
             loop {
                 if let Some(task) = feeder.current.next() {
                     return Some(((feeder.number, task), feeder));
                 }
                 let (number, opening, batch) = feeder.next.take()?;
-                if stop_ref.load(Ordering::SeqCst) {
-                    *unsent_ref.borrow_mut() = Some(opening);
-                    return None;
+                // A few batches open at a time: one slow answer holds back the commits of
+                // the batches after it, and what a crash leaves to settle grows with them.
+                while in_flight_ref.borrow().len() >= OPEN_BATCHES {
+                    completed_ref.notified().await;
                 }
-                match journal_done(opening).await {
-                    Ok(intents) => {
-                        in_flight_ref
-                            .borrow_mut()
-                            .insert(number, InFlight::new(intents, batch.len()));
-                    }
-                    Err(e) => {
-                        stop_ref.store(true, Ordering::SeqCst);
-                        *feed_error_ref.borrow_mut() = Some(e);
+                let intents = match journal_done(opening).await {
+                    Ok(intents) if !stop_ref.load(Ordering::SeqCst) => intents,
+                    opened => {
+                        if let Err(e) = opened {
+                            stop_ref.store(true, Ordering::SeqCst);
+                            *feed_error_ref.borrow_mut() = Some(e);
+                        }
+                        // Never sent: its entry, if written, is dropped, not settled.
+                        *unsent_ref.borrow_mut() =
+                            Some(IntentBatch::new(self.sink_name, run_ref, number));
                         return None;
                     }
-                }
+                };
+                in_flight_ref
+                    .borrow_mut()
+                    .insert(number, InFlight::new(intents, batch.len()));
                 let following: Vec<Task> = feeder.tasks.by_ref().take(self.flush_every).collect();
                 if !following.is_empty() {
                     let opening = self.start_intents(&following, run_ref, number + 1);
@@ -521,6 +530,9 @@ impl Engine<'_> {
                 {
                     ready.extend(batches.pop_first().map(|(_, b)| b));
                 }
+                if !ready.is_empty() {
+                    completed.notify_one();
+                }
                 ready
             };
             for batch in ready {
@@ -542,15 +554,9 @@ impl Engine<'_> {
         }
         // Stopped early: the batch prepared next was never sent, so its intents are
         // dropped rather than left for settling.
-        if let Some(opening) = unsent.take() {
-            let dropped = journal_done(opening).await.and_then(|intents| {
-                self.journal
-                    .recorder()
-                    .drop_intents(&intents)
-                    .map_err(Error::Other)
-            });
-            if let Err(e) = dropped {
-                stopped.get_or_insert(e);
+        if let Some(intents) = unsent.take() {
+            if let Err(e) = self.journal.recorder().drop_intents(&intents) {
+                stopped.get_or_insert(Error::Other(e));
             }
         }
         bar.finish_and_clear();

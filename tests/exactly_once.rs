@@ -331,3 +331,40 @@ async fn an_outage_stops_the_run_with_exit_1_and_the_next_run_finishes_the_job()
     assert_eq!(codes, vec![0]);
     assert_converged(&setup);
 }
+
+/// With batches of four, an outage stops the run while later batches' intents are
+/// being written or already written: only the customers whose write failed (it may have
+/// landed) stay open; those never sent, including a whole batch prepared but not sent,
+/// leave no intent behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_leaves_open_only_the_intents_of_failed_writes() {
+    let setup = Setup::new(generate_customers(60, 5)).await;
+    setup.configure("journal", "flush_every = 4");
+    setup.start_outage();
+    let out = setup.run(&["sync", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the partial report is printed");
+    let failed: BTreeSet<String> = report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["customer"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        (12..56).contains(&failed.len()),
+        "stopped early, with batches left: {report}"
+    );
+    let journal = Journal::open(&setup.journal_dir()).unwrap();
+    let open: BTreeSet<String> = journal
+        .pending_intents(setup.kind.name())
+        .unwrap()
+        .into_iter()
+        .map(|(code, _)| code)
+        .collect();
+    assert_eq!(open, failed);
+}

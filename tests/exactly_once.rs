@@ -304,9 +304,8 @@ async fn kill_run(kind: SinkKind, seed: u64, count: usize, kills: usize) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_stops_the_run_with_exit_1_and_the_next_run_finishes_the_job() {
-    let mut setup = Setup::new(generate_customers(60, 5)).await;
+/// Starts an outage, syncs, expects the run to stop with exit 1; its partial report.
+fn sync_during_an_outage(setup: &Setup) -> Value {
     setup.start_outage();
     let out = setup.run(&["sync", "--json"]);
     assert_eq!(
@@ -315,7 +314,13 @@ async fn an_outage_stops_the_run_with_exit_1_and_the_next_run_finishes_the_job()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("the partial report is printed");
+    serde_json::from_slice(&out.stdout).expect("the partial report is printed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_stops_the_run_with_exit_1_and_the_next_run_finishes_the_job() {
+    let mut setup = Setup::new(generate_customers(60, 5)).await;
+    let report = sync_during_an_outage(&setup);
     assert!(
         report["stopped"].as_str().unwrap().contains("unreachable"),
         "{report}"
@@ -340,15 +345,7 @@ async fn an_outage_stops_the_run_with_exit_1_and_the_next_run_finishes_the_job()
 async fn an_outage_leaves_open_only_the_intents_of_failed_writes() {
     let setup = Setup::new(generate_customers(60, 5)).await;
     setup.configure("journal", "flush_every = 4");
-    setup.start_outage();
-    let out = setup.run(&["sync", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("the partial report is printed");
+    let report = sync_during_an_outage(&setup);
     let failed: BTreeSet<String> = report["failures"]
         .as_array()
         .unwrap()

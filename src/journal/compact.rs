@@ -43,7 +43,7 @@ impl Visitor<'_> for HexText {
     }
 
     fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<String, E> {
-        Ok(hex::encode(v))
+        Ok(crate::mapping::lower_hex(v))
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
@@ -56,7 +56,8 @@ pub mod hex_digest {
     use super::*;
 
     pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
-        match hex_bytes(text).filter(|_| !s.is_human_readable()) {
+        // Readable output (exports, the hash's canonical form) never needs the bytes.
+        match (!s.is_human_readable()).then(|| hex_bytes(text)).flatten() {
             Some(bytes) => s.serialize_bytes(&bytes),
             None => s.serialize_str(text),
         }
@@ -304,7 +305,7 @@ pub mod id_text {
     }
 
     pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
-        match uuid_bytes(text).filter(|_| !s.is_human_readable()) {
+        match (!s.is_human_readable()).then(|| uuid_bytes(text)).flatten() {
             Some(bytes) => s.serialize_bytes(&bytes),
             None => s.serialize_str(text),
         }
@@ -449,7 +450,30 @@ pub mod run_id {
 
     const FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
 
+    /// An id and its parts, if it has them.
+    type Parsed = (String, Option<(i64, u16)>);
+
+    thread_local! {
+        /// The last id parsed and its parts: a run stores hundreds of thousands of
+        /// entries under one id, and parsing a time costs more than the rest of an entry.
+        static LAST: std::cell::RefCell<Option<Parsed>> = const { std::cell::RefCell::new(None) };
+        /// The same the other way: the last parts read and their id.
+        static LAST_READ: std::cell::RefCell<Option<((i64, u16), String)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
     fn parts(id: &str) -> Option<(i64, u16)> {
+        LAST.with_borrow_mut(|last| match last {
+            Some((known, parts)) if known == id => *parts,
+            _ => {
+                let parts = parse(id);
+                *last = Some((id.to_string(), parts));
+                parts
+            }
+        })
+    }
+
+    fn parse(id: &str) -> Option<(i64, u16)> {
         let (time, suffix) = id.rsplit_once('-')?;
         let time = chrono::NaiveDateTime::parse_from_str(time, FORMAT).ok()?;
         let millis = Utc.from_utc_datetime(&time).timestamp_millis();
@@ -463,7 +487,7 @@ pub mod run_id {
     }
 
     pub fn serialize<S: Serializer>(id: &str, s: S) -> Result<S::Ok, S::Error> {
-        match parts(id).filter(|_| !s.is_human_readable()) {
+        match (!s.is_human_readable()).then(|| parts(id)).flatten() {
             Some(parts) => parts.serialize(s),
             None => s.serialize_str(id),
         }
@@ -486,7 +510,15 @@ pub mod run_id {
             let random: u16 = seq
                 .next_element()?
                 .ok_or_else(|| A::Error::custom("no suffix"))?;
-            format_parts(millis, random).ok_or_else(|| A::Error::custom("run time out of range"))
+            LAST_READ.with_borrow_mut(|last| match last {
+                Some((parts, id)) if *parts == (millis, random) => Ok(id.clone()),
+                _ => {
+                    let id = format_parts(millis, random)
+                        .ok_or_else(|| A::Error::custom("run time out of range"))?;
+                    *last = Some(((millis, random), id.clone()));
+                    Ok(id)
+                }
+            })
         }
 
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
@@ -664,6 +696,29 @@ mod tests {
         ] {
             assert!(text.contains(kept), "{kept} not stored as text");
         }
+    }
+
+    #[test]
+    fn run_ids_read_back_exactly_whatever_was_stored_before() {
+        // The last id parsed and the last parts read are kept: alternating ids, including
+        // ones stored as text, must each read back as themselves.
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Id(#[serde(with = "run_id")] String);
+        let ids = [
+            "20261124T000149.210Z-f20c",
+            "20261124T000149.210Z-f20d",
+            "imported-run-F20C",
+            "20261125T101010.001Z-0001",
+            "20261124T000149.210Z-f20c",
+        ];
+        let stored: Vec<Vec<u8>> = ids.iter().map(|id| encode(&Id(id.to_string()))).collect();
+        for _ in 0..2 {
+            for (id, bytes) in ids.iter().zip(&stored) {
+                assert_eq!(decode::<Id>(bytes).unwrap().0, *id);
+            }
+        }
+        assert_ne!(stored[0], stored[1]);
+        assert_eq!(stored[0], stored[4]);
     }
 
     #[test]

@@ -329,9 +329,17 @@ impl Mapping {
 
 /// SHA-256 (hex) of the canonical JSON of register fields (a BTreeMap: sorted keys).
 pub fn content_hash(fields: &BTreeMap<String, Value>) -> String {
-    hex::encode(Sha256::digest(
+    lower_hex(&Sha256::digest(
         serde_json::to_vec(fields).expect("a map of JSON values serialises"),
     ))
+}
+
+/// Lowercase hex of `bytes`, as `hex::encode` gives it, in one pass over a buffer (every
+/// customer read and every event written needs a few of these).
+pub fn lower_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len() * 2];
+    hex::encode_to_slice(bytes, &mut out).expect("the buffer is twice the input");
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// A constant must have the register's type: checked once, at load.
@@ -390,6 +398,13 @@ pub fn is_well_formed_email(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lower_hex_is_the_hex_crates_encoding() {
+        for bytes in [&[][..], &[0], &[0xab, 0x01, 0xff], &[7; 32]] {
+            assert_eq!(lower_hex(bytes), hex::encode(bytes));
+        }
+    }
 
     const RULES: RegisterRules = RegisterRules {
         product: "Register X",

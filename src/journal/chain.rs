@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Event;
+use crate::mapping::lower_hex;
 
 /// Version of the event record: a compatibility boundary for readers and exports.
 pub const EVENT_SCHEMA: u32 = 1;
@@ -36,7 +37,7 @@ pub fn seal(event: &mut Event, prev_hash: &str) {
     let (salt, digest) = match &event.values {
         Some(values) => {
             let salt: [u8; 16] = rand::random();
-            let salt = hex::encode(salt);
+            let salt = lower_hex(&salt);
             let digest = values_digest(&salt, values);
             (Some(salt), Some(digest))
         }
@@ -55,7 +56,7 @@ pub fn seal(event: &mut Event, prev_hash: &str) {
 pub fn values_digest(salt: &str, values: &impl Serialize) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(salt.as_bytes()).expect("HMAC takes any key");
     mac.update(&serde_json::to_vec(values).expect("values serialise"));
-    hex::encode(mac.finalize().into_bytes())
+    lower_hex(&mac.finalize().into_bytes())
 }
 
 /// The hash an event should have, from its non-erasable content: the event is
@@ -80,7 +81,7 @@ pub fn event_hash(event: &mut Event) -> String {
             .unwrap_or("")
             .as_bytes(),
     );
-    hex::encode(sha.finalize())
+    lower_hex(&sha.finalize())
 }
 
 /// What is wrong with one event, if anything, given the hash before it.

@@ -210,7 +210,7 @@ impl Engine<'_> {
         };
         let recorder = self.journal.recorder();
         let committing = tokio::task::spawn_blocking(move || {
-            recorder.record_batch(&batch.outcomes, &batch.intents, &batch.closed)?;
+            recorder.record_batch(batch.outcomes, &batch.intents, &batch.closed)?;
             recorder.flush()
         });
         (committing, previous)
@@ -399,7 +399,7 @@ impl Engine<'_> {
                 close_intent: false,
             });
         }
-        self.journal.record_all(&refused)?;
+        self.journal.record_all(refused)?;
         bar.set_message(format!("writing to {}", self.mapping.rules().product));
         bar.set_length(tasks.len() as u64);
         bar.set_position(0);

@@ -292,6 +292,8 @@ pub struct Recorder {
 }
 
 const NEXT_SEQ: &[u8] = b"next_seq";
+/// Why a commit starts over: another event was appended after it was sealed.
+const CHAIN_MOVED: &str = "the chain moved on while a batch was sealed";
 /// Hash of the newest event: the chain's head.
 const CHAIN_HEAD: &[u8] = b"chain_head";
 /// Set when a hold is lifted: the next sync must read every customer.
@@ -332,15 +334,18 @@ fn hold_change(operation: Operation) -> Option<(bool, bool)> {
 
 /// Stores an event. Its field list is left out when it is just the keys of its values
 /// (the usual case), and `decode_event` restores it.
-fn encode_event(mut event: Event) -> Vec<u8> {
-    if event
+fn encode_event(event: &mut Event) -> Vec<u8> {
+    let implied = event
         .values
         .as_ref()
-        .is_some_and(|v| v.keys().eq(event.fields.iter()))
-    {
-        event.fields = Vec::new();
+        .is_some_and(|v| v.keys().eq(event.fields.iter()));
+    if !implied {
+        return compact::encode(event);
     }
-    compact::encode(&event)
+    let fields = std::mem::take(&mut event.fields);
+    let bytes = compact::encode(event);
+    event.fields = fields;
+    bytes
 }
 
 fn decode_event(bytes: &[u8]) -> anyhow::Result<Event> {
@@ -353,10 +358,30 @@ fn decode_event(bytes: &[u8]) -> anyhow::Result<Event> {
     Ok(event)
 }
 
+/// The stored next sequence number (1 in a new journal); `None` when unreadable.
+fn sequence_number(stored: Option<&[u8]>) -> Option<u64> {
+    match stored {
+        None => Some(1),
+        Some(bytes) => bytes.try_into().ok().map(u64::from_be_bytes),
+    }
+}
+
+/// One sealed event, encoded for the transaction that appends it.
+struct Row {
+    seq: u64,
+    event: Vec<u8>,
+    /// `{code}\0{seq}` in the customer index.
+    index: Vec<u8>,
+    /// `{sink}/{code}`: the state's key, and the customer's own intent's.
+    key: Vec<u8>,
+    state: Option<Vec<u8>>,
+    close: bool,
+}
+
 impl Recorder {
     /// Records several entries, in order, in one sled transaction: a batch of outcomes
     /// costs one log write instead of one per customer. Durable after `flush`.
-    pub fn record_all(&self, entries: &[Entry]) -> anyhow::Result<Vec<u64>> {
+    pub fn record_all(&self, entries: Vec<Entry>) -> anyhow::Result<Vec<u64>> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
@@ -369,7 +394,7 @@ impl Recorder {
     /// settle.
     pub fn record_batch(
         &self,
-        entries: &[Entry],
+        entries: Vec<Entry>,
         batch: &IntentBatch,
         closed: &[String],
     ) -> anyhow::Result<Vec<u64>> {
@@ -378,7 +403,7 @@ impl Recorder {
 
     fn transaction(
         &self,
-        entries: &[Entry],
+        mut entries: Vec<Entry>,
         batch: Option<(&IntentBatch, &[String])>,
     ) -> anyhow::Result<Vec<u64>> {
         // A batch's intents live in its batch entry; only customers with an intent of
@@ -402,72 +427,97 @@ impl Recorder {
             &self.intents,
             &self.meta,
         );
-        let result = trees.transaction(|(events, by_customer, states, intents, meta)| {
-            if let Some((batch, closed)) = batch {
-                let stored = intents.remove(batch.key.as_bytes())?;
-                // Usually every intent closes, and the entry need not be read.
-                let all_closed = closed.len() >= batch.len;
-                if stored.is_none() && !all_closed {
-                    // Open intents would be lost without a trace.
-                    return Err(ConflictableTransactionError::Abort(
-                        "a batch's intents entry is missing",
-                    ));
-                }
-                if let Some(stored) = stored.filter(|_| !all_closed) {
-                    let open: Vec<(String, Intent)> = compact::decode(&stored).map_err(|_| {
-                        ConflictableTransactionError::Abort("unreadable intents entry")
-                    })?;
-                    for (code, intent) in open.iter().filter(|(c, _)| !closed.contains(c)) {
-                        intents.insert(state_key(&batch.sink, code), compact::encode(intent))?;
+        loop {
+            // Sealed and encoded before the transaction, which sled may run more than
+            // once, so no entry is copied for it. Another writer (an adoption recorded
+            // while a batch commits) can move the chain on meanwhile: the transaction
+            // then aborts and the entries are sealed again after the new head.
+            let (first, head) = self.chain_position()?;
+            let mut tip = head.clone();
+            let mut rows = Vec::with_capacity(entries.len());
+            for (seq, entry) in (first..).zip(entries.iter_mut()) {
+                let event = &mut entry.event;
+                event.seq = seq;
+                chain::seal(event, &tip);
+                tip.clone_from(&event.chain.hash);
+                let key = state_key(&event.sink, &event.customer);
+                rows.push(Row {
+                    seq,
+                    index: customer_key(&event.customer, seq),
+                    event: encode_event(event),
+                    state: entry.state.as_mut().map(|state| {
+                        state.last_seq = seq;
+                        compact::encode(state)
+                    }),
+                    close: entry.close_intent && (batch.is_none() || own_intents.contains(&key)),
+                    key,
+                });
+            }
+            let result = trees.transaction(|(events, by_customer, states, intents, meta)| {
+                if let Some((batch, closed)) = batch {
+                    let stored = intents.remove(batch.key.as_bytes())?;
+                    // Usually every intent closes, and the entry need not be read.
+                    let all_closed = closed.len() >= batch.len;
+                    if stored.is_none() && !all_closed {
+                        // Open intents would be lost without a trace.
+                        return Err(ConflictableTransactionError::Abort(
+                            "a batch's intents entry is missing",
+                        ));
+                    }
+                    if let Some(stored) = stored.filter(|_| !all_closed) {
+                        let open: Vec<(String, Intent)> =
+                            compact::decode(&stored).map_err(|_| {
+                                ConflictableTransactionError::Abort("unreadable intents entry")
+                            })?;
+                        for (code, intent) in open.iter().filter(|(c, _)| !closed.contains(c)) {
+                            intents
+                                .insert(state_key(&batch.sink, code), compact::encode(intent))?;
+                        }
                     }
                 }
-            }
-            if entries.is_empty() {
-                return Ok(Vec::new());
-            }
-            let first = match meta.get(NEXT_SEQ)? {
-                Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                    ConflictableTransactionError::Abort("corrupt sequence counter")
-                })?),
-                None => 1,
-            };
-            let head = meta.get(CHAIN_HEAD)?;
-            let mut head = head
-                .as_deref()
-                .map(|h| String::from_utf8_lossy(h).into_owned())
-                .unwrap_or_default();
-            let mut seqs = Vec::with_capacity(entries.len());
-            for (seq, entry) in (first..).zip(entries) {
-                let mut event = Event {
-                    seq,
-                    ..entry.event.clone()
-                };
-                chain::seal(&mut event, &head);
-                head.clone_from(&event.chain.hash);
-                by_customer.insert(customer_key(&event.customer, seq), &[])?;
-                let key = state_key(&event.sink, &event.customer);
-                events.insert(&seq.to_be_bytes(), encode_event(event))?;
-                if let Some(state) = &entry.state {
-                    let state = State {
-                        last_seq: seq,
-                        ..state.clone()
-                    };
-                    states.insert(key.as_slice(), compact::encode(&state))?;
+                if rows.is_empty() {
+                    return Ok(Vec::new());
                 }
-                if entry.close_intent && (batch.is_none() || own_intents.contains(&key)) {
-                    intents.remove(key)?;
+                let next = meta.get(NEXT_SEQ)?;
+                let moved = sequence_number(next.as_deref()) != Some(first)
+                    || meta.get(CHAIN_HEAD)?.as_deref().unwrap_or_default() != head.as_bytes();
+                if moved {
+                    return Err(ConflictableTransactionError::Abort(CHAIN_MOVED));
                 }
-                seqs.push(seq);
+                for row in &rows {
+                    by_customer.insert(row.index.as_slice(), &[])?;
+                    events.insert(&row.seq.to_be_bytes(), row.event.as_slice())?;
+                    if let Some(state) = &row.state {
+                        states.insert(row.key.as_slice(), state.as_slice())?;
+                    }
+                    if row.close {
+                        intents.remove(row.key.as_slice())?;
+                    }
+                }
+                meta.insert(NEXT_SEQ, &(first + rows.len() as u64).to_be_bytes())?;
+                meta.insert(CHAIN_HEAD, tip.as_bytes())?;
+                Ok(rows.iter().map(|r| r.seq).collect())
+            });
+            match result {
+                Ok(seqs) => return Ok(seqs),
+                Err(TransactionError::Abort(why)) if why == CHAIN_MOVED => continue,
+                Err(TransactionError::Abort(why)) => return Err(anyhow::anyhow!("journal: {why}")),
+                Err(TransactionError::Storage(e)) => return Err(e).context("journal write failed"),
             }
-            meta.insert(NEXT_SEQ, &(first + seqs.len() as u64).to_be_bytes())?;
-            meta.insert(CHAIN_HEAD, head.as_bytes())?;
-            Ok(seqs)
-        });
-        match result {
-            Ok(seqs) => Ok(seqs),
-            Err(TransactionError::Abort(why)) => Err(anyhow::anyhow!("journal: {why}")),
-            Err(TransactionError::Storage(e)) => Err(e).context("journal write failed"),
         }
+    }
+
+    /// The next sequence number and the chain's head hash.
+    fn chain_position(&self) -> anyhow::Result<(u64, String)> {
+        let next = self.meta.get(NEXT_SEQ)?;
+        let first = sequence_number(next.as_deref())
+            .ok_or_else(|| anyhow::anyhow!("journal: corrupt sequence counter"))?;
+        let head = self.meta.get(CHAIN_HEAD)?;
+        let head = head
+            .as_deref()
+            .map(|h| String::from_utf8_lossy(h).into_owned())
+            .unwrap_or_default();
+        Ok((first, head))
     }
 
     /// Writes a batch's intents as one entry (one log write, where one per customer
@@ -566,7 +616,7 @@ impl Journal {
         state: Option<State>,
         close_intent: bool,
     ) -> anyhow::Result<u64> {
-        let seqs = self.record_all(&[Entry {
+        let seqs = self.record_all(vec![Entry {
             event,
             state,
             close_intent,
@@ -579,7 +629,7 @@ impl Journal {
 
     /// Records several entries, in order, in one sled transaction: a batch of outcomes
     /// costs one log write instead of one per customer. Durable after `flush`.
-    pub fn record_all(&self, entries: &[Entry]) -> anyhow::Result<Vec<u64>> {
+    pub fn record_all(&self, entries: Vec<Entry>) -> anyhow::Result<Vec<u64>> {
         self.recorder().record_all(entries)
     }
 
@@ -889,7 +939,7 @@ impl Journal {
             }
             event.values = None;
             event.chain.salt = None;
-            self.events.insert(key, encode_event(event))?;
+            self.events.insert(key, encode_event(&mut event))?;
             redacted += 1;
         }
         self.meta
@@ -971,7 +1021,7 @@ impl Journal {
             if event.values.is_none() && event.chain.salt.is_none() {
                 continue;
             }
-            let event = Event {
+            let mut event = Event {
                 values: None,
                 chain: Chain {
                     salt: None,
@@ -980,7 +1030,7 @@ impl Journal {
                 ..event
             };
             self.events
-                .insert(event.seq.to_be_bytes(), encode_event(event))?;
+                .insert(event.seq.to_be_bytes(), encode_event(&mut event))?;
             redacted += 1;
         }
         for kv in self.state.iter() {
@@ -1219,7 +1269,7 @@ mod tests {
         };
         let closed = ["K1".to_string(), "K3".to_string()];
         j.recorder()
-            .record_batch(&[written], &batch, &closed)
+            .record_batch(vec![written], &batch, &closed)
             .unwrap();
         assert_eq!(pending_codes(&j), ["K2"]);
         assert_eq!(j.pending_intents("eaccounting").unwrap()[0].1, intents[1].1);
@@ -1298,6 +1348,41 @@ mod tests {
     }
 
     #[test]
+    fn events_appended_while_a_batch_commits_keep_the_chain_whole() {
+        // Commits seal their events before sled's transaction: one that finds the chain
+        // moved on by another writer (an adoption recorded mid-run) must seal again.
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let recorder = j.recorder();
+                std::thread::spawn(move || {
+                    let mut seqs = Vec::new();
+                    for i in 0..150 {
+                        let entries = (0..3)
+                            .map(|k| Entry {
+                                event: event(&format!("K{w}-{i}-{k}"), "r1"),
+                                state: None,
+                                close_intent: false,
+                            })
+                            .collect();
+                        seqs.extend(recorder.record_all(entries).unwrap());
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let mut seqs: Vec<u64> = writers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=900).collect::<Vec<u64>>());
+        let v = j.verify().unwrap();
+        assert_eq!((v.events_checked, v.problems), (900, vec![]));
+    }
+
+    #[test]
     fn entries_written_as_json_by_older_versions_still_read_and_verify() {
         let (_dir, j) = sample();
         let before = j.events(None, None).unwrap();
@@ -1359,7 +1444,7 @@ mod tests {
         assert_eq!(event.http_status, Some(201));
         event.http_status = Some(200);
         j.events
-            .insert(4u64.to_be_bytes(), encode_event(event))
+            .insert(4u64.to_be_bytes(), encode_event(&mut event))
             .unwrap();
         assert_eq!(first_problem(&j).unwrap().0, 4);
     }

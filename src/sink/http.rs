@@ -195,7 +195,7 @@ impl Http {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = match request.send().await {
+        let mut response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
                 return Attempt::Retryable {
@@ -208,7 +208,8 @@ impl Http {
             }
         };
         let status = response.status();
-        let headers = response.headers().clone();
+        // Taken, not copied: the body is read from what is left.
+        let headers = std::mem::take(response.headers_mut());
         self.note_rate_headers(&headers);
         let retry_after = header(&headers, "retry-after").and_then(retry::parse_retry_after);
         // Bytes, then text: valid UTF-8 (the usual case) is taken as it is, without the

@@ -264,6 +264,8 @@ async fn kill_run(kind: SinkKind, seed: u64, count: usize, kills: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let started = Instant::now();
     let (mut landed, mut attempts) = (0, 0);
+    // Exit codes of the starts that ended before their kill: why kills did not land.
+    let mut ended_by_themselves = Vec::new();
     while landed < kills && attempts < kills * 4 {
         attempts += 1;
         // Keep work coming: a few customers change in Opter before each start.
@@ -279,11 +281,15 @@ async fn kill_run(kind: SinkKind, seed: u64, count: usize, kills: usize) {
             .spawn()
             .unwrap();
         tokio::time::sleep(Duration::from_millis(rng.gen_range(30..400))).await;
-        if child.try_wait().unwrap().is_none() {
+        let killed = child.try_wait().unwrap().is_none();
+        if killed {
             child.kill().unwrap(); // SIGKILL: no cleanup, no flush
             landed += 1;
         }
         let status = child.wait().unwrap();
+        if !killed {
+            ended_by_themselves.push(status.code());
+        }
         // A kill between the token rotation and its storing leaves a used refresh
         // token: every later start would stop at once with exit 4 until a login.
         if status.code() == Some(4) {
@@ -292,7 +298,8 @@ async fn kill_run(kind: SinkKind, seed: u64, count: usize, kills: usize) {
     }
     assert!(
         landed >= kills,
-        "only {landed} kills landed in {attempts} starts"
+        "only {landed} kills landed in {attempts} starts; the others ended by themselves \
+         with {ended_by_themselves:?}"
     );
     let codes = sync_until_clean(&mut setup, 5).await;
     assert_eq!(codes.last(), Some(&0), "{codes:?}");

@@ -1201,7 +1201,7 @@ impl<'e, 'a> Planner<'e, 'a> {
         } else if held(self.holds.1, HoldKind::Restricted)? {
             Verdict::Held(HoldKind::Restricted)
         } else {
-            match engine.mapping.apply(&c.to_permitted()) {
+            match engine.mapping.check_and_hash(&c.to_permitted()) {
                 Err(reason) => {
                     self.reasons.push(reason);
                     Verdict::Rejected(self.reasons.len() as u32 - 1)
@@ -1215,6 +1215,7 @@ impl<'e, 'a> Planner<'e, 'a> {
                             Verdict::Unchanged
                         }
                         state => {
+                            let record = record.into_record();
                             self.tasks.push(match state {
                                 Some(s) => Task::Update {
                                     remote_id: s.remote_id.clone(),

@@ -1190,8 +1190,9 @@ impl<'e, 'a> Planner<'e, 'a> {
         }
         let engine = self.engine;
         let journal = engine.journal;
+        let permitted = c.into_permitted();
         let held = |present: bool, kind: HoldKind| -> Result<bool> {
-            Ok(present && journal.hold(kind, &c.code)?.is_some())
+            Ok(present && journal.hold(kind, &permitted.code)?.is_some())
         };
         // First of all: what is suppressed or restricted is not looked at further (not
         // even rejected, which would force full reads forever).
@@ -1201,7 +1202,7 @@ impl<'e, 'a> Planner<'e, 'a> {
         } else if held(self.holds.1, HoldKind::Restricted)? {
             Verdict::Held(HoldKind::Restricted)
         } else {
-            match engine.mapping.check_and_hash(&c.to_permitted()) {
+            match engine.mapping.check_and_hash(&permitted) {
                 Err(reason) => {
                     self.reasons.push(reason);
                     Verdict::Rejected(self.reasons.len() as u32 - 1)
@@ -1232,7 +1233,7 @@ impl<'e, 'a> Planner<'e, 'a> {
         };
         self.seen.insert(
             &self.seed,
-            &c.code,
+            &permitted.code,
             Seen {
                 first: digest,
                 others: 0,

@@ -45,22 +45,37 @@ pub struct PermittedCustomer {
 impl SourceCustomer {
     /// The contact person: the default reference, else the first reference with an email.
     pub fn contact(&self) -> Option<&SourceReference> {
-        self.references
-            .iter()
-            .find(|r| r.is_default)
-            .or_else(|| self.references.iter().find(|r| has_text(&r.email)))
+        self.contact_index().map(|i| &self.references[i])
+    }
+
+    fn contact_index(&self) -> Option<usize> {
+        let refs = &self.references;
+        (refs.iter().position(|r| r.is_default))
+            .or_else(|| refs.iter().position(|r| has_text(&r.email)))
     }
 
     /// Reduces the customer to what may leave Opter.
     pub fn to_permitted(&self) -> PermittedCustomer {
-        let contact = self.contact();
+        self.clone().into_permitted()
+    }
+
+    /// Reduces the customer to what may leave Opter, keeping its texts rather than
+    /// copying them (planning does this for every customer read).
+    pub fn into_permitted(self) -> PermittedCustomer {
+        let contact = self.contact_index();
+        let mut references = self.references;
+        let contact = contact.map(|i| references.swap_remove(i));
+        let (contact_name, contact_email) = match contact {
+            Some(c) => (trimmed(c.name), trimmed(c.email)),
+            None => (None, None),
+        };
         PermittedCustomer {
-            code: self.code.clone(),
-            number: self.number.clone().filter(|n| !n.trim().is_empty()),
-            name: self.name.trim().to_string(),
+            code: self.code,
+            number: self.number.filter(|n| !n.trim().is_empty()),
+            name: trimmed(Some(self.name)).unwrap_or_default(),
             is_active: self.is_active,
-            contact_name: contact.and_then(|c| trimmed(&c.name)),
-            contact_email: contact.and_then(|c| trimmed(&c.email)),
+            contact_name,
+            contact_email,
         }
     }
 }
@@ -69,12 +84,14 @@ fn has_text(value: &Option<String>) -> bool {
     value.as_deref().is_some_and(|v| !v.trim().is_empty())
 }
 
-fn trimmed(value: &Option<String>) -> Option<String> {
-    value
-        .as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
+/// The text without surrounding white space, if any is left; copied only when trimmed.
+fn trimmed(value: Option<String>) -> Option<String> {
+    let value = value?;
+    match value.trim() {
+        "" => None,
+        t if t.len() == value.len() => Some(value),
+        t => Some(t.to_string()),
+    }
 }
 
 /// The permitted fields a mapping file may name, fixed in code on purpose: adding one is
@@ -186,6 +203,19 @@ mod tests {
         assert_eq!(p.contact_name.as_deref(), Some("Has Mail"));
         assert_eq!(p.contact_email.as_deref(), Some("has@acme.se"));
         assert_eq!(p.name, "Acme AB");
+    }
+
+    #[test]
+    fn texts_are_trimmed_and_blank_ones_dropped() {
+        let mut c = customer(vec![reference(" Eva Ek ", Some("eva@acme.se\t"), true)]);
+        c.number = Some("  ".into());
+        let p = c.into_permitted();
+        assert_eq!(p.name, "Acme AB");
+        assert_eq!(p.contact_name.as_deref(), Some("Eva Ek"));
+        assert_eq!(p.contact_email.as_deref(), Some("eva@acme.se"));
+        assert_eq!(p.number, None);
+        let blank = customer(vec![reference(" ", Some(""), true)]).into_permitted();
+        assert_eq!((blank.contact_name, blank.contact_email), (None, None));
     }
 
     #[test]

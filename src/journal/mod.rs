@@ -294,6 +294,9 @@ pub struct Recorder {
 const NEXT_SEQ: &[u8] = b"next_seq";
 /// Why a commit starts over: another event was appended after it was sealed.
 const CHAIN_MOVED: &str = "the chain moved on while a batch was sealed";
+/// How often a commit seals again before giving up: one writer besides the commits
+/// (adoptions, one at a time) moves the chain rarely; endless moves are a fault.
+const SEAL_ATTEMPTS: usize = 1000;
 /// Hash of the newest event: the chain's head.
 const CHAIN_HEAD: &[u8] = b"chain_head";
 /// Set when a hold is lifted: the next sync must read every customer.
@@ -427,13 +430,13 @@ impl Recorder {
             &self.intents,
             &self.meta,
         );
-        loop {
+        for _ in 0..SEAL_ATTEMPTS {
             // Sealed and encoded before the transaction, which sled may run more than
             // once, so no entry is copied for it. Another writer (an adoption recorded
             // while a batch commits) can move the chain on meanwhile: the transaction
             // then aborts and the entries are sealed again after the new head.
             let (first, head) = self.chain_position()?;
-            let mut tip = head.clone();
+            let mut tip = String::from_utf8_lossy(&head).into_owned();
             let mut rows = Vec::with_capacity(entries.len());
             for (seq, entry) in (first..).zip(entries.iter_mut()) {
                 let event = &mut entry.event;
@@ -480,7 +483,7 @@ impl Recorder {
                 }
                 let next = meta.get(NEXT_SEQ)?;
                 let moved = sequence_number(next.as_deref()) != Some(first)
-                    || meta.get(CHAIN_HEAD)?.as_deref().unwrap_or_default() != head.as_bytes();
+                    || meta.get(CHAIN_HEAD)?.as_deref().unwrap_or_default() != head.as_slice();
                 if moved {
                     return Err(ConflictableTransactionError::Abort(CHAIN_MOVED));
                 }
@@ -505,19 +508,18 @@ impl Recorder {
                 Err(TransactionError::Storage(e)) => return Err(e).context("journal write failed"),
             }
         }
+        Err(anyhow::anyhow!(
+            "journal: other writes kept moving the chain on while a batch was committed"
+        ))
     }
 
-    /// The next sequence number and the chain's head hash.
-    fn chain_position(&self) -> anyhow::Result<(u64, String)> {
+    /// The next sequence number and the chain's head hash, as stored.
+    fn chain_position(&self) -> anyhow::Result<(u64, Vec<u8>)> {
         let next = self.meta.get(NEXT_SEQ)?;
         let first = sequence_number(next.as_deref())
             .ok_or_else(|| anyhow::anyhow!("journal: corrupt sequence counter"))?;
-        let head = self.meta.get(CHAIN_HEAD)?;
-        let head = head
-            .as_deref()
-            .map(|h| String::from_utf8_lossy(h).into_owned())
-            .unwrap_or_default();
-        Ok((first, head))
+        let head = self.meta.get(CHAIN_HEAD)?.map(|h| h.to_vec());
+        Ok((first, head.unwrap_or_default()))
     }
 
     /// Writes a batch's intents as one entry (one log write, where one per customer
@@ -1380,6 +1382,16 @@ mod tests {
         assert_eq!(seqs, (1..=900).collect::<Vec<u64>>());
         let v = j.verify().unwrap();
         assert_eq!((v.events_checked, v.problems), (900, vec![]));
+    }
+
+    #[test]
+    fn a_chain_head_that_is_not_text_is_reported_not_retried_forever() {
+        let (_dir, j) = sample();
+        j.meta.insert(CHAIN_HEAD, &[0xff, 0xfe][..]).unwrap();
+        // The commit compares the stored bytes, so it goes through instead of looping.
+        j.record(event("K9", "r3"), None, true).unwrap();
+        let problems = j.verify().unwrap().problems;
+        assert_eq!(problems.first().map(|p| p.seq), Some(7), "{problems:?}");
     }
 
     #[test]

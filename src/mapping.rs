@@ -350,21 +350,12 @@ pub fn content_hash(fields: &BTreeMap<String, Value>) -> String {
     hash_of(fields)
 }
 
-/// SHA-256 (hex) of the compact JSON of `value`, written straight into the hasher.
+/// SHA-256 (hex) of the compact JSON of `value`, written straight into the hasher
+/// (`Sha256` is an `io::Write`).
 fn hash_of(value: &impl serde::Serialize) -> String {
-    struct Hashing(Sha256);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.update(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut hashing = Hashing(Sha256::new());
-    serde_json::to_writer(&mut hashing, value).expect("JSON values serialise");
-    lower_hex(&hashing.0.finalize())
+    let mut sha = Sha256::new();
+    serde_json::to_writer(&mut sha, value).expect("JSON values serialise");
+    lower_hex(&sha.finalize())
 }
 
 /// A customer mapped and checked, with its number and content hash; its register

@@ -43,11 +43,8 @@ pub struct PermittedCustomer {
 }
 
 impl SourceCustomer {
-    /// The contact person: the default reference, else the first reference with an email.
-    pub fn contact(&self) -> Option<&SourceReference> {
-        self.contact_index().map(|i| &self.references[i])
-    }
-
+    /// Where the contact person is: the default reference, else the first reference
+    /// with an email.
     fn contact_index(&self) -> Option<usize> {
         let refs = &self.references;
         (refs.iter().position(|r| r.is_default))

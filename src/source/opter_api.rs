@@ -50,18 +50,63 @@ struct WireCustomer {
     name: Option<String>,
     #[serde(default = "yes")]
     is_active: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opter_time")]
     updated: Option<DateTime<Utc>>,
     #[serde(default)]
     references: Vec<WireReference>,
 }
 
-/// Opter may send the sales ledger number as digits in a string or as a number.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum WireNumber {
-    Text(String),
-    Number(u64),
+/// Opter's `updated`, as chrono's `DateTime<Utc>` reads it, trying the strict RFC 3339
+/// parser first: it is several times faster than the relaxed one `FromStr` uses, and
+/// every customer read has a time.
+fn opter_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Option<DateTime<Utc>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an RFC 3339 time or null")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            match DateTime::parse_from_rfc3339(v) {
+                Ok(t) => Ok(Some(t.with_timezone(&Utc))),
+                Err(_) => v.parse().map(Some).map_err(E::custom),
+            }
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Visitor)
+}
+
+/// Opter may send the sales ledger number as digits in a string or as a number. A
+/// visitor rather than an untagged enum: serde buffers an untagged value before trying
+/// each variant, for every customer read.
+struct WireNumber(String);
+
+impl<'de> Deserialize<'de> for WireNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = WireNumber;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a customer number as text or as a whole number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WireNumber, E> {
+                Ok(WireNumber(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<WireNumber, E> {
+                Ok(WireNumber(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WireNumber, E> {
+                Ok(WireNumber(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -83,10 +128,7 @@ impl From<WireCustomer> for SourceCustomer {
     fn from(w: WireCustomer) -> Self {
         SourceCustomer {
             code: w.customer_code,
-            number: w.customer_number.map(|n| match n {
-                WireNumber::Text(s) => s,
-                WireNumber::Number(n) => n.to_string(),
-            }),
+            number: w.customer_number.map(|n| n.0),
             name: w.name.unwrap_or_default(),
             is_active: w.is_active,
             updated: w.updated,
@@ -120,7 +162,11 @@ pub struct Page {
 
 /// Parses one page of Opter's answer, reading only the permitted fields.
 pub fn parse_page(bytes: &[u8]) -> serde_json::Result<Page> {
-    let page: WirePage = serde_json::from_slice(bytes)?;
+    // One check of the whole body is cheaper than serde_json's check of every string.
+    let page: WirePage = match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text)?,
+        Err(_) => serde_json::from_slice(bytes)?,
+    };
     Ok(Page {
         customers: page.items.into_iter().map(SourceCustomer::from).collect(),
         total_count: page.total_count,
@@ -410,6 +456,45 @@ mod tests {
             "2020-01-01",
         ] {
             assert!(!debug.contains(never), "{never} leaked into {debug}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_times_read_in_every_form_opter_may_send() {
+        let page = |number: &str, updated: &str| {
+            let json = format!(
+                r#"{{"items":[{{"customerCode":"K1","customerNumber":{number},"updated":{updated}}}]}}"#
+            );
+            parse_page(json.as_bytes()).map(|mut p| p.customers.remove(0))
+        };
+        for (number, read) in [
+            (r#""0042""#, Some("0042")),
+            ("42", Some("42")),
+            ("null", None),
+        ] {
+            assert_eq!(page(number, "null").unwrap().number.as_deref(), read);
+        }
+        for bad in ["-1", "4.2", "true"] {
+            assert!(page(bad, "null").is_err(), "{bad}");
+        }
+        // Strict RFC 3339 and what chrono's relaxed reading accepts read the same.
+        for (text, utc) in [
+            ("2025-01-01T00:00:00Z", "2025-01-01T00:00:00Z"),
+            ("2025-06-30T23:59:59.250+02:00", "2025-06-30T21:59:59.250Z"),
+            ("2025-06-30 21:59:59.25 +00:00", "2025-06-30T21:59:59.250Z"),
+            ("2025-06-30t21:59:59z", "2025-06-30T21:59:59Z"),
+        ] {
+            let expected: DateTime<Utc> = utc.parse().unwrap();
+            let c = page("1", &format!("{text:?}")).unwrap();
+            assert_eq!(c.updated, Some(expected), "{text}");
+            assert_eq!(text.parse::<DateTime<Utc>>().ok(), Some(expected), "{text}");
+        }
+        assert_eq!(page("1", "null").unwrap().updated, None);
+        let missing = r#"{"items":[{"customerCode":"K1"}]}"#;
+        let c = parse_page(missing.as_bytes()).unwrap().customers.remove(0);
+        assert_eq!((c.updated, c.number), (None, None));
+        for bad in [r#""yesterday""#, "20250101", r#""2025-13-01T00:00:00Z""#] {
+            assert!(page("1", bad).is_err(), "{bad}");
         }
     }
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::journal::{
     Counts, Entry, Event, HoldKind, Intent, IntentBatch, Journal, Operation, Outcome, Rejection,
-    Run, State,
+    Run, Sent, State,
 };
 use crate::mapping::{MappedRecord, Mapping};
 use crate::record::SourceCustomer;
@@ -1209,22 +1209,31 @@ impl<'e, 'a> Planner<'e, 'a> {
                 }
                 Ok(record) => {
                     number = self.numbers.push(&record.number);
-                    match journal.state(engine.sink_name, &record.code)? {
-                        Some(s)
-                            if s.content_hash == record.content_hash && self.replay.is_none() =>
-                        {
-                            Verdict::Unchanged
+                    let sent = if self.replay.is_some() {
+                        // A replay sends what is unchanged too, from its stored state.
+                        match journal.state(engine.sink_name, record.code)? {
+                            Some(s) => Sent::Other(s),
+                            None => Sent::Never,
                         }
-                        state => {
-                            let record = record.into_record();
-                            self.tasks.push(match state {
-                                Some(s) => Task::Update {
-                                    remote_id: s.remote_id.clone(),
-                                    record,
-                                    previous: Some(s),
-                                },
-                                None => Task::Create(record),
+                    } else {
+                        journal.state_unless_sent(
+                            engine.sink_name,
+                            record.code,
+                            &record.content_hash,
+                        )?
+                    };
+                    match sent {
+                        Sent::Same => Verdict::Unchanged,
+                        Sent::Other(s) => {
+                            self.tasks.push(Task::Update {
+                                remote_id: s.remote_id.clone(),
+                                record: record.into_record(),
+                                previous: Some(s),
                             });
+                            Verdict::Write(self.tasks.len() as u32 - 1)
+                        }
+                        Sent::Never => {
+                            self.tasks.push(Task::Create(record.into_record()));
                             Verdict::Write(self.tasks.len() as u32 - 1)
                         }
                     }

@@ -140,19 +140,6 @@ impl PermittedField {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
-
-    /// The field's value on a customer; `None` when the customer has none.
-    pub fn value(self, c: &PermittedCustomer) -> Option<serde_json::Value> {
-        use serde_json::Value;
-        match self {
-            PermittedField::CustomerCode => Some(Value::from(c.code.as_str())),
-            PermittedField::CustomerNumber => c.number.as_deref().map(Value::from),
-            PermittedField::CustomerName => Some(Value::from(c.name.as_str())),
-            PermittedField::ContactName => c.contact_name.as_deref().map(Value::from),
-            PermittedField::ContactEmail => c.contact_email.as_deref().map(Value::from),
-            PermittedField::IsActive => Some(Value::Bool(c.is_active)),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,35 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     }
 }
 
+/// Whether a stored `State` has `content_hash` (lowercase hex), read from the entry
+/// without decoding the rest of it. An entry in another form (JSON from older versions)
+/// answers `false`: the caller then decodes the whole state and compares that.
+pub fn state_hash_is(stored: &[u8], content_hash: &str) -> bool {
+    /// The fields of a compact `State`, by position; only the hash is kept, borrowed.
+    #[derive(Deserialize)]
+    struct StateHash<'a>(
+        serde::de::IgnoredAny,
+        #[serde(borrow)] &'a [u8],
+        serde::de::IgnoredAny,
+    );
+    if stored.first() == Some(&b'{') {
+        return false;
+    }
+    match rmp_serde::from_slice::<StateHash>(stored) {
+        Ok(StateHash(_, digest, _)) => is_lower_hex_of(content_hash.as_bytes(), digest),
+        Err(_) => false,
+    }
+}
+
+/// Whether `hex` is the lowercase hex of `bytes`.
+fn is_lower_hex_of(hex: &[u8], bytes: &[u8]) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    hex.len() == 2 * bytes.len()
+        && bytes.iter().zip(hex.chunks_exact(2)).all(|(b, pair)| {
+            pair[0] == DIGITS[usize::from(b >> 4)] && pair[1] == DIGITS[usize::from(b & 0xf)]
+        })
+}
+
 /// The bytes of lowercase hex text, if it is that (so encoding them back gives the text).
 fn hex_bytes(text: &str) -> Option<Vec<u8>> {
     let lower = text.len().is_multiple_of(2)

@@ -156,6 +156,17 @@ pub struct State {
     pub last_seq: u64,
 }
 
+/// What the journal holds of a customer compared with what would be sent now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// Nothing was ever sent (or the customer was erased).
+    Never,
+    /// What was last sent has the same content hash.
+    Same,
+    /// Something else was last sent: its state.
+    Other(State),
+}
+
 /// A write about to be sent, made durable before the request leaves. An intent still
 /// open at the start of a run means the previous run died not knowing the outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,6 +322,20 @@ const RETENTION_WATERMARK: &[u8] = b"retention_watermark";
 
 fn state_key(sink: &str, code: &str) -> Vec<u8> {
     format!("{sink}/{code}").into_bytes()
+}
+
+/// Calls `f` with `state_key(sink, code)`, built on the stack when it fits: planning looks
+/// up every customer read.
+fn with_state_key<R>(sink: &str, code: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buffer = [0u8; 128];
+    let len = sink.len() + 1 + code.len();
+    if len > buffer.len() {
+        return f(&state_key(sink, code));
+    }
+    buffer[..sink.len()].copy_from_slice(sink.as_bytes());
+    buffer[sink.len()] = b'/';
+    buffer[sink.len() + 1..len].copy_from_slice(code.as_bytes());
+    f(&buffer[..len])
 }
 
 fn customer_key(code: &str, seq: u64) -> Vec<u8> {
@@ -607,6 +632,29 @@ impl Journal {
             .get(state_key(sink, code))?
             .map(|v| decode(&v, "state"))
             .transpose()
+    }
+
+    /// The customer's state, unless what was last sent has `content_hash`: planning asks
+    /// this of every customer read, and most are unchanged, so only their stored hash is
+    /// read (compared as stored, without decoding the rest).
+    pub fn state_unless_sent(
+        &self,
+        sink: &str,
+        code: &str,
+        content_hash: &str,
+    ) -> anyhow::Result<Sent> {
+        let Some(stored) = with_state_key(sink, code, |key| self.state.get(key))? else {
+            return Ok(Sent::Never);
+        };
+        if compact::state_hash_is(&stored, content_hash) {
+            return Ok(Sent::Same);
+        }
+        let state: State = decode(&stored, "state")?;
+        Ok(if state.content_hash == content_hash {
+            Sent::Same
+        } else {
+            Sent::Other(state)
+        })
     }
 
     /// Appends `event` (its `seq` is assigned here), sets the customer's state when
@@ -1253,6 +1301,71 @@ mod tests {
     fn pending_codes(j: &Journal) -> Vec<String> {
         let pending = j.pending_intents("eaccounting").unwrap();
         pending.into_iter().map(|(code, _)| code).collect()
+    }
+
+    #[test]
+    fn planning_reads_whether_the_same_hash_was_sent_from_any_stored_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let hash = crate::mapping::lower_hex(&[0xa7; 32]);
+        let other = crate::mapping::lower_hex(&[0x7a; 32]);
+        let state = |content_hash: &str| State {
+            remote_id: "6f1c2a52-8a4e-4d5e-9a43-2b1f0c9d7e11".into(),
+            content_hash: content_hash.into(),
+            last_seq: 9,
+        };
+        // As written now (the digest as bytes), as older versions wrote it (JSON), and a
+        // hash that is not hex text at all.
+        let compact = compact::encode(&state(&hash));
+        let json = serde_json::to_vec(&state(&hash)).unwrap();
+        let text = compact::encode(&state("not-hex"));
+        for (code, bytes) in [("K1", &compact), ("K2", &json), ("K3", &text)] {
+            j.state
+                .insert(state_key("eaccounting", code), &bytes[..])
+                .unwrap();
+        }
+        assert!(compact::state_hash_is(&compact, &hash));
+        assert!(!compact::state_hash_is(&compact, &other));
+        assert!(!compact::state_hash_is(&compact, &hash[..62]));
+        for code in ["K1", "K2"] {
+            assert_eq!(
+                j.state_unless_sent("eaccounting", code, &hash).unwrap(),
+                Sent::Same
+            );
+            assert_eq!(
+                j.state_unless_sent("eaccounting", code, &other).unwrap(),
+                Sent::Other(state(&hash)),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            j.state_unless_sent("eaccounting", "K3", "not-hex").unwrap(),
+            Sent::Same
+        );
+        assert_eq!(
+            j.state_unless_sent("eaccounting", "K3", &hash).unwrap(),
+            Sent::Other(state("not-hex"))
+        );
+        assert_eq!(
+            j.state_unless_sent("eaccounting", "K4", &hash).unwrap(),
+            Sent::Never
+        );
+        // A key too long for the stack buffer is found all the same.
+        let long = "K".repeat(200);
+        j.state
+            .insert(state_key("eaccounting", &long), &compact[..])
+            .unwrap();
+        assert_eq!(
+            j.state_unless_sent("eaccounting", &long, &hash).unwrap(),
+            Sent::Same
+        );
+        with_state_key("eaccounting", "K1", |key| {
+            assert_eq!(key, b"eaccounting/K1")
+        });
+        assert_eq!(
+            j.state_unless_sent("visma-net", "K1", &hash).unwrap(),
+            Sent::Never
+        );
     }
 
     #[test]

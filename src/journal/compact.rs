@@ -52,13 +52,43 @@ fn is_lower_hex_of(hex: &[u8], bytes: &[u8]) -> bool {
         })
 }
 
-/// The bytes of lowercase hex text, if it is that (so encoding them back gives the text).
-fn hex_bytes(text: &str) -> Option<Vec<u8>> {
-    let lower = text.len().is_multiple_of(2)
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    lower.then(|| hex::decode(text).ok()).flatten()
+/// The bytes of lowercase hex text, if it is that (so encoding them back gives the text),
+/// written to `out`; `None` also when `out` is too short.
+fn hex_bytes<'b>(text: &str, out: &'b mut [u8]) -> Option<&'b [u8]> {
+    fn digit(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        }
+    }
+    let hex = text.as_bytes();
+    if !hex.len().is_multiple_of(2) || hex.len() / 2 > out.len() {
+        return None;
+    }
+    let out = &mut out[..hex.len() / 2];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Serialises lowercase hex text as its bytes (a digest in half the room), other text
+/// as text. Every event and intent holds a few digests, so short ones are decoded on
+/// the stack.
+fn serialize_hex<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    let mut short = [0u8; 64];
+    let mut long = Vec::new();
+    let out = if text.len() / 2 <= short.len() {
+        &mut short[..]
+    } else {
+        long.resize(text.len() / 2, 0);
+        &mut long[..]
+    };
+    match hex_bytes(text, out) {
+        Some(bytes) => s.serialize_bytes(bytes),
+        None => s.serialize_str(text),
+    }
 }
 
 /// Text stored as bytes when it is lowercase hex, as text otherwise.
@@ -86,9 +116,10 @@ pub mod hex_digest {
 
     pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
         // Readable output (exports, the hash's canonical form) never needs the bytes.
-        match (!s.is_human_readable()).then(|| hex_bytes(text)).flatten() {
-            Some(bytes) => s.serialize_bytes(&bytes),
-            None => s.serialize_str(text),
+        if s.is_human_readable() {
+            s.serialize_str(text)
+        } else {
+            serialize_hex(text, s)
         }
     }
 
@@ -650,6 +681,33 @@ mod tests {
             compact.len(),
             json.len()
         );
+    }
+
+    #[test]
+    fn lowercase_hex_of_any_length_is_stored_as_bytes_and_other_text_as_text() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Hex(#[serde(with = "hex_digest")] String);
+        let bytes = |text: &str| {
+            let mut b = vec![(text.len() / 2) as u8];
+            b.extend(hex::decode(text).unwrap_or_default());
+            b
+        };
+        for (text, stored_as_bytes) in [
+            ("00ff".repeat(16), true),
+            ("0123456789abcdef".into(), true),
+            ("ab".repeat(100), true),
+            (String::new(), true),
+            ("00FF".repeat(16), false),
+            ("abc".into(), false),
+            ("0g".into(), false),
+            ("K1".into(), false),
+        ] {
+            let stored = encode(&Hex(text.clone()));
+            assert_eq!(decode::<Hex>(&stored).unwrap().0, text);
+            // MessagePack bin 8: 0xc4, the length, the bytes.
+            let as_bytes = stored[0] == 0xc4 && stored[1..] == bytes(&text)[..];
+            assert_eq!(as_bytes, stored_as_bytes, "{text}: {stored:?}");
+        }
     }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

@@ -11,7 +11,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Encodes a stored entry.
 pub fn encode(value: &impl Serialize) -> Vec<u8> {
-    rmp_serde::to_vec(value).expect("journal entries serialise")
+    // Room for a typical event up front rather than growing into it.
+    let mut bytes = Vec::with_capacity(256);
+    value
+        .serialize(&mut rmp_serde::Serializer::new(&mut bytes))
+        .expect("journal entries serialise");
+    bytes
 }
 
 /// Decodes a stored entry, compact or (from older versions) JSON.

@@ -33,18 +33,44 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 /// answers `false`: the caller then decodes the whole state and compares that.
 pub fn state_hash_is(stored: &[u8], content_hash: &str) -> bool {
     /// The fields of a compact `State`, by position; only the hash is kept, borrowed.
+    /// The others are skipped unread: a damage there is `journal verify`'s to report.
     #[derive(Deserialize)]
     struct StateHash<'a>(
         serde::de::IgnoredAny,
-        #[serde(borrow)] &'a [u8],
+        #[serde(borrow)] DigestBytes<'a>,
         serde::de::IgnoredAny,
     );
     if stored.first() == Some(&b'{') {
         return false;
     }
     match rmp_serde::from_slice::<StateHash>(stored) {
-        Ok(StateHash(_, digest, _)) => is_lower_hex_of(content_hash.as_bytes(), digest),
+        Ok(StateHash(_, DigestBytes(digest), _)) => {
+            is_lower_hex_of(content_hash.as_bytes(), digest)
+        }
         Err(_) => false,
+    }
+}
+
+/// A digest stored as bytes, borrowed from the entry. Unlike `&[u8]`, text is refused:
+/// a hash stored as text is compared as text, by decoding the whole state.
+struct DigestBytes<'a>(&'a [u8]);
+
+impl<'de: 'a, 'a> Deserialize<'de> for DigestBytes<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> Visitor<'de> for Bytes {
+            type Value = &'de [u8];
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("digest bytes")
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<&'de [u8], E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_bytes(Bytes).map(DigestBytes)
     }
 }
 

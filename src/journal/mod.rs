@@ -163,7 +163,8 @@ pub enum Sent {
     Never,
     /// What was last sent has the same content hash.
     Same,
-    /// Something else was last sent: its state.
+    /// The stored state, decoded: what was last sent differs (and, for a replay, which
+    /// sends whatever was sent before, every stored state).
     Other(State),
 }
 
@@ -1344,6 +1345,13 @@ mod tests {
         );
         assert_eq!(
             j.state_unless_sent("eaccounting", "K3", &hash).unwrap(),
+            Sent::Other(state("not-hex"))
+        );
+        // Text is never read as the bytes it spells: "not-hex" in hex is not its hash.
+        let spelled = crate::mapping::lower_hex(b"not-hex");
+        assert!(!compact::state_hash_is(&text, &spelled));
+        assert_eq!(
+            j.state_unless_sent("eaccounting", "K3", &spelled).unwrap(),
             Sent::Other(state("not-hex"))
         );
         assert_eq!(

@@ -86,22 +86,12 @@ fn is_lower_hex_of(hex: &[u8], bytes: &[u8]) -> bool {
 /// The bytes of lowercase hex text, if it is that (so encoding them back gives the text),
 /// written to `out`; `None` also when `out` is too short.
 fn hex_bytes<'b>(text: &str, out: &'b mut [u8]) -> Option<&'b [u8]> {
-    fn digit(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            _ => None,
-        }
-    }
-    let hex = text.as_bytes();
-    if !hex.len().is_multiple_of(2) || hex.len() / 2 > out.len() {
-        return None;
-    }
-    let out = &mut out[..hex.len() / 2];
-    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        *byte = (digit(pair[0])? << 4) | digit(pair[1])?;
-    }
-    Some(out)
+    let lower = text.len().is_multiple_of(2)
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let out = out.get_mut(..text.len() / 2)?;
+    (lower && hex::decode_to_slice(text, out).is_ok()).then_some(&*out)
 }
 
 /// Serialises lowercase hex text as its bytes (a digest in half the room), other text

@@ -44,8 +44,10 @@ pub fn state_hash_is(stored: &[u8], content_hash: &str) -> bool {
         return false;
     }
     match rmp_serde::from_slice::<StateHash>(stored) {
+        // The hash's bytes, decoded as a stored digest is: equal only if it is their
+        // lowercase hex.
         Ok(StateHash(_, DigestBytes(digest), _)) => {
-            is_lower_hex_of(content_hash.as_bytes(), digest)
+            hex_bytes(content_hash, &mut [0u8; 64]) == Some(digest)
         }
         Err(_) => false,
     }
@@ -72,15 +74,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for DigestBytes<'a> {
         }
         d.deserialize_bytes(Bytes).map(DigestBytes)
     }
-}
-
-/// Whether `hex` is the lowercase hex of `bytes`.
-fn is_lower_hex_of(hex: &[u8], bytes: &[u8]) -> bool {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    hex.len() == 2 * bytes.len()
-        && bytes.iter().zip(hex.chunks_exact(2)).all(|(b, pair)| {
-            pair[0] == DIGITS[usize::from(b >> 4)] && pair[1] == DIGITS[usize::from(b & 0xf)]
-        })
 }
 
 /// The bytes of lowercase hex text, if it is that (so encoding them back gives the text),

@@ -6,11 +6,12 @@
 
 use std::time::Instant;
 
-use opter_visma_sync::commands::{write_sandbox_config, Connector};
+use opter_visma_sync::app::Connector;
 use opter_visma_sync::config::Config;
-use opter_visma_sync::engine::SyncOptions;
 use opter_visma_sync::sandbox::generate::generate_customers;
+use opter_visma_sync::sandbox::write_sandbox_config;
 use opter_visma_sync::sandbox::{Sandbox, SandboxOptions};
+use opter_visma_sync::sync::SyncOptions;
 
 async fn one_run(customers: usize, flush_every: usize) -> f64 {
     let sandbox = Sandbox::start(SandboxOptions {
@@ -32,7 +33,6 @@ async fn one_run(customers: usize, flush_every: usize) -> f64 {
         full: false,
         replay: None,
         actor: "bench".into(),
-        progress: false,
     };
     let started = Instant::now();
     let (report, stopped) = connector.sync(&options).await.expect("sync");

@@ -34,8 +34,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use opter_visma_sync::commands::write_sandbox_config;
 use opter_visma_sync::sandbox::generate::generate_customers;
+use opter_visma_sync::sandbox::write_sandbox_config;
 use opter_visma_sync::sandbox::{Faults, Sandbox, SandboxOptions, SANDBOX_TERMS_OF_PAYMENT_ID};
 
 /// First argument that turns this binary into the measuring helper.

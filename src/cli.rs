@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::DEFAULT_CONFIG_FILE;
+use crate::sink::{Register, REGISTERS};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,7 +21,8 @@ use crate::config::DEFAULT_CONFIG_FILE;
         Explore a simulated setup:     opter-visma-sync sandbox --write-config sync.toml",
     after_help = "Exit codes: 0 all done, 1 the run could not finish, 2 config or usage error, \
                   3 finished with rejected or failed customers, 4 a person must log in to \
-                  Visma again."
+                  Visma again, 5 `journal verify` found the journal changed after it was \
+                  written (or a purge could not verify it)."
 )]
 pub struct Cli {
     /// Config file (TOML). Secrets are never in it, only the names of the environment
@@ -47,6 +49,7 @@ pub enum Command {
         config and no network.\n\n\
         Examples:\n  opter-visma-sync demo\n  opter-visma-sync demo --sink economic\n  \
         opter-visma-sync demo --sink visma-net --source opter-export")]
+    #[cfg(feature = "sandbox")]
     Demo(DemoArgs),
 
     /// Serve simulators of Opter's API and the three Visma registers on loopback, for
@@ -70,6 +73,7 @@ pub enum Command {
         # in another shell, after running the printed export lines:\n  \
         opter-visma-sync --config sync.toml sync"
     )]
+    #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
 
     /// Read every customer from Opter and create or update it in the Visma register.
@@ -244,8 +248,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// The Visma register to sync into.
-    #[arg(long, value_enum, default_value = "eaccounting")]
-    pub sink: crate::sink::SinkKind,
+    #[arg(long, default_value = "eaccounting", value_parser = register_parser())]
+    pub sink: &'static Register,
     /// Where customers come from: Opter's API, or its Excel export files (written from
     /// the same customers into the demo folder).
     #[arg(long, value_enum, default_value = "opter-api")]
@@ -321,8 +325,8 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "FILE")]
     pub write_config: Option<PathBuf>,
     /// The register --write-config points at (the sandbox serves all three).
-    #[arg(long, value_enum, default_value = "eaccounting")]
-    pub sink: crate::sink::SinkKind,
+    #[arg(long, default_value = "eaccounting", value_parser = register_parser())]
+    pub sink: &'static Register,
 }
 
 #[derive(Debug, Args)]
@@ -475,4 +479,14 @@ pub struct LogArgs {
     /// In --json, print names and emails as they were sent (masked otherwise).
     #[arg(long)]
     pub show_values: bool,
+}
+
+/// `--sink NAME`: one of the registers, each listed with its product name.
+fn register_parser() -> impl clap::builder::TypedValueParser<Value = &'static Register> {
+    use clap::builder::TypedValueParser;
+    let names = REGISTERS
+        .iter()
+        .map(|r| clap::builder::PossibleValue::new(r.name).help(r.product()));
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|name| Register::named(&name).expect("clap checked the name"))
 }

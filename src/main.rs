@@ -22,7 +22,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match &cli.command {
+            #[cfg(feature = "sandbox")]
             Command::Demo(args) => commands::demo(args).await,
+            #[cfg(feature = "sandbox")]
             Command::Sandbox(args) => commands::sandbox(args).await,
             Command::Sync(args) => commands::sync(&cli.config, args).await,
             Command::Journal(command) => commands::journal(&cli.config, command),

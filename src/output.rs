@@ -8,8 +8,8 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::engine::Report;
 use crate::journal::{name_of, Event, Run};
+use crate::sync::Report;
 
 pub fn report(out: &mut impl Write, report: &Report, json: bool) -> std::io::Result<()> {
     if json {
@@ -275,17 +275,12 @@ pub fn show(out: &mut impl Write, e: &Event, json: bool, show_values: bool) -> s
 /// Masks a personal value for display: `Anna Svensson` -> `A*** S***`,
 /// `anna@acme.se` -> `a***@acme.se`. Non-personal register fields are shown as they are.
 pub fn mask_field(field: &str, value: &Value) -> Value {
-    use crate::sink::SinkKind;
     // Shown as is only where a register declares the field non-personal; events of
     // every sink use their register's field names.
-    let personal = ![
-        SinkKind::EAccounting,
-        SinkKind::VismaNet,
-        SinkKind::Economic,
-    ]
-    .iter()
-    .flat_map(|k| k.rules().fields)
-    .any(|r| r.name == field && !r.personal);
+    let personal = !crate::sink::REGISTERS
+        .iter()
+        .flat_map(|r| r.rules.fields)
+        .any(|r| r.name == field && !r.personal);
     match value {
         Value::String(s) if personal => Value::String(mask(s)),
         other => other.clone(),

@@ -51,11 +51,6 @@ impl SourceCustomer {
             .or_else(|| refs.iter().position(|r| has_text(&r.email)))
     }
 
-    /// Reduces the customer to what may leave Opter.
-    pub fn to_permitted(&self) -> PermittedCustomer {
-        self.clone().into_permitted()
-    }
-
     /// Reduces the customer to what may leave Opter, keeping its texts rather than
     /// copying them (planning does this for every customer read).
     pub fn into_permitted(self) -> PermittedCustomer {
@@ -171,7 +166,7 @@ mod tests {
             reference("First", Some("first@acme.se"), false),
             reference("Default", None, true),
         ]);
-        let p = c.to_permitted();
+        let p = c.into_permitted();
         assert_eq!(p.contact_name.as_deref(), Some("Default"));
         assert_eq!(p.contact_email, None);
     }
@@ -183,7 +178,7 @@ mod tests {
             reference("  ", Some(" "), false),
             reference("Has Mail", Some("has@acme.se"), false),
         ]);
-        let p = c.to_permitted();
+        let p = c.into_permitted();
         assert_eq!(p.contact_name.as_deref(), Some("Has Mail"));
         assert_eq!(p.contact_email.as_deref(), Some("has@acme.se"));
         assert_eq!(p.name, "Acme AB");
@@ -204,7 +199,7 @@ mod tests {
 
     #[test]
     fn no_reference_means_no_contact() {
-        let p = customer(vec![reference("No Mail", None, false)]).to_permitted();
+        let p = customer(vec![reference("No Mail", None, false)]).into_permitted();
         assert_eq!((p.contact_name, p.contact_email), (None, None));
     }
 

@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::commands::Connector;
-use crate::engine::{Report, SyncOptions};
+use crate::app::Connector;
 use crate::error::{Error, Result};
 use crate::journal::{Event, Hold, HoldKind, Operation, Outcome};
-use crate::sink::{Erased, SinkError};
+use crate::sink::Erased;
+use crate::sync::{Report, SyncOptions};
 
 pub use crate::sink::ERASED_NAME;
 
@@ -56,20 +56,12 @@ fn support_event(
     }
 }
 
-fn sink_error(e: SinkError) -> Error {
-    match e {
-        SinkError::NeedsLogin(m) => Error::NeedsLogin(m),
-        SinkError::Config(m) => Error::Config(m),
-        other => Error::Other(anyhow::anyhow!("{other}")),
-    }
-}
-
 /// The register's id for the customer: from the journal, else looked up by its code.
 async fn remote_id(c: &Connector, code: &str) -> Result<Option<String>> {
     if let Some(state) = c.journal.state(c.config.sink_name(), code)? {
         return Ok(Some(state.remote_id));
     }
-    let found = c.sink.find_by_number(code).await.map_err(sink_error)?;
+    let found = c.sink.find_by_number(code).await?;
     Ok(found.map(|r| r.id))
 }
 
@@ -91,7 +83,7 @@ pub async fn purge(c: Connector, code: &str, actor: &str, reason: &str) -> Resul
         Some(id) => {
             // Names this erasure, for registers that honour idempotency keys.
             let key = format!("purge-{code}-{}", hold.since.timestamp_millis());
-            match c.sink.erase(&id, &key).await.map_err(sink_error)? {
+            match c.sink.erase(&id, &key).await? {
                 Erased::Deleted { status } => (Operation::Erase, "deleted", Some(status), Some(id)),
                 Erased::Anonymised { status } => {
                     (Operation::Anonymise, "anonymised", Some(status), Some(id))
@@ -204,7 +196,6 @@ pub async fn replay(
         full: true,
         replay: Some(codes),
         actor: actor.to_string(),
-        progress: false,
     };
     c.sync(&options).await
 }
@@ -243,8 +234,8 @@ pub async fn export(c: &Connector, code: &str, actor: &str, reason: &str) -> Res
         .collect();
     let state = c.journal.state(c.config.sink_name(), code)?;
     let register = match &state {
-        Some(s) => c.sink.get(&s.remote_id).await.map_err(sink_error)?,
-        None => c.sink.find_by_number(code).await.map_err(sink_error)?,
+        Some(s) => c.sink.get(&s.remote_id).await?,
+        None => c.sink.find_by_number(code).await?,
     }
     .map(|r| r.record);
     let hold = |kind| -> Result<Value> {

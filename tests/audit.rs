@@ -4,8 +4,8 @@
 mod common;
 
 use common::{all_bytes, code, find_any, Setup};
-use opter_visma_sync::commands::bundled_customers;
 use opter_visma_sync::output::CSV_COLUMNS;
+use opter_visma_sync::sandbox::bundled_customers;
 use serde_json::Value;
 
 fn json_lines(out: &std::process::Output) -> Vec<Value> {

@@ -5,8 +5,8 @@
 mod common;
 
 use common::Setup;
-use opter_visma_sync::commands::bundled_customers;
 use opter_visma_sync::mapping::FieldKind;
+use opter_visma_sync::sandbox::bundled_customers;
 use opter_visma_sync::sink::eaccounting::RULES;
 use serde_json::Value;
 

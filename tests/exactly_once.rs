@@ -10,7 +10,7 @@ use common::Setup;
 use opter_visma_sync::journal::{Journal, Operation, Outcome};
 use opter_visma_sync::sandbox::generate::generate_customers;
 use opter_visma_sync::sandbox::{Faults, SandboxOptions};
-use opter_visma_sync::sink::SinkKind;
+use opter_visma_sync::sink::{eaccounting, economic, visma_net, Register};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -28,10 +28,10 @@ fn no_limit(customers: Vec<Value>) -> SandboxOptions {
 /// Generated customers the register can take: e-conomic needs a sales ledger number,
 /// which some Opter customers lack (those are rejected, and a run with rejections
 /// never exits 0).
-fn customers_for(kind: SinkKind, count: usize, seed: u64) -> Vec<Value> {
+fn customers_for(kind: &'static Register, count: usize, seed: u64) -> Vec<Value> {
     generate_customers(count, seed)
         .into_iter()
-        .filter(|c| kind != SinkKind::Economic || c["customerNumber"].is_string())
+        .filter(|c| kind != &economic::REGISTER || c["customerNumber"].is_string())
         .collect()
 }
 
@@ -105,7 +105,7 @@ fn assert_converged(setup: &Setup) {
 
     let journal = Journal::open(&setup.journal_dir()).unwrap();
     assert_eq!(
-        journal.pending_intents(setup.kind.name()).unwrap(),
+        journal.pending_intents(setup.kind.name).unwrap(),
         vec![],
         "open intents"
     );
@@ -158,20 +158,20 @@ async fn a_healthy_run_under_the_registers_limit_receives_no_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_throttling_and_dropped_answers_converge_without_duplicates() {
-    faults_converge(SinkKind::EAccounting, 150).await;
+    faults_converge(&eaccounting::REGISTER, 150).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visma_net_under_faults_converges_without_duplicates() {
-    faults_converge(SinkKind::VismaNet, 100).await;
+    faults_converge(&visma_net::REGISTER, 100).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn economic_under_faults_converges_without_duplicates() {
-    faults_converge(SinkKind::Economic, 100).await;
+    faults_converge(&economic::REGISTER, 100).await;
 }
 
-async fn faults_converge(kind: SinkKind, count: usize) {
+async fn faults_converge(kind: &'static Register, count: usize) {
     let customers = customers_for(kind, count, 11);
     let mut setup = Setup::for_sink(kind, no_limit(customers.clone()), 0).await;
     setup.sandbox.set_faults(Faults {
@@ -214,7 +214,7 @@ async fn faults_converge(kind: SinkKind, count: usize) {
         .filter(|r| r["fault"].is_string())
         .count();
     // e-conomic writes a customer and its contact separately.
-    let per_change = if kind == SinkKind::Economic { 2 } else { 1 };
+    let per_change = if kind == &economic::REGISTER { 2 } else { 1 };
     assert!(
         writes <= 10 * per_change + faults,
         "{writes} writes for 10 changes and {faults} faults"
@@ -223,17 +223,17 @@ async fn faults_converge(kind: SinkKind, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_moments_the_connector_still_converges() {
-    kill_run(SinkKind::EAccounting, 20261123, 500, 20).await;
+    kill_run(&eaccounting::REGISTER, 20261123, 500, 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visma_net_killed_at_random_moments_still_converges() {
-    kill_run(SinkKind::VismaNet, 20261124, 300, 12).await;
+    kill_run(&visma_net::REGISTER, 20261124, 300, 12).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn economic_killed_at_random_moments_still_converges() {
-    kill_run(SinkKind::Economic, 20261125, 300, 12).await;
+    kill_run(&economic::REGISTER, 20261125, 300, 12).await;
 }
 
 /// The long version: `cargo test --test exactly_once -- --ignored`.
@@ -241,9 +241,9 @@ async fn economic_killed_at_random_moments_still_converges() {
 #[ignore]
 async fn killed_a_hundred_times_over_two_thousand_customers_still_converges() {
     for kind in [
-        SinkKind::EAccounting,
-        SinkKind::VismaNet,
-        SinkKind::Economic,
+        &eaccounting::REGISTER,
+        &visma_net::REGISTER,
+        &economic::REGISTER,
     ] {
         kill_run(kind, 7, 2000, 100).await;
     }
@@ -251,7 +251,7 @@ async fn killed_a_hundred_times_over_two_thousand_customers_still_converges() {
 
 /// Starts `sync` again and again and SIGKILLs it at seeded random moments until `kills`
 /// kills landed mid-run, then lets it finish and checks the outcome.
-async fn kill_run(kind: SinkKind, seed: u64, count: usize, kills: usize) {
+async fn kill_run(kind: &'static Register, seed: u64, count: usize, kills: usize) {
     let customers = customers_for(kind, count, seed);
     let mut setup = Setup::for_sink(kind, no_limit(customers.clone()), 0).await;
     // Latency keeps each run long enough for kills to land mid-write.
@@ -306,7 +306,7 @@ async fn kill_run(kind: SinkKind, seed: u64, count: usize, kills: usize) {
     assert_converged(&setup);
     eprintln!(
         "{}: {landed} kills in {attempts} starts, then exit codes {codes:?}, in {:?}",
-        kind.name(),
+        kind.name,
         started.elapsed()
     );
 }
@@ -365,7 +365,7 @@ async fn an_outage_leaves_open_only_the_intents_of_failed_writes() {
     );
     let journal = Journal::open(&setup.journal_dir()).unwrap();
     let open: BTreeSet<String> = journal
-        .pending_intents(setup.kind.name())
+        .pending_intents(setup.kind.name)
         .unwrap()
         .into_iter()
         .map(|(code, _)| code)

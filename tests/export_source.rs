@@ -7,9 +7,9 @@ mod common;
 use std::path::Path;
 
 use common::Setup;
-use opter_visma_sync::commands::bundled_customers;
+use opter_visma_sync::sandbox::bundled_customers;
 use opter_visma_sync::sandbox::SandboxOptions;
-use opter_visma_sync::sink::SinkKind;
+use opter_visma_sync::sink::{eaccounting, economic, visma_net};
 use serde_json::Value;
 
 fn unlimited() -> SandboxOptions {
@@ -72,10 +72,11 @@ fn register_text(setup: &Setup) -> String {
             _ => {}
         }
     }
-    let mut customers = match setup.kind {
-        SinkKind::EAccounting => setup.sandbox.visma_customers(),
-        SinkKind::VismaNet => setup.sandbox.visma_net_customers(),
-        SinkKind::Economic => setup.sandbox.economic_customers(),
+    let mut customers = match setup.kind.name {
+        "eaccounting" => setup.sandbox.visma_customers(),
+        "visma-net" => setup.sandbox.visma_net_customers(),
+        "economic" => setup.sandbox.economic_customers(),
+        other => panic!("no register {other}"),
     };
     customers.iter_mut().for_each(strip);
     customers.sort_by_key(|c| c.to_string());
@@ -85,9 +86,9 @@ fn register_text(setup: &Setup) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_files_and_the_api_give_identical_registers() {
     for kind in [
-        SinkKind::EAccounting,
-        SinkKind::VismaNet,
-        SinkKind::Economic,
+        &eaccounting::REGISTER,
+        &visma_net::REGISTER,
+        &economic::REGISTER,
     ] {
         let api = Setup::for_sink(kind, unlimited(), 0).await;
         let (_, api_report) = api.sync_json();
@@ -115,7 +116,7 @@ async fn export_files_and_the_api_give_identical_registers() {
             assert!(
                 got == expected,
                 "{}: {customers} differs from the API at line {first_difference:?}",
-                kind.name()
+                kind.name
             );
         }
     }
@@ -123,7 +124,7 @@ async fn export_files_and_the_api_give_identical_registers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_export_files_stop_the_run_naming_file_row_and_column() {
-    let setup = Setup::for_sink(SinkKind::EAccounting, unlimited(), 0).await;
+    let setup = Setup::for_sink(&eaccounting::REGISTER, unlimited(), 0).await;
     let dir = setup.dir.path();
 
     // A missing file.

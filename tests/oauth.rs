@@ -7,8 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use common::Setup;
-use opter_visma_sync::commands::{bundled_customers, Connector};
+use opter_visma_sync::app::Connector;
 use opter_visma_sync::config::Config;
+use opter_visma_sync::sandbox::bundled_customers;
 use opter_visma_sync::sink::auth::{OAuthSettings, TokenProvider};
 use secrecy::SecretString;
 use serde_json::Value;

@@ -5,15 +5,15 @@
 mod common;
 
 use common::Setup;
-use opter_visma_sync::commands::bundled_customers;
+use opter_visma_sync::sandbox::bundled_customers;
 use opter_visma_sync::sandbox::SandboxOptions;
-use opter_visma_sync::sink::{SinkKind, ERASED_NAME};
+use opter_visma_sync::sink::{eaccounting, economic, visma_net, Register, ERASED_NAME};
 use serde_json::Value;
 
-const ALL: [SinkKind; 3] = [
-    SinkKind::EAccounting,
-    SinkKind::VismaNet,
-    SinkKind::Economic,
+const ALL: [&Register; 3] = [
+    &eaccounting::REGISTER,
+    &visma_net::REGISTER,
+    &economic::REGISTER,
 ];
 
 fn unlimited() -> SandboxOptions {
@@ -27,14 +27,13 @@ fn unlimited() -> SandboxOptions {
 }
 
 /// Synced once; returns the setup and the first run's report.
-async fn synced(kind: SinkKind) -> (Setup, Value) {
+async fn synced(kind: &'static Register) -> (Setup, Value) {
     let setup = Setup::for_sink(kind, unlimited(), 0).await;
     let (code, report) = setup.sync_json();
     assert_eq!(
-        code,
-        3,
+        code, 3,
         "{}: some bundled customers are invalid: {report}",
-        kind.name()
+        kind.name
     );
     (setup, report)
 }
@@ -52,27 +51,27 @@ fn rejected_codes(report: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_register_converges_and_a_second_run_sends_nothing() {
-    for kind in [SinkKind::VismaNet, SinkKind::Economic] {
+    for kind in [&visma_net::REGISTER, &economic::REGISTER] {
         let (setup, report) = synced(kind).await;
         let created = report["created"].as_u64().unwrap() as usize;
         let register = setup.register();
-        assert_eq!(register.len(), created, "{}", kind.name());
-        assert!(created > 290, "{}: only {created} created", kind.name());
+        assert_eq!(register.len(), created, "{}", kind.name);
+        assert!(created > 290, "{}: only {created} created", kind.name);
         let mut numbers: Vec<_> = register.iter().map(|(n, _)| n.clone()).collect();
         numbers.sort();
         numbers.dedup();
-        assert_eq!(numbers.len(), created, "{}: a number twice", kind.name());
+        assert_eq!(numbers.len(), created, "{}: a number twice", kind.name);
 
         setup.clear_requests().await;
         let (code, again) = setup.sync_json();
         assert_eq!(code, 3, "{again}");
-        assert_eq!(again["created"], 0, "{}: {again}", kind.name());
-        assert_eq!(again["updated"], 0, "{}: {again}", kind.name());
+        assert_eq!(again["created"], 0, "{}: {again}", kind.name);
+        assert_eq!(again["updated"], 0, "{}: {again}", kind.name);
         assert_eq!(
             setup.writes(),
             Vec::<(String, String)>::new(),
             "{}: a re-run writes nothing",
-            kind.name()
+            kind.name
         );
         assert_eq!(rejected_codes(&again), rejected_codes(&report));
     }
@@ -80,7 +79,7 @@ async fn every_register_converges_and_a_second_run_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn economic_rejects_a_customer_without_a_sales_ledger_number_saying_why() {
-    let (_setup, report) = synced(SinkKind::Economic).await;
+    let (_setup, report) = synced(&economic::REGISTER).await;
     let without_number: Vec<String> = bundled_customers()
         .iter()
         .filter(|c| c["customerNumber"].is_null())
@@ -107,19 +106,19 @@ async fn economic_rejects_a_customer_without_a_sales_ledger_number_saying_why() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_change_in_opter_is_one_write_in_every_register() {
-    for kind in [SinkKind::VismaNet, SinkKind::Economic] {
+    for kind in [&visma_net::REGISTER, &economic::REGISTER] {
         let (setup, _) = synced(kind).await;
         let mut customer = bundled_customers()[1].clone();
         customer["name"] = "Nytt Namn Åkeri AB".into();
         setup.put_opter_customer(&customer).await;
         setup.clear_requests().await;
         let (_, report) = setup.sync_json();
-        assert_eq!(report["updated"], 1, "{}: {report}", kind.name());
+        assert_eq!(report["updated"], 1, "{}: {report}", kind.name);
         let number = setup.number_of(&customer);
         let writes = setup.writes();
         // Visma.net: one partial PUT. e-conomic: the customer's full-replace PUT only
         // (its contact did not change).
-        assert_eq!(writes.len(), 1, "{}: {writes:?}", kind.name());
+        assert_eq!(writes.len(), 1, "{}: {writes:?}", kind.name);
         assert_eq!(writes[0].0, "PUT");
         assert!(writes[0].1.ends_with(&number), "{writes:?}");
         let name = setup
@@ -138,7 +137,7 @@ async fn purge_erases_by_each_registers_rules() {
     let customer = bundled_customers()[2].clone();
 
     // Visma.net has no delete: the customer stays, anonymised and inactive.
-    let (setup, _) = synced(SinkKind::VismaNet).await;
+    let (setup, _) = synced(&visma_net::REGISTER).await;
     let number = setup.number_of(&customer);
     let out = setup.run(&[
         "purge",
@@ -172,7 +171,7 @@ async fn purge_erases_by_each_registers_rules() {
     );
 
     // e-conomic deletes the customer and its contact.
-    let (setup, _) = synced(SinkKind::Economic).await;
+    let (setup, _) = synced(&economic::REGISTER).await;
     let number = setup.number_of(&customer);
     let out = setup.run(&[
         "purge",
@@ -206,7 +205,7 @@ fn demo_runs_for_every_register() {
     for kind in ALL {
         let dir = tempfile::tempdir().unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_opter-visma-sync"))
-            .args(["demo", "--sink", kind.name(), "--dir"])
+            .args(["demo", "--sink", kind.name, "--dir"])
             .arg(dir.path())
             .output()
             .unwrap();
@@ -215,7 +214,7 @@ fn demo_runs_for_every_register() {
             out.status.code(),
             Some(0),
             "{}: {stdout}\n{}",
-            kind.name(),
+            kind.name,
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
@@ -227,7 +226,7 @@ fn demo_runs_for_every_register() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn support_tools_work_for_every_register() {
-    for kind in [SinkKind::VismaNet, SinkKind::Economic] {
+    for kind in [&visma_net::REGISTER, &economic::REGISTER] {
         let (setup, _) = synced(kind).await;
         let code = common::code(4);
         let mut customer = bundled_customers()[4].clone();
@@ -235,23 +234,23 @@ async fn support_tools_work_for_every_register() {
 
         // Restricted: a change in Opter is not sent.
         let out = setup.run(&["restrict", "--customer", &code, "--reason", "disputed"]);
-        assert_eq!(out.status.code(), Some(0), "{}", kind.name());
+        assert_eq!(out.status.code(), Some(0), "{}", kind.name);
         customer["name"] = "Omstridd Kund AB".into();
         setup.put_opter_customer(&customer).await;
         setup.clear_requests().await;
         let (_, report) = setup.sync_json();
-        assert_eq!(report["restricted"], 1, "{}: {report}", kind.name());
+        assert_eq!(report["restricted"], 1, "{}: {report}", kind.name);
         assert!(
             setup.writes().is_empty(),
             "{}: {:?}",
-            kind.name(),
+            kind.name,
             setup.writes()
         );
 
         // Lifted: the next run sends it.
         setup.run(&["unrestrict", "--customer", &code, "--reason", "resolved"]);
         let (_, report) = setup.sync_json();
-        assert_eq!(report["updated"], 1, "{}: {report}", kind.name());
+        assert_eq!(report["updated"], 1, "{}: {report}", kind.name);
         let name = |setup: &Setup| {
             setup
                 .register()
@@ -263,23 +262,23 @@ async fn support_tools_work_for_every_register() {
 
         // Access: the export holds the live register record.
         let out = setup.run(&["export", "--customer", &code]);
-        assert_eq!(out.status.code(), Some(0), "{}", kind.name());
+        assert_eq!(out.status.code(), Some(0), "{}", kind.name);
         let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(
             doc["register_record"]
                 .to_string()
                 .contains("Omstridd Kund AB"),
             "{}: {doc}",
-            kind.name()
+            kind.name
         );
 
         // Rectification: replay sends the customer again even though it is unchanged.
         setup.clear_requests().await;
         let out = setup.run(&["replay", "--customer", &code, "--reason", "asked", "--json"]);
-        assert_eq!(out.status.code(), Some(0), "{}", kind.name());
+        assert_eq!(out.status.code(), Some(0), "{}", kind.name);
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(report["updated"], 1, "{}: {report}", kind.name());
-        assert!(!setup.writes().is_empty(), "{}: replay wrote", kind.name());
+        assert_eq!(report["updated"], 1, "{}: {report}", kind.name);
+        assert!(!setup.writes().is_empty(), "{}: replay wrote", kind.name);
     }
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{all_bytes, code, find_any, Setup};
-use opter_visma_sync::commands::bundled_customers;
+use opter_visma_sync::sandbox::bundled_customers;
 use serde_json::Value;
 
 /// The name and reference names/emails of customer `i`: what an erasure must remove.

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{all_bytes, code, contains, find_any, Setup};
-use opter_visma_sync::commands::bundled_customers;
+use opter_visma_sync::sandbox::bundled_customers;
 use serde_json::Value;
 
 /// The bundled edge cases the connector must refuse, with a piece of each reason.
@@ -187,7 +187,7 @@ async fn no_non_permitted_value_reaches_the_register_the_journal_or_the_logs() {
         "the scan reads request bodies"
     );
     let forbidden: Vec<String> = forbidden.into_iter().collect();
-    let fixtures = opter_visma_sync::commands::BUNDLED_CUSTOMERS;
+    let fixtures = opter_visma_sync::sandbox::BUNDLED_CUSTOMERS;
     assert!(
         find_any(fixtures, &forbidden).is_some(),
         "the scan finds the values where they are"

@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use opter_visma_sync::commands::BUNDLED_VISMA_NET_MAPPING;
 use opter_visma_sync::mapping::{MappedRecord, Mapping};
 use opter_visma_sync::record::PermittedCustomer;
 use opter_visma_sync::retry::RetryPolicy;
@@ -61,7 +60,7 @@ fn sink(sb: &Sandbox) -> VismaNetSink {
 
 fn mapping() -> Mapping {
     Mapping::parse(
-        BUNDLED_VISMA_NET_MAPPING,
+        opter_visma_sync::sink::visma_net::REGISTER.mapping,
         Path::new("visma-net.toml"),
         RULES,
     )

@@ -1116,6 +1116,37 @@ pub fn pkce_s256(verifier: &str) -> String {
     base64url_nopad(&Sha256::digest(verifier.as_bytes()))
 }
 
+/// What the sandbox serves for this register.
+pub static SIMULATOR: super::tenant::Simulator = super::tenant::Simulator {
+    register: &crate::sink::eaccounting::REGISTER,
+    control: "visma",
+    config_section,
+    customers: super::Sandbox::visma_customers,
+};
+
+/// The eAccounting simulator's part of a tenant config.
+fn config_section(
+    sandbox: &super::Sandbox,
+    secrets: &mut std::collections::HashMap<String, String>,
+) -> String {
+    let creds = sandbox.credentials();
+    secrets.insert("VISMA_CLIENT_SECRET".into(), creds.visma_client_secret);
+    secrets.insert("VISMA_REFRESH_TOKEN".into(), creds.visma_refresh_token);
+    format!(
+        r#"api_base = "{}"
+token_url = "{}"
+client_id = "{}"
+client_secret_env = "VISMA_CLIENT_SECRET"
+refresh_token_env = "VISMA_REFRESH_TOKEN"
+authorize_url = "{}"
+redirect_uri = "http://127.0.0.1:0/callback""#,
+        sandbox.visma_api_base(),
+        sandbox.visma_token_url(),
+        creds.visma_client_id,
+        sandbox.visma_authorize_url(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

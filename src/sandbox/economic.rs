@@ -1661,6 +1661,36 @@ async fn control_book_invoice(
         .into_response()
 }
 
+/// What the sandbox serves for this register.
+pub static SIMULATOR: super::tenant::Simulator = super::tenant::Simulator {
+    register: &crate::sink::economic::REGISTER,
+    control: "economic",
+    config_section,
+    customers: super::Sandbox::economic_customers,
+};
+
+/// The e-conomic simulator's part of a tenant config.
+fn config_section(
+    sandbox: &super::Sandbox,
+    secrets: &mut std::collections::HashMap<String, String>,
+) -> String {
+    let creds = sandbox.credentials();
+    secrets.insert(
+        "ECONOMIC_APP_SECRET_TOKEN".into(),
+        creds.economic_app_secret_token,
+    );
+    secrets.insert(
+        "ECONOMIC_AGREEMENT_GRANT_TOKEN".into(),
+        creds.economic_agreement_grant_token,
+    );
+    format!(
+        r#"api_base = "{}"
+app_secret_token_env = "ECONOMIC_APP_SECRET_TOKEN"
+agreement_grant_token_env = "ECONOMIC_AGREEMENT_GRANT_TOKEN""#,
+        sandbox.economic_api_base(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod economic;
 pub mod export_files;
 pub mod faults;
 pub mod opter;
+pub mod tenant;
 pub mod visma_net;
 
 use std::net::SocketAddr;
@@ -26,6 +27,10 @@ pub use eaccounting::{
 pub use economic::{SANDBOX_ECONOMIC_AGREEMENT_GRANT_TOKEN, SANDBOX_ECONOMIC_APP_SECRET_TOKEN};
 pub use faults::{Faults, FAULT_STATUSES};
 pub use opter::SANDBOX_OPTER_API_KEY;
+pub use tenant::{
+    bundled_customers, simulator, write_sandbox_config, write_sandbox_config_for,
+    write_tenant_config, TenantSource, BUNDLED_CUSTOMERS,
+};
 pub use visma_net::{
     SANDBOX_VISMA_NET_CLIENT_ID, SANDBOX_VISMA_NET_CLIENT_SECRET, SANDBOX_VISMA_NET_TENANT_ID,
 };

@@ -902,6 +902,37 @@ async fn control_expire_tokens(State(state): State<SharedVismaNet>) -> Response 
     common::expire_tokens(st.tokens.values_mut().map(|t| &mut t.expires))
 }
 
+/// What the sandbox serves for this register.
+pub static SIMULATOR: super::tenant::Simulator = super::tenant::Simulator {
+    register: &crate::sink::visma_net::REGISTER,
+    control: "visma-net",
+    config_section,
+    customers: super::Sandbox::visma_net_customers,
+};
+
+/// The Visma.net simulator's part of a tenant config.
+fn config_section(
+    sandbox: &super::Sandbox,
+    secrets: &mut std::collections::HashMap<String, String>,
+) -> String {
+    let creds = sandbox.credentials();
+    secrets.insert(
+        "VISMA_NET_CLIENT_SECRET".into(),
+        creds.visma_net_client_secret,
+    );
+    format!(
+        r#"api_base = "{}"
+token_url = "{}"
+client_id = "{}"
+client_secret_env = "VISMA_NET_CLIENT_SECRET"
+tenant_id = "{}""#,
+        sandbox.visma_net_api_base(),
+        sandbox.visma_net_token_url(),
+        creds.visma_net_client_id,
+        creds.visma_net_tenant_id,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

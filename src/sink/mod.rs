@@ -8,12 +8,17 @@ pub mod economic;
 pub mod http;
 pub mod visma_net;
 
+pub mod register;
+
 pub use eaccounting::EAccountingSink;
 pub use economic::EconomicSink;
+pub use register::{Register, SinkContext, SinkSettings, REGISTERS};
 pub use visma_net::VismaNetSink;
 
+use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::error::Error;
 use crate::mapping::MappedRecord;
 
 /// Why a write did not happen, in the classes the engine acts on.
@@ -46,6 +51,27 @@ pub enum SinkError {
     /// Nothing more can be sent until the setup is repaired (client refused, disk full).
     #[error("{0}")]
     Fatal(String),
+}
+
+impl SinkError {
+    /// Whether nothing more can be sent in this run: a person must act first.
+    pub fn stops_the_run(&self) -> bool {
+        matches!(
+            self,
+            SinkError::NeedsLogin(_) | SinkError::Config(_) | SinkError::Fatal(_)
+        )
+    }
+}
+
+/// The one way a sink's error becomes the command's error (and its exit code).
+impl From<SinkError> for Error {
+    fn from(e: SinkError) -> Error {
+        match e {
+            SinkError::NeedsLogin(m) => Error::NeedsLogin(m),
+            SinkError::Config(m) => Error::Config(m),
+            other => Error::Other(anyhow::anyhow!("{other}")),
+        }
+    }
 }
 
 /// A successful write: the register's id of the customer and the HTTP status.
@@ -82,107 +108,115 @@ pub enum Erased {
     NotPresent,
 }
 
-/// The register products, as named by `[sink] kind` and `--sink`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SinkKind {
-    /// Visma eAccounting (eEkonomi / Spiris).
-    #[value(name = "eaccounting")]
-    EAccounting,
-    /// Visma.net ERP (Financials).
-    #[value(name = "visma-net")]
-    VismaNet,
-    /// Visma e-conomic.
-    #[value(name = "economic")]
-    Economic,
-}
-
-impl SinkKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            SinkKind::EAccounting => "eaccounting",
-            SinkKind::VismaNet => "visma-net",
-            SinkKind::Economic => "economic",
-        }
-    }
-
-    pub fn product(self) -> &'static str {
-        match self {
-            SinkKind::EAccounting => eaccounting::PRODUCT,
-            SinkKind::VismaNet => visma_net::PRODUCT,
-            SinkKind::Economic => economic::PRODUCT,
-        }
-    }
-
-    /// The fields the product accepts from us, with its published limits.
-    pub fn rules(self) -> crate::mapping::RegisterRules {
-        match self {
-            SinkKind::EAccounting => eaccounting::RULES,
-            SinkKind::VismaNet => visma_net::RULES,
-            SinkKind::Economic => economic::RULES,
-        }
-    }
-}
-
 /// The name a customer gets when its personal fields are overwritten.
 pub const ERASED_NAME: &str = "Erased customer";
 
-/// The register a tenant syncs to. Every variant keeps the same contract:
+/// The register a tenant syncs to. Every register keeps the same contract:
 /// - `create` answers `NumberTaken` when the number is in use, never a second customer;
 /// - `update` answers `Rejected { status: 404 }` when the customer is gone;
+/// - `find_by_number` says "cannot tell" (`Err`) rather than "not there" when the
+///   register ignored the filter;
 /// - `key` names this exact write (the journal's intent key): a register that honours
 ///   idempotency keys gets it, so a repeated request is answered, not redone.
-pub enum Sink {
-    EAccounting(EAccountingSink),
-    VismaNet(VismaNetSink),
-    Economic(EconomicSink),
-}
-
-macro_rules! each {
-    ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            Sink::EAccounting($s) => $call,
-            Sink::VismaNet($s) => $call,
-            Sink::Economic($s) => $call,
-        }
-    };
-}
-
-impl Sink {
-    pub fn product(&self) -> &'static str {
-        match self {
-            Sink::EAccounting(_) => eaccounting::PRODUCT,
-            Sink::VismaNet(_) => visma_net::PRODUCT,
-            Sink::Economic(_) => economic::PRODUCT,
-        }
-    }
+pub trait Sink: Send + Sync {
+    /// The register this sink writes to.
+    fn register(&self) -> &'static Register;
 
     /// The register's customer with this number, if any. `Err` when that cannot be
     /// told for sure (a register that ignored the filter): never guess "not there".
-    pub async fn find_by_number(&self, number: &str) -> Result<Option<Remote>, SinkError> {
-        each!(self, s => s.find_by_number(number).await)
-    }
+    fn find_by_number<'a>(
+        &'a self,
+        number: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Remote>, SinkError>>;
 
     /// The register's customer by id; `None` when it is not there.
-    pub async fn get(&self, id: &str) -> Result<Option<Remote>, SinkError> {
-        each!(self, s => s.get(id).await)
-    }
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Remote>, SinkError>>;
 
-    pub async fn create(&self, record: &MappedRecord, key: &str) -> Result<Written, SinkError> {
-        each!(self, s => s.create(record, key).await)
-    }
+    fn create<'a>(
+        &'a self,
+        record: &'a MappedRecord,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Written, SinkError>>;
 
-    pub async fn update(
-        &self,
-        id: &str,
-        record: &MappedRecord,
-        key: &str,
-    ) -> Result<Written, SinkError> {
-        each!(self, s => s.update(id, record, key).await)
-    }
+    fn update<'a>(
+        &'a self,
+        id: &'a str,
+        record: &'a MappedRecord,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Written, SinkError>>;
 
     /// Removes the customer's personal data from the register: deletes it where the
     /// register allows, else overwrites the personal fields and deactivates it.
-    pub async fn erase(&self, id: &str, key: &str) -> Result<Erased, SinkError> {
-        each!(self, s => s.erase(id, key).await)
+    fn erase<'a>(&'a self, id: &'a str, key: &'a str) -> BoxFuture<'a, Result<Erased, SinkError>>;
+
+    /// The register's name (`[sink] kind`), which also keys its journal entries.
+    fn name(&self) -> &'static str {
+        self.register().name
+    }
+
+    /// The product's name, for messages.
+    fn product(&self) -> &'static str {
+        self.register().rules.product
     }
 }
+
+/// Implements `Sink` for a type with inherent async methods of the same names.
+macro_rules! sink_by_inherent_methods {
+    ($type:ty, $register:expr) => {
+        impl $crate::sink::Sink for $type {
+            fn register(&self) -> &'static $crate::sink::Register {
+                &$register
+            }
+            fn find_by_number<'a>(
+                &'a self,
+                number: &'a str,
+            ) -> futures::future::BoxFuture<
+                'a,
+                Result<Option<$crate::sink::Remote>, $crate::sink::SinkError>,
+            > {
+                Box::pin(<$type>::find_by_number(self, number))
+            }
+            fn get<'a>(
+                &'a self,
+                id: &'a str,
+            ) -> futures::future::BoxFuture<
+                'a,
+                Result<Option<$crate::sink::Remote>, $crate::sink::SinkError>,
+            > {
+                Box::pin(<$type>::get(self, id))
+            }
+            fn create<'a>(
+                &'a self,
+                record: &'a $crate::mapping::MappedRecord,
+                key: &'a str,
+            ) -> futures::future::BoxFuture<
+                'a,
+                Result<$crate::sink::Written, $crate::sink::SinkError>,
+            > {
+                Box::pin(<$type>::create(self, record, key))
+            }
+            fn update<'a>(
+                &'a self,
+                id: &'a str,
+                record: &'a $crate::mapping::MappedRecord,
+                key: &'a str,
+            ) -> futures::future::BoxFuture<
+                'a,
+                Result<$crate::sink::Written, $crate::sink::SinkError>,
+            > {
+                Box::pin(<$type>::update(self, id, record, key))
+            }
+            fn erase<'a>(
+                &'a self,
+                id: &'a str,
+                key: &'a str,
+            ) -> futures::future::BoxFuture<
+                'a,
+                Result<$crate::sink::Erased, $crate::sink::SinkError>,
+            > {
+                Box::pin(<$type>::erase(self, id, key))
+            }
+        }
+    };
+}
+pub(crate) use sink_by_inherent_methods;

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use opter_visma_sync::commands::{bundled_customers, write_sandbox_config_for};
+use opter_visma_sync::sandbox::{bundled_customers, write_sandbox_config_for};
 use opter_visma_sync::sandbox::{Sandbox, SandboxOptions};
-use opter_visma_sync::sink::SinkKind;
+use opter_visma_sync::sink::{eaccounting, Register};
 use serde_json::Value;
 
 pub struct Setup {
-    pub kind: SinkKind,
+    pub kind: &'static Register,
     pub sandbox: Sandbox,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -34,13 +34,13 @@ impl Setup {
     /// A sandbox with these options, and a config whose client-side limit is
     /// `requests_per_minute` (0: none).
     pub async fn with(options: SandboxOptions, requests_per_minute: u32) -> Setup {
-        Setup::for_sink(SinkKind::EAccounting, options, requests_per_minute).await
+        Setup::for_sink(&eaccounting::REGISTER, options, requests_per_minute).await
     }
 
     /// Like `with`, for the register `kind`. The sandbox's limits for Visma.net and
     /// e-conomic are left as `options` has them.
     pub async fn for_sink(
-        kind: SinkKind,
+        kind: &'static Register,
         options: SandboxOptions,
         requests_per_minute: u32,
     ) -> Setup {
@@ -97,19 +97,21 @@ impl Setup {
 
     /// The register's request log (this setup's sink).
     pub fn requests(&self) -> Vec<Value> {
-        match self.kind {
-            SinkKind::EAccounting => self.sandbox.visma_requests(),
-            SinkKind::VismaNet => self.sandbox.visma_net_requests(),
-            SinkKind::Economic => self.sandbox.economic_requests(),
+        match self.kind.name {
+            "eaccounting" => self.sandbox.visma_requests(),
+            "visma-net" => self.sandbox.visma_net_requests(),
+            "economic" => self.sandbox.economic_requests(),
+            other => panic!("no register {other}"),
         }
     }
 
     /// Register API calls (not token requests) received since the log was cleared.
     pub fn api_requests(&self) -> Vec<Value> {
-        let prefix = match self.kind {
-            SinkKind::EAccounting => "/visma/v2/",
-            SinkKind::VismaNet => "/visma-net/api/",
-            SinkKind::Economic => "/economic/api/",
+        let prefix = match self.kind.name {
+            "eaccounting" => "/visma/v2/",
+            "visma-net" => "/visma-net/api/",
+            "economic" => "/economic/api/",
+            other => panic!("no register {other}"),
         };
         self.requests()
             .into_iter()
@@ -119,10 +121,11 @@ impl Setup {
 
     /// The register's customers as (number, name), whatever the product's shape.
     pub fn register(&self) -> Vec<(String, String)> {
-        let (customers, number, name) = match self.kind {
-            SinkKind::EAccounting => (self.sandbox.visma_customers(), "CustomerNumber", "Name"),
-            SinkKind::VismaNet => (self.sandbox.visma_net_customers(), "number", "name"),
-            SinkKind::Economic => (self.sandbox.economic_customers(), "customerNumber", "name"),
+        let (customers, number, name) = match self.kind.name {
+            "eaccounting" => (self.sandbox.visma_customers(), "CustomerNumber", "Name"),
+            "visma-net" => (self.sandbox.visma_net_customers(), "number", "name"),
+            "economic" => (self.sandbox.economic_customers(), "customerNumber", "name"),
+            other => panic!("no register {other}"),
         };
         customers
             .iter()
@@ -138,8 +141,8 @@ impl Setup {
 
     /// The register number an Opter customer gets with this sink's bundled mapping.
     pub fn number_of(&self, opter_customer: &Value) -> String {
-        let key = match self.kind {
-            SinkKind::Economic => "customerNumber",
+        let key = match self.kind.name {
+            "economic" => "customerNumber",
             _ => "customerCode",
         };
         opter_customer[key].as_str().unwrap_or_default().to_string()
@@ -240,9 +243,9 @@ impl Setup {
     }
 
     pub async fn clear_requests(&self) {
-        let control = match self.kind {
-            SinkKind::EAccounting => "visma",
-            other => other.name(),
+        let control = match self.kind.name {
+            "eaccounting" => "visma",
+            other => other,
         };
         let url = format!("{}/_sandbox/{control}/requests", self.sandbox.base_url());
         reqwest::Client::new()

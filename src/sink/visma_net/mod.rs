@@ -18,6 +18,30 @@ use super::{Erased, Remote, SinkError, Written, ERASED_NAME};
 use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
 use crate::retry::RetryPolicy;
 
+mod settings;
+pub use settings::VismaNetConfig;
+
+/// This register's descriptor: see `sink::Register`.
+pub static REGISTER: super::Register = super::Register {
+    name: "visma-net",
+    rules: RULES,
+    mapping: include_str!("../../../mappings/visma-net.toml"),
+    journal_fields: &[
+        "number",
+        "name",
+        "mainContact.name",
+        "mainContact.attention",
+        "mainContact.email",
+        "status",
+        "customerClassId",
+        "overrideWithClassValues",
+        "mainAddress.countryId",
+    ],
+    settings: super::register::settings_of::<VismaNetConfig>,
+};
+
+super::sink_by_inherent_methods!(VismaNetSink, REGISTER);
+
 pub const PRODUCT: &str = "Visma.net ERP";
 
 /// The `CustomerUpdateDto` fields this connector may fill, named as the mapping names
@@ -434,7 +458,7 @@ mod tests {
     #[test]
     fn the_bundled_mapping_loads_and_sends_only_permitted_values() {
         let mapping = crate::mapping::Mapping::parse(
-            include_str!("../../mappings/visma-net.toml"),
+            include_str!("../../../mappings/visma-net.toml"),
             std::path::Path::new("visma-net.toml"),
             RULES,
         )

@@ -19,14 +19,39 @@
 //! instead of being executed again, and two requests of one write never share a key.
 
 use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use secrecy::SecretString;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::http::{nothing_special, safe_message, Credentials, Dialect, Http, Reply};
 use super::{Erased, Remote, SinkError, Written, ERASED_NAME};
 use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
 use crate::retry::RetryPolicy;
+
+mod body;
+mod settings;
+use body::*;
+pub use settings::EconomicConfig;
+
+/// This register's descriptor: see `sink::Register`.
+pub static REGISTER: super::Register = super::Register {
+    name: "economic",
+    rules: RULES,
+    mapping: include_str!("../../../mappings/economic.toml"),
+    journal_fields: &[
+        "customerNumber",
+        "contact.name",
+        "contact.email",
+        "currency",
+        "customerGroup.customerGroupNumber",
+        "paymentTerms.paymentTermsNumber",
+        "vatZone.vatZoneNumber",
+        "barred",
+    ],
+    settings: super::register::settings_of::<EconomicConfig>,
+};
+
+super::sink_by_inherent_methods!(EconomicSink, REGISTER);
 
 pub const PRODUCT: &str = "Visma e-conomic";
 
@@ -686,321 +711,5 @@ fn contact_wish(record: &MappedRecord) -> Result<ContactWish, SinkError> {
     }
 }
 
-/// A copy of `object` without the properties the register does not take back.
-fn writable(object: &Value, read_only: &[&str]) -> Map<String, Value> {
-    let mut out = object.as_object().cloned().unwrap_or_default();
-    for property in read_only {
-        out.remove(*property);
-    }
-    out
-}
-
-/// The value at a dotted path.
-fn lookup<'a>(object: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted
-        .split('.')
-        .try_fold(object, |v, part| v.as_object()?.get(part))
-}
-
-/// Sets the value at a dotted path, creating objects on the way. A changed number in a
-/// reference object (`customerGroup.customerGroupNumber`) drops its `self` link, which
-/// would name the old one.
-fn set_path(map: &mut Map<String, Value>, dotted: &str, value: Value) {
-    match dotted.split_once('.') {
-        None => {
-            map.insert(dotted.to_string(), value);
-        }
-        Some((head, rest)) => {
-            let child = map
-                .entry(head.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !child.is_object() {
-                *child = Value::Object(Map::new());
-            }
-            let child = child.as_object_mut().expect("made an object above");
-            if !rest.contains('.') && child.get(rest) != Some(&value) {
-                child.remove("self");
-            }
-            set_path(child, rest, value);
-        }
-    }
-}
-
-/// Removes the value at a dotted path (e-conomic takes no nulls: a property is cleared
-/// by leaving it out), and objects left empty.
-fn remove_path(map: &mut Map<String, Value>, dotted: &str) {
-    match dotted.split_once('.') {
-        None => {
-            map.remove(dotted);
-        }
-        Some((head, rest)) => {
-            if let Some(Value::Object(child)) = map.get_mut(head) {
-                remove_path(child, rest);
-                child.remove("self");
-                if child.is_empty() {
-                    map.remove(head);
-                }
-            }
-        }
-    }
-}
-
-/// The body of `POST /customers`: constants and our customer fields, nested, unset
-/// ones left out.
-pub fn customer_body(record: &MappedRecord) -> Value {
-    let mut body = Map::new();
-    for (field, value) in record.defaults.iter().chain(&record.fields) {
-        if !field.starts_with(CONTACT_PREFIX) && !value.is_null() {
-            set_path(&mut body, field, value.clone());
-        }
-    }
-    Value::Object(body)
-}
-
-/// Our customer fields over the register's; constants only where it has no value.
-fn overlay(merged: &mut Map<String, Value>, record: &MappedRecord) {
-    for (field, value) in &record.fields {
-        if field.starts_with(CONTACT_PREFIX) {
-            continue;
-        }
-        match value {
-            Value::Null => remove_path(merged, field),
-            v => set_path(merged, field, v.clone()),
-        }
-    }
-    let current = Value::Object(merged.clone());
-    for (field, value) in record.defaults.iter() {
-        let unset = match lookup(&current, field) {
-            None | Some(Value::Null) => true,
-            Some(Value::String(s)) => s.is_empty(),
-            Some(_) => false,
-        };
-        if unset && !field.starts_with(CONTACT_PREFIX) {
-            set_path(merged, field, value.clone());
-        }
-    }
-}
-
-/// The register's values for every field a mapping can name, flat and keyed by the
-/// mapping's names, so `Mapping::remote_hash` equals the hash of what we would send
-/// when the content is the same. Absent values are left out (they compare as `null`).
-fn flat_fields(customer: &Value, attention: Option<&Value>) -> Value {
-    let mut out = Map::new();
-    for rule in RULES.fields {
-        let value = match rule.name.strip_prefix(CONTACT_PREFIX) {
-            Some(field) => attention.and_then(|c| c.get(field)),
-            None => lookup(customer, rule.name),
-        };
-        if let Some(v) = value.filter(|v| !v.is_null()) {
-            out.insert(rule.name.to_string(), v.clone());
-        }
-    }
-    // e-conomic leaves out false booleans.
-    out.entry("barred").or_insert(Value::Bool(false));
-    Value::Object(out)
-}
-
-/// e-conomic's legacy error body is `{message, errorCode?, developerHint, logId,
-/// httpStatusCode, errors?}`, where `errors` holds, per property,
-/// `{"errors": [{propertyName, errorMessage, errorCode, inputValue}]}`. The code is the
-/// first property's error code, else the body's; the message is the body's message
-/// and the first property's error message, with quoted parts removed. `inputValue`
-/// and `developerHint` are never read: they can echo what was sent.
-fn error_of(body: &Value, status: StatusCode) -> (Option<String>, String) {
-    let detail = first_error(&body["errors"], None);
-    let code = detail
-        .as_ref()
-        .and_then(|d| d.code.clone())
-        .or_else(|| body["errorCode"].as_str().map(str::to_string));
-    let top = body["message"].as_str();
-    let message = match (top, &detail) {
-        (Some(m), Some(d)) => Some(format!("{m} {}: {}", d.property, d.message)),
-        (None, Some(d)) => Some(format!("{}: {}", d.property, d.message)),
-        (Some(m), None) => Some(m.to_string()),
-        (None, None) => None,
-    };
-    (code, safe_message(message.as_deref(), status))
-}
-
-struct ErrorDetail {
-    property: String,
-    code: Option<String>,
-    message: String,
-}
-
-/// The first `{errorCode | errorMessage}` object under `errors`, depth first.
-fn first_error(errors: &Value, property: Option<&str>) -> Option<ErrorDetail> {
-    match errors {
-        Value::Object(map) => {
-            if map.contains_key("errorCode") || map.contains_key("errorMessage") {
-                return Some(ErrorDetail {
-                    property: map["propertyName"]
-                        .as_str()
-                        .or(property)
-                        .unwrap_or("request")
-                        .to_string(),
-                    code: map["errorCode"].as_str().map(str::to_string),
-                    message: map["errorMessage"]
-                        .as_str()
-                        .unwrap_or("invalid")
-                        .to_string(),
-                });
-            }
-            map.iter().find_map(|(k, v)| {
-                let name = if k == "errors" {
-                    property
-                } else {
-                    Some(k.as_str())
-                };
-                first_error(v, name)
-            })
-        }
-        Value::Array(items) => items.iter().find_map(|v| first_error(v, property)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    fn record(fields: Value, defaults: Value) -> MappedRecord {
-        let map = |v: Value| -> BTreeMap<String, Value> {
-            v.as_object().unwrap().clone().into_iter().collect()
-        };
-        MappedRecord {
-            code: "K1".into(),
-            number: "1001".into(),
-            fields: map(fields),
-            defaults: map(defaults).into(),
-            content_hash: String::new(),
-        }
-    }
-
-    #[test]
-    fn error_bodies_give_the_first_property_code_and_no_values() {
-        let body = json!({
-            "message": "Validation exception.", "errorCode": "E04300",
-            "developerHint": "Inspect validation errors and correct your request.",
-            "logId": "x", "httpStatusCode": 400,
-            "errors": {"customerNumber": {"errors": [{
-                "propertyName": "customerNumber", "errorMessage": "Customer number 'K7' is in use.",
-                "errorCode": "CustomerAlreadyExists", "inputValue": "secret-value-1001",
-            }]}}
-        });
-        let (code, message) = error_of(&body, StatusCode::BAD_REQUEST);
-        assert_eq!(code.as_deref(), Some("CustomerAlreadyExists"));
-        assert_eq!(
-            message,
-            "Validation exception. customerNumber: Customer number '…' is in use."
-        );
-        assert!(!message.contains("secret"));
-        // Without property errors, the body's own code.
-        let body = json!({"message": "Customer not found.", "errorCode": "CustomerNotFound",
-                          "httpStatusCode": 404});
-        assert_eq!(
-            error_of(&body, StatusCode::NOT_FOUND),
-            (
-                Some("CustomerNotFound".into()),
-                "Customer not found.".into()
-            )
-        );
-        // A proxy's page is not e-conomic's body: only the status is kept.
-        assert_eq!(
-            error_of(&Value::Null, StatusCode::BAD_GATEWAY),
-            (None, "Bad Gateway".into())
-        );
-    }
-
-    #[test]
-    fn bodies_nest_dotted_names_and_leave_contacts_and_nulls_out() {
-        let r = record(
-            json!({"customerNumber": 1001, "name": "Acme", "contact.name": "Ann",
-                   "contact.email": null}),
-            json!({"currency": "DKK", "customerGroup.customerGroupNumber": 1,
-                   "paymentTerms.paymentTermsNumber": 3, "vatZone.vatZoneNumber": 1}),
-        );
-        assert_eq!(
-            customer_body(&r),
-            json!({"customerNumber": 1001, "name": "Acme", "currency": "DKK",
-                   "customerGroup": {"customerGroupNumber": 1},
-                   "paymentTerms": {"paymentTermsNumber": 3}, "vatZone": {"vatZoneNumber": 1}})
-        );
-    }
-
-    #[test]
-    fn overlay_keeps_the_registers_values_and_sets_constants_only_where_unset() {
-        let mut current = json!({
-            "customerNumber": 1001, "name": "Old", "currency": "EUR", "address": "Street 1",
-            "paymentTerms": {"paymentTermsNumber": 2, "self": "http://x/payment-terms/2"},
-            "customerGroup": {"customerGroupNumber": 1, "self": "http://x/customer-groups/1"},
-        })
-        .as_object()
-        .unwrap()
-        .clone();
-        let r = record(
-            json!({"customerNumber": 1001, "name": "New"}),
-            json!({"currency": "DKK", "customerGroup.customerGroupNumber": 2,
-                   "paymentTerms.paymentTermsNumber": 3, "vatZone.vatZoneNumber": 1}),
-        );
-        overlay(&mut current, &r);
-        assert_eq!(
-            Value::Object(current),
-            json!({
-                "customerNumber": 1001, "name": "New", "currency": "EUR", "address": "Street 1",
-                "paymentTerms": {"paymentTermsNumber": 2, "self": "http://x/payment-terms/2"},
-                "customerGroup": {"customerGroupNumber": 1, "self": "http://x/customer-groups/1"},
-                "vatZone": {"vatZoneNumber": 1},
-            })
-        );
-        // A changed reference number drops the stale link.
-        let mut m = json!({"customerGroup": {"customerGroupNumber": 1, "self": "s"}})
-            .as_object()
-            .unwrap()
-            .clone();
-        set_path(&mut m, "customerGroup.customerGroupNumber", json!(2));
-        assert_eq!(
-            Value::Object(m),
-            json!({"customerGroup": {"customerGroupNumber": 2}})
-        );
-    }
-
-    #[test]
-    fn remote_fields_are_flat_in_the_mappings_names() {
-        let customer = json!({"customerNumber": 1001, "name": "Acme", "currency": "DKK",
-            "customerGroup": {"customerGroupNumber": 1, "self": "s"},
-            "attention": {"customerContactNumber": 5}});
-        let contact = json!({"customerContactNumber": 5, "name": "Ann"});
-        assert_eq!(
-            flat_fields(&customer, Some(&contact)),
-            json!({"customerNumber": 1001, "name": "Acme", "currency": "DKK",
-                   "customerGroup.customerGroupNumber": 1, "contact.name": "Ann",
-                   "barred": false})
-        );
-    }
-
-    #[test]
-    fn a_contact_email_without_a_name_is_rejected_before_sending() {
-        let r = record(
-            json!({"customerNumber": 1, "name": "A", "contact.name": null,
-                   "contact.email": "a@b.dk"}),
-            json!({}),
-        );
-        let Err(SinkError::Rejected { message, .. }) = contact_wish(&r) else {
-            panic!("rejected")
-        };
-        assert!(message.contains("contact.name") && !message.contains("a@b.dk"));
-        let r = record(json!({"customerNumber": 1, "name": "A"}), json!({}));
-        assert!(matches!(contact_wish(&r), Ok(ContactWish::Unmapped)));
-    }
-
-    #[test]
-    fn customer_numbers_are_whole_numbers_in_economics_range() {
-        assert_eq!(customer_number("1001"), Some(1001));
-        assert_eq!(customer_number(" 7 "), Some(7));
-        for bad in ["K1001", "0", "-3", "1000000000", ""] {
-            assert_eq!(customer_number(bad), None, "{bad}");
-        }
-    }
-}
+mod tests;

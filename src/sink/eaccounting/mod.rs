@@ -14,6 +14,31 @@ use super::{Erased, Remote, SinkError, Written, ERASED_NAME};
 use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
 use crate::retry::RetryPolicy;
 
+mod settings;
+pub use settings::{EAccountingConfig, GRANT_FILE};
+
+/// This register's descriptor: see `sink::Register`.
+pub static REGISTER: super::Register = super::Register {
+    name: "eaccounting",
+    rules: RULES,
+    mapping: include_str!("../../../mappings/eaccounting.toml"),
+    journal_fields: &[
+        "CustomerNumber",
+        "Name",
+        "ContactPersonName",
+        "ContactPersonEmail",
+        "EmailAddress",
+        "IsActive",
+        "IsPrivatePerson",
+        "InvoiceCity",
+        "InvoicePostalCode",
+        "TermsOfPaymentId",
+    ],
+    settings: super::register::settings_of::<EAccountingConfig>,
+};
+
+super::sink_by_inherent_methods!(EAccountingSink, REGISTER);
+
 pub const PRODUCT: &str = "Visma eAccounting";
 
 /// The CustomerApi fields this connector fills, with the limits Visma publishes in its

@@ -4,13 +4,18 @@
 //! variables that do, and secrets are read into `SecretString`s, whose `Debug` prints
 //! `[REDACTED]`, only when a command needs them.
 
+pub mod values;
+
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::sink::SinkKind;
+use crate::sink::{Register, SinkSettings};
+use values::{check_env_name, check_url};
+pub use values::{Env, ProcessEnv};
 
 /// Default name of the config file, looked up in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "opter-visma-sync.toml";
@@ -62,7 +67,10 @@ pub struct SinkConfig {
     pub max_retry_wait_secs: u64,
     /// Total time one call may spend on retries before its customer counts as failed.
     pub retry_budget_secs: u64,
-    pub product: SinkProduct,
+    /// The register (`kind`).
+    pub register: &'static Register,
+    /// The register's own keys, read by its descriptor.
+    pub product: Arc<dyn SinkSettings>,
 }
 
 /// The `[sink]` keys every register shares; split off before the product's keys are
@@ -88,76 +96,6 @@ const SINK_COMMON_KEYS: [&str; 5] = [
     "max_retry_wait_secs",
     "retry_budget_secs",
 ];
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", deny_unknown_fields)]
-pub enum SinkProduct {
-    #[serde(rename = "eaccounting")]
-    EAccounting(EAccountingConfig),
-    #[serde(rename = "visma-net")]
-    VismaNet(VismaNetConfig),
-    #[serde(rename = "economic")]
-    Economic(EconomicConfig),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EAccountingConfig {
-    /// e.g. `https://eaccountingapi.vismaonline.com/v2`
-    pub api_base: String,
-    /// e.g. `https://identity.vismaonline.com/connect/token`
-    pub token_url: String,
-    pub client_id: String,
-    pub client_secret_env: String,
-    /// Read once, to seed the first token exchange; afterwards the rotated token stored
-    /// in the journal folder is used.
-    pub refresh_token_env: String,
-    /// For `auth login`; default: `token_url` with `/token` replaced by `/authorize`.
-    #[serde(default)]
-    pub authorize_url: Option<String>,
-    /// Loopback redirect registered for this client, for `auth login`.
-    #[serde(default = "default_redirect_uri")]
-    pub redirect_uri: String,
-    #[serde(default = "default_scopes")]
-    pub scopes: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VismaNetConfig {
-    /// e.g. `https://api.finance.visma.net` (`/v1/customer` below it).
-    pub api_base: String,
-    /// e.g. `https://connect.visma.com/connect/token`
-    pub token_url: String,
-    pub client_id: String,
-    pub client_secret_env: String,
-    /// The company's tenant GUID, from the Visma App Store invitation (not a secret).
-    pub tenant_id: String,
-    #[serde(default = "default_visma_net_scopes")]
-    pub scopes: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EconomicConfig {
-    /// e.g. `https://restapi.e-conomic.com`
-    pub api_base: String,
-    /// Env var holding the app's `X-AppSecretToken`.
-    pub app_secret_token_env: String,
-    /// Env var holding the agreement's `X-AgreementGrantToken`.
-    pub agreement_grant_token_env: String,
-}
-
-impl EAccountingConfig {
-    /// The authorize endpoint: configured, or derived from a `.../token` URL.
-    pub fn authorize_url(&self) -> Option<String> {
-        self.authorize_url.clone().or_else(|| {
-            self.token_url
-                .strip_suffix("/token")
-                .map(|base| format!("{base}/authorize"))
-        })
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,23 +127,6 @@ fn default_customers_path() -> String {
 fn default_page_size() -> u32 {
     500
 }
-fn default_redirect_uri() -> String {
-    "http://127.0.0.1:44300/callback".into()
-}
-fn default_scopes() -> Vec<String> {
-    ["ea:api", "offline_access", "ea:sales"]
-        .map(String::from)
-        .to_vec()
-}
-fn default_visma_net_scopes() -> Vec<String> {
-    [
-        "vismanet_erp_service_api:read",
-        "vismanet_erp_service_api:create",
-        "vismanet_erp_service_api:update",
-    ]
-    .map(String::from)
-    .to_vec()
-}
 fn default_max_retry_wait_secs() -> u64 {
     120
 }
@@ -216,7 +137,7 @@ fn default_keep_values_days() -> u32 {
     1095
 }
 fn default_flush_every() -> usize {
-    crate::engine::DEFAULT_FLUSH_EVERY
+    crate::sync::DEFAULT_FLUSH_EVERY
 }
 fn default_concurrency() -> usize {
     4
@@ -276,46 +197,8 @@ impl Config {
         if let SourceConfig::OpterApi(source) = &self.source {
             self.validate_opter_api(source)?;
         }
-        match &self.sink.product {
-            SinkProduct::EAccounting(sink) => {
-                check_url(&sink.api_base).or_else(|why| bad("[sink] api_base", why))?;
-                check_url(&sink.token_url).or_else(|why| bad("[sink] token_url", why))?;
-                if let Some(url) = &sink.authorize_url {
-                    check_url(url).or_else(|why| bad("[sink] authorize_url", why))?;
-                }
-                check_url(&sink.redirect_uri).or_else(|why| bad("[sink] redirect_uri", why))?;
-                if sink.client_id.trim().is_empty() {
-                    return bad("[sink] client_id", "must not be empty".into());
-                }
-                check_env_name(&sink.client_secret_env)
-                    .or_else(|why| bad("[sink] client_secret_env", why))?;
-                check_env_name(&sink.refresh_token_env)
-                    .or_else(|why| bad("[sink] refresh_token_env", why))?;
-            }
-            SinkProduct::VismaNet(sink) => {
-                check_url(&sink.api_base).or_else(|why| bad("[sink] api_base", why))?;
-                check_url(&sink.token_url).or_else(|why| bad("[sink] token_url", why))?;
-                if sink.client_id.trim().is_empty() {
-                    return bad("[sink] client_id", "must not be empty".into());
-                }
-                check_env_name(&sink.client_secret_env)
-                    .or_else(|why| bad("[sink] client_secret_env", why))?;
-                if uuid::Uuid::parse_str(&sink.tenant_id).is_err() {
-                    return bad(
-                        "[sink] tenant_id",
-                        "must be the company's tenant GUID from the Visma App Store \
-                         invitation, e.g. \"3f1c0b8e-5a2d-4c7e-9b14-6d2e8f0a7c31\""
-                            .into(),
-                    );
-                }
-            }
-            SinkProduct::Economic(sink) => {
-                check_url(&sink.api_base).or_else(|why| bad("[sink] api_base", why))?;
-                check_env_name(&sink.app_secret_token_env)
-                    .or_else(|why| bad("[sink] app_secret_token_env", why))?;
-                check_env_name(&sink.agreement_grant_token_env)
-                    .or_else(|why| bad("[sink] agreement_grant_token_env", why))?;
-            }
+        if let Err((key, why)) = self.sink.product.validate() {
+            return bad(key, why);
         }
         let sink = &self.sink;
         if sink.concurrency == 0 || sink.concurrency > 64 {
@@ -368,14 +251,7 @@ impl Config {
 
     /// Reads the secret named by `key` (a config key holding an env-var name).
     pub fn secret(&self, env: &dyn Env, key: &str, var: &str) -> Result<SecretString> {
-        match env.var(var) {
-            Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
-            _ => Err(Error::config(format!(
-                "environment variable {var} is not set ({}: {key} names it). Export it \
-                 before running, e.g. `export {var}=...`.",
-                self.file.display()
-            ))),
-        }
+        values::secret(&self.file, env, key, var)
     }
 
     /// The retry policy the config asks for.
@@ -388,25 +264,15 @@ impl Config {
         }
     }
 
-    /// The eAccounting settings, for `auth` (which only eAccounting needs).
-    pub fn eaccounting(&self) -> Option<&EAccountingConfig> {
-        match &self.sink.product {
-            SinkProduct::EAccounting(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    pub fn sink_kind(&self) -> SinkKind {
-        match self.sink.product {
-            SinkProduct::EAccounting(_) => SinkKind::EAccounting,
-            SinkProduct::VismaNet(_) => SinkKind::VismaNet,
-            SinkProduct::Economic(_) => SinkKind::Economic,
-        }
+    /// The register's own settings, when they are of type `T` (for commands only one
+    /// product has, such as `auth` for eAccounting).
+    pub fn settings<T: 'static>(&self) -> Option<&T> {
+        self.sink.product.as_any().downcast_ref::<T>()
     }
 
     /// The sink's `kind`, which also keys its state in the journal.
     pub fn sink_name(&self) -> &'static str {
-        self.sink_kind().name()
+        self.sink.register.name
     }
 }
 
@@ -418,14 +284,17 @@ fn parse_sink(mut table: toml::Table) -> std::result::Result<SinkConfig, String>
             common.insert(key.to_string(), v);
         }
     }
-    if !table.contains_key("kind") {
-        return Err(
-            "missing key `kind`: one of \"eaccounting\", \"visma-net\", \"economic\"".into(),
-        );
-    }
-    let product: SinkProduct = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| e.to_string())?;
+    let register = match table.remove("kind") {
+        None => return Err(format!("missing key `kind`: one of {}", Register::names())),
+        Some(toml::Value::String(kind)) => Register::named(&kind).ok_or_else(|| {
+            format!(
+                "unknown variant `{kind}`, expected one of {}",
+                Register::names()
+            )
+        })?,
+        Some(_) => return Err(format!("`kind` must be one of {}", Register::names())),
+    };
+    let product = (register.settings)(table)?;
     let common: SinkCommon = toml::Value::Table(common)
         .try_into()
         .map_err(|e: toml::de::Error| e.to_string())?;
@@ -435,50 +304,9 @@ fn parse_sink(mut table: toml::Table) -> std::result::Result<SinkConfig, String>
         requests_per_minute: common.requests_per_minute,
         max_retry_wait_secs: common.max_retry_wait_secs,
         retry_budget_secs: common.retry_budget_secs,
+        register,
         product,
     })
-}
-
-fn check_url(value: &str) -> std::result::Result<(), String> {
-    match url::Url::parse(value) {
-        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
-        Ok(_) => Err(format!("{value:?} is not an http(s) URL")),
-        Err(e) => Err(format!("{value:?} is not a URL ({e})")),
-    }
-}
-
-fn check_env_name(value: &str) -> std::result::Result<(), String> {
-    let ok = !value.is_empty()
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !value.starts_with(|c: char| c.is_ascii_digit());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{value:?} is not an environment variable name; put the NAME of the variable \
-             that holds the secret here (e.g. \"VISMA_CLIENT_SECRET\"), never the secret itself"
-        ))
-    }
-}
-
-/// Where secrets come from: the process environment, or a map in tests and the demo.
-pub trait Env: Send + Sync {
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-impl Env for std::collections::HashMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,401 @@
+//! The commands: parse what the person asked for, call the application layer, print.
+
+mod progress;
+#[cfg(feature = "sandbox")]
+mod sandbox;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use secrecy::SecretString;
+
+use crate::app::Connector;
+use crate::cli::{
+    AuthCommand, ExportCustomerArgs, ExportFormat, JournalArgs, JournalCommand, LogArgs, PurgeArgs,
+    ReplayArgs, SupportArgs, SyncArgs,
+};
+use crate::config::{Config, Env};
+use crate::error::{exit, Error, Result};
+use crate::journal::{HoldKind, Journal};
+use crate::output;
+use crate::sink::auth::{login, Grant, LoginSettings};
+use crate::sink::eaccounting::{self, EAccountingConfig, GRANT_FILE};
+use crate::support;
+use crate::sync::{Observer, Quiet, Report, SyncOptions};
+pub use progress::ProgressBar;
+#[cfg(feature = "sandbox")]
+pub use sandbox::{demo, sandbox};
+
+fn actor() -> String {
+    "sync".to_string()
+}
+
+pub async fn sync(config_file: &Path, args: &SyncArgs) -> Result<ExitCode> {
+    let config = Config::load(config_file)?;
+    let connector = Connector::open(config, &crate::config::ProcessEnv)?;
+    let options = SyncOptions {
+        dry_run: args.dry_run,
+        full: args.full,
+        replay: None,
+        actor: actor(),
+    };
+    let observer: Arc<dyn Observer> = match args.json {
+        true => Arc::new(Quiet),
+        false => Arc::new(ProgressBar::on_stderr()),
+    };
+    let (report, stopped) = connector.sync_observed(&options, observer).await?;
+    output::report(&mut std::io::stdout().lock(), &report, args.json)
+        .context("cannot write output")?;
+    connector.finish()?;
+    match stopped {
+        Some(e) => Err(e),
+        None => Ok(exit_for(&report)),
+    }
+}
+
+/// 0 when everything was written, 3 when some customers were rejected or failed.
+pub fn exit_for(report: &Report) -> ExitCode {
+    if report.counts.rejected + report.counts.failed > 0 {
+        ExitCode::from(exit::PARTIAL)
+    } else {
+        ExitCode::from(exit::OK)
+    }
+}
+
+fn open_journal(config_file: &Path, args: &JournalArgs) -> Result<Journal> {
+    let dir = match &args.journal {
+        Some(dir) => dir.clone(),
+        None => Config::load(config_file)?.journal.path,
+    };
+    let present = ["sled", "sled.old", "sled.compact"]
+        .iter()
+        .any(|d| dir.join(d).exists());
+    if !present {
+        return Err(Error::config(format!(
+            "no journal in {}: run `sync` first, or pass --journal DIR",
+            dir.display()
+        )));
+    }
+    Journal::open(&dir).map_err(Error::Other)
+}
+
+pub fn journal(config_file: &Path, command: &JournalCommand) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        JournalCommand::Verify(args) => return verify(config_file, args),
+        JournalCommand::Show(args) => {
+            let journal = open_journal(config_file, &args.common)?;
+            let Some(event) = journal.event(args.seq)? else {
+                return Err(Error::config(format!(
+                    "no event {} in the journal; `journal log` lists them",
+                    args.seq
+                )));
+            };
+            output::show(&mut out, &event, args.common.json, args.show_values)
+        }
+        JournalCommand::Export(args) => {
+            let journal = open_journal(config_file, &args.common)?;
+            let mut events = journal.events(args.customer.as_deref(), None)?;
+            events.reverse();
+            events.retain(|e| args.since.is_none_or(|t| e.time >= t));
+            output::export(
+                &mut out,
+                &events,
+                args.format == ExportFormat::Csv,
+                args.show_values,
+            )
+        }
+        JournalCommand::Compact(args) => {
+            let dir = open_journal(config_file, args)?.dir().to_path_buf();
+            let bytes = crate::journal::compact(&dir)?;
+            writeln!(out, "journal rewritten: {} ({bytes} bytes)", dir.display())
+        }
+        JournalCommand::Runs(args) => {
+            let journal = open_journal(config_file, args)?;
+            output::runs(&mut out, &journal.runs()?, args.json)
+        }
+        JournalCommand::Log(args) => {
+            let LogArgs {
+                common,
+                customer,
+                run,
+                limit,
+                since,
+                outcome,
+                show_values,
+            } = args;
+            let journal = open_journal(config_file, common)?;
+            let mut events = journal.events(customer.as_deref(), run.as_deref())?;
+            events.retain(|e| since.is_none_or(|t| e.time >= t));
+            if let Some(wanted) = outcome {
+                events.retain(|e| e.outcome == *wanted);
+            }
+            events.truncate(limit.unwrap_or(usize::MAX));
+            output::events(&mut out, &events, common.json, *show_values)
+        }
+    }
+    .context("cannot write output")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(config_file: &Path, args: &JournalArgs) -> Result<ExitCode> {
+    let journal = open_journal(config_file, args)?;
+    let result = journal.verify()?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&result).expect("serialises")
+        )
+    } else {
+        match result.problems.first() {
+            None => writeln!(
+                out,
+                "journal verified: {} events, chain and indexes intact",
+                result.events_checked
+            ),
+            Some(first) => writeln!(
+                out,
+                "journal verification FAILED: event {} {}",
+                first.seq, first.what
+            )
+            .and_then(|_| {
+                result
+                    .problems
+                    .iter()
+                    .skip(1)
+                    .try_for_each(|p| writeln!(out, "  also: event {} {}", p.seq, p.what))
+            }),
+        }
+    };
+    written.context("cannot write output")?;
+    Ok(match result.problems.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(exit::VERIFY_FAILED),
+    })
+}
+
+pub async fn auth(config_file: &Path, command: &AuthCommand) -> Result<ExitCode> {
+    let config = Config::load(config_file)?;
+    let Some(sink) = config.settings::<EAccountingConfig>() else {
+        return Err(Error::config(format!(
+            "{}: `auth` manages the eAccounting login; {} ([sink] kind = \"{}\") needs none: \
+             its credentials come from the environment variables named in [sink]",
+            config.file.display(),
+            config.sink.register.product(),
+            config.sink_name()
+        )));
+    };
+    let store = crate::journal::credentials_dir(&config.journal.path)?.join(GRANT_FILE);
+    let mut out = std::io::stdout().lock();
+    match command {
+        AuthCommand::Login(args) => {
+            let env = crate::config::ProcessEnv;
+            let settings = LoginSettings {
+                product: eaccounting::PRODUCT,
+                authorize_url: sink.authorize_url().ok_or_else(|| {
+                    Error::config(format!(
+                        "{}: [sink] authorize_url is needed for auth login (token_url does not \
+                         end in /token, so it cannot be derived)",
+                        config.file.display()
+                    ))
+                })?,
+                token_url: sink.token_url.clone(),
+                client_id: sink.client_id.clone(),
+                client_secret: config.secret(
+                    &env,
+                    "[sink] client_secret_env",
+                    &sink.client_secret_env,
+                )?,
+                redirect_uri: url::Url::parse(&sink.redirect_uri).map_err(|e| {
+                    Error::config(format!(
+                        "{}: [sink] redirect_uri: {e}",
+                        config.file.display()
+                    ))
+                })?,
+                scopes: sink.scopes.clone(),
+                seed: env
+                    .var(&sink.refresh_token_env)
+                    .filter(|v| !v.is_empty())
+                    .map(SecretString::from),
+            };
+            let announce = |url: &str| {
+                eprintln!(
+                    "Open this URL in a browser and log in to {}:",
+                    eaccounting::PRODUCT
+                );
+                println!("{url}");
+                eprintln!("Waiting for the redirect on {} ...", sink.redirect_uri);
+            };
+            let timeout = std::time::Duration::from_secs(args.timeout);
+            let grant = login(settings, &store, !args.no_browser, timeout, announce).await?;
+            eprintln!(
+                "Logged in. Authorization stored in {} (owner-only) at {}.",
+                store.display(),
+                grant.refreshed_at.to_rfc3339()
+            );
+        }
+        AuthCommand::Status(args) => {
+            let grant = Grant::load(&store).map_err(Error::Other)?;
+            let status = serde_json::json!({
+                "stored": grant.is_some(),
+                "origin": grant.as_ref().map(|g| g.origin.clone()),
+                "last_refreshed": grant.as_ref().map(|g| g.refreshed_at.to_rfc3339()),
+                "file": store.display().to_string(),
+                "refresh_token_env_set": std::env::var(&sink.refresh_token_env).is_ok_and(|v| !v.is_empty()),
+            });
+            let written = if args.json {
+                writeln!(out, "{status}")
+            } else {
+                match &grant {
+                    Some(g) => writeln!(
+                        out,
+                        "authorization stored ({}), last refreshed {}\n  in {}",
+                        if g.origin == "login" { "from auth login" } else { "from the refresh token in the environment" },
+                        g.refreshed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        store.display()
+                    ),
+                    None => writeln!(
+                        out,
+                        "no authorization stored: run `opter-visma-sync auth login`, or set ${} for the first sync",
+                        sink.refresh_token_env
+                    ),
+                }
+            };
+            written.context("cannot write output")?;
+            if grant.is_none() && status["refresh_token_env_set"] == false {
+                return Ok(ExitCode::from(exit::NEEDS_LOGIN));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `support:<name>`: the actor recorded for support commands.
+fn support_actor(name: &Option<String>) -> String {
+    let name = name
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("USERNAME").ok())
+        .unwrap_or_else(|| "unknown".into());
+    format!("support:{name}")
+}
+
+fn open_connector(config_file: &Path) -> Result<Connector> {
+    Connector::open(Config::load(config_file)?, &crate::config::ProcessEnv)
+}
+
+pub async fn replay(config_file: &Path, args: &ReplayArgs) -> Result<ExitCode> {
+    let connector = open_connector(config_file)?;
+    let codes = match &args.customer {
+        Some(code) => vec![code.clone()],
+        None => support::failed_customers(&connector)?,
+    };
+    if codes.is_empty() {
+        println!("no customer's last outcome was rejected or failed: nothing to replay");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let actor = support_actor(&args.actor);
+    let (report, stopped) = support::replay(&connector, codes, &actor, &args.reason).await?;
+    output::report(&mut std::io::stdout().lock(), &report, args.json)
+        .context("cannot write output")?;
+    connector.finish()?;
+    match stopped {
+        Some(e) => Err(e),
+        None => Ok(exit_for(&report)),
+    }
+}
+
+pub async fn purge(config_file: &Path, args: &PurgeArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let a = &args.support;
+    let connector = open_connector(config_file)?;
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::config(
+                "purge erases data and cannot be undone: on a non-interactive run, pass --yes",
+            ));
+        }
+        eprintln!(
+            "This will erase customer {} from {} (delete it, or anonymise it if Visma refuses), \
+             remove its values from the journal, and stop it from being synced again.",
+            a.customer,
+            connector.sink.product()
+        );
+        eprint!("Type the customer code to confirm: ");
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .context("cannot read the confirmation")?;
+        if answer.trim() != a.customer {
+            eprintln!("not confirmed; nothing was done");
+            return Ok(ExitCode::from(exit::CONFIG));
+        }
+    }
+    let actor = support_actor(&a.actor);
+    let receipt = support::purge(connector, &a.customer, &actor, &a.reason).await?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&receipt).expect("serialises")
+        )
+    } else {
+        writeln!(
+            out,
+            "erasure receipt\n  customer:        {}\n  time:            {}\n  actor:           {}\n  \
+             reason:          {}\n  register:        {}\n  events redacted: {}\n  \
+             receipt event:   {}\n  journal verified: {}",
+            receipt.customer,
+            receipt.time.to_rfc3339(),
+            receipt.actor,
+            receipt.reason,
+            receipt.register,
+            receipt.events_redacted,
+            receipt.receipt_event,
+            if receipt.journal_verified { "yes" } else { "NO" }
+        )
+    };
+    written.context("cannot write output")?;
+    Ok(match receipt.journal_verified {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(exit::VERIFY_FAILED),
+    })
+}
+
+pub async fn hold(
+    config_file: &Path,
+    args: &SupportArgs,
+    kind: HoldKind,
+    on: bool,
+) -> Result<ExitCode> {
+    let connector = open_connector(config_file)?;
+    let actor = support_actor(&args.actor);
+    let changed =
+        support::set_hold(&connector, &args.customer, &actor, &args.reason, kind, on).await?;
+    let what = match (kind, on) {
+        (HoldKind::Restricted, true) => "restricted: sync sends nothing for it",
+        (HoldKind::Restricted, false) => {
+            "no longer restricted: the next sync sends it if it changed"
+        }
+        (HoldKind::Suppressed, _) => "no longer suppressed: the next sync sends it",
+    };
+    let note = if changed { "" } else { " (it already was)" };
+    println!("customer {} {what}{note}", args.customer);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn export_customer(config_file: &Path, args: &ExportCustomerArgs) -> Result<ExitCode> {
+    let connector = open_connector(config_file)?;
+    let actor = support_actor(&args.actor);
+    let document = support::export(&connector, &args.customer, &actor, &args.reason).await?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &document).context("cannot write output")?;
+    writeln!(out).context("cannot write output")?;
+    Ok(ExitCode::SUCCESS)
+}

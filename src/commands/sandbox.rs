@@ -1,0 +1,234 @@
+//! `demo` and `sandbox`: the connector against the simulators (only with the
+//! `sandbox` feature).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{actor, ProgressBar};
+use crate::app::Connector;
+use crate::cli::{DemoArgs, DemoSource, SandboxArgs};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::output;
+use crate::sandbox::tenant::customers_file;
+use crate::sandbox::{
+    bundled_customers, simulator, write_sandbox_config_for, write_tenant_config, Faults, Sandbox,
+    SandboxOptions, TenantSource,
+};
+use crate::sink::eaccounting;
+use crate::sync::{Report, SyncOptions};
+
+fn load_customers(args: &SandboxArgs) -> Result<Vec<serde_json::Value>> {
+    if let Some(n) = args.customers {
+        return Ok(crate::sandbox::generate::generate_customers(n, args.seed));
+    }
+    match &args.fixtures {
+        Some(dir) => customers_file(dir),
+        None => Ok(bundled_customers()),
+    }
+}
+
+pub async fn sandbox(args: &SandboxArgs) -> Result<ExitCode> {
+    let customers = load_customers(args)?;
+    let count = customers.len();
+    let faults = Faults {
+        seed: args.fault_seed,
+        fail_rate: args.fail_rate,
+        statuses: args.fail_statuses.clone(),
+        latency_ms: args.latency_ms,
+        drop_after_commit_rate: args.drop_after_commit_rate,
+        ..Faults::default()
+    };
+    faults
+        .validate()
+        .map_err(|e| Error::config(format!("sandbox fault options: {e}")))?;
+    let sandbox = Sandbox::start(SandboxOptions {
+        customers,
+        port: args.port,
+        eaccounting_rate_limit_per_minute: args.rate_limit,
+        faults,
+        ..SandboxOptions::default()
+    })
+    .await?;
+    eprintln!(
+        "sandbox listening on {} with {count} Opter customers",
+        sandbox.base_url()
+    );
+    eprintln!(
+        "  Opter API:          {}/Customers",
+        sandbox.opter_api_base()
+    );
+    eprintln!(
+        "  Visma eAccounting:  {}/customers",
+        sandbox.visma_api_base()
+    );
+    eprintln!(
+        "  Visma.net ERP:      {}/v1/customer",
+        sandbox.visma_net_api_base()
+    );
+    eprintln!(
+        "  Visma e-conomic:    {}/customers",
+        sandbox.economic_api_base()
+    );
+    let control = simulator(args.sink).control;
+    eprintln!(
+        "  register content:   {}/_sandbox/{control}/customers",
+        sandbox.base_url()
+    );
+    eprintln!(
+        "  requests received:  {}/_sandbox/{control}/requests",
+        sandbox.base_url()
+    );
+    if let Some(file) = &args.write_config {
+        let secrets = write_sandbox_config_for(file, &sandbox, args.sink, args.rate_limit)?;
+        let mut out = std::io::stdout().lock();
+        let mut names: Vec<_> = secrets.keys().collect();
+        names.sort();
+        for name in names {
+            writeln!(out, "export {name}={}", secrets[name]).context("cannot write output")?;
+        }
+        out.flush().context("cannot write output")?;
+        eprintln!(
+            "wrote {}; run the export lines above, then:",
+            file.display()
+        );
+        eprintln!("  opter-visma-sync --config {} sync", file.display());
+    }
+    eprintln!("press Ctrl-C to stop");
+    tokio::select! {
+        _ = sandbox.wait() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's register accepts ten times Visma's 600 requests per minute, so the demo
+/// takes seconds; the connector's limiter is set to match, as with the real one.
+const DEMO_RATE_LIMIT: u32 = 6000;
+
+pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!(
+            "opter-visma-sync-demo-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
+        )),
+    };
+    let sandbox = Sandbox::start(SandboxOptions {
+        customers: bundled_customers(),
+        eaccounting_rate_limit_per_minute: DEMO_RATE_LIMIT,
+        ..SandboxOptions::default()
+    })
+    .await?;
+    let file = dir.join("opter-visma-sync.toml");
+    let export = args.source == DemoSource::OpterExport;
+    let source = match export {
+        true => TenantSource::OpterExport,
+        false => TenantSource::OpterApi,
+    };
+    let env = write_tenant_config(&file, &sandbox, args.sink, DEMO_RATE_LIMIT, source)?;
+    if export {
+        write_export_files(&file, &sandbox.opter_customers())?;
+    }
+    let connector = Connector::open(Config::load(&file)?, &env)?;
+    let options = SyncOptions {
+        dry_run: false,
+        full: false,
+        replay: None,
+        actor: actor(),
+    };
+    let sync = || connector.sync_observed(&options, Arc::new(ProgressBar::on_stderr()));
+    let mut out = std::io::stdout().lock();
+    let mut step = |title: &str, report: &Report| -> Result<()> {
+        writeln!(out, "\n== {title}")
+            .and_then(|_| output::report(&mut out, report, false))
+            .context("cannot write output")?;
+        Ok(())
+    };
+    println!(
+        "sandbox at {}; journal and config in {}",
+        sandbox.base_url(),
+        dir.display()
+    );
+    if args.sink == &eaccounting::REGISTER {
+        println!("(the simulated register allows {DEMO_RATE_LIMIT} requests per minute; Visma's real limit is 600)");
+    }
+
+    let complete = |(report, stopped): (Report, Option<Error>)| match stopped {
+        Some(e) => Err(e),
+        None => Ok(report),
+    };
+    let first = complete(sync().await?)?;
+    step("1. first sync: every valid customer is created", &first)?;
+    let second = complete(sync().await?)?;
+    step("2. second sync: nothing changed, nothing sent", &second)?;
+    let changed = change_one_customer(&sandbox).await?;
+    if export {
+        // As Opter's next scheduled export would.
+        write_export_files(&file, &sandbox.opter_customers())?;
+    }
+    let third = complete(sync().await?)?;
+    step(
+        &format!("3. customer {changed} changed in Opter: one update"),
+        &third,
+    )?;
+
+    let register = (simulator(args.sink).customers)(&sandbox).len();
+    println!(
+        "\n{} register now holds {register} customers.",
+        args.sink.product()
+    );
+    println!("journal: {}", connector.journal.dir().display());
+    println!(
+        "explore it: opter-visma-sync --config {} journal runs",
+        file.display()
+    );
+    connector.finish()?;
+    sandbox.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `customers` as Opter's Excel exports into `export/` beside the config `file`,
+/// as Opter's scheduled export would.
+fn write_export_files(file: &Path, customers: &[serde_json::Value]) -> Result<()> {
+    use crate::sandbox::export_files::{write_exports, ExportFormat};
+    let dir = file.parent().unwrap_or(Path::new("."));
+    write_exports(customers, &dir.join("export"), ExportFormat::Xlsx)?;
+    Ok(())
+}
+
+/// Gives the first bundled customer a new contact email, through the sandbox's HTTP
+/// control endpoint (as a person editing it in Opter would).
+async fn change_one_customer(sandbox: &Sandbox) -> Result<String> {
+    let mut customer = bundled_customers()
+        .into_iter()
+        .next()
+        .context("no bundled customers")?;
+    let code = customer["customerCode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if let Some(references) = customer["references"].as_array_mut() {
+        let contact = references
+            .iter()
+            .position(|r| r["isDefault"] == true)
+            .unwrap_or(0);
+        if let Some(reference) = references.get_mut(contact) {
+            reference["email"] = "new.contact@example.se".into();
+        }
+    }
+    customer["updated"] = chrono::Utc::now().to_rfc3339().into();
+    let url = format!("{}/_sandbox/opter/customers/{code}", sandbox.base_url());
+    reqwest::Client::new()
+        .put(url)
+        .json(&customer)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .context("cannot change the customer in the sandbox")?;
+    Ok(code)
+}

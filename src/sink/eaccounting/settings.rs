@@ -1,0 +1,110 @@
+//! eAccounting's `[sink]` settings, and how its client is opened from them.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::{EAccountingSink, PRODUCT};
+use crate::config::values::{check_env_name, check_not_empty, check_url, secret};
+use crate::error::Error;
+use crate::sink::auth::{OAuthSettings, TokenProvider};
+use crate::sink::{Sink, SinkContext, SinkSettings};
+
+/// Where the eAccounting grant is kept, in the journal's credentials folder.
+pub const GRANT_FILE: &str = "eaccounting-grant.json";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EAccountingConfig {
+    /// e.g. `https://eaccountingapi.vismaonline.com/v2`
+    pub api_base: String,
+    /// e.g. `https://identity.vismaonline.com/connect/token`
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret_env: String,
+    /// Read once, to seed the first token exchange; afterwards the rotated token stored
+    /// in the journal folder is used.
+    pub refresh_token_env: String,
+    /// For `auth login`; default: `token_url` with `/token` replaced by `/authorize`.
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    /// Loopback redirect registered for this client, for `auth login`.
+    #[serde(default = "default_redirect_uri")]
+    pub redirect_uri: String,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+}
+
+fn default_redirect_uri() -> String {
+    "http://127.0.0.1:44300/callback".into()
+}
+
+fn default_scopes() -> Vec<String> {
+    ["ea:api", "offline_access", "ea:sales"]
+        .map(String::from)
+        .to_vec()
+}
+
+impl EAccountingConfig {
+    /// The authorize endpoint: configured, or derived from a `.../token` URL.
+    pub fn authorize_url(&self) -> Option<String> {
+        self.authorize_url.clone().or_else(|| {
+            self.token_url
+                .strip_suffix("/token")
+                .map(|base| format!("{base}/authorize"))
+        })
+    }
+}
+
+impl SinkSettings for EAccountingConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        check_url(&self.api_base).map_err(|why| ("[sink] api_base", why))?;
+        check_url(&self.token_url).map_err(|why| ("[sink] token_url", why))?;
+        if let Some(url) = &self.authorize_url {
+            check_url(url).map_err(|why| ("[sink] authorize_url", why))?;
+        }
+        check_url(&self.redirect_uri).map_err(|why| ("[sink] redirect_uri", why))?;
+        check_not_empty(&self.client_id).map_err(|why| ("[sink] client_id", why))?;
+        check_env_name(&self.client_secret_env).map_err(|why| ("[sink] client_secret_env", why))?;
+        check_env_name(&self.refresh_token_env).map_err(|why| ("[sink] refresh_token_env", why))?;
+        Ok(())
+    }
+
+    fn open(&self, context: &SinkContext<'_>) -> crate::error::Result<Arc<dyn Sink>> {
+        let client_secret = secret(
+            context.file,
+            context.env,
+            "[sink] client_secret_env",
+            &self.client_secret_env,
+        )?;
+        // Optional once a grant is stored: the stored, rotated token is used then.
+        let seed = context
+            .env
+            .var(&self.refresh_token_env)
+            .filter(|v| !v.is_empty())
+            .map(SecretString::from);
+        let settings = OAuthSettings {
+            product: PRODUCT,
+            token_url: self.token_url.clone(),
+            client_id: self.client_id.clone(),
+            client_secret,
+            seed,
+            seed_env: self.refresh_token_env.clone(),
+        };
+        let store = context.credentials.join(GRANT_FILE);
+        let tokens = TokenProvider::new(settings, store)
+            .map_err(|e| Error::config(format!("{}: [sink]: {e}", context.file.display())))?;
+        Ok(Arc::new(EAccountingSink::new(
+            &self.api_base,
+            tokens,
+            context.requests_per_minute,
+            context.retry,
+        )?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,316 @@
+//! Planning and settling without HTTP: the run against Opter export files and a register
+//! held in memory behind the `Sink` seam.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use super::*;
+use crate::journal::{Intent, IntentBatch};
+use crate::mapping::MappedRecord;
+use crate::sink::{eaccounting, Erased, Register, Remote, SinkError, Written};
+use crate::source::{OpterExportConfig, OpterExportSource};
+
+/// A register in memory: customers by number, and every call made to it.
+#[derive(Default)]
+struct MemorySink {
+    customers: Mutex<BTreeMap<String, Value>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl MemorySink {
+    fn called(&self, what: String) {
+        self.calls.lock().unwrap().push(what);
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn remote(number: &str, fields: &Value) -> Remote {
+        Remote {
+            id: number.to_string(),
+            fields: fields.clone(),
+            record: fields.clone(),
+        }
+    }
+}
+
+impl Sink for MemorySink {
+    fn register(&self) -> &'static Register {
+        &eaccounting::REGISTER
+    }
+
+    fn find_by_number<'a>(
+        &'a self,
+        number: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Remote>, SinkError>> {
+        self.called(format!("find {number}"));
+        let found = self.customers.lock().unwrap().get(number).cloned();
+        Box::pin(async move { Ok(found.map(|f| MemorySink::remote(number, &f))) })
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Remote>, SinkError>> {
+        self.find_by_number(id)
+    }
+
+    fn create<'a>(
+        &'a self,
+        record: &'a MappedRecord,
+        _key: &'a str,
+    ) -> BoxFuture<'a, Result<Written, SinkError>> {
+        self.called(format!("create {}", record.number));
+        let mut customers = self.customers.lock().unwrap();
+        let result = match customers.contains_key(&record.number) {
+            true => Err(SinkError::NumberTaken {
+                status: 400,
+                message: "taken".into(),
+            }),
+            false => {
+                let fields = serde_json::to_value(&record.fields).unwrap();
+                customers.insert(record.number.clone(), fields);
+                Ok(Written {
+                    remote_id: record.number.clone(),
+                    status: 201,
+                })
+            }
+        };
+        Box::pin(async move { result })
+    }
+
+    fn update<'a>(
+        &'a self,
+        id: &'a str,
+        record: &'a MappedRecord,
+        _key: &'a str,
+    ) -> BoxFuture<'a, Result<Written, SinkError>> {
+        self.called(format!("update {id}"));
+        let fields = serde_json::to_value(&record.fields).unwrap();
+        self.customers
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), fields);
+        let written = Written {
+            remote_id: id.to_string(),
+            status: 200,
+        };
+        Box::pin(async move { Ok(written) })
+    }
+
+    fn erase<'a>(&'a self, id: &'a str, _key: &'a str) -> BoxFuture<'a, Result<Erased, SinkError>> {
+        self.called(format!("erase {id}"));
+        self.customers.lock().unwrap().remove(id);
+        Box::pin(async { Ok(Erased::Deleted { status: 204 }) })
+    }
+}
+
+/// Opter's exports with these customers: (code, name, contact email).
+fn write_exports(dir: &Path, customers: &[(&str, &str, &str)]) -> OpterExportConfig {
+    let mut c = String::from("Customer code\tName\tSales ledger number\tActive\tUpdated\n");
+    let mut r = String::from("Customer code\tSales ledger number\tName\tE-mail\tDefault\n");
+    for (i, (code, name, email)) in customers.iter().enumerate() {
+        c.push_str(&format!(
+            "{code}\t{name}\t{}\tYes\t2026-01-02 03:04:05\n",
+            100 + i
+        ));
+        r.push_str(&format!(
+            "{code}\t{}\tAnna Svensson\t{email}\tYes\n",
+            100 + i
+        ));
+    }
+    std::fs::write(dir.join("customers.txt"), c).unwrap();
+    std::fs::write(dir.join("references.txt"), r).unwrap();
+    OpterExportConfig {
+        customers: dir.join("customers.txt"),
+        references: dir.join("references.txt"),
+        columns: Default::default(),
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    sink: Arc<MemorySink>,
+    engine: Engine,
+}
+
+fn fixture(customers: &[(&str, &str, &str)]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let source = OpterExportSource::new(&write_exports(dir.path(), customers)).unwrap();
+    let mapping_file = dir.path().join("mapping.toml");
+    std::fs::write(&mapping_file, eaccounting::REGISTER.mapping).unwrap();
+    let mapping = Mapping::load(&mapping_file, eaccounting::REGISTER.rules).unwrap();
+    let journal = Journal::open(&dir.path().join("journal")).unwrap();
+    let sink = Arc::new(MemorySink::default());
+    let engine = Engine {
+        source: Arc::new(Source::OpterExport(source)),
+        sink: sink.clone(),
+        mapping: Arc::new(mapping),
+        journal: Arc::new(journal),
+        settings: RunSettings {
+            concurrency: 2,
+            flush_every: 2,
+            keep_values_days: 30,
+        },
+        observer: Arc::new(Quiet),
+    };
+    Fixture {
+        _dir: dir,
+        sink,
+        engine,
+    }
+}
+
+fn options() -> SyncOptions {
+    SyncOptions {
+        actor: "test".into(),
+        ..SyncOptions::default()
+    }
+}
+
+async fn run(engine: &Engine) -> Report {
+    let (report, stopped) = engine.clone().run(options()).await.unwrap();
+    assert!(stopped.is_none(), "{stopped:?}");
+    report
+}
+
+const THREE: &[(&str, &str, &str)] = &[
+    ("K1", "Alfa Åkeri AB", "anna@alfa.se"),
+    ("K2", "Beta Bud AB", "anna@beta.se"),
+    ("K3", "Gamma Gods AB", "anna@gamma.se"),
+];
+
+#[tokio::test]
+async fn an_unchanged_customer_is_planned_as_unchanged_and_not_sent_again() {
+    let f = fixture(THREE);
+    let first = run(&f.engine).await;
+    assert_eq!(first.counts.created, 3);
+    assert_eq!(f.sink.calls().len(), 3, "{:?}", f.sink.calls());
+    let second = run(&f.engine).await;
+    assert_eq!(
+        (
+            second.counts.unchanged,
+            second.counts.created,
+            second.counts.updated
+        ),
+        (3, 0, 0)
+    );
+    assert_eq!(
+        f.sink.calls().len(),
+        3,
+        "nothing more is sent: {:?}",
+        f.sink.calls()
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_plans_without_writing_or_recording() {
+    let f = fixture(THREE);
+    let (report, _) = f
+        .engine
+        .clone()
+        .run(SyncOptions {
+            dry_run: true,
+            ..options()
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.counts.created, 3);
+    assert_eq!(report.plan.len(), 3);
+    assert!(f.sink.calls().is_empty());
+    assert!(f.engine.journal.events(None, None).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_code_read_twice_with_different_content_is_rejected_and_neither_copy_sent() {
+    let f = fixture(&[
+        ("K1", "Alfa Åkeri AB", "anna@alfa.se"),
+        ("K1", "Alfa Åkeri Nord AB", "anna@alfa.se"),
+        ("K2", "Beta Bud AB", "anna@beta.se"),
+    ]);
+    let (report, _) = f.engine.clone().run(options()).await.unwrap();
+    assert_eq!(report.counts.created, 1);
+    assert_eq!(report.counts.rejected, 2, "{:?}", report.rejections);
+    assert!(report.rejections.iter().all(|r| r.customer == "K1"));
+    assert_eq!(f.sink.calls(), ["create K2"]);
+}
+
+#[tokio::test]
+async fn settling_adopts_what_landed_and_closes_what_did_not() {
+    let f = fixture(&THREE[..2]);
+    // A dead run left intents open for both: K1's create landed, K2's did not.
+    // (A first run puts K1 in the register as the connector writes it.)
+    let first = run(&f.engine).await;
+    assert_eq!(first.counts.created, 2);
+    f.sink
+        .customers
+        .lock()
+        .unwrap()
+        .retain(|number, _| number == "K1");
+    // Their journal was lost but for the open intents.
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Journal::open(&dir.path().join("journal")).unwrap();
+    let intent = |code: &str| {
+        (
+            code.to_string(),
+            Intent {
+                operation: crate::journal::Operation::Create,
+                key: "ab".repeat(32),
+                number: code.to_string(),
+                content_hash: "cd".repeat(32),
+                run_id: "20261203T080000.000Z-0001".into(),
+                started: Utc::now(),
+            },
+        )
+    };
+    let mut batch = IntentBatch::new("eaccounting", "20261203T080000.000Z-0001", 0);
+    fresh
+        .recorder()
+        .open_intents(&mut batch, &[intent("K1"), intent("K2")])
+        .unwrap();
+    fresh.recorder().flush().unwrap();
+    drop(fresh);
+    let engine = Engine {
+        journal: Arc::new(Journal::open(&dir.path().join("journal")).unwrap()),
+        ..f.engine.clone()
+    };
+    let before = f.sink.calls().len();
+    let report = run(&engine).await;
+    let calls = f.sink.calls()[before..].to_vec();
+    // Both looked up; K1 adopted as it is (same content), K2 created.
+    assert_eq!(calls, ["find K1", "find K2", "create K2"], "{calls:?}");
+    assert_eq!((report.counts.unchanged, report.counts.created), (1, 1));
+    let events = engine.journal.events(Some("K1"), None).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.operation == crate::journal::Operation::Adopt),
+        "{events:?}"
+    );
+    assert!(engine
+        .journal
+        .pending_intents("eaccounting")
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_run_can_be_spawned_on_a_multi_thread_runtime() {
+    let f = fixture(THREE);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = f.engine.clone();
+    let handle = runtime.spawn(engine.run(options()));
+    let (report, stopped) = tokio::task::spawn_blocking(move || runtime.block_on(handle))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(stopped.is_none());
+    assert_eq!(report.counts.created, 3);
+}

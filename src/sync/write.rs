@@ -1,0 +1,204 @@
+//! Writing one customer: the key that names the write, the request, and the journal
+//! entry that records its outcome.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use super::plan::Task;
+use super::report::Done;
+use super::Engine;
+use crate::error::Result;
+use crate::journal::{Entry, Event, Intent, Operation, Outcome, State};
+use crate::mapping::MappedRecord;
+use crate::sink::{SinkError, Written};
+
+impl Task {
+    /// The durable promise written before this task's request leaves.
+    pub(super) fn intent(&self, sink: &str, run_id: &str) -> (String, Intent) {
+        let (record, operation) = match self {
+            Task::Create(r) => (r, Operation::Create),
+            Task::Update { record, .. } => (record, Operation::Update),
+        };
+        let intent = Intent {
+            operation,
+            key: write_key(sink, run_id, record),
+            number: record.number.clone(),
+            content_hash: record.content_hash.clone(),
+            run_id: run_id.to_string(),
+            started: Utc::now(),
+        };
+        (record.code.clone(), intent)
+    }
+}
+
+/// Names one write: sink, run, customer and content. A register that honours
+/// idempotency keys gets it, so a retried request is answered rather than done twice;
+/// the run is part of it so that content that changes back later is written again.
+pub(super) fn write_key(sink: &str, run_id: &str, record: &MappedRecord) -> String {
+    crate::mapping::lower_hex(&Sha256::digest(format!(
+        "{sink}\0{run_id}\0{}\0{}",
+        record.code, record.content_hash
+    )))
+}
+
+/// What writing one customer came to, and the journal entry that records it.
+pub(super) struct Finished {
+    pub(super) customer: String,
+    pub(super) done: Done,
+    pub(super) reason: String,
+    pub(super) entry: Option<Entry>,
+}
+
+impl Finished {
+    fn new(customer: String, done: Done, reason: String, entry: Option<Entry>) -> Self {
+        Finished {
+            customer,
+            done,
+            reason,
+            entry,
+        }
+    }
+}
+
+impl Engine {
+    /// Writes one customer and returns the outcome, with the journal entry the caller
+    /// records for the batch. `Err` only for a run-stopping condition (authorization
+    /// lost); `Done::Skipped` when not sent because the run stops.
+    pub(super) async fn execute(
+        &self,
+        task: Task,
+        run_id: &str,
+        actor: &str,
+        stop: &AtomicBool,
+    ) -> Result<Finished> {
+        let (record, remote_id) = match task {
+            Task::Create(record) => (record, None),
+            Task::Update {
+                record, remote_id, ..
+            } => (record, Some(remote_id)),
+        };
+        let operation = if remote_id.is_some() {
+            Operation::Update
+        } else {
+            Operation::Create
+        };
+        if stop.load(Ordering::SeqCst) {
+            // Never sent: its intent is closed, not left for settling.
+            return Ok(Finished::new(
+                record.code,
+                Done::Skipped,
+                String::new(),
+                None,
+            ));
+        }
+        let mut operation = operation;
+        let key = write_key(self.sink_name(), run_id, &record);
+        let result = match &remote_id {
+            None => {
+                self.create_or_adopt(&record, &key, run_id, actor, &mut operation)
+                    .await
+            }
+            Some(remote_id) => match self.sink.update(remote_id, &record, &key).await {
+                // Deleted in Visma since we last wrote it: find it by number, or create it
+                // again, rather than report a rejection nobody in Opter can fix.
+                Err(SinkError::Rejected { status: 404, .. }) => {
+                    tracing::info!(customer = %record.code, "gone from the register; recreating");
+                    operation = Operation::Create;
+                    self.create_or_adopt(&record, &key, run_id, actor, &mut operation)
+                        .await
+                }
+                other => other.map(|w| (w, Done::Updated)),
+            },
+        };
+        let e = self.event(&record.code, run_id, actor, operation);
+        self.finished(record, e, result)
+    }
+
+    /// What the answer to one customer's write comes to, with the entry that records
+    /// it; `Err` for a run-stopping condition.
+    fn finished(
+        &self,
+        mut record: MappedRecord,
+        mut e: Event,
+        result: std::result::Result<(Written, Done), SinkError>,
+    ) -> Result<Finished> {
+        e.fields = record.fields.keys().cloned().collect();
+        // Sent (or about to be refused): the values move into the event.
+        e.values = Some(std::mem::take(&mut record.fields));
+        let product = self.mapping.rules().product;
+        let (done, reason, close_intent) = match result {
+            Ok((written, done)) => {
+                e.http_status = Some(written.status);
+                e.remote_id = Some(written.remote_id.clone());
+                if done == Done::Unchanged {
+                    // Adopted, and the register already held our content: nothing sent
+                    // (no entry: the intent closes with the batch).
+                    return Ok(Finished::new(record.code, done, String::new(), None));
+                }
+                let state = State {
+                    remote_id: written.remote_id,
+                    content_hash: record.content_hash.clone(),
+                    last_seq: 0,
+                };
+                tracing::info!(customer = %record.code, ?done, "written");
+                let entry = Entry {
+                    event: e,
+                    state: Some(state),
+                    close_intent: true,
+                };
+                return Ok(Finished::new(record.code, done, String::new(), Some(entry)));
+            }
+            Err(e @ (SinkError::NeedsLogin(_) | SinkError::Config(_) | SinkError::Fatal(_))) => {
+                return Err(e.into())
+            }
+            Err(SinkError::NumberTaken { status, message }) => {
+                // Only left over when adopting found nothing to adopt.
+                e.outcome = Outcome::Rejected;
+                e.http_status = Some(status);
+                e.message = Some(message.clone());
+                (
+                    Done::Rejected,
+                    format!("{product} refused it (HTTP {status}): {message}"),
+                    true,
+                )
+            }
+            Err(SinkError::Rejected {
+                status,
+                code,
+                message,
+            }) => {
+                e.outcome = Outcome::Rejected;
+                e.http_status = Some(status);
+                let reason = match &code {
+                    Some(c) => {
+                        format!("{product} refused it (HTTP {status}, error {c}): {message}")
+                    }
+                    None => format!("{product} refused it (HTTP {status}): {message}"),
+                };
+                e.error_code = code;
+                e.message = Some(message);
+                (Done::Rejected, reason, true)
+            }
+            Err(SinkError::Failed { status, message }) => {
+                e.outcome = Outcome::Failed;
+                e.http_status = status;
+                e.message = Some(message.clone());
+                // The write may have landed: leave the intent for the next run to settle.
+                (
+                    Done::Failed,
+                    format!("{message} (will be retried next run)"),
+                    false,
+                )
+            }
+        };
+        tracing::warn!(customer = %record.code, outcome = ?e.outcome, "not written: {reason}");
+        let entry = Entry {
+            event: e,
+            state: None,
+            close_intent,
+        };
+        Ok(Finished::new(record.code, done, reason, Some(entry)))
+    }
+}

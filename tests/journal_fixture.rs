@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::Setup;
-use opter_visma_sync::commands::{bundled_customers, BUNDLED_CUSTOMERS};
 use opter_visma_sync::sandbox::SandboxOptions;
-use opter_visma_sync::sink::SinkKind;
+use opter_visma_sync::sandbox::{bundled_customers, BUNDLED_CUSTOMERS};
+use opter_visma_sync::sink::{eaccounting, economic, visma_net, Register};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -77,7 +77,7 @@ fn run(setup: &Setup, args: &[&str], code: i32) -> Vec<u8> {
         out.status.code(),
         Some(code),
         "{} {args:?}\nstdout: {}\nstderr: {}",
-        setup.kind.name(),
+        setup.kind.name,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -114,8 +114,8 @@ fn assert_no_op(kind: &str, report: &Value, before: &Value) {
     assert!(report.get("stopped").is_none(), "{kind}: {report}");
 }
 
-async fn journal_from_0_1_0_opens_verifies_exports_and_syncs_on(kind: SinkKind) {
-    let name = kind.name();
+async fn journal_from_0_1_0_opens_verifies_exports_and_syncs_on(kind: &'static Register) {
+    let name = kind.name;
     assert_eq!(
         hex::encode(Sha256::digest(BUNDLED_CUSTOMERS.as_bytes())),
         CUSTOMERS_SHA256,
@@ -245,15 +245,15 @@ async fn journal_from_0_1_0_opens_verifies_exports_and_syncs_on(kind: SinkKind) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eaccounting_journal_from_0_1_0() {
-    journal_from_0_1_0_opens_verifies_exports_and_syncs_on(SinkKind::EAccounting).await;
+    journal_from_0_1_0_opens_verifies_exports_and_syncs_on(&eaccounting::REGISTER).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visma_net_journal_from_0_1_0() {
-    journal_from_0_1_0_opens_verifies_exports_and_syncs_on(SinkKind::VismaNet).await;
+    journal_from_0_1_0_opens_verifies_exports_and_syncs_on(&visma_net::REGISTER).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn economic_journal_from_0_1_0() {
-    journal_from_0_1_0_opens_verifies_exports_and_syncs_on(SinkKind::Economic).await;
+    journal_from_0_1_0_opens_verifies_exports_and_syncs_on(&economic::REGISTER).await;
 }

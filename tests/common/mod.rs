@@ -1,4 +1,5 @@
-//! Shared set-up for end-to-end tests: a real sandbox on loopback and the real binary.
+//! Shared set-up for the end-to-end and register tests: a real sandbox on loopback and
+//! the real binary.
 #![allow(dead_code)]
 
 use std::collections::HashMap;

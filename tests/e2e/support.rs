@@ -1,7 +1,7 @@
 //! Support staff's tools through the binary against the sandbox: purge (delete or
 //! anonymise), suppression, restriction, replay, export.
 
-mod common;
+use crate::common;
 
 use common::{all_bytes, code, find_any, Setup};
 use opter_visma_sync::sandbox::bundled_customers;

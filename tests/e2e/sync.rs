@@ -1,6 +1,6 @@
 //! End to end through the real binary against the real sandbox over loopback HTTP.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,7 +1,7 @@
 //! The journal as an audit trail, through the binary: timelines, show, export, masking,
 //! retention with compaction.
 
-mod common;
+use crate::common;
 
 use common::{all_bytes, code, find_any, Setup};
 use opter_visma_sync::output::CSV_COLUMNS;

@@ -2,7 +2,7 @@
 //! Excel or tab-separated exports and from Opter's API give identical registers, and a
 //! broken file stops the run with a message naming the file, row and column.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! and every body it sends. Skips with a message when `../shared/specs` is absent (a
 //! user's clone has no `../shared`).
 
-mod common;
+use crate::common;
 
 use common::Setup;
 use opter_visma_sync::mapping::FieldKind;

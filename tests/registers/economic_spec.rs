@@ -546,7 +546,7 @@ fn the_simulators_rules_are_the_schemas() {
 
 fn mapping() -> Mapping {
     Mapping::parse(
-        include_str!("../mappings/economic.toml"),
+        include_str!("../../mappings/economic.toml"),
         Path::new("economic.toml"),
         RULES,
     )

@@ -1,7 +1,7 @@
 //! Never a duplicate, never a lost write: the real binary against a sandbox that fails,
 //! throttles, drops answers after committing, and gets killed mid-run. All seeded.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -236,7 +236,7 @@ async fn economic_killed_at_random_moments_still_converges() {
     kill_run(&economic::REGISTER, 20261125, 300, 12).await;
 }
 
-/// The long version: `cargo test --test exactly_once -- --ignored`.
+/// The long version: `cargo test --test e2e exactly_once -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn killed_a_hundred_times_over_two_thousand_customers_still_converges() {

@@ -1,6 +1,6 @@
 //! The sandbox's rules, exercised over real HTTP: each test fails if its rule breaks.
 
-mod sandbox_support;
+use crate::sandbox_support;
 
 use std::collections::BTreeMap;
 

@@ -5,7 +5,7 @@
 //!
 //! The fixtures are copied into a temporary folder first; sled rewrites files on open.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

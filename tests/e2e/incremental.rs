@@ -3,7 +3,7 @@
 //! must read everything (`sync --full`, a first run, rejections or failures last time,
 //! another mapping).
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use common::Setup;

@@ -1,7 +1,7 @@
 //! Seeded fault injection in the simulated eAccounting API, over real HTTP: each test
 //! fails if its point breaks.
 
-mod sandbox_support;
+use crate::sandbox_support;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

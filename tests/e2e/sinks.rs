@@ -2,7 +2,7 @@
 //! bundled customers converge, a re-run sends nothing, one change is one update, purge
 //! erases by the product's own rules, and `demo --sink` works.
 
-mod common;
+use crate::common;
 
 use common::Setup;
 use opter_visma_sync::sandbox::bundled_customers;

@@ -17,7 +17,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-const MAPPING: &str = include_str!("../mappings/economic.toml");
+const MAPPING: &str = include_str!("../../mappings/economic.toml");
 
 fn mapping() -> Mapping {
     Mapping::parse(MAPPING, Path::new("economic.toml"), economic::RULES)

@@ -1,7 +1,7 @@
 //! The OAuth lifecycle against the simulated Visma Connect: single-flight refresh,
 //! `auth login` with PKCE, `auth status`.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

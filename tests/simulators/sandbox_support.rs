@@ -1,4 +1,4 @@
-//! Helpers shared by the sandbox tests (`sandbox_http`, `sandbox_faults`), over real HTTP.
+//! Helpers shared by the simulator tests (`http`, `faults`), over real HTTP.
 
 #![allow(dead_code)]
 

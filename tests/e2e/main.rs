@@ -1,0 +1,16 @@
+//! End to end: the real binary and the whole connector against the sandbox over
+//! loopback HTTP.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod audit;
+mod cli;
+mod exactly_once;
+mod export_source;
+mod incremental;
+mod journal_fixture;
+mod oauth;
+mod sinks;
+mod support;
+mod sync;

@@ -1,0 +1,8 @@
+//! The simulators themselves over real HTTP (Opter's API and exports, eAccounting and
+//! Visma Connect, fault injection), and the export source reading what they write.
+
+mod sandbox_support;
+
+mod faults;
+mod http;
+mod opter_export;

@@ -12,7 +12,7 @@ pub mod register;
 
 pub use eaccounting::EAccountingSink;
 pub use economic::EconomicSink;
-pub use register::{Register, SinkContext, SinkSettings, REGISTERS};
+pub use register::{Register, SinkContext, SinkSettings};
 pub use visma_net::VismaNetSink;
 
 use futures::future::BoxFuture;
@@ -20,6 +20,14 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::mapping::MappedRecord;
+
+/// Every register, in the order the journal's stored name tables were frozen in: a new
+/// register is appended.
+pub static REGISTERS: &[&Register] = &[
+    &eaccounting::REGISTER,
+    &visma_net::REGISTER,
+    &economic::REGISTER,
+];
 
 /// Why a write did not happen, in the classes the engine acts on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -27,23 +27,15 @@ pub struct Register {
     pub settings: fn(toml::Table) -> Result<Arc<dyn SinkSettings>, String>,
 }
 
-/// Every register, in the order the journal's stored name tables were frozen in: a new
-/// register is appended.
-pub static REGISTERS: &[&Register] = &[
-    &super::eaccounting::REGISTER,
-    &super::visma_net::REGISTER,
-    &super::economic::REGISTER,
-];
-
 impl Register {
     /// The register named `name`, if there is one.
     pub fn named(name: &str) -> Option<&'static Register> {
-        REGISTERS.iter().copied().find(|r| r.name == name)
+        super::REGISTERS.iter().copied().find(|r| r.name == name)
     }
 
     /// The names of all registers, quoted, for messages: `"eaccounting", "visma-net"`.
     pub fn names() -> String {
-        REGISTERS
+        super::REGISTERS
             .iter()
             .map(|r| format!("{:?}", r.name))
             .collect::<Vec<_>>()

@@ -1,5 +1,5 @@
 //! Simulator of Visma eAccounting's customer API (v2) and of Visma Connect's OAuth2
-//! endpoints, strict where the real service is strict (docs/visma-apis.md section 1,
+//! endpoints, strict where the real service is strict (../shared/docs/visma-apis.md section 1,
 //! swagger `CustomerApi`), so that a connector that passes here has no surprises there.
 //!
 //! The validation rules are written out below as tables; a test checks them against

@@ -1,6 +1,6 @@
 //! Simulator of Visma e-conomic's REST API (the customer part of
 //! `https://restapi.e-conomic.com`), strict where a connector could otherwise pass here
-//! and fail there (docs/visma-apis.md section 3, the draft-03 schemas in
+//! and fail there (../shared/docs/visma-apis.md section 3, the draft-03 schemas in
 //! `specs/economic/`).
 //!
 //! What it does, and the choices made where e-conomic documents nothing:

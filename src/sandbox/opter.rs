@@ -1,4 +1,4 @@
-//! Simulator of the Opter customer API the connector expects (docs/opter.md: the
+//! Simulator of the Opter customer API the connector expects (../shared/docs/opter.md: the
 //! endpoint is not publicly documented, so this is the contract written down as code).
 //!
 //! Customers are kept exactly as given (serde_json values, duplicates and unknown

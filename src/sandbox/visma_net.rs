@@ -1,5 +1,5 @@
 //! Simulator of Visma.net ERP's customer API (v1) and of Visma Connect's
-//! client-credentials grant (docs/visma-apis.md section 2), strict where a connector
+//! client-credentials grant (../shared/docs/visma-apis.md section 2), strict where a connector
 //! could otherwise pass here and fail there.
 //!
 //! What it does, and the choices made where Visma documents nothing:

@@ -1,4 +1,4 @@
-//! Visma.net ERP (Financials), API v1 (docs/visma-apis.md section 2).
+//! Visma.net ERP (Financials), API v1 (../shared/docs/visma-apis.md section 2).
 //!
 //! The customer number (`number`, Visma.net's customer CD) is Opter's customer code and
 //! is the register's id: `GET/PUT /v1/customer/{number}`. Bodies are value-wrapped

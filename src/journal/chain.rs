@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Event;
-use crate::mapping::lower_hex;
+use crate::hash::lower_hex;
 
 /// Version of the event record: a compatibility boundary for readers and exports.
 pub const EVENT_SCHEMA: u32 = 1;

@@ -116,7 +116,7 @@ impl Visitor<'_> for HexText {
     }
 
     fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<String, E> {
-        Ok(crate::mapping::lower_hex(v))
+        Ok(crate::hash::lower_hex(v))
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {

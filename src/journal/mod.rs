@@ -854,7 +854,7 @@ impl Journal {
                     && event
                         .values
                         .as_ref()
-                        .is_none_or(|v| crate::mapping::content_hash(v) == state.content_hash);
+                        .is_none_or(|v| crate::hash::content_hash(v) == state.content_hash);
                 if !matches {
                     problem(seq, state_problem(&key));
                 }
@@ -1308,8 +1308,8 @@ mod tests {
     fn planning_reads_whether_the_same_hash_was_sent_from_any_stored_form() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
-        let hash = crate::mapping::lower_hex(&[0xa7; 32]);
-        let other = crate::mapping::lower_hex(&[0x7a; 32]);
+        let hash = crate::hash::lower_hex(&[0xa7; 32]);
+        let other = crate::hash::lower_hex(&[0x7a; 32]);
         let state = |content_hash: &str| State {
             remote_id: "6f1c2a52-8a4e-4d5e-9a43-2b1f0c9d7e11".into(),
             content_hash: content_hash.into(),
@@ -1348,7 +1348,7 @@ mod tests {
             Sent::Other(state("not-hex"))
         );
         // Text is never read as the bytes it spells: "not-hex" in hex is not its hash.
-        let spelled = crate::mapping::lower_hex(b"not-hex");
+        let spelled = crate::hash::lower_hex(b"not-hex");
         assert!(!compact::state_hash_is(&text, &spelled));
         assert_eq!(
             j.state_unless_sent("eaccounting", "K3", &spelled).unwrap(),
@@ -1446,7 +1446,7 @@ mod tests {
             .into();
             let state = State {
                 remote_id: format!("id-{code}"),
-                content_hash: crate::mapping::content_hash(&values),
+                content_hash: crate::hash::content_hash(&values),
                 last_seq: 0,
             };
             let mut e = event(code, "r1");
@@ -1706,7 +1706,7 @@ mod tests {
         let mut state = j.state("eaccounting", "K3").unwrap().unwrap();
         state.last_seq = 3;
         let third = j.event(3).unwrap().unwrap();
-        state.content_hash = crate::mapping::content_hash(third.values.as_ref().unwrap());
+        state.content_hash = crate::hash::content_hash(third.values.as_ref().unwrap());
         j.state
             .insert("eaccounting/K3", serde_json::to_vec(&state).unwrap())
             .unwrap();

@@ -11,7 +11,7 @@
 //! (event, its index entry, state) go in one sled transaction.
 
 pub mod chain;
-mod compact;
+mod encoding;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,7 +69,7 @@ pub enum Outcome {
 }
 
 // Stored by position: append new variants to these lists, never reorder them.
-impl compact::Variants for Operation {
+impl encoding::Variants for Operation {
     const ALL: &'static [Self] = &[
         Operation::Create,
         Operation::Update,
@@ -85,7 +85,7 @@ impl compact::Variants for Operation {
     ];
 }
 
-impl compact::Variants for Outcome {
+impl encoding::Variants for Outcome {
     const ALL: &'static [Self] = &[Outcome::Succeeded, Outcome::Rejected, Outcome::Failed];
 }
 
@@ -101,31 +101,31 @@ pub fn name_of(value: &impl Serialize) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
-    #[serde(with = "compact::time")]
+    #[serde(with = "encoding::time")]
     pub time: DateTime<Utc>,
-    #[serde(with = "compact::run_id")]
+    #[serde(with = "encoding::run_id")]
     pub run_id: String,
-    #[serde(with = "compact::word")]
+    #[serde(with = "encoding::word")]
     pub actor: String,
     pub customer: String,
-    #[serde(with = "compact::word")]
+    #[serde(with = "encoding::word")]
     pub sink: String,
-    #[serde(with = "compact::variant")]
+    #[serde(with = "encoding::variant")]
     pub operation: Operation,
-    #[serde(with = "compact::variant")]
+    #[serde(with = "encoding::variant")]
     pub outcome: Outcome,
     pub http_status: Option<u16>,
     /// The register's own error code, e.g. eAccounting's `4000`.
     pub error_code: Option<String>,
     /// The register's message, or ours for failures without a response.
     pub message: Option<String>,
-    #[serde(default, with = "compact::id_text::opt")]
+    #[serde(default, with = "encoding::id_text::opt")]
     pub remote_id: Option<String>,
     /// Names of the register fields sent.
     pub fields: Vec<String>,
     /// Values sent, keyed by register field (permitted fields only). `None` when
     /// nothing was sent, or once redacted (retention, purge).
-    #[serde(default, with = "compact::field_values")]
+    #[serde(default, with = "encoding::field_values")]
     pub values: Option<BTreeMap<String, Value>>,
     /// Hash chain and values digest (see `chain`).
     #[serde(default)]
@@ -148,10 +148,10 @@ pub struct Verification {
 /// What the journal knows about one customer in one sink.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    #[serde(with = "compact::id_text")]
+    #[serde(with = "encoding::id_text")]
     pub remote_id: String,
     /// Hash of what was last sent successfully.
-    #[serde(with = "compact::hex_digest")]
+    #[serde(with = "encoding::hex_digest")]
     pub content_hash: String,
     pub last_seq: u64,
 }
@@ -172,19 +172,19 @@ pub enum Sent {
 /// open at the start of a run means the previous run died not knowing the outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
-    #[serde(with = "compact::variant")]
+    #[serde(with = "encoding::variant")]
     pub operation: Operation,
     /// SHA-256 of sink, run, customer code and content hash: names this exact write
     /// (and, per request, e-conomic's `Idempotency-Key`).
-    #[serde(with = "compact::hex_digest")]
+    #[serde(with = "encoding::hex_digest")]
     pub key: String,
     /// The register's number for the customer: how it is found again.
     pub number: String,
-    #[serde(with = "compact::hex_digest")]
+    #[serde(with = "encoding::hex_digest")]
     pub content_hash: String,
-    #[serde(with = "compact::run_id")]
+    #[serde(with = "encoding::run_id")]
     pub run_id: String,
-    #[serde(with = "compact::time")]
+    #[serde(with = "encoding::time")]
     pub started: DateTime<Utc>,
 }
 
@@ -347,7 +347,7 @@ fn customer_key(code: &str, seq: u64) -> Vec<u8> {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> anyhow::Result<T> {
-    compact::decode(bytes).map_err(|e| anyhow::anyhow!("journal {what} entry is unreadable: {e}"))
+    encoding::decode(bytes).map_err(|e| anyhow::anyhow!("journal {what} entry is unreadable: {e}"))
 }
 
 /// Whether an operation sets or lifts a hold: (is it a suppression, does it set it).
@@ -369,10 +369,10 @@ fn encode_event(event: &mut Event) -> Vec<u8> {
         .as_ref()
         .is_some_and(|v| v.keys().eq(event.fields.iter()));
     if !implied {
-        return compact::encode(event);
+        return encoding::encode(event);
     }
     let fields = std::mem::take(&mut event.fields);
-    let bytes = compact::encode(event);
+    let bytes = encoding::encode(event);
     event.fields = fields;
     bytes
 }
@@ -476,7 +476,7 @@ impl Recorder {
                     event: encode_event(event),
                     state: entry.state.as_mut().map(|state| {
                         state.last_seq = seq;
-                        compact::encode(state)
+                        encoding::encode(state)
                     }),
                     close: entry.close_intent && (batch.is_none() || own_intents.contains(&key)),
                     key,
@@ -495,12 +495,12 @@ impl Recorder {
                     }
                     if let Some(stored) = stored.filter(|_| !all_closed) {
                         let open: Vec<(String, Intent)> =
-                            compact::decode(&stored).map_err(|_| {
+                            encoding::decode(&stored).map_err(|_| {
                                 ConflictableTransactionError::Abort("unreadable intents entry")
                             })?;
                         for (code, intent) in open.iter().filter(|(c, _)| !closed.contains(c)) {
                             intents
-                                .insert(state_key(&batch.sink, code), compact::encode(intent))?;
+                                .insert(state_key(&batch.sink, code), encoding::encode(intent))?;
                         }
                     }
                 }
@@ -557,7 +557,7 @@ impl Recorder {
     ) -> anyhow::Result<()> {
         batch.len = intents.len();
         self.intents
-            .insert(batch.key.as_bytes(), compact::encode(&intents))
+            .insert(batch.key.as_bytes(), encoding::encode(&intents))
             .context("journal write failed")?;
         Ok(())
     }
@@ -647,7 +647,7 @@ impl Journal {
         let Some(stored) = with_state_key(sink, code, |key| self.state.get(key))? else {
             return Ok(Sent::Never);
         };
-        if compact::state_hash_is(&stored, content_hash) {
+        if encoding::state_hash_is(&stored, content_hash) {
             return Ok(Sent::Same);
         }
         let state: State = decode(&stored, "state")?;
@@ -719,7 +719,7 @@ impl Journal {
             let (key, value) = kv?;
             let open: Vec<(String, Intent)> = decode(&value, "intents")?;
             for (code, intent) in open {
-                split.insert(state_key(sink, &code), compact::encode(&intent));
+                split.insert(state_key(sink, &code), encoding::encode(&intent));
             }
             split.remove(key);
             any = true;
@@ -809,7 +809,7 @@ impl Journal {
         for kv in self.state.iter() {
             let (key, value) = kv?;
             let key = String::from_utf8_lossy(&key).into_owned();
-            match compact::decode::<State>(&value) {
+            match encoding::decode::<State>(&value) {
                 Ok(state) => states.entry(state.last_seq).or_default().push((key, state)),
                 Err(_) => problem(0, format!("state {key} is unreadable")),
             }
@@ -1317,17 +1317,17 @@ mod tests {
         };
         // As written now (the digest as bytes), as older versions wrote it (JSON), and a
         // hash that is not hex text at all.
-        let compact = compact::encode(&state(&hash));
+        let compact = encoding::encode(&state(&hash));
         let json = serde_json::to_vec(&state(&hash)).unwrap();
-        let text = compact::encode(&state("not-hex"));
+        let text = encoding::encode(&state("not-hex"));
         for (code, bytes) in [("K1", &compact), ("K2", &json), ("K3", &text)] {
             j.state
                 .insert(state_key("eaccounting", code), &bytes[..])
                 .unwrap();
         }
-        assert!(compact::state_hash_is(&compact, &hash));
-        assert!(!compact::state_hash_is(&compact, &other));
-        assert!(!compact::state_hash_is(&compact, &hash[..62]));
+        assert!(encoding::state_hash_is(&compact, &hash));
+        assert!(!encoding::state_hash_is(&compact, &other));
+        assert!(!encoding::state_hash_is(&compact, &hash[..62]));
         for code in ["K1", "K2"] {
             assert_eq!(
                 j.state_unless_sent("eaccounting", code, &hash).unwrap(),
@@ -1349,7 +1349,7 @@ mod tests {
         );
         // Text is never read as the bytes it spells: "not-hex" in hex is not its hash.
         let spelled = crate::hash::lower_hex(b"not-hex");
-        assert!(!compact::state_hash_is(&text, &spelled));
+        assert!(!encoding::state_hash_is(&text, &spelled));
         assert_eq!(
             j.state_unless_sent("eaccounting", "K3", &spelled).unwrap(),
             Sent::Other(state("not-hex"))

@@ -124,7 +124,7 @@ impl Visitor<'_> for HexText {
     }
 }
 
-/// `#[serde(with = "compact::hex_digest")]` for a `String` holding a hex digest.
+/// `#[serde(with = "encoding::hex_digest")]` for a `String` holding a hex digest.
 pub mod hex_digest {
     use super::*;
 
@@ -204,7 +204,7 @@ impl TextForm for HexForm {
     }
 }
 
-/// `#[serde(with = "compact::opt_hex")]` for an `Option<String>` holding a hex digest.
+/// `#[serde(with = "encoding::opt_hex")]` for an `Option<String>` holding a hex digest.
 pub mod opt_hex {
     use super::*;
 
@@ -282,7 +282,7 @@ const FIELD_NAMES: &[&str] = &[
     "barred",
 ];
 
-/// `#[serde(with = "compact::field_values")]` for an event's values: keys as positions
+/// `#[serde(with = "encoding::field_values")]` for an event's values: keys as positions
 /// in `FIELD_NAMES` when stored, the plain map for people.
 pub mod field_values {
     use std::collections::BTreeMap;
@@ -368,7 +368,7 @@ pub mod field_values {
     }
 }
 
-/// `#[serde(with = "compact::id_text")]` for a register's id: a lowercase UUID (as
+/// `#[serde(with = "encoding::id_text")]` for a register's id: a lowercase UUID (as
 /// eAccounting gives) stored as its 16 bytes, any other id as text.
 pub mod id_text {
     use super::*;
@@ -444,7 +444,7 @@ pub mod id_text {
 /// position in this list. Frozen like `FIELD_NAMES`: only ever appended.
 const WORDS: &[&str] = &["eaccounting", "visma-net", "economic", "sync"];
 
-/// `#[serde(with = "compact::word")]` for a `String` that is usually one of `WORDS`.
+/// `#[serde(with = "encoding::word")]` for a `String` that is usually one of `WORDS`.
 pub mod word {
     use super::*;
 
@@ -469,7 +469,7 @@ pub trait Variants: Sized + Copy + PartialEq + Serialize + DeserializeOwned + 's
     const ALL: &'static [Self];
 }
 
-/// `#[serde(with = "compact::variant")]` for a `Variants` enum: its name for people, its
+/// `#[serde(with = "encoding::variant")]` for a `Variants` enum: its name for people, its
 /// position when stored.
 pub mod variant {
     use std::marker::PhantomData;
@@ -515,7 +515,7 @@ pub mod variant {
     }
 }
 
-/// `#[serde(with = "compact::run_id")]`: a run id (`20261124T000149.210Z-f20c`) stored as
+/// `#[serde(with = "encoding::run_id")]`: a run id (`20261124T000149.210Z-f20c`) stored as
 /// its time in milliseconds and its random suffix, when it reads back exactly.
 pub mod run_id {
     use chrono::TimeZone;
@@ -609,7 +609,7 @@ pub mod run_id {
     }
 }
 
-/// `#[serde(with = "compact::time")]`: RFC 3339 text for people, nanoseconds when stored.
+/// `#[serde(with = "encoding::time")]`: RFC 3339 text for people, nanoseconds when stored.
 pub mod time {
     use super::*;
 

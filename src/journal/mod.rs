@@ -15,6 +15,7 @@ mod encoding;
 mod holds;
 mod lifecycle;
 mod lock;
+mod positions;
 mod reads;
 mod recorder;
 mod redaction;

@@ -2,12 +2,14 @@
 //! folder, the swap, and the recovery of a swap that a crash interrupted.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 
 use super::lock::lock_journal;
 use super::store::COMPACTION_OWED;
 use super::Journal;
+use crate::retry::{retry_blocking, Attempt, RetryPolicy};
 
 impl Journal {
     /// Whether removed values may still have copies in the files.
@@ -107,21 +109,28 @@ fn sled_config(path: &Path) -> sled::Config {
         .cache_capacity(SLED_CACHE_BYTES)
 }
 
-/// Opens sled, waiting up to a second for the file lock: a journal closed a moment ago
-/// in this process is released by sled's background thread shortly after the drop.
+/// How long to wait for sled's own file lock: a journal closed a moment ago in this
+/// process is released by sled's background thread shortly after the drop.
+const SLED_RELEASE_WAIT: RetryPolicy = RetryPolicy {
+    initial_interval: Duration::from_millis(20),
+    max_interval: Duration::from_millis(100),
+    budget: Duration::from_secs(1),
+    max_server_wait: Duration::ZERO,
+};
+
+/// Opens sled, waiting up to a second for its file lock (`SLED_RELEASE_WAIT`).
 pub(super) fn open_sled(path: &Path) -> sled::Result<sled::Db> {
-    let mut tries = 0;
-    loop {
-        match sled_config(path).open() {
-            Err(sled::Error::Io(e))
-                if tries < 50 && e.to_string().contains("could not acquire lock") =>
-            {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
+    let open = || match sled_config(path).open() {
+        Ok(db) => Attempt::Done(db),
+        Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+            Attempt::Retryable {
+                error: sled::Error::Io(e),
+                after: None,
             }
-            other => return other,
         }
-    }
+        Err(e) => Attempt::Final(e),
+    };
+    retry_blocking(&SLED_RELEASE_WAIT, open, |_, _| {})
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod hash;
 pub mod journal;
 pub mod mapping;
 pub mod output;

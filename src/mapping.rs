@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+pub use crate::hash::lower_hex; // moved to crate::hash
+use crate::hash::{content_hash, hash_of};
 use crate::record::{PermittedCustomer, PermittedField};
 
 /// What a register accepts for one field it receives from us.
@@ -348,19 +349,6 @@ impl Mapping {
     }
 }
 
-/// SHA-256 (hex) of the canonical JSON of register fields (a BTreeMap: sorted keys).
-pub fn content_hash(fields: &BTreeMap<String, Value>) -> String {
-    hash_of(fields)
-}
-
-/// SHA-256 (hex) of the compact JSON of `value`, written straight into the hasher
-/// (`Sha256` is an `io::Write`).
-fn hash_of(value: &impl serde::Serialize) -> String {
-    let mut sha = Sha256::new();
-    serde_json::to_writer(&mut sha, value).expect("JSON values serialise");
-    lower_hex(&sha.finalize())
-}
-
 /// A customer mapped and checked, with its number and content hash; its register
 /// fields are still a list in the mapping's field order, borrowing the customer's texts.
 #[derive(Debug)]
@@ -453,14 +441,6 @@ impl serde::Serialize for FieldsOf<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.collect_map(self.names.keys().zip(self.values))
     }
-}
-
-/// Lowercase hex of `bytes`, as `hex::encode` gives it, in one pass over a buffer (every
-/// customer read and every event written needs a few of these).
-pub fn lower_hex(bytes: &[u8]) -> String {
-    let mut out = vec![0; bytes.len() * 2];
-    hex::encode_to_slice(bytes, &mut out).expect("the buffer is twice the input");
-    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// A constant must have the register's type: checked once, at load.
@@ -581,13 +561,7 @@ fn is_well_formed_any_email(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lower_hex_is_the_hex_crates_encoding() {
-        for bytes in [&[][..], &[0], &[0xab, 0x01, 0xff], &[7; 32]] {
-            assert_eq!(lower_hex(bytes), hex::encode(bytes));
-        }
-    }
+    use sha2::{Digest, Sha256};
 
     const RULES: RegisterRules = RegisterRules {
         product: "Register X",

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
-use backoff::ExponentialBackoffBuilder;
+use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -57,31 +57,75 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Attempt<T, E>>,
 {
-    let started = Instant::now();
-    let mut backoff = ExponentialBackoffBuilder::new()
-        .with_initial_interval(policy.initial_interval)
-        .with_max_interval(policy.max_interval)
-        .with_randomization_factor(0.5)
-        .with_max_elapsed_time(None)
-        .build();
+    let mut waits = Waits::new(policy);
     loop {
         let (error, server_wait) = match attempt().await {
             Attempt::Done(value) => return Ok(value),
             Attempt::Final(error) => return Err(error),
             Attempt::Retryable { error, after } => (error, after),
         };
-        let own_wait = backoff.next_backoff().unwrap_or(policy.max_interval);
+        let Some(wait) = waits.next(server_wait) else {
+            return Err(error);
+        };
+        on_retry(&error, wait);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// `retry` for blocking code outside the runtime's control (waiting for a file lock):
+/// the same waits and budget, slept on the calling thread.
+pub fn retry_blocking<T, E>(
+    policy: &RetryPolicy,
+    mut attempt: impl FnMut() -> Attempt<T, E>,
+    mut on_retry: impl FnMut(&E, Duration),
+) -> Result<T, E> {
+    let mut waits = Waits::new(policy);
+    loop {
+        let (error, server_wait) = match attempt() {
+            Attempt::Done(value) => return Ok(value),
+            Attempt::Final(error) => return Err(error),
+            Attempt::Retryable { error, after } => (error, after),
+        };
+        let Some(wait) = waits.next(server_wait) else {
+            return Err(error);
+        };
+        on_retry(&error, wait);
+        std::thread::sleep(wait);
+    }
+}
+
+/// The waits of one call: backoff with jitter, server waits honoured, within the budget.
+struct Waits {
+    policy: RetryPolicy,
+    started: Instant,
+    backoff: ExponentialBackoff,
+}
+
+impl Waits {
+    fn new(policy: &RetryPolicy) -> Waits {
+        Waits {
+            policy: *policy,
+            started: Instant::now(),
+            backoff: ExponentialBackoffBuilder::new()
+                .with_initial_interval(policy.initial_interval)
+                .with_max_interval(policy.max_interval)
+                .with_randomization_factor(0.5)
+                .with_max_elapsed_time(None)
+                .build(),
+        }
+    }
+
+    /// The wait before the next attempt; `None` when it would overrun the budget.
+    fn next(&mut self, server_wait: Option<Duration>) -> Option<Duration> {
+        let policy = &self.policy;
+        let own_wait = self.backoff.next_backoff().unwrap_or(policy.max_interval);
         // A server's wait is honoured (capped); never shorter than our own backoff, so a
         // `Retry-After: 0` cannot turn retries into a busy loop.
         let wait = match server_wait {
             Some(w) => w.min(policy.max_server_wait).max(own_wait),
             None => own_wait,
         };
-        if started.elapsed() + wait > policy.budget {
-            return Err(error);
-        }
-        on_retry(&error, wait);
-        tokio::time::sleep(wait).await;
+        (self.started.elapsed() + wait <= policy.budget).then_some(wait)
     }
 }
 
@@ -200,6 +244,51 @@ mod tests {
         )
         .await;
         assert_eq!(result, Err("503"));
+    }
+
+    #[test]
+    fn blocking_retries_wait_like_async_ones() {
+        let mut calls = 0;
+        let mut waits = vec![];
+        let result: Result<u32, &str> = retry_blocking(
+            &fast(),
+            || {
+                calls += 1;
+                match calls {
+                    1..=3 => Attempt::Retryable {
+                        error: "busy",
+                        after: None,
+                    },
+                    n => Attempt::Done(n),
+                }
+            },
+            |_, wait| waits.push(wait),
+        );
+        assert_eq!(result, Ok(4));
+        assert_eq!(waits.len(), 3);
+        assert!(waits.iter().all(|w| *w <= Duration::from_millis(5) * 3 / 2));
+        let final_error: Result<(), &str> =
+            retry_blocking(&fast(), || Attempt::Final("denied"), |_, _| {});
+        assert_eq!(final_error, Err("denied"));
+    }
+
+    #[test]
+    fn blocking_retries_end_with_the_budget() {
+        let policy = RetryPolicy {
+            budget: Duration::from_millis(50),
+            ..fast()
+        };
+        let started = Instant::now();
+        let result: Result<(), &str> = retry_blocking(
+            &policy,
+            || Attempt::Retryable {
+                error: "locked",
+                after: None,
+            },
+            |_, _| {},
+        );
+        assert_eq!(result, Err("locked"));
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[test]

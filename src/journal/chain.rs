@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Event;
-use crate::mapping::lower_hex;
+use crate::hash::lower_hex;
 
 /// Version of the event record: a compatibility boundary for readers and exports.
 pub const EVENT_SCHEMA: u32 = 1;
@@ -21,14 +21,14 @@ pub const EVENT_SCHEMA: u32 = 1;
 pub struct Chain {
     pub schema: u32,
     /// Hex of 16 random bytes; removed together with the values.
-    #[serde(with = "super::compact::opt_hex")]
+    #[serde(with = "super::encoding::opt_hex")]
     pub salt: Option<String>,
     /// HMAC of the values under the salt; kept after the values are removed.
-    #[serde(with = "super::compact::opt_hex")]
+    #[serde(with = "super::encoding::opt_hex")]
     pub values_digest: Option<String>,
-    #[serde(with = "super::compact::hex_digest")]
+    #[serde(with = "super::encoding::hex_digest")]
     pub prev_hash: String,
-    #[serde(with = "super::compact::hex_digest")]
+    #[serde(with = "super::encoding::hex_digest")]
     pub hash: String,
 }
 

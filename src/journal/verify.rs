@@ -1,0 +1,374 @@
+//! `journal verify`: the hash chain, the sequence, the customer index, and that states
+//! and holds match the events that set them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::store::{decode_event, CHAIN_HEAD, NEXT_SEQ};
+use super::{chain, encoding, Journal, Operation, Outcome, State};
+
+/// One thing `verify` found wrong, at the sequence number where it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub seq: u64,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    pub events_checked: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// Whether an operation sets or lifts a hold: (is it a suppression, does it set it).
+fn hold_change(operation: Operation) -> Option<(bool, bool)> {
+    match operation {
+        Operation::Erase | Operation::Anonymise => Some((true, true)),
+        Operation::Unsuppress => Some((true, false)),
+        Operation::Restrict => Some((false, true)),
+        Operation::Unrestrict => Some((false, false)),
+        _ => None,
+    }
+}
+
+impl Journal {
+    /// Walks the hash chain and the indexes; returns what is wrong, first problem first.
+    ///
+    /// Streams the events once, keeping only each event's customer code and the few
+    /// events that set or lift holds, so memory stays small however long the journal.
+    pub fn verify(&self) -> anyhow::Result<Verification> {
+        let mut problems = Vec::new();
+        let mut problem = |seq: u64, what: String| problems.push(Problem { seq, what });
+        // States first (one small entry per customer): each must match the event it names.
+        let mut states = self.states_by_seq(&mut problem)?;
+        let state_problem = |key: &str| {
+            format!("does not match the state recorded for {key} (the state was edited)")
+        };
+        let (mut expected, mut prev_hash, mut checked) = (1u64, String::new(), 0u64);
+        // (sequence number, customer code) of each event, in key order: ascending.
+        let mut owners: Vec<(u64, Box<str>)> = Vec::new();
+        let mut holds = Vec::new();
+        for kv in self.events.iter() {
+            let (key, value) = kv?;
+            let seq = u64::from_be_bytes(key.as_ref().try_into().unwrap_or_default());
+            if seq > expected {
+                problem(
+                    expected,
+                    format!("is missing (events {expected} to {} were removed)", seq - 1),
+                );
+            }
+            expected = seq.saturating_add(1);
+            checked += 1;
+            let mut event = match decode_event(&value) {
+                Ok(e) => e,
+                Err(_) => {
+                    problem(seq, "is unreadable".into());
+                    continue;
+                }
+            };
+            if event.seq != seq {
+                problem(
+                    seq,
+                    format!("holds event {} (events were reordered)", event.seq),
+                );
+            } else if let Some(what) = chain::check(&mut event, &prev_hash) {
+                problem(seq, what);
+            }
+            for (key, state) in states.remove(&seq).unwrap_or_default() {
+                let matches = format!("{}/{}", event.sink, event.customer) == key
+                    && event.outcome == Outcome::Succeeded
+                    && event.remote_id.as_deref() == Some(state.remote_id.as_str())
+                    && event
+                        .values
+                        .as_ref()
+                        .is_none_or(|v| crate::hash::content_hash(v) == state.content_hash);
+                if !matches {
+                    problem(seq, state_problem(&key));
+                }
+            }
+            if hold_change(event.operation).is_some() {
+                holds.push((seq, event.customer.clone(), event.operation));
+            }
+            prev_hash = event.chain.hash;
+            owners.push((seq, event.customer.into_boxed_str()));
+        }
+        for (seq, entries) in states {
+            for (key, _) in entries {
+                problem(seq, state_problem(&key));
+            }
+        }
+        let next = self
+            .meta
+            .get(NEXT_SEQ)?
+            .and_then(|v| v.as_ref().try_into().ok())
+            .map(u64::from_be_bytes);
+        if next.unwrap_or(1) != expected {
+            problem(
+                expected,
+                "is missing: the newest events were removed".into(),
+            );
+        }
+        self.verify_holds(&holds, &mut problem)?;
+        let head = self
+            .meta
+            .get(CHAIN_HEAD)?
+            .map(|h| String::from_utf8_lossy(&h).into_owned());
+        if head.unwrap_or_default() != prev_hash {
+            problem(
+                expected,
+                "is missing: the newest events were removed".into(),
+            );
+        }
+        self.verify_index(&owners, &mut problem)?;
+        problems.sort_by_key(|p| p.seq);
+        Ok(Verification {
+            events_checked: checked,
+            problems,
+        })
+    }
+
+    /// The stored states by the sequence number of the event each names; an unreadable
+    /// one is a problem.
+    fn states_by_seq(
+        &self,
+        problem: &mut impl FnMut(u64, String),
+    ) -> anyhow::Result<HashMap<u64, Vec<(String, State)>>> {
+        let mut states: HashMap<u64, Vec<(String, State)>> = Default::default();
+        for kv in self.state.iter() {
+            let (key, value) = kv?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            match encoding::decode::<State>(&value) {
+                Ok(state) => states.entry(state.last_seq).or_default().push((key, state)),
+                Err(_) => problem(0, format!("state {key} is unreadable")),
+            }
+        }
+        Ok(states)
+    }
+
+    /// Every event is in its customer's timeline, and nothing else is. `owners` are the
+    /// (sequence number, customer code) of the events, ascending.
+    fn verify_index(
+        &self,
+        owners: &[(u64, Box<str>)],
+        problem: &mut impl FnMut(u64, String),
+    ) -> anyhow::Result<()> {
+        let mut indexed = vec![false; owners.len()];
+        for kv in self.by_customer.iter() {
+            let key = kv?.0;
+            if key.len() < 9 {
+                problem(0, "the customer index holds a malformed entry".into());
+                continue;
+            }
+            let seq = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap_or_default());
+            let code = String::from_utf8_lossy(&key[..key.len() - 9]);
+            let at = owners.binary_search_by_key(&seq, |(s, _)| *s);
+            match at {
+                Ok(at) if *owners[at].1 == *code => indexed[at] = true,
+                _ => problem(
+                    seq,
+                    format!("is in customer {code}'s timeline but is not theirs"),
+                ),
+            }
+        }
+        for ((seq, owner), indexed) in owners.iter().zip(indexed) {
+            if !indexed {
+                problem(*seq, format!("is missing from customer {owner}'s timeline"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds must match the events that set and lifted them: a removed suppression would
+    /// let a purged customer be created again. `changes` are (seq, customer, operation)
+    /// of the events that set or lift a hold, in order.
+    fn verify_holds(
+        &self,
+        changes: &[(u64, String, Operation)],
+        problem: &mut impl FnMut(u64, String),
+    ) -> anyhow::Result<()> {
+        let mut expected: BTreeMap<(&str, bool), u64> = Default::default();
+        for (seq, customer, operation) in changes {
+            let Some((suppression, on)) = hold_change(*operation) else {
+                continue;
+            };
+            if on {
+                expected.insert((customer.as_str(), suppression), *seq);
+            } else {
+                expected.remove(&(customer.as_str(), suppression));
+            }
+        }
+        for (tree, suppression, name) in [
+            (&self.suppressed, true, "suppression"),
+            (&self.restricted, false, "restriction"),
+        ] {
+            for ((code, kind), seq) in &expected {
+                if *kind == suppression && tree.get(code.as_bytes())?.is_none() {
+                    problem(
+                        *seq,
+                        format!("set a {name} for {code} that has been removed"),
+                    );
+                }
+            }
+            for kv in tree.iter() {
+                let code = String::from_utf8_lossy(&kv?.0).into_owned();
+                if !expected.contains_key(&(code.as_str(), suppression)) {
+                    problem(0, format!(
+                        "the {name} of {code} has no event that set it (an interrupted purge: run it again)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::store::{customer_key, encode_event};
+    use crate::journal::testing::{event, sample};
+    use crate::journal::{Hold, HoldKind};
+    use chrono::Utc;
+
+    fn first_problem(j: &Journal) -> Option<(u64, String)> {
+        let v = j.verify().unwrap();
+        v.problems.first().map(|p| (p.seq, p.what.clone()))
+    }
+
+    #[test]
+    fn an_untouched_journal_verifies() {
+        let (_dir, j) = sample();
+        let v = j.verify().unwrap();
+        assert_eq!((v.events_checked, v.problems), (6, vec![]));
+    }
+
+    #[test]
+    fn one_changed_byte_of_a_value_is_found_at_its_event() {
+        let (_dir, j) = sample();
+        let mut raw = j.events.get(3u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let at = raw
+            .windows(6)
+            .position(|w| w == b"anna2@")
+            .expect("the value is stored as text");
+        raw[at + 4] = b'3';
+        j.events.insert(3u64.to_be_bytes(), raw).unwrap();
+        let (seq, what) = first_problem(&j).unwrap();
+        assert_eq!(seq, 3);
+        assert!(what.contains("values were changed"), "{what}");
+    }
+
+    #[test]
+    fn a_changed_field_outside_the_values_is_found() {
+        let (_dir, j) = sample();
+        let raw = j.events.get(4u64.to_be_bytes()).unwrap().unwrap();
+        let mut event = decode_event(&raw).unwrap();
+        assert_eq!(event.http_status, Some(201));
+        event.http_status = Some(200);
+        j.events
+            .insert(4u64.to_be_bytes(), encode_event(&mut event))
+            .unwrap();
+        assert_eq!(first_problem(&j).unwrap().0, 4);
+    }
+
+    #[test]
+    fn a_deleted_event_is_found_at_its_number() {
+        let (_dir, j) = sample();
+        j.events.remove(2u64.to_be_bytes()).unwrap();
+        let (seq, what) = first_problem(&j).unwrap();
+        assert_eq!(seq, 2);
+        assert!(what.contains("missing"), "{what}");
+        // The newest one too.
+        let (_dir, j) = sample();
+        j.events.remove(6u64.to_be_bytes()).unwrap();
+        assert_eq!(first_problem(&j).unwrap().0, 6);
+    }
+
+    #[test]
+    fn an_event_under_a_huge_sequence_number_is_reported_not_allocated_for() {
+        let (_dir, j) = sample();
+        let last = j.events.get(6u64.to_be_bytes()).unwrap().unwrap();
+        j.events.insert(u64::MAX.to_be_bytes(), last).unwrap();
+        let v = j.verify().unwrap();
+        assert_eq!(v.events_checked, 7);
+        assert!(
+            v.problems
+                .iter()
+                .any(|p| p.seq == 7 && p.what.contains("missing")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn two_swapped_events_are_found_at_the_first() {
+        let (_dir, j) = sample();
+        let a = j.events.get(4u64.to_be_bytes()).unwrap().unwrap();
+        let b = j.events.get(5u64.to_be_bytes()).unwrap().unwrap();
+        j.events.insert(4u64.to_be_bytes(), b).unwrap();
+        j.events.insert(5u64.to_be_bytes(), a).unwrap();
+        let (seq, what) = first_problem(&j).unwrap();
+        assert_eq!(seq, 4);
+        assert!(what.contains("reordered"), "{what}");
+    }
+
+    #[test]
+    fn an_edited_state_entry_is_found_at_its_event() {
+        let (_dir, j) = sample();
+        let mut state = j.state("eaccounting", "K2").unwrap().unwrap();
+        assert_eq!(state.last_seq, 5);
+        state.remote_id = "someone-else".into();
+        j.state
+            .insert("eaccounting/K2", serde_json::to_vec(&state).unwrap())
+            .unwrap();
+        let (seq, what) = first_problem(&j).unwrap();
+        assert_eq!(seq, 5);
+        assert!(what.contains("eaccounting/K2"), "{what}");
+        // A changed content hash is an edit too.
+        let (_dir, j) = sample();
+        let mut state = j.state("eaccounting", "K3").unwrap().unwrap();
+        state.content_hash = "0".repeat(64);
+        j.state
+            .insert("eaccounting/K3", serde_json::to_vec(&state).unwrap())
+            .unwrap();
+        assert_eq!(first_problem(&j).unwrap().0, 6);
+    }
+
+    #[test]
+    fn a_removed_suppression_or_a_trimmed_tail_is_found() {
+        let (_dir, j) = sample();
+        let hold = Hold {
+            since: Utc::now(),
+            actor: "support:eva".into(),
+            reason: "r".into(),
+            outcome: None,
+        };
+        j.set_hold(HoldKind::Suppressed, "K2", &hold).unwrap();
+        let mut erase = event("K2", "s1");
+        erase.operation = Operation::Erase;
+        let seq = j.record(erase, None, true).unwrap();
+        assert_eq!(j.verify().unwrap().problems, vec![]);
+        j.suppressed.remove("K2").unwrap();
+        let (at, what) = first_problem(&j).unwrap();
+        assert_eq!(at, seq);
+        assert!(what.contains("suppression for K2"), "{what}");
+
+        // The newest event removed and the head rewound to the one before: the sequence
+        // counter still tells.
+        let (_dir, j) = sample();
+        let fifth = j.event(5).unwrap().unwrap();
+        j.events.remove(6u64.to_be_bytes()).unwrap();
+        j.by_customer.remove(customer_key("K3", 6)).unwrap();
+        j.meta
+            .insert(CHAIN_HEAD, fifth.chain.hash.as_bytes())
+            .unwrap();
+        let mut state = j.state("eaccounting", "K3").unwrap().unwrap();
+        state.last_seq = 3;
+        let third = j.event(3).unwrap().unwrap();
+        state.content_hash = crate::hash::content_hash(third.values.as_ref().unwrap());
+        j.state
+            .insert("eaccounting/K3", serde_json::to_vec(&state).unwrap())
+            .unwrap();
+        assert_eq!(first_problem(&j).unwrap().0, 6);
+    }
+}

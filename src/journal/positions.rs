@@ -3,6 +3,8 @@
 //! which re-exports the `#[serde(with)]` helpers. The lists are only ever appended to:
 //! journals already written name their fields, words and variants by these positions.
 
+use std::sync::LazyLock;
+
 use serde::de::{DeserializeOwned, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -35,41 +37,16 @@ impl Visitor<'_> for Listed {
 }
 
 /// Register field names stored as their position in this list: one byte instead of up
-/// to 33 characters, in every event. Frozen: names are only ever appended, because
-/// journals already written name their fields by these positions. A name not listed
-/// is stored as text.
-const FIELD_NAMES: &[&str] = &[
-    // Visma eAccounting
-    "CustomerNumber",
-    "Name",
-    "ContactPersonName",
-    "ContactPersonEmail",
-    "EmailAddress",
-    "IsActive",
-    "IsPrivatePerson",
-    "InvoiceCity",
-    "InvoicePostalCode",
-    "TermsOfPaymentId",
-    // Visma.net ERP
-    "number",
-    "name",
-    "mainContact.name",
-    "mainContact.attention",
-    "mainContact.email",
-    "status",
-    "customerClassId",
-    "overrideWithClassValues",
-    "mainAddress.countryId",
-    // Visma e-conomic
-    "customerNumber",
-    "contact.name",
-    "contact.email",
-    "currency",
-    "customerGroup.customerGroupNumber",
-    "paymentTerms.paymentTermsNumber",
-    "vatZone.vatZoneNumber",
-    "barred",
-];
+/// to 33 characters, in every event. It is each register's `journal_fields` in
+/// `sink::REGISTERS` order, both frozen: names are only ever appended, because journals
+/// already written name their fields by these positions. A name not listed is stored
+/// as text.
+static FIELD_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    crate::sink::REGISTERS
+        .iter()
+        .flat_map(|r| r.journal_fields.iter().copied())
+        .collect()
+});
 
 /// `#[serde(with = "encoding::field_values")]` for an event's values: keys as positions
 /// in `FIELD_NAMES` when stored, the plain map for people.
@@ -118,7 +95,7 @@ pub mod field_values {
 
     impl<'de> Deserialize<'de> for StoredName {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(Listed(FIELD_NAMES)).map(StoredName)
+            d.deserialize_any(Listed(&FIELD_NAMES)).map(StoredName)
         }
     }
 
@@ -158,8 +135,16 @@ pub mod field_values {
 }
 
 /// Words that recur in every event (sink names, the sync's actor), stored as their
-/// position in this list. Frozen like `FIELD_NAMES`: only ever appended.
-const WORDS: &[&str] = &["eaccounting", "visma-net", "economic", "sync"];
+/// position in this list. Frozen like `FIELD_NAMES`: the first three registers, the
+/// sync's actor (its place when journals were first written this way), then each
+/// register appended since.
+static WORDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let names = crate::sink::REGISTERS.iter().map(|r| r.name);
+    let mut words: Vec<&str> = names.clone().take(3).collect();
+    words.push("sync");
+    words.extend(names.skip(3));
+    words
+});
 
 /// `#[serde(with = "encoding::word")]` for a `String` that is usually one of `WORDS`.
 pub mod word {
@@ -176,7 +161,7 @@ pub mod word {
         if d.is_human_readable() {
             String::deserialize(d)
         } else {
-            d.deserialize_any(Listed(WORDS))
+            d.deserialize_any(Listed(&WORDS))
         }
     }
 }
@@ -247,6 +232,38 @@ mod tests {
         assert_eq!(FIELD_NAMES[10], "number");
         assert_eq!(FIELD_NAMES[19], "customerNumber");
         assert_eq!(FIELD_NAMES[26], "barred");
+        assert_eq!(
+            FIELD_NAMES[..27],
+            [
+                "CustomerNumber",
+                "Name",
+                "ContactPersonName",
+                "ContactPersonEmail",
+                "EmailAddress",
+                "IsActive",
+                "IsPrivatePerson",
+                "InvoiceCity",
+                "InvoicePostalCode",
+                "TermsOfPaymentId",
+                "number",
+                "name",
+                "mainContact.name",
+                "mainContact.attention",
+                "mainContact.email",
+                "status",
+                "customerClassId",
+                "overrideWithClassValues",
+                "mainAddress.countryId",
+                "customerNumber",
+                "contact.name",
+                "contact.email",
+                "currency",
+                "customerGroup.customerGroupNumber",
+                "paymentTerms.paymentTermsNumber",
+                "vatZone.vatZoneNumber",
+                "barred",
+            ]
+        );
         assert_eq!(WORDS[..4], ["eaccounting", "visma-net", "economic", "sync"]);
         let mut values = std::collections::BTreeMap::new();
         values.insert("Name".to_string(), serde_json::Value::from("x"));
@@ -262,16 +279,13 @@ mod tests {
 
     #[test]
     fn every_register_field_has_a_stored_position() {
-        for rules in [
-            crate::sink::eaccounting::RULES,
-            crate::sink::visma_net::RULES,
-            crate::sink::economic::RULES,
-        ] {
-            for rule in rules.fields {
+        for register in crate::sink::REGISTERS {
+            for rule in register.rules.fields {
                 assert!(
                     FIELD_NAMES.contains(&rule.name),
-                    "append {} to FIELD_NAMES",
-                    rule.name
+                    "append {} to {}'s journal_fields",
+                    rule.name,
+                    register.name
                 );
             }
         }

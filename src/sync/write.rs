@@ -37,7 +37,7 @@ impl Task {
 /// idempotency keys gets it, so a retried request is answered rather than done twice;
 /// the run is part of it so that content that changes back later is written again.
 pub(super) fn write_key(sink: &str, run_id: &str, record: &MappedRecord) -> String {
-    crate::mapping::lower_hex(&Sha256::digest(format!(
+    crate::hash::lower_hex(&Sha256::digest(format!(
         "{sink}\0{run_id}\0{}\0{}",
         record.code, record.content_hash
     )))

@@ -321,3 +321,20 @@ pub fn find_any<'a>(haystack: &str, needles: &'a [String]) -> Option<&'a str> {
         .find(haystack)
         .map(|m| needles[m.pattern().as_usize()].as_str())
 }
+
+/// What planning makes of a customer that is written: checked and hashed, then mapped.
+pub trait Mapped {
+    fn mapped(
+        &self,
+        customer: &opter_visma_sync::record::PermittedCustomer,
+    ) -> Result<opter_visma_sync::mapping::MappedRecord, String>;
+}
+
+impl Mapped for opter_visma_sync::mapping::Mapping {
+    fn mapped(
+        &self,
+        customer: &opter_visma_sync::record::PermittedCustomer,
+    ) -> Result<opter_visma_sync::mapping::MappedRecord, String> {
+        self.check_and_hash(customer).map(|c| c.into_record())
+    }
+}

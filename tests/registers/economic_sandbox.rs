@@ -3,6 +3,7 @@
 //! idempotency keys, erasure (and customer numbers reused after it), filtering and the
 //! token-bucket rate limit.
 
+use crate::common::Mapped;
 use std::path::Path;
 use std::time::Duration;
 
@@ -37,7 +38,8 @@ fn customer(number: &str, name: &str, contact: Option<(&str, &str)>) -> Permitte
 
 fn mapped(number: &str, name: &str, contact: Option<(&str, &str)>) -> MappedRecord {
     mapping()
-        .apply(&customer(number, name, contact))
+        .check_and_hash(&customer(number, name, contact))
+        .map(|c| c.into_record())
         .expect("maps")
 }
 
@@ -295,7 +297,7 @@ fn a_customer_without_a_usable_sales_ledger_number_is_rejected_with_a_reason() {
     let m = mapping();
     let mut c = customer("1", "Acme", None);
     c.number = None;
-    let reason = m.apply(&c).unwrap_err();
+    let reason = m.mapped(&c).unwrap_err();
     assert!(
         reason.contains("customerNumber")
             && reason.contains("sales ledger number (customer_number) is missing"),
@@ -303,14 +305,14 @@ fn a_customer_without_a_usable_sales_ledger_number_is_rejected_with_a_reason() {
     );
     for bad in ["K1001", "0", "1000000000"] {
         c.number = Some(bad.to_string());
-        let reason = m.apply(&c).unwrap_err();
+        let reason = m.mapped(&c).unwrap_err();
         assert!(
             reason.contains("whole number from 1 to 999999999") && !reason.contains(bad),
             "{reason}"
         );
     }
     c.number = Some("0042".into());
-    let r = m.apply(&c).unwrap();
+    let r = m.mapped(&c).unwrap();
     assert_eq!(
         (r.number.as_str(), &r.fields["customerNumber"]),
         ("42", &json!(42))

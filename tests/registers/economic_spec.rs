@@ -10,6 +10,7 @@
 //! is stricter than draft-03 in one way: where a schema lists `properties`, a property
 //! it does not name is an error, since nothing undocumented should be sent.
 
+use crate::common::Mapped;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -555,7 +556,7 @@ fn mapping() -> Mapping {
 
 fn record(number: &str, name: &str, contact: Option<(&str, &str)>) -> MappedRecord {
     mapping()
-        .apply(&PermittedCustomer {
+        .mapped(&PermittedCustomer {
             code: format!("K{number}"),
             number: Some(number.into()),
             name: name.into(),

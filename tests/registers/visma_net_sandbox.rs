@@ -2,6 +2,7 @@
 //! client-credentials grant with tenant_id, the value-wrapped customer API, partial
 //! updates, erasure, the rate limit and its headers.
 
+use crate::common::Mapped;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -84,7 +85,7 @@ fn customer(
 }
 
 fn mapped(c: &PermittedCustomer) -> MappedRecord {
-    mapping().apply(c).expect("a valid customer maps")
+    mapping().mapped(c).expect("a valid customer maps")
 }
 
 /// A token asked for as a client would, with the given form (client in HTTP Basic).

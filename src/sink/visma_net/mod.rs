@@ -471,7 +471,10 @@ mod tests {
             contact_name: Some("Ann Berg".into()),
             contact_email: None,
         };
-        let r = mapping.apply(&customer).unwrap();
+        let r = mapping
+            .check_and_hash(&customer)
+            .map(|c| c.into_record())
+            .unwrap();
         assert_eq!(r.number, "K10001");
         assert_eq!(
             create_body(&r),
@@ -488,7 +491,10 @@ mod tests {
         let mut long = customer.clone();
         long.code = "K123456789".repeat(2);
         assert_eq!(
-            mapping.apply(&long).unwrap_err(),
+            mapping
+                .check_and_hash(&long)
+                .map(|c| c.into_record())
+                .unwrap_err(),
             "number is 20 characters; Visma.net ERP accepts at most 10"
         );
     }

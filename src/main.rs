@@ -53,8 +53,10 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr. `RUST_LOG` wins; otherwise -v / -vv raise this crate's level
-/// while dependencies stay at warn.
+/// while dependencies stay at warn. Colours only on a terminal, and not with `NO_COLOR`
+/// set (no-color.org): a file or a pipe gets plain text for grep and log collectors.
 fn init_logging(verbose: u8) {
+    use std::io::IsTerminal;
     let level = match verbose {
         0 => "warn",
         1 => "warn,opter_visma_sync=info",
@@ -62,8 +64,10 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

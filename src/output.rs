@@ -48,7 +48,12 @@ pub fn report(out: &mut impl Write, report: &Report, json: bool) -> std::io::Res
     }
     if !report.rejections.is_empty() {
         writeln!(out, "rejected (fix in Opter; retried next run):")?;
-        for r in &report.rejections {
+        // Every copy of a duplicated code is rejected with the same reason (and counted):
+        // one line says it.
+        for (i, r) in report.rejections.iter().enumerate() {
+            if i > 0 && report.rejections[i - 1] == *r {
+                continue;
+            }
             writeln!(out, "  {:<16} {}", r.customer, r.reason)?;
         }
     }

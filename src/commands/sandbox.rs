@@ -96,7 +96,10 @@ pub async fn sandbox(args: &SandboxArgs) -> Result<ExitCode> {
             "wrote {}; run the export lines above, then:",
             file.display()
         );
-        eprintln!("  opter-visma-sync --config {} sync", file.display());
+        eprintln!(
+            "  {}",
+            this_program(&["--config", &file.to_string_lossy(), "sync"])
+        );
     }
     eprintln!("press Ctrl-C to stop");
     tokio::select! {
@@ -184,12 +187,23 @@ pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
     );
     println!("journal: {}", connector.journal.dir().display());
     println!(
-        "explore it: opter-visma-sync --config {} journal runs",
-        file.display()
+        "explore it: {}",
+        this_program(&["--config", &file.to_string_lossy(), "journal", "runs"])
     );
     connector.finish()?;
     sandbox.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A command line that runs this very program with `args`, to be pasted into a shell
+/// as printed: after `cargo run` the program is not on the PATH, so it is named by its
+/// path.
+fn this_program(args: &[&str]) -> String {
+    let program = std::env::current_exe()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "opter-visma-sync".into());
+    let words = std::iter::once(program.as_str()).chain(args.iter().copied());
+    shlex::try_join(words).unwrap_or_else(|_| format!("{program} {}", args.join(" ")))
 }
 
 /// Writes `customers` as Opter's Excel exports into `export/` beside the config `file`,

@@ -297,7 +297,8 @@ impl<'e> Planner<'e> {
         let number_field = engine.mapping.rules().number_field;
         let mut tasks: Vec<Option<Task>> = tasks.into_iter().map(Some).collect();
         let mut rejected = |code: &str, reason: String| {
-            tracing::warn!(customer = %code, "rejected: {reason}");
+            // Listed in the report (table or JSON): a log line only with -v.
+            tracing::info!(customer = %code, "rejected: {reason}");
             report.counts.rejected += 1;
             report.rejections.push(Rejection {
                 customer: code.to_string(),

@@ -193,7 +193,8 @@ impl Engine {
                 )
             }
         };
-        tracing::warn!(customer = %record.code, outcome = ?e.outcome, "not written: {reason}");
+        // Listed in the report (table or JSON): a log line only with -v.
+        tracing::info!(customer = %record.code, outcome = ?e.outcome, "not written: {reason}");
         let entry = Entry {
             event: e,
             state: None,

@@ -38,10 +38,11 @@ impl Connector {
         };
         let mapping = Mapping::load(&config.sink.mapping, config.sink.register.rules)?;
         let journal = Journal::open(&config.journal.path).map_err(Error::Other)?;
+        let credentials = || journal.credentials_dir().map_err(Error::Other);
         let sink = config.sink.product.open(&SinkContext {
             file: &config.file,
             env,
-            credentials: journal.credentials_dir()?,
+            credentials: &credentials,
             requests_per_minute: config.sink.requests_per_minute,
             retry,
         })?;

@@ -7,23 +7,36 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::DEFAULT_CONFIG_FILE;
 use crate::sink::{Register, REGISTERS};
 
+/// What the tool does, for `--help`; the sandbox build adds how to try it.
+macro_rules! long_about {
+    () => {
+        "Keep a Visma customer register in step with Opter.\n\n\
+         Reads customers and their contact persons (references) from Opter, keeps only the \
+         customer's code, name, contact name and contact email, creates or updates them in \
+         the Visma register, and records every write in a local journal."
+    };
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "opter-visma-sync",
     version,
     about = "Keep a Visma customer register in step with Opter, sending only customer name, \
              contact person name and contact email.",
-    long_about = "Keep a Visma customer register in step with Opter.\n\n\
-        Reads customers and their contact persons (references) from Opter, keeps only the \
-        customer's code, name, contact name and contact email, creates or updates them in \
-        the Visma register, and records every write in a local journal.\n\n\
-        Try it without any accounts:   opter-visma-sync demo\n\
-        Explore a simulated setup:     opter-visma-sync sandbox --write-config sync.toml",
     after_help = "Exit codes: 0 all done, 1 the run could not finish, 2 config or usage error, \
                   3 finished with rejected or failed customers, 4 a person must log in to \
                   Visma again, 5 `journal verify` found the journal changed after it was \
                   written (or a purge could not verify it)."
 )]
+#[cfg_attr(
+    feature = "sandbox",
+    command(long_about = concat!(
+        long_about!(),
+        "\n\nTry it without any accounts:   opter-visma-sync demo\n\
+         Explore a simulated setup:     opter-visma-sync sandbox --write-config sync.toml"
+    ))
+)]
+#[cfg_attr(not(feature = "sandbox"), command(long_about = long_about!()))]
 pub struct Cli {
     /// Config file (TOML). Secrets are never in it, only the names of the environment
     /// variables that hold them.

@@ -23,9 +23,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             #[cfg(feature = "sandbox")]
-            Command::Demo(args) => commands::demo(args).await,
+            Command::Demo(args) => commands::sandbox::demo(args).await,
             #[cfg(feature = "sandbox")]
-            Command::Sandbox(args) => commands::sandbox(args).await,
+            Command::Sandbox(args) => commands::sandbox::sandbox(args).await,
             Command::Sync(args) => commands::sync(&cli.config, args).await,
             Command::Journal(command) => commands::journal(&cli.config, command),
             Command::Auth(command) => commands::auth(&cli.config, command).await,

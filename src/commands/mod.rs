@@ -2,7 +2,7 @@
 
 mod progress;
 #[cfg(feature = "sandbox")]
-mod sandbox;
+pub mod sandbox;
 
 use std::io::Write;
 use std::path::Path;
@@ -26,12 +26,6 @@ use crate::sink::eaccounting::{self, EAccountingConfig, GRANT_FILE};
 use crate::support;
 use crate::sync::{Observer, Quiet, Report, SyncOptions};
 pub use progress::ProgressBar;
-#[cfg(feature = "sandbox")]
-pub use sandbox::{demo, sandbox};
-
-fn actor() -> String {
-    "sync".to_string()
-}
 
 pub async fn sync(config_file: &Path, args: &SyncArgs) -> Result<ExitCode> {
     let config = Config::load(config_file)?;
@@ -40,7 +34,7 @@ pub async fn sync(config_file: &Path, args: &SyncArgs) -> Result<ExitCode> {
         dry_run: args.dry_run,
         full: args.full,
         replay: None,
-        actor: actor(),
+        actor: crate::sync::SYNC_ACTOR.to_string(),
     };
     let observer: Arc<dyn Observer> = match args.json {
         true => Arc::new(Quiet),

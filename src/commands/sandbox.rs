@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::{actor, ProgressBar};
+use super::progress::ProgressBar;
 use crate::app::Connector;
 use crate::cli::{DemoArgs, DemoSource, SandboxArgs};
 use crate::config::Config;
@@ -142,7 +142,7 @@ pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
         dry_run: false,
         full: false,
         replay: None,
-        actor: actor(),
+        actor: crate::sync::SYNC_ACTOR.to_string(),
     };
     let sync = || connector.sync_observed(&options, Arc::new(ProgressBar::on_stderr()));
     let mut out = std::io::stdout().lock();

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::sink::{Register, SinkSettings};
+pub use crate::source::opter_api::OpterApiConfig;
 use values::{check_env_name, check_url};
 pub use values::{Env, ProcessEnv};
 
@@ -38,20 +39,6 @@ pub enum SourceConfig {
     /// Opter's Customers and References export files (xlsx or tab-separated).
     #[serde(rename = "opter-export")]
     OpterExport(Box<crate::source::OpterExportConfig>),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OpterApiConfig {
-    /// The customer web's URL plus `/api`, e.g. `https://acme.opter.cloud/api`.
-    pub base_url: String,
-    /// Path of the customer register endpoint below `base_url`.
-    #[serde(default = "default_customers_path")]
-    pub customers_path: String,
-    /// Name of the environment variable that holds the `x-api-key`.
-    pub api_key_env: String,
-    #[serde(default = "default_page_size")]
-    pub page_size: u32,
 }
 
 /// The `[sink]` table: settings every register shares, and the product's own.
@@ -121,12 +108,6 @@ struct RawConfig {
     journal: JournalConfig,
 }
 
-fn default_customers_path() -> String {
-    "/Customers".into()
-}
-fn default_page_size() -> u32 {
-    500
-}
 fn default_max_retry_wait_secs() -> u64 {
     120
 }
@@ -137,7 +118,7 @@ fn default_keep_values_days() -> u32 {
     1095
 }
 fn default_flush_every() -> usize {
-    crate::sync::DEFAULT_FLUSH_EVERY
+    DEFAULT_FLUSH_EVERY
 }
 fn default_concurrency() -> usize {
     4
@@ -146,17 +127,26 @@ fn default_requests_per_minute() -> u32 {
     600
 }
 
-/// Largest page the Opter adapter asks for; larger pages only cost memory.
-pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Customers per group commit by default: durability costs two fsyncs per batch, not
+/// per customer.
+pub const DEFAULT_FLUSH_EVERY: usize = 64;
+
+pub use crate::source::opter_api::MAX_PAGE_SIZE;
 
 impl Config {
     pub fn load(file: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(file).map_err(|e| {
+            let hint = match cfg!(feature = "sandbox") {
+                true => format!(
+                    ", or create one with `opter-visma-sync sandbox --write-config {}` to \
+                     try the tool",
+                    file.display()
+                ),
+                false => String::new(),
+            };
             Error::config(format!(
-                "cannot read config file {}: {e}. Pass --config FILE, or create one with \
-                 `opter-visma-sync sandbox --write-config {}` to try the tool.",
+                "cannot read config file {}: {e}. Pass --config FILE{hint}.",
                 file.display(),
-                file.display()
             ))
         })?;
         Self::parse(&text, file)
@@ -287,9 +277,13 @@ fn parse_sink(mut table: toml::Table) -> std::result::Result<SinkConfig, String>
     let register = match table.remove("kind") {
         None => return Err(format!("missing key `kind`: one of {}", Register::names())),
         Some(toml::Value::String(kind)) => Register::named(&kind).ok_or_else(|| {
+            let names: Vec<String> = crate::sink::REGISTERS
+                .iter()
+                .map(|r| format!("`{}`", r.name))
+                .collect();
             format!(
-                "unknown variant `{kind}`, expected one of {}",
-                Register::names()
+                "unknown variant `{kind}`, expected one of {}\nin `kind`",
+                names.join(", ")
             )
         })?,
         Some(_) => return Err(format!("`kind` must be one of {}", Register::names())),

@@ -38,9 +38,10 @@ impl Visitor<'_> for Listed {
 
 /// Register field names stored as their position in this list: one byte instead of up
 /// to 33 characters, in every event. It is each register's `journal_fields` in
-/// `sink::REGISTERS` order, both frozen: names are only ever appended, because journals
-/// already written name their fields by these positions. A name not listed is stored
-/// as text.
+/// `sink::REGISTERS` order, and journals already written name their fields by these
+/// positions, so a released register's `journal_fields` never changes (a field it gains
+/// later is stored by name, as every name not listed is) and registers are only
+/// appended. `stored_positions_never_move` pins the list.
 static FIELD_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     crate::sink::REGISTERS
         .iter()
@@ -279,11 +280,19 @@ mod tests {
 
     #[test]
     fn every_register_field_has_a_stored_position() {
+        // Fields a register gained after its first release: stored by name.
+        const STORED_BY_NAME: &[&str] = &[];
         for register in crate::sink::REGISTERS {
             for rule in register.rules.fields {
+                if STORED_BY_NAME.contains(&rule.name) {
+                    continue;
+                }
                 assert!(
                     FIELD_NAMES.contains(&rule.name),
-                    "append {} to {}'s journal_fields",
+                    "{} of {} has no stored position: list it in journal_fields only in \
+                     the register's first release (a released register's list never \
+                     changes: the positions after it would move); otherwise add it to \
+                     STORED_BY_NAME",
                     rule.name,
                     register.name
                 );

@@ -20,8 +20,9 @@ pub struct Register {
     pub rules: RegisterRules,
     /// The bundled mapping file (`mappings/{name}.toml`).
     pub mapping: &'static str,
-    /// Register field names the journal stores by position, in this register's frozen
-    /// order (see `journal::encoding`): only ever appended to once released.
+    /// Register field names the journal stores by position (see `journal::positions`):
+    /// set in the register's first release and never changed after, since the positions
+    /// of every register after it follow from it; a field added later is stored by name.
     pub journal_fields: &'static [&'static str],
     /// Reads the product's own keys of `[sink]` (the shared keys removed).
     pub settings: fn(toml::Table) -> Result<Arc<dyn SinkSettings>, String>,
@@ -67,8 +68,9 @@ pub struct SinkContext<'a> {
     /// The config file, for messages.
     pub file: &'a Path,
     pub env: &'a dyn Env,
-    /// The journal's `credentials/` folder, for grants a register rotates.
-    pub credentials: PathBuf,
+    /// The journal's `credentials/` folder (created owner-only on the first call), for
+    /// grants a register rotates.
+    pub credentials: &'a dyn Fn() -> crate::error::Result<PathBuf>,
     pub requests_per_minute: u32,
     pub retry: RetryPolicy,
 }

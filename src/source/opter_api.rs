@@ -22,7 +22,6 @@ use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::config::OpterApiConfig;
 use crate::error::{Error, Result};
 use crate::record::{SourceCustomer, SourceReference};
 use crate::retry::{self, Attempt, RetryPolicy};
@@ -132,6 +131,32 @@ struct WireReference {
 
 fn yes() -> bool {
     true
+}
+
+/// Largest page the Opter adapter asks for; larger pages only cost memory.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// `[source] kind = "opter-api"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpterApiConfig {
+    /// The customer web's URL plus `/api`, e.g. `https://acme.opter.cloud/api`.
+    pub base_url: String,
+    /// Path of the customer register endpoint below `base_url`.
+    #[serde(default = "default_customers_path")]
+    pub customers_path: String,
+    /// Name of the environment variable that holds the `x-api-key`.
+    pub api_key_env: String,
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+fn default_customers_path() -> String {
+    "/Customers".into()
+}
+
+fn default_page_size() -> u32 {
+    500
 }
 
 impl From<WireCustomer> for SourceCustomer {

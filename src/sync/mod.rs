@@ -26,7 +26,6 @@ use crate::journal::{Counts, Entry, Event, Journal, Operation, Outcome, Run};
 use crate::mapping::Mapping;
 use crate::sink::Sink;
 use crate::source::Source;
-use read::Read;
 
 /// Writes failing in a row (nothing succeeding between) that mean the register is out.
 const UNREACHABLE_AFTER: usize = 12;
@@ -37,10 +36,6 @@ fn unreachable(product: &str, last: &str) -> Error {
          Stopped; nothing is lost, and the next run picks up where this one ended."
     ))
 }
-
-/// Customers per group commit by default: durability costs two fsyncs per batch, not
-/// per customer.
-pub const DEFAULT_FLUSH_EVERY: usize = 64;
 
 /// How a tenant's runs write: from its config.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +58,9 @@ pub struct Engine {
     pub settings: RunSettings,
     pub observer: Arc<dyn Observer>,
 }
+
+/// The actor recorded for scheduled and command-line syncs.
+pub const SYNC_ACTOR: &str = "sync";
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
@@ -134,7 +132,7 @@ impl Engine {
         run.finished = Some(Utc::now()).filter(|_| stopped.is_none());
         run.error = stopped.as_ref().map(|e: &Error| e.to_string());
         report.stopped = stopped.as_ref().map(|e| e.to_string());
-        if stopped.is_none() && read == Read::Full && options.replay.is_none() {
+        if stopped.is_none() && read.is_full() && options.replay.is_none() {
             self.journal.full_read_done(started)?;
         }
         self.journal.save_run(&run)?;

@@ -35,6 +35,10 @@ impl Read {
         }
     }
 
+    pub(super) fn is_full(self) -> bool {
+        self == Read::Full
+    }
+
     fn changed_since(self) -> Option<DateTime<Utc>> {
         match self {
             Read::Full => None,

@@ -93,7 +93,7 @@ impl SinkSettings for EAccountingConfig {
             seed,
             seed_env: self.refresh_token_env.clone(),
         };
-        let store = context.credentials.join(GRANT_FILE);
+        let store = (context.credentials)()?.join(GRANT_FILE);
         let tokens = TokenProvider::new(settings, store)
             .map_err(|e| Error::config(format!("{}: [sink]: {e}", context.file.display())))?;
         Ok(Arc::new(EAccountingSink::new(

@@ -165,6 +165,43 @@ pub enum Command {
         Example:\n  opter-visma-sync --config sync.toml export --customer K10042 > K10042.json"
     )]
     Export(ExportCustomerArgs),
+    /// Decide a conflict: the register holds another customer under this one's number.
+    #[command(
+        long_about = "Decide what happens to a customer in conflict: the register \
+        already held a customer under its number that is not known to be the same one (its \
+        name and contact email differ), so `sync` wrote nothing for it and lists it as a \
+        conflict on every run until you decide.\n\n\
+        --accept: it is the same customer; the next sync overwrites the register customer's \
+        synced fields (name, contact, email) with Opter's, and keeps them in step from then on. \
+        The accountant's other fields (address, terms, notes) are kept.\n\
+        --skip: never send this customer; the register customer is left alone. \
+        `link --accept` later undoes a skip.\n\n\
+        Each decision is recorded in the journal with who made it and why.\n\n\
+        Examples:\n  opter-visma-sync --config sync.toml link --customer K10001 --accept \
+        --reason \"same company, renamed\"\n  opter-visma-sync --config sync.toml link \
+        --customer K10001 --skip --reason \"the accountant's own customer\""
+    )]
+    Link(LinkArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("decision").required(true).args(["accept", "skip"])))]
+pub struct LinkArgs {
+    /// The Opter customer code in conflict.
+    #[arg(long)]
+    pub customer: String,
+    /// The register customer under the number is this customer: keep it in step.
+    #[arg(long)]
+    pub accept: bool,
+    /// Never send this customer.
+    #[arg(long)]
+    pub skip: bool,
+    /// Why (kept in the journal; no personal data).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who decides (recorded as support:NAME; default: the OS user).
+    #[arg(long)]
+    pub actor: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -457,7 +494,7 @@ pub fn parse_since(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String>
 
 fn parse_outcome(value: &str) -> Result<crate::journal::Outcome, String> {
     serde_json::from_value(serde_json::Value::from(value))
-        .map_err(|_| format!("{value:?}: use succeeded, rejected or failed"))
+        .map_err(|_| format!("{value:?}: use succeeded, rejected, failed or conflict"))
 }
 
 #[derive(Debug, Args)]

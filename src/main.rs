@@ -41,6 +41,7 @@ fn main() -> ExitCode {
                 commands::hold(&cli.config, args, HoldKind::Restricted, false).await
             }
             Command::Export(args) => commands::export_customer(&cli.config, args).await,
+            Command::Link(args) => commands::link(&cli.config, args).await,
         }
     });
     match result {

@@ -213,6 +213,14 @@ impl Mapping {
         ]))
     }
 
+    /// The register fields filled from one permitted Opter field.
+    pub fn fields_from(&self, source: PermittedField) -> impl Iterator<Item = &str> {
+        self.fields
+            .iter()
+            .filter(move |(_, s)| **s == source)
+            .map(|(name, _)| name.as_str())
+    }
+
     pub fn rules(&self) -> &RegisterRules {
         &self.rules
     }

@@ -37,6 +37,34 @@ pub fn report(out: &mut impl Write, report: &Report, json: bool) -> std::io::Res
         writeln!(out, "  {:<10} {:>7}", "restricted", c.restricted)?;
         writeln!(out, "  {:<10} {:>7}", "suppressed", c.suppressed)?;
     }
+    if c.conflict + c.skipped > 0 {
+        writeln!(out, "  {:<10} {:>7}", "conflict", c.conflict)?;
+        writeln!(out, "  {:<10} {:>7}", "skipped", c.skipped)?;
+    }
+    if let Some(o) = &report.onboarding {
+        writeln!(
+            out,
+            "register: {} customers already in {}",
+            o.register_customers,
+            if report.dry_run {
+                "it"
+            } else {
+                "it before this run"
+            }
+        )?;
+        let lines = [
+            ("linked, unchanged", Some(o.linked_unchanged)),
+            ("linked, updated", Some(o.linked_updated)),
+            ("created", Some(o.created)),
+            ("conflict", Some(o.conflict)),
+            ("only in the register (left alone)", o.register_only),
+        ];
+        for (what, n) in lines {
+            if let Some(n) = n {
+                writeln!(out, "  {what:<34} {n:>7}")?;
+            }
+        }
+    }
     for p in &report.plan {
         writeln!(
             out,
@@ -60,6 +88,16 @@ pub fn report(out: &mut impl Write, report: &Report, json: bool) -> std::io::Res
     if !report.failures.is_empty() {
         writeln!(out, "failed (retried next run):")?;
         for r in &report.failures {
+            writeln!(out, "  {:<16} {}", r.customer, r.reason)?;
+        }
+    }
+    if !report.conflicts.is_empty() {
+        writeln!(
+            out,
+            "conflict (the register holds another customer under the number; nothing \
+             written until you decide with `link`):"
+        )?;
+        for r in &report.conflicts {
             writeln!(out, "  {:<16} {}", r.customer, r.reason)?;
         }
     }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::app::Connector;
 use crate::error::{Error, Result};
-use crate::journal::{Event, Hold, HoldKind, Operation, Outcome};
+use crate::journal::{Event, Hold, HoldKind, Operation, Outcome, State};
 use crate::sink::Erased;
 use crate::sync::{Report, SyncOptions};
 
@@ -74,6 +74,8 @@ pub async fn purge(c: Connector, code: &str, actor: &str, reason: &str) -> Resul
         actor: actor.into(),
         reason: reason.into(),
         outcome: None,
+        remote_id: None,
+        number: None,
     };
     c.journal.set_hold(HoldKind::Suppressed, code, &hold)?;
     c.journal.flush().await?;
@@ -139,6 +141,8 @@ pub async fn set_hold(
             actor: actor.into(),
             reason: reason.into(),
             outcome: None,
+            remote_id: None,
+            number: None,
         };
         c.journal.set_hold(kind, code, &hold)?;
         !exists
@@ -150,6 +154,7 @@ pub async fn set_hold(
         (HoldKind::Restricted, false) => Operation::Unrestrict,
         (HoldKind::Suppressed, false) => Operation::Unsuppress,
         (HoldKind::Suppressed, true) => unreachable!("suppression is set by purge"),
+        (HoldKind::Conflict | HoldKind::Skipped, _) => unreachable!("set by `link`"),
     };
     c.journal.record(
         support_event(c, code, actor, operation, reason),
@@ -158,6 +163,79 @@ pub async fn set_hold(
     )?;
     c.journal.flush().await?;
     Ok(changed)
+}
+
+/// A person's decision on a customer in conflict: `accept` links it to the register
+/// customer under its number (the next sync updates that customer), else it is never
+/// sent. Returns what now happens, for the person.
+pub async fn link(
+    c: &Connector,
+    code: &str,
+    accept: bool,
+    actor: &str,
+    reason: &str,
+) -> Result<&'static str> {
+    let conflict = c.journal.hold(HoldKind::Conflict, code)?;
+    let skipped = c.journal.hold(HoldKind::Skipped, code)?;
+    let decided = conflict.clone().or(skipped.clone());
+    if accept {
+        let Some(hold) = decided else {
+            let known = c.journal.state(c.config.sink_name(), code)?.is_some();
+            return Err(Error::config(if known {
+                format!("customer {code} is linked already: sync keeps it in step")
+            } else {
+                format!(
+                    "customer {code} is not in conflict: `link --accept` decides a conflict \
+                     that `sync` reported"
+                )
+            }));
+        };
+        let Some(remote_id) = hold.remote_id else {
+            return Err(Error::config(format!(
+                "customer {code} cannot be linked: the register lists several customers \
+                 under its number. Make the number unique in the register, then run `link \
+                 --customer {code} --skip` and `link --customer {code} --accept` again, or \
+                 give it another number in Opter."
+            )));
+        };
+        // No content is known to be the register's: the next sync sends Opter's fields.
+        let state = State {
+            remote_id: remote_id.clone(),
+            content_hash: c.mapping.remote_hash(&Value::Null),
+            last_seq: 0,
+        };
+        let mut event = support_event(c, code, actor, Operation::Link, reason);
+        event.remote_id = Some(remote_id);
+        c.journal.record(event, Some(state), false)?;
+        for kind in [HoldKind::Conflict, HoldKind::Skipped] {
+            c.journal.lift_hold(kind, code)?;
+        }
+        c.journal.flush().await?;
+        return Ok("linked: the next sync writes Opter's fields to the register's customer");
+    }
+    let hold = Hold {
+        since: Utc::now(),
+        actor: actor.into(),
+        reason: reason.into(),
+        outcome: None,
+        remote_id: decided.as_ref().and_then(|h| h.remote_id.clone()),
+        number: decided.and_then(|h| h.number),
+    };
+    c.journal.set_hold(HoldKind::Skipped, code, &hold)?;
+    c.journal.record(
+        support_event(c, code, actor, Operation::Skip, reason),
+        None,
+        false,
+    )?;
+    if conflict.is_some() {
+        c.journal.lift_hold(HoldKind::Conflict, code)?;
+    }
+    c.journal.flush().await?;
+    Ok(if skipped.is_some() {
+        "skipped (it already was): sync never sends it"
+    } else {
+        "skipped: sync never sends it; `link --accept` undoes this"
+    })
 }
 
 /// Sends the customers' current permitted fields again, even if unchanged.
@@ -214,8 +292,10 @@ pub fn failed_customers(c: &Connector) -> Result<Vec<String>> {
     }
     let mut failed = Vec::new();
     for (code, outcome) in last {
-        let held = c.journal.hold(HoldKind::Suppressed, &code)?.is_some()
-            || c.journal.hold(HoldKind::Restricted, &code)?.is_some();
+        let mut held = false;
+        for kind in HoldKind::ALL {
+            held |= c.journal.hold(kind, &code)?.is_some();
+        }
         if outcome != Outcome::Succeeded && !held {
             failed.push(code);
         }
@@ -249,6 +329,8 @@ pub async fn export(c: &Connector, code: &str, actor: &str, reason: &str) -> Res
         "state": state,
         "suppression": hold(HoldKind::Suppressed)?,
         "restriction": hold(HoldKind::Restricted)?,
+        "conflict": hold(HoldKind::Conflict)?,
+        "skip": hold(HoldKind::Skipped)?,
         "journal_events": events,
         "register_record": register,
     });

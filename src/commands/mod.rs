@@ -50,9 +50,10 @@ pub async fn sync(config_file: &Path, args: &SyncArgs) -> Result<ExitCode> {
     }
 }
 
-/// 0 when everything was written, 3 when some customers were rejected or failed.
+/// 0 when everything was written, 3 when some customers were rejected, failed or are
+/// in conflict with the register.
 pub fn exit_for(report: &Report) -> ExitCode {
-    if report.counts.rejected + report.counts.failed > 0 {
+    if report.counts.rejected + report.counts.failed + report.counts.conflict > 0 {
         ExitCode::from(exit::PARTIAL)
     } else {
         ExitCode::from(exit::OK)
@@ -378,9 +379,26 @@ pub async fn hold(
             "no longer restricted: the next sync sends it if it changed"
         }
         (HoldKind::Suppressed, _) => "no longer suppressed: the next sync sends it",
+        (HoldKind::Conflict | HoldKind::Skipped, _) => unreachable!("set by `link`"),
     };
     let note = if changed { "" } else { " (it already was)" };
     println!("customer {} {what}{note}", args.customer);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn link(config_file: &Path, args: &crate::cli::LinkArgs) -> Result<ExitCode> {
+    let connector = open_connector(config_file)?;
+    let actor = support_actor(&args.actor);
+    let reason = args.reason.clone().unwrap_or_else(|| {
+        if args.accept {
+            "linked by a person: the same customer".into()
+        } else {
+            "skipped by a person: never sent".into()
+        }
+    });
+    let decided = support::link(&connector, &args.customer, args.accept, &actor, &reason).await?;
+    connector.finish()?;
+    println!("customer {} {decided}", args.customer);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,6 +11,8 @@ impl Journal {
         match kind {
             HoldKind::Suppressed => &self.suppressed,
             HoldKind::Restricted => &self.restricted,
+            HoldKind::Conflict => &self.conflicts,
+            HoldKind::Skipped => &self.skipped,
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Journal {
     intents: sled::Tree,
     suppressed: sled::Tree,
     restricted: sled::Tree,
+    conflicts: sled::Tree,
+    skipped: sled::Tree,
     meta: sled::Tree,
     /// Exclusive lock on `journal.lock`, held while open (dropped last).
     _lock: std::fs::File,
@@ -97,6 +99,8 @@ impl Journal {
             intents: tree("intents")?,
             suppressed: tree("suppressed")?,
             restricted: tree("restricted")?,
+            conflicts: tree("conflicts")?,
+            skipped: tree("skipped")?,
             meta: tree("meta")?,
             db,
             _lock: lock,

@@ -12,6 +12,17 @@ impl Journal {
             .transpose()
     }
 
+    /// Whether any customer has a state in `sink`: a journal that knows none has not
+    /// written to that register yet (a first install, or a lost journal).
+    pub fn knows_any(&self, sink: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .state
+            .scan_prefix(format!("{sink}/").as_bytes())
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
     /// The customer's state, unless what was last sent has `content_hash`: planning asks
     /// this of every customer read, and most are unchanged, so only their stored hash is
     /// read (compared as stored, without decoding the rest).

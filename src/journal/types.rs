@@ -23,7 +23,9 @@ pub struct Entry {
 pub enum Operation {
     Create,
     Update,
-    /// The customer already existed in the register with our number; we took its id.
+    /// The customer already existed in the register with our number and is the same
+    /// customer (what it holds, its name or its contact email); we took its id. With
+    /// outcome `Conflict`: it is another customer, and nothing was written.
     Adopt,
     /// An update was interrupted (its outcome unknown); we read what the register holds.
     Settle,
@@ -41,6 +43,11 @@ pub enum Operation {
     Replay,
     /// Support: everything held about the customer was exported (GDPR access).
     Export,
+    /// Support: a person decided that the register customer under this customer's
+    /// number is this customer (`link --accept`).
+    Link,
+    /// Support: a person decided that this customer is never sent (`link --skip`).
+    Skip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +58,9 @@ pub enum Outcome {
     Rejected,
     /// The call did not succeed for a transient reason (after retries): retried next run.
     Failed,
+    /// Not written: the register holds another customer under this number. Stays so
+    /// until a person decides (`link --accept` or `--skip`).
+    Conflict,
 }
 
 // Stored by position: append new variants to these lists, never reorder them.
@@ -67,11 +77,18 @@ impl encoding::Variants for Operation {
         Operation::Unrestrict,
         Operation::Replay,
         Operation::Export,
+        Operation::Link,
+        Operation::Skip,
     ];
 }
 
 impl encoding::Variants for Outcome {
-    const ALL: &'static [Self] = &[Outcome::Succeeded, Outcome::Rejected, Outcome::Failed];
+    const ALL: &'static [Self] = &[
+        Outcome::Succeeded,
+        Outcome::Rejected,
+        Outcome::Failed,
+        Outcome::Conflict,
+    ];
 }
 
 /// The journal's own name for an operation or outcome (`create`, `succeeded`...).
@@ -173,6 +190,16 @@ pub struct Counts {
     /// Not sent: purged, and suppressed until `unsuppress`.
     #[serde(default)]
     pub suppressed: u64,
+    /// Not sent: the register holds another customer under the number (until `link`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub conflict: u64,
+    /// Not sent: a person decided so with `link --skip`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A support hold on one customer (suppression after a purge, or a restriction). Holds
@@ -185,6 +212,11 @@ pub struct Hold {
     /// For a purge: what happened in the register (deleted, anonymised, not present).
     #[serde(default)]
     pub outcome: Option<String>,
+    /// For a conflict or a skip: the register customer it is about, and its number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +225,20 @@ pub enum HoldKind {
     Suppressed,
     /// Restricted: kept, but no updates are sent.
     Restricted,
+    /// The register holds another customer under this one's number: nothing is sent
+    /// until a person decides with `link`.
+    Conflict,
+    /// A person decided with `link --skip` that this customer is never sent.
+    Skipped,
+}
+
+impl HoldKind {
+    pub const ALL: [HoldKind; 4] = [
+        HoldKind::Suppressed,
+        HoldKind::Restricted,
+        HoldKind::Conflict,
+        HoldKind::Skipped,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -342,6 +342,8 @@ mod tests {
             actor: "support:eva".into(),
             reason: "r".into(),
             outcome: None,
+            remote_id: None,
+            number: None,
         };
         j.set_hold(HoldKind::Suppressed, "K2", &hold).unwrap();
         let mut erase = event("K2", "s1");

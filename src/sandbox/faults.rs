@@ -9,7 +9,10 @@
 //! 1. one draw against `fail_rate`, then, when it fails, one draw choosing the status
 //!    from `statuses`;
 //! 2. for a customer write (POST/PUT/DELETE) that did not fail, one draw against
-//!    `drop_after_commit_rate`.
+//!    `drop_after_commit_rate`;
+//! 3. only while `corrupt_read_rate` is above 0, for any other request that did not
+//!    fail, one draw against it and, when it hits, one draw choosing how the answer's
+//!    body is spoiled (applied to a successful GET only).
 //!
 //! Order within a request: `latency_ms` sleep, then the injected failure (answered
 //! before the bearer-token check and the rate limit, as a gateway in front of the API
@@ -71,6 +74,10 @@ pub struct Faults {
     pub rate_limit_per_minute: Option<u32>,
     /// The N of an injected 429's "Try again in N seconds.".
     pub retry_after_secs: u64,
+    /// Probability (0..=1) that a successful GET is answered 200 with a body that is not
+    /// readable JSON: the real body behind a UTF-8 byte-order mark, an empty body, or a
+    /// proxy's HTML page, as a misbehaving gateway or cache would serve.
+    pub corrupt_read_rate: f64,
 }
 
 impl Default for Faults {
@@ -83,6 +90,7 @@ impl Default for Faults {
             drop_after_commit_rate: 0.0,
             rate_limit_per_minute: None,
             retry_after_secs: 1,
+            corrupt_read_rate: 0.0,
         }
     }
 }
@@ -93,6 +101,7 @@ impl Faults {
         for (name, rate) in [
             ("fail_rate", self.fail_rate),
             ("drop_after_commit_rate", self.drop_after_commit_rate),
+            ("corrupt_read_rate", self.corrupt_read_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name}: must be between 0 and 1, got {rate}"));
@@ -121,7 +130,17 @@ pub(crate) struct Plan {
     latency: Duration,
     inject: Option<u16>,
     drop_after_commit: bool,
+    /// How a successful GET's body is spoiled, if it is.
+    corrupt_read: Option<Spoiled>,
     retry_after_secs: u64,
+}
+
+/// How `corrupt_read_rate` spoils a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spoiled {
+    ByteOrderMark,
+    Empty,
+    Html,
 }
 
 impl FaultEngine {
@@ -146,10 +165,21 @@ impl FaultEngine {
         };
         let drop_after_commit =
             inject.is_none() && customer_write && self.rng.gen::<f64>() < f.drop_after_commit_rate;
+        // No draw at all while off, so seeded runs without it meet the same faults.
+        let corrupt_read = (inject.is_none()
+            && !customer_write
+            && f.corrupt_read_rate > 0.0
+            && self.rng.gen::<f64>() < f.corrupt_read_rate)
+            .then(|| match self.rng.gen_range(0..3) {
+                0 => Spoiled::ByteOrderMark,
+                1 => Spoiled::Empty,
+                _ => Spoiled::Html,
+            });
         Plan {
             latency: Duration::from_millis(f.latency_ms),
             inject,
             drop_after_commit,
+            corrupt_read,
             retry_after_secs: f.retry_after_secs,
         }
     }
@@ -168,6 +198,8 @@ pub(crate) enum FaultMark {
     Injected,
     /// Handled and committed; the connection was then closed without a response.
     Dropped,
+    /// Handled; the answer's body was spoiled (see `Faults::corrupt_read_rate`).
+    Spoiled,
 }
 
 impl FaultMark {
@@ -175,6 +207,7 @@ impl FaultMark {
         match self {
             FaultMark::Injected => "injected",
             FaultMark::Dropped => "dropped",
+            FaultMark::Spoiled => "spoiled",
         }
     }
 }
@@ -210,7 +243,27 @@ pub(crate) async fn fault_guard<S: FaultSite>(
         return resp;
     }
     let conn = req.extensions().get::<ConnectInfo<Conn>>().cloned();
+    let read = req.method() == Method::GET;
     let mut resp = next.run(req).await;
+    if let Some(spoiled) = plan
+        .corrupt_read
+        .filter(|_| read && resp.status().is_success())
+    {
+        let (mut parts, body) = resp.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        let spoiled: Bytes = match spoiled {
+            Spoiled::ByteOrderMark => [&b"\xEF\xBB\xBF"[..], &body].concat().into(),
+            Spoiled::Empty => Bytes::new(),
+            Spoiled::Html => {
+                Bytes::from_static(b"<html><body>Service temporarily overloaded</body></html>")
+            }
+        };
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.extensions.insert(FaultMark::Spoiled);
+        return Response::from_parts(parts, axum::body::Body::from(spoiled));
+    }
     // Only a write that succeeded has something committed to lose the answer to.
     if plan.drop_after_commit && resp.status().is_success() {
         match conn {

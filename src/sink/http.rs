@@ -86,6 +86,20 @@ impl Reply {
         serde_json::from_str(&self.text).unwrap_or(Value::Null)
     }
 
+    /// The JSON body, which must be there and readable: what a write is built from or
+    /// decided on. An empty, truncated or foreign body (a proxy's page, a byte-order
+    /// mark in front) is "cannot tell", so the customer fails and nothing is written.
+    pub fn json(&self, product: &str, what: &str) -> Result<Value, SinkError> {
+        serde_json::from_str(&self.text).map_err(|_| SinkError::Failed {
+            status: Some(self.status),
+            message: format!(
+                "{product} answered {what} (HTTP {}) with a body that is not readable JSON; \
+                 nothing is written from it",
+                self.status
+            ),
+        })
+    }
+
     /// Part of the JSON body, read into `T` without building the rest.
     pub fn part<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
         serde_json::from_str(&self.text).ok()

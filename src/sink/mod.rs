@@ -49,6 +49,10 @@ pub enum SinkError {
     /// (a lost journal, or a create whose answer never arrived): find it and adopt it.
     #[error("the register already has a customer with this number (HTTP {status}): {message}")]
     NumberTaken { status: u16, message: String },
+    /// Not written: the register holds another customer under this number (held as a
+    /// conflict by the run, with this reason, until a person decides).
+    #[error("{0}")]
+    Conflict(String),
     /// The register refused the setup itself (wrong tenant, unknown client): a person
     /// must fix the configuration; nothing is sent until then.
     #[error("{0}")]
@@ -102,6 +106,17 @@ pub struct Remote {
     pub record: Value,
 }
 
+/// One page of the register's customer list, for the register index.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerPage {
+    /// Each customer's number (the mapping's number field) and what the list shows of
+    /// it. A list entry may leave out part of a customer (e-conomic's contact person):
+    /// `Sink::complete` fills it in.
+    pub customers: Vec<(String, Remote)>,
+    /// Whether the register says more pages follow.
+    pub more: bool,
+}
+
 /// What `erase` did to the customer in the register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Erased {
@@ -145,6 +160,13 @@ pub trait Sink: Send + Sync {
         record: &'a MappedRecord,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Written, SinkError>>;
+
+    /// Page `page` (from 0) of the register's customers, in the register's order. An
+    /// answer that cannot be read is an error, never an empty page.
+    fn customers_page<'a>(&'a self, page: u32) -> BoxFuture<'a, Result<CustomerPage, SinkError>>;
+
+    /// A listed customer with what its list entry leaves out, read from the register.
+    fn complete<'a>(&'a self, listed: Remote) -> BoxFuture<'a, Result<Remote, SinkError>>;
 
     fn update<'a>(
         &'a self,
@@ -202,6 +224,24 @@ macro_rules! sink_by_inherent_methods {
                 Result<$crate::sink::Written, $crate::sink::SinkError>,
             > {
                 Box::pin(<$type>::create(self, record, key))
+            }
+            fn customers_page<'a>(
+                &'a self,
+                page: u32,
+            ) -> futures::future::BoxFuture<
+                'a,
+                Result<$crate::sink::CustomerPage, $crate::sink::SinkError>,
+            > {
+                Box::pin(<$type>::customers_page(self, page))
+            }
+            fn complete<'a>(
+                &'a self,
+                listed: $crate::sink::Remote,
+            ) -> futures::future::BoxFuture<
+                'a,
+                Result<$crate::sink::Remote, $crate::sink::SinkError>,
+            > {
+                Box::pin(<$type>::complete(self, listed))
             }
             fn update<'a>(
                 &'a self,

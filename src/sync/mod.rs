@@ -6,6 +6,8 @@
 //! register (auth, retries, limits) is the sink's business. A run owns what it uses
 //! (`Arc`s), so its future is `Send + 'static` and a service can spawn one per tenant.
 
+mod index;
+mod link;
 mod observer;
 mod pipeline;
 mod plan;
@@ -90,7 +92,13 @@ impl Engine {
         let mut report = Report::new(run_id.clone(), options.dry_run, read.name());
         let replay = options.replay.as_deref();
         if options.dry_run {
-            self.read_and_plan(read, replay, &mut report).await?;
+            let (tasks, numbers, _) = self.read_and_plan(read, replay, &mut report).await?;
+            let numbers = (read.is_full() && plan::creates_any(&tasks)).then(|| numbers.to_set());
+            let tasks = self
+                .onboard(tasks, numbers, &run_id, &options.actor, &mut report, true)
+                .await?;
+            self.plan_dry(&tasks, &mut report)?;
+            report.sort();
             return Ok((report, None));
         }
         let mut run = Run {
@@ -111,9 +119,22 @@ impl Engine {
         let mut stopped = self.settle(&run_id, &options.actor).await.err();
         let tasks = match stopped {
             None => {
-                let (tasks, cursor) = self.read_and_plan(read, replay, &mut report).await?;
+                let (tasks, numbers, cursor) =
+                    self.read_and_plan(read, replay, &mut report).await?;
                 run.cursor = cursor;
-                tasks
+                let numbers =
+                    (read.is_full() && plan::creates_any(&tasks)).then(|| numbers.to_set());
+                // Before the first create: what the register already holds.
+                match self
+                    .onboard(tasks, numbers, &run_id, &options.actor, &mut report, false)
+                    .await
+                {
+                    Ok(tasks) => tasks,
+                    Err(e) => {
+                        stopped = Some(e);
+                        Vec::new()
+                    }
+                }
             }
             Some(_) => Vec::new(),
         };

@@ -22,6 +22,11 @@ pub(super) enum Task {
     },
 }
 
+/// Whether any of the writes creates a customer.
+pub(super) fn creates_any(tasks: &[Task]) -> bool {
+    tasks.iter().any(|t| matches!(t, Task::Create(_)))
+}
+
 /// What planning keeps of one customer code until the whole read is in: a few fixed-size
 /// facts, so a full read of 100,000 customers stays small.
 struct Seen {
@@ -41,7 +46,7 @@ const NO_NUMBER: u32 = u32::MAX;
 /// Many short strings in one buffer, by position: a few bytes each instead of a heap
 /// allocation each.
 #[derive(Default)]
-struct Texts {
+pub(super) struct Texts {
     text: String,
     ends: Vec<u32>,
 }
@@ -65,6 +70,13 @@ impl Texts {
 
     fn reserve(&mut self, more: usize) {
         self.ends.reserve(more);
+    }
+
+    /// Every distinct text.
+    pub(super) fn to_set(&self) -> std::collections::HashSet<String> {
+        (0..self.len() as u32)
+            .map(|i| self.get(i).to_string())
+            .collect()
     }
 }
 
@@ -123,6 +135,8 @@ impl SeenTable {
 
 enum Verdict {
     Held(HoldKind),
+    /// Held as a conflict until a person decides; index into `Planner::reasons`.
+    Conflict(u32),
     /// Index into `Planner::reasons`.
     Rejected(u32),
     Unchanged,
@@ -154,8 +168,8 @@ pub(super) struct Planner<'e> {
     seed: foldhash::fast::FixedState,
     /// Why customers were rejected by the mapping (see `Verdict::Rejected`).
     reasons: Vec<String>,
-    /// Whether any customer is suppressed or restricted at all.
-    holds: (bool, bool),
+    /// Whether any customer is held at all, per `HoldKind::ALL`.
+    holds: [bool; 4],
     tasks: Vec<Task>,
     pub(super) read: usize,
     pub(super) newest: Option<DateTime<Utc>>,
@@ -171,10 +185,7 @@ impl<'e> Planner<'e> {
             other_copies: Vec::new(),
             seed: foldhash::fast::FixedState::with_seed(rand::random()),
             reasons: Vec::new(),
-            holds: (
-                engine.journal.any_hold(HoldKind::Suppressed),
-                engine.journal.any_hold(HoldKind::Restricted),
-            ),
+            holds: HoldKind::ALL.map(|kind| engine.journal.any_hold(kind)),
             tasks: Vec::new(),
             read: 0,
             newest: None,
@@ -211,16 +222,26 @@ impl<'e> Planner<'e> {
         let engine = self.engine;
         let journal = &engine.journal;
         let permitted = c.into_permitted();
-        let held = |present: bool, kind: HoldKind| -> Result<bool> {
-            Ok(present && journal.hold(kind, &permitted.code)?.is_some())
-        };
-        // First of all: what is suppressed or restricted is not looked at further (not
-        // even rejected, which would force full reads forever).
+        // First of all: what is held is not looked at further (not even rejected, which
+        // would force full reads forever).
+        let mut hold = None;
+        for (kind, present) in HoldKind::ALL.into_iter().zip(self.holds) {
+            if present {
+                if let Some(h) = journal.hold(kind, &permitted.code)? {
+                    hold = Some((kind, h));
+                    break;
+                }
+            }
+        }
         let mut number = NO_NUMBER;
-        let verdict = if held(self.holds.0, HoldKind::Suppressed)? {
-            Verdict::Held(HoldKind::Suppressed)
-        } else if held(self.holds.1, HoldKind::Restricted)? {
-            Verdict::Held(HoldKind::Restricted)
+        let verdict = if let Some((kind, h)) = hold {
+            match kind {
+                HoldKind::Conflict => {
+                    self.reasons.push(h.reason);
+                    Verdict::Conflict(self.reasons.len() as u32 - 1)
+                }
+                kind => Verdict::Held(kind),
+            }
         } else {
             match engine.mapping.check_and_hash(&permitted) {
                 Err(reason) => {
@@ -273,8 +294,9 @@ impl<'e> Planner<'e> {
         Ok(())
     }
 
-    /// Rejects duplicates, counts what is held or unchanged, returns what to write.
-    pub(super) fn finish(self, report: &mut Report) -> Result<Vec<Task>> {
+    /// Rejects duplicates, counts what is held or unchanged, returns what to write and
+    /// the register number of every customer mapped.
+    pub(super) fn finish(self, report: &mut Report) -> Result<(Vec<Task>, Texts)> {
         let Planner {
             engine,
             seen,
@@ -305,7 +327,8 @@ impl<'e> Planner<'e> {
                 reason,
             });
         };
-        let mut held = (0, 0);
+        let mut held = (0, 0, 0);
+        let mut conflicts = Vec::new();
         let mut unchanged = 0;
         for (code, seen) in seen.into_entries() {
             let copies = match seen.others {
@@ -316,6 +339,10 @@ impl<'e> Planner<'e> {
             match seen.verdict {
                 Verdict::Held(HoldKind::Suppressed) => held.0 += 1,
                 Verdict::Held(HoldKind::Restricted) => held.1 += 1,
+                Verdict::Held(_) => held.2 += 1,
+                Verdict::Conflict(i) => {
+                    conflicts.push((code, std::mem::take(&mut reasons[i as usize])));
+                }
                 verdict if copies > 1 => {
                     if let Verdict::Write(i) = verdict {
                         tasks[i as usize] = None;
@@ -352,23 +379,29 @@ impl<'e> Planner<'e> {
         }
         report.counts.suppressed += held.0;
         report.counts.restricted += held.1;
+        report.counts.skipped += held.2;
+        for (code, reason) in conflicts {
+            report.conflict(code, reason);
+        }
         report.counts.unchanged += unchanged;
         let tasks: Vec<Task> = tasks.into_iter().flatten().collect();
-        if report.dry_run {
-            for task in &tasks {
-                report.plan.push(engine.planned(task)?);
-                match task {
-                    Task::Create(_) => report.counts.created += 1,
-                    Task::Update { .. } => report.counts.updated += 1,
-                }
-            }
-            return Ok(Vec::new());
-        }
-        Ok(tasks)
+        Ok((tasks, numbers))
     }
 }
 
 impl Engine {
+    /// What a dry run shows and counts of the writes it would make.
+    pub(super) fn plan_dry(&self, tasks: &[Task], report: &mut Report) -> Result<()> {
+        for task in tasks {
+            report.plan.push(self.planned(task)?);
+            match task {
+                Task::Create(_) => report.counts.created += 1,
+                Task::Update { .. } => report.counts.updated += 1,
+            }
+        }
+        Ok(())
+    }
+
     /// What a dry run shows of one write: its operation and the fields that change.
     pub(super) fn planned(&self, task: &Task) -> Result<Planned> {
         Ok(match task {

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::plan::{Planner, Task};
+use super::plan::{Planner, Task, Texts};
 use super::{Engine, Report, SyncOptions};
 use crate::error::{Error, Result};
 
@@ -101,7 +101,7 @@ impl Engine {
         read: Read,
         replay: Option<&[String]>,
         report: &mut Report,
-    ) -> Result<(Vec<Task>, Option<DateTime<Utc>>)> {
+    ) -> Result<(Vec<Task>, Texts, Option<DateTime<Utc>>)> {
         self.observer.reading();
         let (pages, mut incoming) = tokio::sync::mpsc::channel(2);
         let reading = async move {
@@ -137,6 +137,7 @@ impl Engine {
             read = read.name(),
             "read from Opter"
         );
-        Ok((planner.finish(report)?, cursor))
+        let (tasks, numbers) = planner.finish(report)?;
+        Ok((tasks, numbers, cursor))
     }
 }

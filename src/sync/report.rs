@@ -22,6 +22,14 @@ pub struct Report {
     pub rejections: Vec<Rejection>,
     /// Customers whose write failed for a transient reason, with the reason.
     pub failures: Vec<Rejection>,
+    /// Customers not written because the register holds another customer under their
+    /// number, with why: they wait for a person's `link --accept` or `--skip`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Rejection>,
+    /// What the first sync against a populated register does (or would do): only when
+    /// the register's customer list was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onboarding: Option<Onboarding>,
     /// Why the run stopped before the end, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
@@ -44,6 +52,27 @@ pub(super) enum Done {
     Skipped,
     Rejected,
     Failed,
+    /// Not written: the register holds another customer under this number.
+    Conflict,
+}
+
+/// How the customers Opter has and the register's customers come together.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Onboarding {
+    /// Customers the register's customer list was read for (the register index).
+    pub register_customers: u64,
+    /// Found in the register under their number, holding what we would send.
+    pub linked_unchanged: u64,
+    /// Found in the register under their number as the same customer, and updated.
+    pub linked_updated: u64,
+    /// Not in the register: created.
+    pub created: u64,
+    /// The register holds another customer under the number: not written.
+    pub conflict: u64,
+    /// Register customers with no Opter counterpart among the customers read: left
+    /// alone, never deleted. Only counted when every Opter customer was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register_only: Option<u64>,
 }
 
 impl Report {
@@ -54,6 +83,8 @@ impl Report {
             counts: Counts::default(),
             rejections: Vec::new(),
             failures: Vec::new(),
+            conflicts: Vec::new(),
+            onboarding: None,
             stopped: None,
             plan: Vec::new(),
             read,
@@ -74,12 +105,20 @@ impl Report {
                 self.counts.failed += 1;
                 self.failures.push(Rejection { customer, reason });
             }
+            Done::Conflict => self.conflict(customer, reason),
         }
+    }
+
+    /// A customer not written for a conflict with the register.
+    pub(super) fn conflict(&mut self, customer: String, reason: String) {
+        self.counts.conflict += 1;
+        self.conflicts.push(Rejection { customer, reason });
     }
 
     /// Rejections and failures in customer order, as printed and stored.
     pub(super) fn sort(&mut self) {
         self.rejections.sort_by(|a, b| a.customer.cmp(&b.customer));
         self.failures.sort_by(|a, b| a.customer.cmp(&b.customer));
+        self.conflicts.sort_by(|a, b| a.customer.cmp(&b.customer));
     }
 }

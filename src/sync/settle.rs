@@ -1,6 +1,7 @@
 //! Settling what a dead run left open, and adopting a customer the register already
 //! holds under our number.
 
+use super::index::Linked;
 use super::report::Done;
 use super::{unreachable, Engine, UNREACHABLE_AFTER};
 use crate::error::Result;
@@ -88,9 +89,10 @@ impl Engine {
         }
     }
 
-    /// The register already has a customer with our number: take its id and record that
-    /// (with what it holds, as state), then update it if it differs. The intent stays
-    /// open until the update is committed, so a crash in between is settled next run.
+    /// The register already has a customer with our number (a lost journal, a create
+    /// whose answer never arrived, or the accountant's own): link it if it is the same
+    /// customer (then update it if it differs), else hold it as a conflict. The intent
+    /// stays open until the update is committed, so a crash in between is settled next run.
     async fn adopt(
         &self,
         record: &MappedRecord,
@@ -107,31 +109,25 @@ impl Engine {
                     .into(),
             });
         };
-        let id = existing.id.clone();
-        let mut adopted = self.event(&record.code, run_id, actor, Operation::Adopt);
-        adopted.remote_id = Some(id.clone());
-        let state = State {
-            remote_id: id.clone(),
-            content_hash: self.mapping.remote_hash(&existing.fields),
-            last_seq: 0,
+        let failed = |e: crate::error::Error| SinkError::Failed {
+            status: None,
+            message: e.to_string(),
         };
-        let same = state.content_hash == record.content_hash;
-        self.journal
-            .record(adopted, Some(state), false)
-            .map_err(|e| SinkError::Failed {
-                status: None,
-                message: e.to_string(),
-            })?;
-        if same {
-            return Ok((
-                Written {
-                    remote_id: id,
-                    status: 200,
-                },
-                Done::Unchanged,
-            ));
+        let id = existing.id.clone();
+        let unchanged = Written {
+            remote_id: id.clone(),
+            status: 200,
+        };
+        match self
+            .link(record, &existing, run_id, actor, false)
+            .map_err(failed)?
+        {
+            Linked::Unchanged => Ok((unchanged, Done::Unchanged)),
+            Linked::Conflict(reason) => Err(SinkError::Conflict(reason)),
+            Linked::Update(_) => {
+                let written = self.sink.update(&id, record, key).await?;
+                Ok((written, Done::Updated))
+            }
         }
-        let written = self.sink.update(&id, record, key).await?;
-        Ok((written, Done::Updated))
     }
 }

@@ -9,9 +9,9 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::*;
-use crate::journal::{Intent, IntentBatch};
+use crate::journal::{HoldKind, Intent, IntentBatch};
 use crate::mapping::MappedRecord;
-use crate::sink::{eaccounting, Erased, Register, Remote, SinkError, Written};
+use crate::sink::{eaccounting, CustomerPage, Erased, Register, Remote, SinkError, Written};
 use crate::source::{OpterExportConfig, OpterExportSource};
 
 /// A register in memory: customers by number, and every call made to it.
@@ -26,8 +26,20 @@ impl MemorySink {
         self.calls.lock().unwrap().push(what);
     }
 
+    /// Every call but reads of the customer list (see `lists`).
     fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|c| !c.starts_with("list"))
+            .cloned()
+            .collect()
+    }
+
+    /// Pages of the customer list read.
+    fn lists(&self) -> usize {
+        let calls = self.calls.lock().unwrap();
+        calls.iter().filter(|c| c.starts_with("list")).count()
     }
 
     fn remote(number: &str, fields: &Value) -> Remote {
@@ -98,6 +110,30 @@ impl Sink for MemorySink {
             status: 200,
         };
         Box::pin(async move { Ok(written) })
+    }
+
+    fn customers_page<'a>(&'a self, page: u32) -> BoxFuture<'a, Result<CustomerPage, SinkError>> {
+        self.called(format!("list {page}"));
+        let customers = match page {
+            0 => self
+                .customers
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(n, f)| (n.clone(), MemorySink::remote(n, f)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Box::pin(async move {
+            Ok(CustomerPage {
+                customers,
+                more: false,
+            })
+        })
+    }
+
+    fn complete<'a>(&'a self, listed: Remote) -> BoxFuture<'a, Result<Remote, SinkError>> {
+        Box::pin(async move { Ok(listed) })
     }
 
     fn erase<'a>(&'a self, id: &'a str, _key: &'a str) -> BoxFuture<'a, Result<Erased, SinkError>> {
@@ -219,7 +255,11 @@ async fn a_dry_run_plans_without_writing_or_recording() {
         .unwrap();
     assert_eq!(report.counts.created, 3);
     assert_eq!(report.plan.len(), 3);
+    // Only the register's customer list is read, to tell creates from links.
     assert!(f.sink.calls().is_empty());
+    assert_eq!(f.sink.lists(), 1);
+    let onboarding = report.onboarding.expect("the register was read");
+    assert_eq!((onboarding.created, onboarding.register_only), (3, Some(0)));
     assert!(f.engine.journal.events(None, None).unwrap().is_empty());
 }
 
@@ -313,4 +353,75 @@ async fn a_run_can_be_spawned_on_a_multi_thread_runtime() {
         .unwrap();
     assert!(stopped.is_none());
     assert_eq!(report.counts.created, 3);
+}
+
+/// A second engine on the same register with a fresh journal (a first install, or a
+/// lost journal).
+fn fresh_journal(f: &Fixture) -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = f.engine.clone();
+    engine.journal = Arc::new(Journal::open(&dir.path().join("journal")).unwrap());
+    (dir, engine)
+}
+
+#[tokio::test]
+async fn another_customer_under_our_number_is_a_conflict_and_is_never_written() {
+    let f = fixture(THREE);
+    f.sink.customers.lock().unwrap().insert(
+        "K1".into(),
+        serde_json::json!({"Name": "Håkansson & Söner Åkeri AB", "EmailAddress": "info@hs.se"}),
+    );
+    let first = run(&f.engine).await;
+    assert_eq!((first.counts.conflict, first.counts.created), (1, 2));
+    assert_eq!(first.conflicts[0].customer, "K1");
+    assert!(
+        !first.conflicts[0].reason.contains("Håkansson"),
+        "names are masked"
+    );
+    assert!(f
+        .sink
+        .calls()
+        .iter()
+        .all(|c| !c.ends_with(" K1") || c.starts_with("find")));
+    let held = f.engine.journal.hold(HoldKind::Conflict, "K1").unwrap();
+    assert_eq!(held.and_then(|h| h.remote_id).as_deref(), Some("K1"));
+    // It stays a conflict, without asking the register again.
+    let calls = f.sink.calls().len();
+    let second = run(&f.engine).await;
+    assert_eq!((second.counts.conflict, second.counts.unchanged), (1, 2));
+    assert_eq!(f.sink.calls().len(), calls, "{:?}", f.sink.calls());
+    let name = f.sink.customers.lock().unwrap()["K1"]["Name"].clone();
+    assert_eq!(name, "Håkansson & Söner Åkeri AB");
+}
+
+#[tokio::test]
+async fn the_same_customer_by_name_is_linked_and_updated_not_created() {
+    let f = fixture(THREE);
+    f.sink.customers.lock().unwrap().insert(
+        "K1".into(),
+        serde_json::json!({"Name": "ALFA AKERI aktiebolag", "EmailAddress": "old@alfa.se"}),
+    );
+    let report = run(&f.engine).await;
+    assert_eq!((report.counts.updated, report.counts.created), (1, 2));
+    assert!(f.sink.calls().contains(&"update K1".to_string()));
+    assert!(!f.sink.calls().contains(&"create K1".to_string()));
+    let linked = f.engine.journal.events(Some("K1"), None).unwrap();
+    assert!(linked.iter().any(|e| e.operation == Operation::Adopt));
+}
+
+#[tokio::test]
+async fn a_fresh_journal_links_what_the_register_holds_without_writing() {
+    let f = fixture(THREE);
+    run(&f.engine).await;
+    let (_dir, engine) = fresh_journal(&f);
+    let before = f.sink.calls().len();
+    let report = run(&engine).await;
+    assert_eq!((report.counts.unchanged, report.counts.created), (3, 0));
+    let calls = &f.sink.calls()[before..];
+    assert!(calls.is_empty(), "nothing but the list is read: {calls:?}");
+    assert_eq!(f.sink.lists(), 2, "once per fresh journal");
+    // Linked: the next run knows them.
+    let again = run(&engine).await;
+    assert_eq!(again.counts.unchanged, 3);
+    assert_eq!(f.sink.calls().len(), before + calls.len());
 }

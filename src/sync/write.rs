@@ -153,6 +153,11 @@ impl Engine {
             Err(e @ (SinkError::NeedsLogin(_) | SinkError::Config(_) | SinkError::Fatal(_))) => {
                 return Err(e.into())
             }
+            Err(SinkError::Conflict(reason)) => {
+                // The hold and its event are recorded already: nothing else to add.
+                tracing::info!(customer = %record.code, "not written: conflict");
+                return Ok(Finished::new(record.code, Done::Conflict, reason, None));
+            }
             Err(SinkError::NumberTaken { status, message }) => {
                 // Only left over when adopting found nothing to adopt.
                 e.outcome = Outcome::Rejected;

@@ -213,6 +213,39 @@ impl Setup {
         token
     }
 
+    /// A customer the accountant entered in eAccounting before the integration: POSTed
+    /// with a login of our own, as the accountant's program would. Answers the
+    /// register's customer.
+    pub async fn accountant_adds(&self, customer: Value) -> Value {
+        let token = self.login_tokens().await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut body = serde_json::json!({
+            "IsPrivatePerson": false,
+            "IsActive": true,
+            "InvoiceCity": "Borås",
+            "InvoicePostalCode": "503 46",
+            "TermsOfPaymentId": "8f3c2a61-1b7e-4d2a-9c55-3e0f6a1d2b30",
+        });
+        for (k, v) in customer.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let reply = reqwest::Client::new()
+            .post(format!("{}/visma/v2/customers", self.sandbox.base_url()))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            reply.status().is_success(),
+            "{}",
+            reply.text().await.unwrap()
+        );
+        reply.json().await.unwrap()
+    }
+
     /// Adds `line` (e.g. `retry_budget_secs = 1`) to the config's `[sink]` or
     /// `[journal]` table (the config ends with `[journal]`).
     pub fn configure(&self, table: &str, line: &str) {

@@ -12,6 +12,7 @@ mod first_impressions;
 mod incremental;
 mod journal_fixture;
 mod oauth;
+mod onboarding;
 mod sinks;
 mod support;
 mod sync;

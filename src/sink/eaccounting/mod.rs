@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::auth::TokenProvider;
 use super::http::{nothing_special, safe_message, Credentials, Dialect, Http, Reply};
-use super::{Erased, Remote, SinkError, Written, ERASED_NAME};
+use super::{CustomerPage, Erased, Remote, SinkError, Written, ERASED_NAME};
 use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
 use crate::retry::RetryPolicy;
 
@@ -40,6 +40,9 @@ pub static REGISTER: super::Register = super::Register {
 super::sink_by_inherent_methods!(EAccountingSink, REGISTER);
 
 pub const PRODUCT: &str = "Visma eAccounting";
+
+/// Customers per page of the register index: the largest `$pagesize` eAccounting takes.
+const INDEX_PAGE_SIZE: u32 = 1000;
 
 /// The CustomerApi fields this connector fills, with the limits Visma publishes in its
 /// swagger (`CustomerApi`); a test compares them with the swagger when it is at hand.
@@ -105,8 +108,16 @@ impl EAccountingSink {
         let mut url = url::Url::parse(&format!("{}/customers", self.base)).expect("base is a URL");
         url.query_pairs_mut().append_pair("$filter", &filter);
         let reply = self.http.send(Method::GET, url.as_str(), None).await?;
-        let body = reply.body();
-        let rows = body["Data"].as_array().cloned().unwrap_or_default();
+        let body = reply.json(PRODUCT, "a customer search")?;
+        let Some(rows) = body["Data"].as_array() else {
+            return Err(SinkError::Failed {
+                status: Some(reply.status),
+                message: format!(
+                    "{PRODUCT} answered a customer search without its Data list, so whether \
+                     the customer exists cannot be told"
+                ),
+            });
+        };
         if let Some(found) = rows.iter().find(|c| c["CustomerNumber"] == number) {
             return remote(found.clone()).map(Some);
         }
@@ -125,13 +136,46 @@ impl EAccountingSink {
         Ok(None)
     }
 
+    /// `GET /customers?$page=N&$pagesize=1000` (pages count from 1), read as the
+    /// envelope `{Meta: {CurrentPage, TotalNumberOfPages}, Data: [...]}`.
+    pub async fn customers_page(&self, page: u32) -> Result<CustomerPage, SinkError> {
+        let url = format!(
+            "{}/customers?$page={}&$pagesize={INDEX_PAGE_SIZE}",
+            self.base,
+            page + 1
+        );
+        let reply = self.http.send(Method::GET, &url, None).await?;
+        let body = reply.json(PRODUCT, "the customer list")?;
+        let unreadable = || SinkError::Failed {
+            status: Some(reply.status),
+            message: format!("{PRODUCT} answered the customer list without its Data list"),
+        };
+        let rows = body["Data"].as_array().ok_or_else(unreadable)?;
+        let mut customers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let number = row["CustomerNumber"].as_str().ok_or_else(unreadable)?;
+            customers.push((number.to_string(), listed(row)?));
+        }
+        let pages = body["Meta"]["TotalNumberOfPages"].as_u64();
+        let more = match pages {
+            Some(pages) => u64::from(page) + 1 < pages,
+            None => rows.len() >= INDEX_PAGE_SIZE as usize,
+        };
+        Ok(CustomerPage { customers, more })
+    }
+
+    /// A list entry holds the whole customer.
+    pub async fn complete(&self, listed: Remote) -> Result<Remote, SinkError> {
+        Ok(listed)
+    }
+
     pub async fn get(&self, id: &str) -> Result<Option<Remote>, SinkError> {
         match self
             .http
             .send(Method::GET, &format!("{}/customers/{id}", self.base), None)
             .await
         {
-            Ok(reply) => remote(reply.body()).map(Some),
+            Ok(reply) => remote(reply.json(PRODUCT, "a read")?).map(Some),
             Err(SinkError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -164,10 +208,24 @@ impl EAccountingSink {
         _key: &str,
     ) -> Result<Written, SinkError> {
         let url = format!("{}/customers/{id}", self.base);
-        let current = self.http.send(Method::GET, &url, None).await?.body();
+        let current = self
+            .http
+            .send(Method::GET, &url, None)
+            .await?
+            .json(PRODUCT, "the read before an update")?;
+        // The PUT replaces the whole customer: built from anything but the customer as
+        // the register holds it, it would wipe the accountant's fields.
         let mut merged = match current {
-            Value::Object(fields) => fields,
-            _ => Map::new(),
+            Value::Object(fields) if fields.get("Id").is_some_and(Value::is_string) => fields,
+            _ => {
+                return Err(SinkError::Failed {
+                    status: None,
+                    message: format!(
+                        "{PRODUCT} answered the read before an update with something that is \
+                         not a customer; nothing is written from it"
+                    ),
+                })
+            }
         };
         for (field, value) in &record.fields {
             match value {
@@ -274,6 +332,21 @@ fn id_of(body: &Value) -> Result<String, SinkError> {
             status: None,
             message: format!("{PRODUCT} answered without the customer's Id"),
         })
+}
+
+/// A customer from the list, with only the fields a mapping can name (a register of
+/// many customers is held in memory while a run plans against it).
+fn listed(row: &Value) -> Result<Remote, SinkError> {
+    let fields: Map<String, Value> = RULES
+        .fields
+        .iter()
+        .filter_map(|r| row.get(r.name).map(|v| (r.name.to_string(), v.clone())))
+        .collect();
+    Ok(Remote {
+        id: id_of(row)?,
+        fields: Value::Object(fields),
+        record: Value::Null,
+    })
 }
 
 fn remote(body: Value) -> Result<Remote, SinkError> {

@@ -24,7 +24,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::http::{nothing_special, safe_message, Credentials, Dialect, Http, Reply};
-use super::{Erased, Remote, SinkError, Written, ERASED_NAME};
+use super::{CustomerPage, Erased, Remote, SinkError, Written, ERASED_NAME};
 use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
 use crate::retry::RetryPolicy;
 
@@ -113,6 +113,18 @@ pub const RULES: RegisterRules = RegisterRules {
 const CONTACT_PREFIX: &str = "contact.";
 
 /// What e-conomic serves but does not take back: left out of PUT bodies.
+/// A read before an update that is not a customer: an update built from it would
+/// replace the accountant's fields with nothing.
+fn unreadable_customer() -> SinkError {
+    SinkError::Failed {
+        status: None,
+        message: format!(
+            "{PRODUCT} answered the read before an update with something that is not a \
+             customer; nothing is written from it"
+        ),
+    }
+}
+
 const CUSTOMER_READ_ONLY: &[&str] = &[
     "balance",
     "dueAmount",
@@ -205,7 +217,7 @@ impl EconomicSink {
     /// GET that answers `None` on 404.
     async fn fetch(&self, url: &str) -> Result<Option<Value>, SinkError> {
         match self.http.send(Method::GET, url, None).await {
-            Ok(reply) => Ok(Some(reply.body())),
+            Ok(reply) => Ok(Some(reply.json(PRODUCT, "a read")?)),
             Err(SinkError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -221,7 +233,7 @@ impl EconomicSink {
         url.query_pairs_mut()
             .append_pair("filter", &format!("customerNumber$eq:{n}"));
         let reply = self.http.send(Method::GET, url.as_str(), None).await?;
-        let body = reply.body();
+        let body = reply.json(PRODUCT, "a customer search")?;
         let Some(rows) = body["collection"].as_array() else {
             return Err(SinkError::Failed {
                 status: Some(reply.status),
@@ -250,6 +262,65 @@ impl EconomicSink {
             });
         }
         Ok(None)
+    }
+
+    /// `GET /customers?skippages=N&pagesize=1000`: `{collection, pagination}`, where
+    /// `pagination.nextPage` is there while more pages follow. A list entry names its
+    /// attention contact without its name and email: `complete` reads them.
+    pub async fn customers_page(&self, page: u32) -> Result<CustomerPage, SinkError> {
+        let url = format!(
+            "{}/customers?skippages={page}&pagesize={PAGE_SIZE}",
+            self.base
+        );
+        let reply = self.http.send(Method::GET, &url, None).await?;
+        let body = reply.json(PRODUCT, "the customer list")?;
+        let unreadable = || SinkError::Failed {
+            status: Some(reply.status),
+            message: format!("{PRODUCT} answered the customer list without its collection"),
+        };
+        let rows = body["collection"].as_array().ok_or_else(unreadable)?;
+        let mut customers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let n = row["customerNumber"].as_i64().ok_or_else(unreadable)?;
+            let remote = Remote {
+                id: n.to_string(),
+                fields: flat_fields(row, None),
+                // Kept for `complete`: the attention contact's number.
+                record: json!({ "attention": row["attention"].clone() }),
+            };
+            customers.push((n.to_string(), remote));
+        }
+        let more = body["pagination"]["nextPage"].is_string() && !rows.is_empty();
+        Ok(CustomerPage { customers, more })
+    }
+
+    /// Adds the attention contact's fields to a listed customer.
+    pub async fn complete(&self, listed: Remote) -> Result<Remote, SinkError> {
+        let Some(c) = attention_of(&listed.record) else {
+            return Ok(Remote {
+                record: Value::Null,
+                ..listed
+            });
+        };
+        let Some(n) = customer_number(&listed.id) else {
+            return Ok(listed);
+        };
+        let contact = self.fetch(&self.contact_url(n, c)).await?;
+        let mut fields = listed.fields;
+        if let (Some(contact), Value::Object(out)) = (&contact, &mut fields) {
+            for rule in RULES.fields {
+                if let Some(field) = rule.name.strip_prefix(CONTACT_PREFIX) {
+                    if let Some(v) = contact.get(field).filter(|v| !v.is_null()) {
+                        out.insert(rule.name.to_string(), v.clone());
+                    }
+                }
+            }
+        }
+        Ok(Remote {
+            id: listed.id,
+            fields,
+            record: Value::Null,
+        })
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Remote>, SinkError> {
@@ -297,7 +368,7 @@ impl EconomicSink {
                 self.contacts_url(n)
             );
             let reply = self.http.send(Method::GET, &url, None).await?;
-            let body = reply.body();
+            let body = reply.json(PRODUCT, "a contact list")?;
             let Some(rows) = body["collection"].as_array() else {
                 return Err(SinkError::Failed {
                     status: Some(reply.status),
@@ -379,7 +450,14 @@ impl EconomicSink {
             });
         };
         let url = self.customer_url(n);
-        let current = self.http.send(Method::GET, &url, None).await?.body();
+        let current = self
+            .http
+            .send(Method::GET, &url, None)
+            .await?
+            .json(PRODUCT, "the read before an update")?;
+        if !current["customerNumber"].is_i64() {
+            return Err(unreadable_customer());
+        }
         let mut merged = writable(&current, CUSTOMER_READ_ONLY);
         overlay(&mut merged, record);
         let attention = attention_of(&current);

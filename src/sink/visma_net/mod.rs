@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::auth::ClientCredentials;
 use super::http::{safe_message, Credentials, Dialect, Http};
-use super::{Erased, Remote, SinkError, Written, ERASED_NAME};
+use super::{CustomerPage, Erased, Remote, SinkError, Written, ERASED_NAME};
 use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
 use crate::retry::RetryPolicy;
 
@@ -87,6 +87,9 @@ const READ_PATHS: &[(&str, &str)] = &[
 ];
 
 /// Visma.net's fault code for a token whose tenant has no licence for the company.
+/// Customers asked for per page of the register index.
+const INDEX_PAGE_SIZE: u32 = 1000;
+
 pub const NO_LICENSE_FAULT_CODE: &str = "12027";
 
 pub struct VismaNetSink {
@@ -129,13 +132,55 @@ impl VismaNetSink {
         self.get(number).await
     }
 
+    /// `GET /v1/customer?pageNumber=N&pageSize=S` (pages count from 1): a plain array.
+    /// Visma.net may serve fewer per page than asked (its maximum is configured per
+    /// installation), and each customer carries `metadata: {totalCount, maxPageSize}`
+    /// (https://docs.vismasoftware.no/visma-net-erp/release-notes/2021-02-16-get-customer-no-longer-returns-metadata-maxpagesize-totalcount/),
+    /// so "more pages" is read from those, else from a full page.
+    pub async fn customers_page(&self, page: u32) -> Result<CustomerPage, SinkError> {
+        let mut url = url::Url::parse(&self.customer_url(None)).expect("checked in new");
+        url.query_pairs_mut()
+            .append_pair("pageNumber", &(page + 1).to_string())
+            .append_pair("pageSize", &INDEX_PAGE_SIZE.to_string());
+        let reply = self.http.send(Method::GET, url.as_str(), None).await?;
+        let body = reply.json(PRODUCT, "the customer list")?;
+        let Some(rows) = body.as_array() else {
+            return Err(SinkError::Failed {
+                status: Some(reply.status),
+                message: format!("{PRODUCT} answered the customer list with something else"),
+            });
+        };
+        let mut customers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut remote = remote(row.clone())?;
+            remote.record = Value::Null;
+            customers.push((remote.id.clone(), remote));
+        }
+        let meta = rows.first().map(|r| &r["metadata"]);
+        let page_size = meta
+            .and_then(|m| m["maxPageSize"].as_u64())
+            .map_or(u64::from(INDEX_PAGE_SIZE), |max| {
+                max.clamp(1, u64::from(INDEX_PAGE_SIZE))
+            });
+        let more = match meta.and_then(|m| m["totalCount"].as_u64()) {
+            Some(total) => (u64::from(page) + 1) * page_size < total && !rows.is_empty(),
+            None => rows.len() as u64 >= page_size,
+        };
+        Ok(CustomerPage { customers, more })
+    }
+
+    /// A list entry holds the whole customer.
+    pub async fn complete(&self, listed: Remote) -> Result<Remote, SinkError> {
+        Ok(listed)
+    }
+
     pub async fn get(&self, id: &str) -> Result<Option<Remote>, SinkError> {
         match self
             .http
             .send(Method::GET, &self.customer_url(Some(id)), None)
             .await
         {
-            Ok(reply) => remote(reply.body()).map(Some),
+            Ok(reply) => remote(reply.json(PRODUCT, "a read")?).map(Some),
             Err(SinkError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }

@@ -208,8 +208,8 @@ fn config_text(register: &Register, source: InitSource, mapping: &str) -> Result
     };
     Ok(format!(
         "{HEADER}\n{source}\n{}\n{JOURNAL}",
-        sink.replace("{mapping}", mapping)
-            .replace("{common}", SINK_COMMON)
+        sink.replace("{common}", SINK_COMMON)
+            .replace("{mapping}", mapping)
     ))
 }
 

@@ -15,8 +15,6 @@ use super::SinkError;
 pub enum Verdict {
     Ok(String),
     Fail(String),
-    /// Not checked, and why (the register offers no way to, or the simulator does not).
-    Skip(String),
 }
 
 /// The register's shared HTTP client and API base, for probes.

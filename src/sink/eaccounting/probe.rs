@@ -9,7 +9,7 @@ use crate::config::values::secret;
 use crate::error::Error;
 use crate::mapping::Mapping;
 use crate::sink::auth::{OAuthSettings, TokenProvider};
-use crate::sink::http::{nothing_special, Credentials, Dialect, Http};
+use crate::sink::http::{nothing_special, Credentials, Dialect, Http, Probed};
 use crate::sink::probe::{find_in_list, unexpected, unreachable, NamedVar, Prober, Verdict};
 use crate::sink::SinkContext;
 
@@ -77,10 +77,14 @@ impl EAccountingConfig {
 
 /// Whether the login may read customers: `GET /customers` with a page of one.
 pub async fn access(prober: &Prober) -> Verdict {
-    let answer = match prober.get("/customers?$page=1&$pagesize=1").await {
-        Ok(a) => a,
-        Err(e) => return unreachable(PRODUCT, &e),
-    };
+    match prober.get("/customers?$page=1&$pagesize=1").await {
+        Ok(answer) => access_verdict(&answer),
+        Err(e) => unreachable(PRODUCT, &e),
+    }
+}
+
+/// What the customer read's answer says about the login.
+fn access_verdict(answer: &Probed) -> Verdict {
     match (answer.status, answer.code.as_deref()) {
         (200..=299, _) => Verdict::Ok("the login may read customers (ea:api, ea:sales)".into()),
         (403, Some(NO_PERMISSION)) => Verdict::Fail(format!(
@@ -104,7 +108,7 @@ pub async fn access(prober: &Prober) -> Verdict {
             "{PRODUCT} refused a fresh access token (HTTP 401): the login is not valid for \
              this API; check [sink] api_base and token_url, then run `auth login`"
         )),
-        _ => unexpected(PRODUCT, "the customer list", &answer),
+        _ => unexpected(PRODUCT, "the customer list", answer),
     }
 }
 
@@ -146,4 +150,41 @@ pub const ACCESS_CHECK: &str = "scopes";
 /// token. A refresh rotates the refresh token; the new one is stored, as a sync does.
 pub async fn token(prober: &Prober) -> Verdict {
     prober.token_verdict().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, code: Option<&str>) -> Probed {
+        Probed {
+            status,
+            code: code.map(str::to_string),
+            message: "refused".into(),
+            date: None,
+            text: String::new(),
+        }
+    }
+
+    fn failure(verdict: Verdict) -> String {
+        match verdict {
+            Verdict::Fail(why) => why,
+            ok => panic!("expected a failure, got {ok:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_scope_names_the_scope_and_what_to_run() {
+        // What eAccounting documents for a token without ea:sales, and a bare 403.
+        for code in [Some("4006"), None] {
+            let why = failure(access_verdict(&answer(403, code)));
+            assert!(
+                why.contains("ea:sales") && why.contains("auth login"),
+                "{why}"
+            );
+        }
+        let why = failure(access_verdict(&answer(403, Some("4007"))));
+        assert!(why.contains("permission"), "{why}");
+        assert!(matches!(access_verdict(&answer(200, None)), Verdict::Ok(_)));
+    }
 }

@@ -6,7 +6,7 @@ use crate::config::values::secret;
 use crate::error::Error;
 use crate::mapping::Mapping;
 use crate::sink::auth::ClientCredentials;
-use crate::sink::http::{nothing_special, Credentials, Dialect, Http};
+use crate::sink::http::{nothing_special, Credentials, Dialect, Http, Probed};
 use crate::sink::probe::{unexpected, unreachable, NamedVar, Prober, Verdict};
 use crate::sink::SinkContext;
 
@@ -66,10 +66,14 @@ pub async fn token(prober: &Prober) -> Verdict {
 /// customer tenant instead of the company's) or 403 with fault 12027 (no licence for
 /// the company).
 pub async fn access(prober: &Prober) -> Verdict {
-    let answer = match prober.get("/v1/customer?pageNumber=1&pageSize=1").await {
-        Ok(a) => a,
-        Err(e) => return unreachable(PRODUCT, &e),
-    };
+    match prober.get("/v1/customer?pageNumber=1&pageSize=1").await {
+        Ok(answer) => access_verdict(&answer),
+        Err(e) => unreachable(PRODUCT, &e),
+    }
+}
+
+/// What the customer read's answer says about the login.
+fn access_verdict(answer: &Probed) -> Verdict {
     match (answer.status, answer.code.as_deref()) {
         (200..=299, _) => Verdict::Ok("the tenant's company answers a customer read".into()),
         (401, _) => Verdict::Fail(format!(
@@ -89,18 +93,65 @@ pub async fn access(prober: &Prober) -> Verdict {
              the Visma Developer Portal",
             answer.message
         )),
-        _ => unexpected(PRODUCT, "the customer read", &answer),
+        _ => unexpected(PRODUCT, "the customer read", answer),
     }
 }
 
-/// Visma.net's customer classes are not read yet: the class shows on the first create.
-pub async fn constants(_prober: &Prober, mapping: &Mapping) -> Verdict {
-    match mapping.constant("customerClassId") {
-        None => Verdict::Ok("the mapping sets no customerClassId".into()),
-        Some(_) => Verdict::Skip(
-            "customerClassId is not checked against the company's customer classes; a \
-             wrong one is refused on the first create"
-                .into(),
-        ),
+/// Whether the mapping's `customerClassId` is one of the company's customer classes
+/// (`GET /v1/customerclass`, one unpaged list).
+pub async fn constants(prober: &Prober, mapping: &Mapping) -> Verdict {
+    let Some(wanted) = mapping.constant("customerClassId").and_then(|v| v.as_str()) else {
+        return Verdict::Ok("the mapping sets no customerClassId".into());
+    };
+    let answer = match prober.get("/v1/customerclass").await {
+        Ok(a) => a,
+        Err(e) => return unreachable(PRODUCT, &e),
+    };
+    if !(200..300).contains(&answer.status) {
+        return unexpected(PRODUCT, "GET /v1/customerclass", &answer);
+    }
+    let body = answer.body();
+    let classes = body.as_array().cloned().unwrap_or_default();
+    match classes.iter().any(|c| c["id"].as_str() == Some(wanted)) {
+        true => Verdict::Ok("customerClassId is one of the company's customer classes".into()),
+        false => Verdict::Fail(format!(
+            "[constants] customerClassId in {} is not one of this company's customer classes \
+             (GET /v1/customerclass): replace it with an id from there",
+            mapping.file.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, code: Option<&str>) -> Probed {
+        Probed {
+            status,
+            code: code.map(str::to_string),
+            message: "refused".into(),
+            date: None,
+            text: String::new(),
+        }
+    }
+
+    fn failure(verdict: Verdict) -> String {
+        match verdict {
+            Verdict::Fail(why) => why,
+            ok => panic!("expected a failure, got {ok:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_tenant_names_tenant_id_whichever_way_it_is_refused() {
+        // Today's simulator: 403 with fault 12027; Visma's docs: 401 after a token.
+        for (status, code) in [(403, Some("12027")), (401, None)] {
+            let why = failure(access_verdict(&answer(status, code)));
+            assert!(why.contains("[sink] tenant_id"), "{status}: {why}");
+        }
+        let why = failure(access_verdict(&answer(403, None)));
+        assert!(why.contains("vismanet_erp_service_api:read"), "{why}");
+        assert!(matches!(access_verdict(&answer(200, None)), Verdict::Ok(_)));
     }
 }

@@ -276,7 +276,6 @@ async fn checks(report: &mut Report, config_file: &Path, env: &dyn Env) {
 
     // 5-7. The register: a token, the company and scopes, the mapping's constants.
     let access_check = register.access_check;
-    // None: the register was not asked; Some(None): no answer had a Date header.
     let mut skew = None;
     if !sink_env {
         for check in ["token", access_check, "constants"] {
@@ -318,7 +317,7 @@ async fn checks(report: &mut Report, config_file: &Path, env: &dyn Env) {
                 } else {
                     report.verdict("constants", constants(&config, &prober, &mapping).await);
                 }
-                skew = Some(prober.skew());
+                skew = prober.skew();
             }
         }
     }
@@ -537,13 +536,12 @@ async fn opter(report: &mut Report, config: &Config, env: &dyn Env) {
 }
 
 /// The local clock against the register's `Date` header.
-fn clock(report: &mut Report, skew: Option<Option<chrono::Duration>>) {
-    let skew = match skew {
-        None => return report.skip("clock", "needs an answer from the register"),
-        Some(None) => {
-            return report.skip("clock", "no answer from the register carried a Date header")
-        }
-        Some(Some(skew)) => skew,
+fn clock(report: &mut Report, skew: Option<chrono::Duration>) {
+    let Some(skew) = skew else {
+        return report.skip(
+            "clock",
+            "needs an answer from the register (its Date header)",
+        );
     };
     let off = skew.abs();
     let how = match skew > chrono::Duration::zero() {

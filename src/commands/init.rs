@@ -64,7 +64,7 @@ pub fn write(
     // Written to memory first: a template that does not load is a bug, not a file.
     Config::parse(&text, file)?;
     write_private(file, &text)?;
-    let mapping = dir.join(&mapping_name);
+    let mapping = file.with_file_name(&mapping_name);
     if mapping.exists() {
         return Ok(MappingFile::Kept(mapping));
     }

@@ -107,17 +107,14 @@ pub enum Command {
         long_about = "Check a setup without changing anything, one line per check, each \
         ok or what to fix (naming the config key or environment variable, never a secret):\n\n  \
         config       the config and its mapping load\n  \
-        environment  the environment variables the config names are set\n  \
+        environment  the environment variables it names are set\n  \
         journal      the journal folder is writable and owner-only (0700)\n  \
-        opter        Opter answers one page of one customer with the API key (or the export \
-        files read)\n  \
-        token        the register issues a token (eAccounting: the stored login refreshes; \
-        Visma.net: client credentials; e-conomic: both tokens are accepted)\n  \
+        opter        Opter answers a page of one customer (or the export files read)\n  \
+        token        the register accepts the credentials (a token, or e-conomic's two)\n  \
         scopes       eAccounting: the login may read customers (ea:api, ea:sales)\n  \
         tenant       Visma.net: the tenant's company answers a customer read\n  \
         agreement    e-conomic: the agreement lets the app read customers\n  \
-        constants    the mapping's constants exist in the company (terms of payment; \
-        customer group, payment terms, VAT zone)\n  \
+        constants    the mapping's constants exist in the company's lists\n  \
         clock        this machine's clock agrees with the register's Date header\n\n\
         Nothing is written to the register or to Opter and no journal is created; \
         eAccounting's rotated refresh token is stored, as every sync does. A check that \

@@ -138,6 +138,36 @@ async fn check_passes_on_a_sandbox_setup_for_every_register() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_the_export_files_and_names_a_missing_one() {
+    let setup = setup(&economic::REGISTER).await;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/export");
+    let with_source = |customers: &Path| {
+        let text = std::fs::read_to_string(&setup.config).unwrap();
+        let (start, end) = (text.find("[source]").unwrap(), text.find("[sink]").unwrap());
+        let source = format!(
+            "[source]\nkind = \"opter-export\"\ncustomers = {:?}\nreferences = {:?}\n\n",
+            customers.display().to_string(),
+            fixtures.join("references.xlsx").display().to_string()
+        );
+        std::fs::write(
+            &setup.config,
+            format!("{}{source}{}", &text[..start], &text[end..]),
+        )
+        .unwrap();
+    };
+    with_source(&fixtures.join("customers.xlsx"));
+    let (code, lines) = check_json(&setup, &[("OPTER_API_KEY", "")]);
+    assert_eq!(code, 0, "{lines:#?}");
+    assert_eq!(status(&lines, "opter"), "ok");
+
+    with_source(&setup.dir.path().join("gone.xlsx"));
+    let (code, lines) = check_json(&setup, &[]);
+    fails_only_on(code, &lines, "opter");
+    let detail = line(&lines, "opter")["detail"].as_str().unwrap();
+    assert!(detail.contains("gone.xlsx"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_with_a_wrong_opter_key_fails_on_the_opter_line() {
     let setup = setup(&eaccounting::REGISTER).await;
     let wrong = "not-the-opter-key-4711";
@@ -404,4 +434,16 @@ fn init_writes_the_default_config_file_in_the_working_folder() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     Config::load(&dir.path().join("opter-visma-sync.toml")).unwrap();
+}
+
+#[test]
+fn check_and_init_explain_themselves_with_examples() {
+    for command in ["check", "init"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_opter-visma-sync"))
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && help.contains("Example"), "{help}");
+    }
 }

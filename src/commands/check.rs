@@ -581,3 +581,27 @@ fn file_name(path: &Path) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock_status(seconds: i64) -> Status {
+        let mut report = Report::default();
+        clock(&mut report, Some(chrono::Duration::seconds(seconds)));
+        report.lines[0].status
+    }
+
+    #[test]
+    fn the_clock_warns_past_two_minutes_and_fails_past_five() {
+        assert_eq!(clock_status(0), Status::Ok);
+        assert_eq!(clock_status(-120), Status::Ok);
+        assert_eq!(clock_status(121), Status::Warn);
+        assert_eq!(clock_status(-300), Status::Warn);
+        assert_eq!(clock_status(301), Status::Fail);
+        assert_eq!(clock_status(-3600), Status::Fail);
+        let mut report = Report::default();
+        clock(&mut report, None);
+        assert_eq!(report.lines[0].status, Status::Skipped);
+    }
+}

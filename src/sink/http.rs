@@ -334,23 +334,35 @@ impl Http {
     }
 
     /// One `GET`, with the product's credentials, answered as it came. Nothing is
-    /// retried and no token is renewed on a 401: a doctor reports, it does not repair.
+    /// retried, except that a 401 gets one new token and one more try, as every request
+    /// does (a stored access token may have been revoked): a doctor reports, it does not
+    /// wait out outages.
     pub async fn probe(&self, url: &str) -> Result<Probed, SinkError> {
         let product = self.dialect.product;
-        let bearer = self.credentials.bearer().await?;
-        let mut request = self.client.get(url).header("accept", "application/json");
-        if let Some(b) = &bearer {
-            request = request.bearer_auth(b.secret.expose_secret());
-        }
-        if let Credentials::Headers(secrets) = &self.credentials {
-            for (name, value) in secrets {
-                request = request.header(*name, value.expose_secret());
+        let mut renewed = false;
+        let response = loop {
+            let bearer = self.credentials.bearer().await?;
+            let mut request = self.client.get(url).header("accept", "application/json");
+            if let Some(b) = &bearer {
+                request = request.bearer_auth(b.secret.expose_secret());
             }
-        }
-        let response = request.send().await.map_err(|e| SinkError::Failed {
-            status: None,
-            message: format!("cannot reach {product}: {}", without_url(&e)),
-        })?;
+            if let Credentials::Headers(secrets) = &self.credentials {
+                for (name, value) in secrets {
+                    request = request.header(*name, value.expose_secret());
+                }
+            }
+            let response = request.send().await.map_err(|e| SinkError::Failed {
+                status: None,
+                message: format!("cannot reach {product}: {}", without_url(&e)),
+            })?;
+            match (&bearer, response.status()) {
+                (Some(b), StatusCode::UNAUTHORIZED) if !renewed => {
+                    self.credentials.invalidate(b.generation).await;
+                    renewed = true;
+                }
+                _ => break response,
+            }
+        };
         let status = response.status();
         let date = header(response.headers(), "date")
             .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())

@@ -2,8 +2,9 @@
 //! they came (`http::Probed`). Each product's `probe.rs` opens a `Prober` from its
 //! settings and says what its answers mean.
 //!
-//! Architecture invariant: a probe never writes to the register and never retries; the
-//! only thing it may store is a rotated refresh token, exactly as a sync would.
+//! Architecture invariant: a probe never writes to the register and retries nothing but
+//! a 401 (with one new token, as every request does); the only thing it may store is a
+//! rotated refresh token, exactly as a sync would.
 
 use std::sync::Mutex;
 

@@ -168,6 +168,29 @@ async fn check_reads_the_export_files_and_names_a_missing_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_renews_a_stored_eaccounting_token_the_register_no_longer_takes() {
+    let setup = setup(&eaccounting::REGISTER).await;
+    let (code, lines) = check_json(&setup, &[]);
+    assert_eq!(code, 0, "{lines:#?}");
+    // The access token stored by that check is refused from now on.
+    let url = format!("{}/_sandbox/visma/expire-tokens", setup.sandbox.base_url());
+    reqwest::Client::new()
+        .post(url)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let (code, lines) = check_json(&setup, &[]);
+    assert_eq!(
+        code, 0,
+        "a stale stored token is renewed, as sync does: {lines:#?}"
+    );
+    let (sync, report) = setup.sync_json();
+    assert_eq!(sync, 3, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_with_a_wrong_opter_key_fails_on_the_opter_line() {
     let setup = setup(&eaccounting::REGISTER).await;
     let wrong = "not-the-opter-key-4711";

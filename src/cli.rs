@@ -89,6 +89,42 @@ pub enum Command {
     #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
 
+    /// Write a commented config for a new tenant, and print what to do next.
+    #[command(
+        long_about = "Write a commented tenant config for the register and source you name \
+        (and the register's bundled mapping beside it, unless one is there), readable by \
+        you only. The file holds no secret: it names the environment variables that hold \
+        them, and `init` prints which to set and the next steps. An existing config is \
+        never overwritten without --force.\n\n\
+        Examples:\n  opter-visma-sync init --register eaccounting --source api --out sync.toml\n  \
+        opter-visma-sync init --register economic --source export --out /etc/ovs/sync.toml"
+    )]
+    Init(InitArgs),
+
+    /// Check a setup without changing anything: config, secrets, Opter, the register's
+    /// login, company and constants, the journal folder and the clock.
+    #[command(
+        long_about = "Check a setup without changing anything, one line per check, each \
+        ok or what to fix (naming the config key or environment variable, never a secret):\n\n  \
+        config       the config and its mapping load\n  \
+        environment  the environment variables it names are set\n  \
+        journal      the journal folder is writable and owner-only (0700)\n  \
+        opter        Opter answers a page of one customer (or the export files read)\n  \
+        token        the register accepts the credentials (a token, or e-conomic's two)\n  \
+        scopes       eAccounting: the login may read customers (ea:api, ea:sales)\n  \
+        tenant       Visma.net: the tenant's company answers a customer read\n  \
+        agreement    e-conomic: the agreement lets the app read customers\n  \
+        constants    the mapping's constants exist in the company's lists\n  \
+        clock        this machine's clock agrees with the register's Date header\n\n\
+        Nothing is written to the register or to Opter and no journal is created; \
+        eAccounting's rotated refresh token is stored, as every sync does. A check that \
+        depends on a failed one is shown as skipped. Exit 0 when nothing failed (a clock a \
+        few minutes off only warns), 2 otherwise.\n\n\
+        Examples:\n  opter-visma-sync --config sync.toml check\n  \
+        opter-visma-sync --config sync.toml check --json | jq '.[] | select(.ok | not)'"
+    )]
+    Check(CheckArgs),
+
     /// Read every customer from Opter and create or update it in the Visma register.
     #[command(
         long_about = "Read every customer and its references from Opter, keep only the \
@@ -202,6 +238,37 @@ pub struct LinkArgs {
     /// Who decides (recorded as support:NAME; default: the OS user).
     #[arg(long)]
     pub actor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print one JSON array of {check, ok, status, detail} instead of the lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The Visma register the tenant syncs to.
+    #[arg(long, value_parser = register_parser())]
+    pub register: &'static Register,
+    /// Where customers come from: Opter's REST API, or its Customers/References exports.
+    #[arg(long, value_enum)]
+    pub source: InitSource,
+    /// The config file to write (default: --config, i.e. opter-visma-sync.toml).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Overwrite an existing config file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitSource {
+    /// Opter's REST API (`[source] kind = "opter-api"`).
+    Api,
+    /// Opter's Excel or tab-separated exports (`[source] kind = "opter-export"`).
+    Export,
 }
 
 #[derive(Debug, Args)]

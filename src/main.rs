@@ -26,6 +26,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => commands::sandbox::demo(args).await,
             #[cfg(feature = "sandbox")]
             Command::Sandbox(args) => commands::sandbox::sandbox(args).await,
+            Command::Init(args) => commands::init::init(&cli.config, args),
+            Command::Check(args) => commands::check::check(&cli.config, args).await,
             Command::Sync(args) => commands::sync(&cli.config, args).await,
             Command::Journal(command) => commands::journal(&cli.config, command),
             Command::Auth(command) => commands::auth(&cli.config, command).await,

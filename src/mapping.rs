@@ -225,6 +225,11 @@ impl Mapping {
         &self.rules
     }
 
+    /// The constant the mapping sets for register field `field`, if any.
+    pub fn constant(&self, field: &str) -> Option<&Value> {
+        self.constants.get(field)
+    }
+
     /// Maps, checks and hashes one customer, without building the register's field map
     /// yet: planning needs only the number and the hash of every customer read, and the
     /// map (`Checked::into_record`) only for those that changed. `Err` is a rejection

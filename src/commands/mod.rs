@@ -1,5 +1,7 @@
 //! The commands: parse what the person asked for, call the application layer, print.
 
+pub mod check;
+pub mod init;
 mod progress;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

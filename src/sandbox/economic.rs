@@ -76,6 +76,8 @@ pub const SANDBOX_PAYMENT_TERMS_NUMBER: i64 = 3;
 /// "Domestic": the VAT zone the bundled mapping sends.
 pub const SANDBOX_VAT_ZONE_NUMBER: i64 = 1;
 
+/// The sandbox agreement's number (`GET /self`).
+pub const SANDBOX_ECONOMIC_AGREEMENT_NUMBER: i64 = 1_234_567;
 /// `GET /customer-groups` of the sandbox agreement: (number, name).
 pub const CUSTOMER_GROUPS: &[(i64, &str)] = &[
     (SANDBOX_CUSTOMER_GROUP_NUMBER, "Domestic customers"),
@@ -428,6 +430,7 @@ pub fn router(state: SharedEconomic) -> Router {
         .route("/economic/api/customer-groups", get(list_groups))
         .route("/economic/api/payment-terms", get(list_terms))
         .route("/economic/api/vat-zones", get(list_vat_zones))
+        .route("/economic/api/self", get(self_info))
         // Innermost: a repeated key is answered before any handler runs.
         .route_layer(middleware::from_fn_with_state(state.clone(), idempotency))
         .route_layer(middleware::from_fn_with_state(state.clone(), api_guard))
@@ -1629,6 +1632,18 @@ async fn list_terms(headers: HeaderMap, q: RawQuery) -> Response {
 
 async fn list_vat_zones(headers: HeaderMap, q: RawQuery) -> Response {
     reference_list(&headers, q, "vat-zones", "vatZoneNumber", VAT_ZONES)
+}
+
+/// `GET /self`: the agreement the tokens belong to (a few of e-conomic's fields).
+async fn self_info(headers: HeaderMap) -> Response {
+    let base = base_of(&headers);
+    Json(json!({
+        "agreementNumber": SANDBOX_ECONOMIC_AGREEMENT_NUMBER,
+        "company": { "name": "Sandbox Åkeri ApS" },
+        "application": { "name": "opter-visma-sync sandbox" },
+        "self": format!("{base}/self"),
+    }))
+    .into_response()
 }
 
 // ---------- control ----------

@@ -231,6 +231,10 @@ pub fn router(state: SharedVismaNet) -> Router {
             "/visma-net/api/v1/customer/{customerCd}",
             get(get_customer).put(update_customer),
         )
+        .route(
+            "/visma-net/api/v1/customerclass",
+            get(list_customer_classes),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), api_guard))
         // Outside the token check: injected failures come before authentication.
         .route_layer(middleware::from_fn_with_state(
@@ -892,6 +896,15 @@ async fn update_customer(
 }
 
 // ---------- control ----------
+
+/// `GET /v1/customerclass`: the company's customer classes (id and description).
+async fn list_customer_classes() -> Response {
+    let classes: Vec<Value> = CUSTOMER_CLASSES
+        .iter()
+        .map(|(id, description, _, _)| json!({ "id": id, "description": description }))
+        .collect();
+    Json(classes).into_response()
+}
 
 async fn control_customers(State(state): State<SharedVismaNet>) -> Response {
     Json(customers(&state)).into_response()

@@ -320,6 +320,88 @@ impl Http {
     }
 }
 
+/// One answer to a read-only probe (`check`), as it came: not retried, not sorted into
+/// the failure classes, so the caller can tell a missing scope from a wrong tenant.
+pub struct Probed {
+    pub status: u16,
+    /// The register's error code, if its error body has one.
+    pub code: Option<String>,
+    /// The register's message, quoted parts removed (as journaled messages are).
+    pub message: String,
+    /// The answer's `Date` header, for comparing clocks.
+    pub date: Option<chrono::DateTime<chrono::Utc>>,
+    pub text: String,
+}
+
+impl Probed {
+    /// The JSON body (`Null` when empty or not JSON).
+    pub fn body(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+}
+
+impl Http {
+    /// Gets an access token the way every request would (for products that use one),
+    /// without sending anything to the register's API.
+    pub async fn probe_token(&self) -> Result<(), SinkError> {
+        self.credentials.bearer().await.map(|_| ())
+    }
+
+    /// One `GET`, with the product's credentials, answered as it came. Nothing is
+    /// retried, except that a 401 gets one new token and one more try, as every request
+    /// does (a stored access token may have been revoked): a doctor reports, it does not
+    /// wait out outages.
+    pub async fn probe(&self, url: &str) -> Result<Probed, SinkError> {
+        let product = self.dialect.product;
+        let mut renewed = false;
+        let response = loop {
+            let bearer = self.credentials.bearer().await?;
+            let mut request = self.client.get(url).header("accept", "application/json");
+            if let Some(b) = &bearer {
+                request = request.bearer_auth(b.secret.expose_secret());
+            }
+            if let Credentials::Headers(secrets) = &self.credentials {
+                for (name, value) in secrets {
+                    request = request.header(*name, value.expose_secret());
+                }
+            }
+            let response = request.send().await.map_err(|e| SinkError::Failed {
+                status: None,
+                message: format!("cannot reach {product}: {}", without_url(&e)),
+            })?;
+            match (&bearer, response.status()) {
+                (Some(b), StatusCode::UNAUTHORIZED) if !renewed => {
+                    self.credentials.invalidate(b.generation).await;
+                    renewed = true;
+                }
+                _ => break response,
+            }
+        };
+        let status = response.status();
+        let date = header(response.headers(), "date")
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+            .map(|d| d.with_timezone(&chrono::Utc));
+        let text = response.text().await.map_err(|e| SinkError::Failed {
+            status: Some(status.as_u16()),
+            message: format!("{product}'s answer broke off: {}", without_url(&e)),
+        })?;
+        let (code, message) = match status.is_success() {
+            true => (None, String::new()),
+            false => {
+                let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                (self.dialect.error_of)(&body, status)
+            }
+        };
+        Ok(Probed {
+            status: status.as_u16(),
+            code,
+            message,
+            date,
+            text,
+        })
+    }
+}
+
 /// The limiter's burst: one request, or two milliseconds' worth where the rate is higher.
 /// With a burst of one at such rates nearly every request waited some microseconds on
 /// governor's timer thread, and those wake-ups cost a sixth of an initial sync's CPU. A

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod eaccounting;
 pub mod economic;
 pub mod http;
+pub mod probe;
 pub mod visma_net;
 
 pub mod register;

@@ -5,6 +5,7 @@
 mod common;
 
 mod audit;
+mod check;
 mod cli;
 mod exactly_once;
 mod export_source;

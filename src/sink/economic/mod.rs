@@ -29,6 +29,7 @@ use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
 use crate::retry::RetryPolicy;
 
 mod body;
+pub mod probe;
 mod settings;
 use body::*;
 pub use settings::EconomicConfig;

@@ -18,6 +18,7 @@ use super::{CustomerPage, Erased, Remote, SinkError, Written, ERASED_NAME};
 use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
 use crate::retry::RetryPolicy;
 
+pub mod probe;
 mod settings;
 pub use settings::VismaNetConfig;
 

@@ -218,6 +218,26 @@ pub enum Command {
         --customer K10001 --skip --reason \"the accountant's own customer\""
     )]
     Link(LinkArgs),
+    /// Compare the register, the journal and Opter, and report drift; writes nothing.
+    #[command(
+        long_about = "Read all of Opter, the register's customer list and the \
+        journal, and report where they differ: customers deleted in the register, our \
+        fields edited in the register, register customers no Opter customer maps to (left \
+        alone, never deleted), journal entries whose register id is gone, and Opter \
+        customers not in the register yet. Nothing is written: not to the register, not to \
+        the journal.\n\n\
+        Exit codes: 0 nothing differs, 3 drift found, 1 or 2 as for sync.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml reconcile --json | jq \
+        .edited_in_register"
+    )]
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Print the drift as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             }
             Command::Export(args) => commands::export_customer(&cli.config, args).await,
             Command::Link(args) => commands::link(&cli.config, args).await,
+            Command::Reconcile(args) => commands::reconcile(&cli.config, args).await,
         }
     });
     match result {

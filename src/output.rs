@@ -104,6 +104,74 @@ pub fn report(out: &mut impl Write, report: &Report, json: bool) -> std::io::Res
     Ok(())
 }
 
+/// What `reconcile` found.
+pub fn drift(out: &mut impl Write, drift: &crate::sync::Drift, json: bool) -> std::io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, drift)?;
+        return writeln!(out);
+    }
+    writeln!(
+        out,
+        "compared {} Opter customers, {} register customers and {} journal entries",
+        drift.opter_customers, drift.register_customers, drift.journal_states
+    )?;
+    let groups: [(&str, &[String]); 5] = [
+        (
+            "deleted in the register (the next sync creates them again)",
+            &drift.deleted_in_register,
+        ),
+        (
+            "register id gone, another customer holds the number (the next sync decides \
+             as on onboarding)",
+            &drift.remote_id_gone,
+        ),
+        (
+            "our fields edited in the register (kept until Opter changes)",
+            &drift.edited_in_register,
+        ),
+        (
+            "register numbers no Opter customer maps to (left alone)",
+            &drift.only_in_register,
+        ),
+        (
+            "in Opter, not yet in the register (the next sync creates them)",
+            &drift.not_in_register,
+        ),
+    ];
+    for (what, codes) in groups {
+        writeln!(out, "  {:>6}  {what}", codes.len())?;
+        for code in codes.iter().take(20) {
+            writeln!(out, "          {}", printable(code))?;
+        }
+        if codes.len() > 20 {
+            writeln!(
+                out,
+                "          ... and {} more (--json lists all)",
+                codes.len() - 20
+            )?;
+        }
+    }
+    if drift.rejected_by_mapping > 0 {
+        writeln!(
+            out,
+            "  {:>6}  Opter customers the mapping rejects (`sync --dry-run` says why)",
+            drift.rejected_by_mapping
+        )?;
+    }
+    if !drift.any() {
+        writeln!(
+            out,
+            "no drift: the register holds what the journal says was sent"
+        )?;
+    }
+    Ok(())
+}
+
+/// A code as shown to a person: control characters escaped.
+fn printable(code: &str) -> String {
+    code.chars().flat_map(char::escape_debug).collect()
+}
+
 pub fn runs(out: &mut impl Write, runs: &[Run], json: bool) -> std::io::Result<()> {
     if json {
         serde_json::to_writer(&mut *out, runs)?;

@@ -404,6 +404,19 @@ pub async fn link(config_file: &Path, args: &crate::cli::LinkArgs) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn reconcile(config_file: &Path, args: &crate::cli::ReconcileArgs) -> Result<ExitCode> {
+    let connector = open_connector(config_file)?;
+    let drift = connector.engine(Arc::new(Quiet)).reconcile().await?;
+    output::drift(&mut std::io::stdout().lock(), &drift, args.json)
+        .context("cannot write output")?;
+    connector.finish()?;
+    Ok(ExitCode::from(if drift.any() {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    }))
+}
+
 pub async fn export_customer(config_file: &Path, args: &ExportCustomerArgs) -> Result<ExitCode> {
     let connector = open_connector(config_file)?;
     let actor = support_actor(&args.actor);

@@ -12,6 +12,18 @@ impl Journal {
             .transpose()
     }
 
+    /// Every customer's state in `sink`, by customer code.
+    pub fn states(&self, sink: &str) -> anyhow::Result<Vec<(String, State)>> {
+        let prefix = format!("{sink}/");
+        let mut out = Vec::new();
+        for kv in self.state.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv?;
+            let code = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((code, decode(&v, "state")?));
+        }
+        Ok(out)
+    }
+
     /// Whether any customer has a state in `sink`: a journal that knows none has not
     /// written to that register yet (a first install, or a lost journal).
     pub fn knows_any(&self, sink: &str) -> anyhow::Result<bool> {

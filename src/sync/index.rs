@@ -45,8 +45,28 @@ impl RegisterIndex {
         self.customers.len()
     }
 
-    fn numbers(&self) -> impl Iterator<Item = &str> {
+    pub(super) fn numbers(&self) -> impl Iterator<Item = &str> {
         self.customers.keys().map(String::as_str)
+    }
+
+    pub(super) fn contains(&self, number: &str) -> bool {
+        self.customers.contains_key(number)
+    }
+
+    /// The one customer listed under `number`, if exactly one is.
+    pub(super) fn get(&self, number: &str) -> Option<&Remote> {
+        match self.customers.get(number) {
+            Some(Listed::One(remote)) => Some(remote),
+            _ => None,
+        }
+    }
+
+    /// Register id -> number, for customers listed once under their number.
+    pub(super) fn by_id(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.customers.iter().filter_map(|(n, l)| match l {
+            Listed::One(remote) => Some((remote.id.as_str(), n.as_str())),
+            Listed::Many(_) => None,
+        })
     }
 }
 

@@ -12,6 +12,7 @@ mod observer;
 mod pipeline;
 mod plan;
 mod read;
+mod reconcile;
 mod report;
 mod settle;
 mod write;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 pub use observer::{Observer, Quiet};
+pub use reconcile::Drift;
 pub use report::{Planned, Report};
 
 use crate::error::{Error, Result};

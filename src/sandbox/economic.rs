@@ -10,12 +10,16 @@
 //!   httpStatusCode, logTime, errors?}`; a validation error lists the property under
 //!   `errors` as `{"<property>": {"errors": [{propertyName, errorMessage, errorCode,
 //!   inputValue, developerHint}]}}`, with the codes of e-conomic's OpenAPI
-//!   (`CustomerAlreadyExists`, `CustomerInvalidEmail`, `CustomerContactIsInUse`...).
-//!   Like e-conomic's, the body echoes the input value: clients must not log it.
+//!   (`CustomerInvalidEmail`, `CustomerContactIsInUse`...) except where the REST API's
+//!   own E-code is known. Like e-conomic's, the body echoes the input value: clients
+//!   must not log it.
 //! - `POST /customers` requires `name` (1-255), `currency` (3), `customerGroup`,
 //!   `paymentTerms` and `vatZone` with a known number ([`CUSTOMER_GROUPS`],
 //!   [`PAYMENT_TERMS`], [`VAT_ZONES`]); `customerNumber` (1..999999999) is optional, the
-//!   highest number plus one otherwise. A number in use: 400 `CustomerAlreadyExists`.
+//!   highest number plus one otherwise. A number in use: 400 "Validation exception."
+//!   (`E04300`) with `errors.customerNumber.errors[0].errorCode` = `E06010`, the REST
+//!   API's "already exists" (Opus-EDB/e-conomic, `customer.go`, matches exactly that on
+//!   restapi.e-conomic.com).
 //!   `null` is refused, as e-conomic refuses it ("to null a property, leave it out");
 //!   unknown and read-only properties are ignored; `false` booleans are not stored.
 //! - `PUT /customers/{n}` replaces the customer: a missing required property is a 400,
@@ -1229,10 +1233,12 @@ async fn create_customer(
         None => st.next_customer_number(),
     };
     if st.find(number).is_some() {
+        // The REST API's "already exists" code on the property (see `NUMBER_TAKEN_CODE`
+        // in `sink::economic` for the source), in the annotated validation body.
         return Invalid::new(
             "customerNumber",
-            "CustomerAlreadyExists",
-            "A customer with this customer number already exists.",
+            crate::sink::economic::NUMBER_TAKEN_CODE,
+            "Customer number already exists.",
             Some(&json!(number)),
         )
         .into_response();

@@ -489,6 +489,21 @@ async fn a_taken_number_is_number_taken_and_nothing_is_duplicated() {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["name"], "Acme AB");
     assert_eq!(contacts(&all[0]).len(), 1);
+    // What the simulator answered: the REST API's annotated validation body, the
+    // number's E-code on the property, the input echoed (which the sink never keeps).
+    let raw = Raw::new(&sb);
+    let body = json!({"customerNumber": 1001, "name": "Hemlig Kund AB", "currency": "DKK",
+        "customerGroup": {"customerGroupNumber": 1}, "paymentTerms": {"paymentTermsNumber": 3},
+        "vatZone": {"vatZoneNumber": 1}});
+    let (status, _, answer) = raw.send(Method::POST, "/customers", Some(body), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["errorCode"], "E04300", "{answer}");
+    assert_eq!(answer["httpStatusCode"], 400);
+    assert!(answer["logId"].is_string() && answer["developerHint"].is_string());
+    let property = &answer["errors"]["customerNumber"]["errors"][0];
+    assert_eq!(property["errorCode"], "E06010", "{answer}");
+    assert_eq!(property["propertyName"], "customerNumber");
+    assert_eq!(property["inputValue"], 1001);
 }
 
 #[tokio::test]
@@ -875,13 +890,13 @@ async fn the_simulator_refuses_what_e_conomic_refuses() {
             "CustomerInvalidVatZone",
         ),
         (json!({"name": "x".repeat(256)}), "CustomerInvalidName"),
-        (json!({"customerNumber": 1001}), "CustomerAlreadyExists"),
+        (json!({"customerNumber": 1001}), "E06010"),
     ] {
         let mut body = valid.clone();
         for (k, v) in change.as_object().unwrap() {
             body[k] = v.clone();
         }
-        if want != "CustomerAlreadyExists" {
+        if want != "E06010" {
             body["customerNumber"] = json!(1002);
         }
         let (status, _, body) = raw.send(Method::POST, "/customers", Some(body), None).await;

@@ -55,8 +55,18 @@ super::sink_by_inherent_methods!(EconomicSink, REGISTER);
 
 pub const PRODUCT: &str = "Visma e-conomic";
 
-/// e-conomic's error code for a customer number in use.
-pub const NUMBER_TAKEN_CODE: &str = "CustomerAlreadyExists";
+/// The REST API's error code for a customer number in use: `POST /customers` answers
+/// 400 with a validation body whose `errors.customerNumber.errors[]` entry carries
+/// `"errorCode": "E06010"` (published client Opus-EDB/e-conomic, `customer.go`,
+/// `entityAlreadyInEconomic`, which creates customers on restapi.e-conomic.com and
+/// retries with another number on exactly this code; e-conomic's annotated errors
+/// are described at https://restdocs.e-conomic.com/#annotated-errors). The code means
+/// "already exists" for any property, so it counts only on `customerNumber`.
+pub const NUMBER_TAKEN_CODE: &str = "E06010";
+/// The newer Customers API's code for the same (`apis.e-conomic.com`, the OpenAPI in
+/// `specs/economic/openapi-Customers.json`). Accepted too, in case the REST API
+/// answers with it: either way the customer is looked up and adopted, never duplicated.
+pub const NUMBER_TAKEN_CODE_CUSTOMERS_API: &str = "CustomerAlreadyExists";
 /// A contact of that name already exists on the customer.
 const CONTACT_NAME_TAKEN_CODE: &str = "CustomerContactNameAlreadyExists";
 
@@ -329,7 +339,7 @@ impl EconomicSink {
                 status,
                 code: Some(code),
                 message,
-            }) if code == NUMBER_TAKEN_CODE => {
+            }) if number_taken(&code, &message) => {
                 return Err(SinkError::NumberTaken { status, message })
             }
             Err(e) => return Err(e),
@@ -661,6 +671,14 @@ fn customer_number(s: &str) -> Option<i64> {
         .parse::<i64>()
         .ok()
         .filter(|n| (1..=999_999_999).contains(n))
+}
+
+/// Whether a refused create says the customer number is in use: E06010 on the
+/// `customerNumber` property (`error_of` names the property before its message), or
+/// the Customers API's `CustomerAlreadyExists`.
+fn number_taken(code: &str, message: &str) -> bool {
+    code == NUMBER_TAKEN_CODE_CUSTOMERS_API
+        || (code == NUMBER_TAKEN_CODE && message.contains("customerNumber:"))
 }
 
 fn contact_number(contact: &Value) -> Result<i64, SinkError> {

@@ -43,10 +43,15 @@
 //!   `X-ResultFromCache: true`, and nothing is executed. A failure injected by the fault
 //!   layer is never kept (nothing was executed); an answer dropped after commit is.
 //! - Rate limit: a token bucket of `rate_limit_per_minute` tokens refilled over
-//!   `rate_window`; each call costs one (`X-CallCost: 1`) and every answer past the token
-//!   check carries `X-RateLimiting: token-limit-{N}-per-{S}-seconds: {left}/{N}`. Empty:
-//!   429 with `Retry-After` (seconds until a token is back). The faults'
-//!   `rate_limit_per_minute` applies to eAccounting only.
+//!   `rate_window`, charged per call by its cost (`X-CallCost`), and every answer past
+//!   the token check carries `X-RateLimiting: token-limit-{N}-per-{S}-seconds: {used}/{N}`
+//!   with the tokens *used* in the window (a live capture reads `147/10000`, climbing as
+//!   calls are made; a call refused with a 400 still spends: Pogoe/EConomic.NET,
+//!   `src/EConomic.Net/Http/RateLimitStatus.cs` and its `RateLimitOnFailureTests`). A
+//!   call can cost more than one token; e-conomic publishes no table of costs, so here
+//!   a collection read costs 2 and any other call 1. Too few tokens for the call: 429
+//!   with `Retry-After` (seconds until enough are back) and the bucket shown full. The
+//!   faults' `rate_limit_per_minute` applies to eAccounting only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -366,12 +371,14 @@ impl EconomicState {
         self.customers.iter().map(|c| c.number).max().unwrap_or(0) + 1
     }
 
-    /// Takes one token; `Err(seconds until one is back)` when the bucket is empty.
-    fn take_token(&mut self) -> Result<Option<(u32, u32)>, u64> {
+    /// Takes a call's `cost` in tokens: `Ok(Some((used, limit)))` with the tokens used
+    /// in the window after it, `Err(seconds until enough are back)` when too few are left.
+    fn take_tokens(&mut self, cost: u32) -> Result<Option<(u32, u32)>, u64> {
         let limit = self.config.rate_limit_per_minute;
         if limit == 0 {
             return Ok(None);
         }
+        let cost = f64::from(cost.clamp(1, limit));
         let window = self.config.rate_window.max(Duration::from_millis(1));
         let now = Instant::now();
         let per_sec = f64::from(limit) / window.as_secs_f64();
@@ -382,11 +389,13 @@ impl EconomicState {
         b.tokens =
             (b.tokens + now.duration_since(b.last).as_secs_f64() * per_sec).min(f64::from(limit));
         b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            return Ok(Some((b.tokens.floor() as u32, limit)));
+        if b.tokens >= cost {
+            b.tokens -= cost;
+            // Partly refilled tokens count as used until whole.
+            let used = (f64::from(limit) - b.tokens).ceil() as u32;
+            return Ok(Some((used.min(limit), limit)));
         }
-        let wait = (1.0 - b.tokens) / per_sec;
+        let wait = (cost - b.tokens) / per_sec;
         // Round up: "Retry-After: 0" would invite an immediate retry.
         Err((wait.ceil() as u64).max(1))
     }
@@ -651,9 +660,10 @@ async fn api_guard(State(state): State<SharedEconomic>, req: Request, next: Next
     ) {
         return unauthorized();
     }
+    let cost = call_cost(req.method(), req.uri().path());
     let (taken, window) = {
         let mut st = lock(&state);
-        (st.take_token(), st.config.rate_window)
+        (st.take_tokens(cost), st.config.rate_window)
     };
     let label = window_label(window);
     let mut resp = match taken {
@@ -663,24 +673,40 @@ async fn api_guard(State(state): State<SharedEconomic>, req: Request, next: Next
             set_header(
                 &mut resp,
                 "x-ratelimiting",
-                &format!("token-limit-{limit}-per-{label}-seconds: 0/{limit}"),
+                &format!("token-limit-{limit}-per-{label}-seconds: {limit}/{limit}"),
             );
             return resp;
         }
-        Ok(left) => {
+        Ok(used) => {
             let mut resp = next.run(req).await;
-            if let Some((left, limit)) = left {
+            if let Some((used, limit)) = used {
                 set_header(
                     &mut resp,
                     "x-ratelimiting",
-                    &format!("token-limit-{limit}-per-{label}-seconds: {left}/{limit}"),
+                    &format!("token-limit-{limit}-per-{label}-seconds: {used}/{limit}"),
                 );
             }
             resp
         }
     };
-    set_header(&mut resp, "x-callcost", "1");
+    set_header(&mut resp, "x-callcost", &cost.to_string());
     resp
+}
+
+/// What a call costs in tokens: a collection read (a list, filtered or not) 2, anything
+/// else 1. The sandbox's own choice: e-conomic says calls differ in cost and reports
+/// each one's in `X-CallCost`, but publishes no table.
+fn call_cost(method: &Method, path: &str) -> u32 {
+    let last = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    if method == Method::GET && last.parse::<i64>().is_err() {
+        2
+    } else {
+        1
+    }
 }
 
 fn window_label(window: Duration) -> String {
@@ -1803,11 +1829,28 @@ mod tests {
             record_requests: false,
         });
         let mut st = lock(&state);
-        assert_eq!(st.take_token(), Ok(Some((1, 2))));
-        assert_eq!(st.take_token(), Ok(Some((0, 2))));
+        // The header counts tokens used, as e-conomic's does.
+        assert_eq!(st.take_tokens(1), Ok(Some((1, 2))));
+        assert_eq!(st.take_tokens(1), Ok(Some((2, 2))));
         // One token comes back every 30 s.
-        assert_eq!(st.take_token(), Err(30));
+        assert_eq!(st.take_tokens(1), Err(30));
         st.bucket.as_mut().unwrap().last -= Duration::from_secs(30);
-        assert_eq!(st.take_token(), Ok(Some((0, 2))));
+        assert_eq!(st.take_tokens(1), Ok(Some((2, 2))));
+        // A call that costs two waits for two.
+        assert_eq!(st.take_tokens(2), Err(60));
+        st.bucket.as_mut().unwrap().last -= Duration::from_secs(60);
+        assert_eq!(st.take_tokens(2), Ok(Some((2, 2))));
+    }
+
+    #[test]
+    fn collection_reads_cost_two_and_other_calls_one() {
+        assert_eq!(call_cost(&Method::GET, "/economic/api/customers"), 2);
+        assert_eq!(
+            call_cost(&Method::GET, "/economic/api/customers/7/contacts"),
+            2
+        );
+        assert_eq!(call_cost(&Method::GET, "/economic/api/customers/7"), 1);
+        assert_eq!(call_cost(&Method::POST, "/economic/api/customers"), 1);
+        assert_eq!(call_cost(&Method::PUT, "/economic/api/customers/7"), 1);
     }
 }

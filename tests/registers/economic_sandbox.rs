@@ -801,7 +801,7 @@ impl FakeRegister {
 }
 
 #[tokio::test]
-async fn the_rate_limit_answers_429_with_retry_after_and_the_sink_waits() {
+async fn the_bucket_header_counts_tokens_used_and_the_sink_waits_before_a_429() {
     // Two tokens, refilled over two seconds: one comes back each second.
     let sb = start_with(2, Duration::from_secs(2)).await;
     let raw = Raw::new(&sb);
@@ -809,14 +809,16 @@ async fn the_rate_limit_answers_429_with_retry_after_and_the_sink_waits() {
         h.get("x-ratelimiting")
             .map(|v| v.to_str().unwrap().to_string())
     };
-    let (s1, h1, _) = raw.send(Method::GET, "/customers", None, None).await;
-    let (s2, h2, _) = raw.send(Method::GET, "/customers", None, None).await;
-    let (s3, h3, body) = raw.send(Method::GET, "/customers", None, None).await;
+    let cost = |h: &HeaderMap| h.get("x-callcost").unwrap().to_str().unwrap().to_string();
+    // Single-resource reads cost one token; the header says how many are used.
+    let (s1, h1, _) = raw.send(Method::GET, "/customers/1", None, None).await;
+    let (s2, h2, _) = raw.send(Method::GET, "/customers/2", None, None).await;
+    let (s3, h3, body) = raw.send(Method::GET, "/customers/3", None, None).await;
     assert_eq!(
         (s1, s2, s3),
         (
-            StatusCode::OK,
-            StatusCode::OK,
+            StatusCode::NOT_FOUND,
+            StatusCode::NOT_FOUND,
             StatusCode::TOO_MANY_REQUESTS
         )
     );
@@ -826,9 +828,13 @@ async fn the_rate_limit_answers_429_with_retry_after_and_the_sink_waits() {
     );
     assert_eq!(
         limit(&h2).as_deref(),
-        Some("token-limit-2-per-2-seconds: 0/2")
+        Some("token-limit-2-per-2-seconds: 2/2")
     );
-    assert_eq!(h1.get("x-callcost").unwrap(), "1");
+    assert_eq!(
+        limit(&h3).as_deref(),
+        Some("token-limit-2-per-2-seconds: 2/2")
+    );
+    assert_eq!(cost(&h1), "1");
     assert_eq!(body["httpStatusCode"], 429);
     let wait: u64 = h3
         .get("retry-after")
@@ -838,30 +844,61 @@ async fn the_rate_limit_answers_429_with_retry_after_and_the_sink_waits() {
         .parse()
         .unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
-    // The server's own wait is enough.
-    tokio::time::sleep(Duration::from_secs(wait)).await;
-    let (s4, _, _) = raw.send(Method::GET, "/customers", None, None).await;
+    // A collection read costs two: it waits for a full bucket, then uses it all.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (s4, h4, _) = raw.send(Method::GET, "/customers", None, None).await;
     assert_eq!(s4, StatusCode::OK);
+    assert_eq!(cost(&h4), "2");
+    assert_eq!(
+        limit(&h4).as_deref(),
+        Some("token-limit-2-per-2-seconds: 2/2")
+    );
+    // A refused call spends tokens too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (s5, h5, _) = raw
+        .send(Method::GET, "/customers?filter=bogus$eq:1", None, None)
+        .await;
+    assert_eq!(s5, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        limit(&h5).as_deref(),
+        Some("token-limit-2-per-2-seconds: 2/2")
+    );
 
-    // The sink meets the empty bucket and waits as told instead of failing.
+    // The sink reads the header as tokens used: three searches (two tokens each) from
+    // a bucket of three refilled at one a second wait their turn and never meet a 429.
+    let sb = start_with(3, Duration::from_secs(3)).await;
     let s = sink(&sb);
-    let before = sb.economic_requests().len();
+    let started = std::time::Instant::now();
     for n in ["1", "2", "3"] {
         assert!(s.find_by_number(n).await.unwrap().is_none());
     }
+    let statuses: Vec<u64> = sb
+        .economic_requests()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 200, 200], "no call refused");
+    // 2 + 2 + 2 tokens from 3: at least three must come back, a second each.
+    assert!(
+        started.elapsed() >= Duration::from_millis(2900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // And one that meets a 429 anyway (another client on the agreement spent the
+    // bucket) waits as told instead of failing.
+    let sb = start_with(2, Duration::from_secs(2)).await;
+    let raw = Raw::new(&sb);
+    raw.send(Method::GET, "/customers/1", None, None).await;
+    raw.send(Method::GET, "/customers/1", None, None).await;
+    let s = sink(&sb);
+    let before = sb.economic_requests().len();
+    assert!(s.get("1").await.unwrap().is_none());
     let statuses: Vec<u64> = sb.economic_requests()[before..]
         .iter()
         .map(|r| r["status"].as_u64().unwrap())
         .collect();
-    assert!(
-        statuses.contains(&429),
-        "the sink met the limit: {statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        3,
-        "and got through: {statuses:?}"
-    );
+    assert_eq!(statuses, [429, 404], "waited, then got through");
 }
 
 #[tokio::test]

@@ -24,7 +24,11 @@
 //!   unknown and read-only properties are ignored; `false` booleans are not stored.
 //! - `PUT /customers/{n}` replaces the customer: a missing required property is a 400,
 //!   whatever was left out is gone. `attention` / `customerContact` must name one of the
-//!   customer's own contacts.
+//!   customer's own contacts. To a number no customer has, it creates the customer
+//!   there and answers 201 with `Location` (an upsert: "PUT to a non-existing resource
+//!   will, depending on support of defining the ID, create a resource at that path",
+//!   https://restdocs.e-conomic.com/#http-verbs; seen live for `/customers` by
+//!   Pogoe/EConomic.NET, `WriteRoundTripTests.Updating_a_customer_that_does_not_exist_creates_it`).
 //! - `DELETE /customers/{n}` deletes the customer with its contacts, unless it has booked
 //!   invoices (marked with `POST /_sandbox/economic/customers/{n}/invoices`): 400
 //!   `CustomerHasBookedInvoices` (a code of the sandbox's own; e-conomic publishes none
@@ -1290,7 +1294,8 @@ async fn replace_customer(
     body: Bytes,
 ) -> Response {
     let mut st = lock(&state);
-    let Some(n) = st.existing(&number) else {
+    let (min, max) = CUSTOMER_NUMBER_RANGE;
+    let Some(n) = parse_number(&number).filter(|n| (min..=max).contains(n)) else {
         return customer_not_found();
     };
     let mut data = match validated(&body, |input| validate_customer(input, true)) {
@@ -1324,10 +1329,21 @@ async fn replace_customer(
             }
         }
     }
-    let i = st.find(n).expect("checked above");
+    let base = base_of(&headers);
+    let Some(i) = st.find(n) else {
+        // An upsert: PUT to a number no customer has creates it there.
+        st.customers.push(StoredCustomer {
+            number: n,
+            data,
+            last_updated: now_utc_secs(),
+            booked_invoices: 0,
+        });
+        let stored = st.customer_json(st.customers.last().expect("just pushed"), Some(&base));
+        return created(format!("{base}/customers/{n}"), stored);
+    };
     st.customers[i].data = data;
     st.customers[i].last_updated = now_utc_secs();
-    Json(st.customer_json(&st.customers[i], Some(&base_of(&headers)))).into_response()
+    Json(st.customer_json(&st.customers[i], Some(&base))).into_response()
 }
 
 async fn delete_customer(

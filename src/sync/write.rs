@@ -109,6 +109,12 @@ impl Engine {
                     self.create_or_adopt(&record, &key, run_id, actor, &mut operation)
                         .await
                 }
+                // A register whose PUT upserts (e-conomic) answers 201 Created when the
+                // customer was deleted between its read and the PUT: it was made anew.
+                Ok(written) if written.status == 201 => {
+                    operation = Operation::Create;
+                    Ok((written, Done::Created))
+                }
                 other => other.map(|w| (w, Done::Updated)),
             },
         };

@@ -316,3 +316,83 @@ fn demo_reads_opter_export_files_too() {
         .unwrap();
     assert!(updated.trim_end().ends_with(" 1"), "{updated}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_economic_customer_deleted_there_is_created_again_once_and_journaled_as_a_create() {
+    let customers = bundled_customers()[..3].to_vec();
+    let options = SandboxOptions {
+        customers: customers.clone(),
+        ..unlimited()
+    };
+    let setup = Setup::for_sink(&economic::REGISTER, options, 0).await;
+    let (code, report) = setup.sync_json();
+    assert_eq!(code, 0, "{report}");
+    let number = setup.number_of(&customers[0]);
+    // An accountant deletes it in e-conomic (a PUT there would now create it anew).
+    let deleted = reqwest::Client::new()
+        .delete(format!(
+            "{}/customers/{number}",
+            setup.sandbox.economic_api_base()
+        ))
+        .header("X-AppSecretToken", &setup.env["ECONOMIC_APP_SECRET_TOKEN"])
+        .header(
+            "X-AgreementGrantToken",
+            &setup.env["ECONOMIC_AGREEMENT_GRANT_TOKEN"],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+
+    let mut changed = customers[0].clone();
+    changed["name"] = "Tillbaka AB".into();
+    setup.put_opter_customer(&changed).await;
+    setup.clear_requests().await;
+    let (code, report) = setup.sync_json();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        (report["created"].as_u64(), report["updated"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let again: Vec<Value> = setup
+        .sandbox
+        .economic_customers()
+        .into_iter()
+        .filter(|c| c["customerNumber"].as_i64().map(|n| n.to_string()) == Some(number.clone()))
+        .collect();
+    assert_eq!(again.len(), 1, "exactly one customer with the number");
+    assert_eq!(again[0]["name"], "Tillbaka AB");
+    // Made by a POST, not upserted by the update's PUT, with its contact linked.
+    let writes = setup.writes();
+    assert!(
+        writes.contains(&("POST".to_string(), "/economic/api/customers".to_string())),
+        "{writes:?}"
+    );
+    let contacts = again[0]["contacts"].as_array().unwrap();
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(
+        again[0]["attention"]["customerContactNumber"],
+        contacts[0]["customerContactNumber"]
+    );
+    // The journal says what happened: a create.
+    let code = customers[0]["customerCode"].as_str().unwrap();
+    let out = setup.run(&["journal", "export", "--format", "jsonl", "--customer", code]);
+    assert_eq!(out.status.code(), Some(0));
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["operation"].as_str(), last["outcome"].as_str()),
+        (Some("create"), Some("succeeded")),
+        "{events:?}"
+    );
+    // And the next run has nothing to do.
+    let (_, next) = setup.sync_json();
+    assert_eq!(
+        (next["created"].as_u64(), next["updated"].as_u64()),
+        (Some(0), Some(0)),
+        "{next}"
+    );
+}

@@ -902,6 +902,72 @@ async fn the_bucket_header_counts_tokens_used_and_the_sink_waits_before_a_429() 
 }
 
 #[tokio::test]
+async fn a_put_to_an_unknown_number_creates_the_customer_and_the_sinks_update_does_not() {
+    let sb = start().await;
+    let raw = Raw::new(&sb);
+    let body = json!({"name": "Acme AB", "currency": "DKK",
+        "customerGroup": {"customerGroupNumber": 1}, "paymentTerms": {"paymentTermsNumber": 3},
+        "vatZone": {"vatZoneNumber": 1}});
+    // e-conomic's PUT upserts: 201 Created, with Location, at the number in the path.
+    let (status, headers, created) = raw
+        .send(Method::PUT, "/customers/4242", Some(body.clone()), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(headers["location"]
+        .to_str()
+        .unwrap()
+        .ends_with("/customers/4242"));
+    assert_eq!(created["customerNumber"], 4242);
+    assert_eq!(one(&sb, 4242)["name"], "Acme AB");
+    // Again: now an ordinary replace.
+    let (status, _, _) = raw
+        .send(Method::PUT, "/customers/4242", Some(body.clone()), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Still validated like a replace: a number in the body must be the path's, an
+    // attention must be one of its own contacts, and the path must be a number.
+    let mut other = body.clone();
+    other["customerNumber"] = json!(7);
+    let (status, _, _) = raw
+        .send(Method::PUT, "/customers/4343", Some(other), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let mut linked = body.clone();
+    linked["attention"] = json!({"customerContactNumber": 1});
+    let (status, _, _) = raw
+        .send(Method::PUT, "/customers/4343", Some(linked), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = raw
+        .send(Method::PUT, "/customers/0", Some(body), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(sb.economic_customers().len(), 1);
+
+    // The sink's update of a customer deleted in e-conomic reads first and answers
+    // 404 (the run then finds or creates it, and journals that), never upserting it.
+    let s = sink(&sb);
+    let record = mapped("1001", "Acme AB", Some(("Anna Berg", "anna@acme.se")));
+    s.create(&record, "w1").await.unwrap();
+    let (status, _, _) = raw
+        .send(Method::DELETE, "/customers/1001", None, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let err = s
+        .update("1001", &mapped("1001", "Acme Nord AB", None), "w2")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SinkError::Rejected { status: 404, .. }),
+        "{err:?}"
+    );
+    assert!(sb
+        .economic_customers()
+        .iter()
+        .all(|c| c["customerNumber"] != 1001));
+}
+
+#[tokio::test]
 async fn the_simulator_refuses_what_e_conomic_refuses() {
     let sb = start().await;
     let raw = Raw::new(&sb);

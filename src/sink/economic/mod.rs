@@ -373,7 +373,9 @@ impl EconomicSink {
 
     /// Overlays our fields on the register's customer and PUTs it back; the attention
     /// contact likewise (created and linked if there is none, unlinked and deleted when
-    /// Opter's contact person is gone).
+    /// Opter's contact person is gone). A customer gone is `Rejected { status: 404 }`;
+    /// one deleted between the read and the PUT is created by the PUT (201), which the
+    /// run records as a create.
     pub async fn update(
         &self,
         id: &str,
@@ -389,6 +391,11 @@ impl EconomicSink {
             });
         };
         let url = self.customer_url(n);
+        // Read first, and a 404 here is the answer: e-conomic's PUT to a number no
+        // customer has creates one (an upsert, answered 201:
+        // https://restdocs.e-conomic.com/#http-verbs), so a blind PUT would recreate a
+        // customer an accountant deleted, without its contact, and report an update.
+        // Gone, the run finds it by number or creates it anew, and journals a create.
         let current = self.http.send(Method::GET, &url, None).await?.body();
         let mut merged = writable(&current, CUSTOMER_READ_ONLY);
         overlay(&mut merged, record);

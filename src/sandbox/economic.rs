@@ -46,6 +46,12 @@
 //!   kept for an hour; a repeat with the same key gets it again, with
 //!   `X-ResultFromCache: true`, and nothing is executed. A failure injected by the fault
 //!   layer is never kept (nothing was executed); an answer dropped after commit is.
+//! - Fair use: at most `fair_use_calls_per_day` calls (50,000) per agreement in any 24
+//!   hours, counted per call past the token check, refused ones too ("Fair use is
+//!   defined as 50.000 API calls per 24 hour period per agreement",
+//!   https://e-conomic.com/developer/fair-use-policy). e-conomic documents no answer
+//!   past it, only that it may restrict access without warning; the sandbox answers 429
+//!   with `Retry-After` and the code [`FAIR_USE_CODE`] of its own, and does not count it.
 //! - Rate limit: a token bucket of `rate_limit_per_minute` tokens refilled over
 //!   `rate_window`, charged per call by its cost (`X-CallCost`), and every answer past
 //!   the token check carries `X-RateLimiting: token-limit-{N}-per-{S}-seconds: {used}/{N}`
@@ -192,8 +198,16 @@ pub struct EconomicConfig {
     pub rate_limit_per_minute: u32,
     /// The window the limit counts in: a minute, scaled down by tests.
     pub rate_window: Duration,
+    /// Calls per agreement in any 24 hours before the fair-use answer; 0: no cap.
+    pub fair_use_calls_per_day: u32,
     pub record_requests: bool,
 }
+
+/// The fair-use window.
+pub const FAIR_USE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// The sandbox's own code for the fair-use answer: e-conomic documents the limit but
+/// not what it answers past it.
+pub const FAIR_USE_CODE: &str = "FairUseExceeded";
 
 struct StoredCustomer {
     number: i64,
@@ -231,6 +245,8 @@ pub struct EconomicState {
     next_contact: i64,
     idempotency: HashMap<String, Cached>,
     bucket: Option<Bucket>,
+    /// Per agreement (its grant token): when each call in the last 24 hours came.
+    fair_use: HashMap<String, std::collections::VecDeque<Instant>>,
     requests: RequestLog,
     config: EconomicConfig,
 }
@@ -245,6 +261,7 @@ pub fn new_state(config: EconomicConfig) -> SharedEconomic {
         next_contact: 1,
         idempotency: HashMap::new(),
         bucket: None,
+        fair_use: HashMap::new(),
         requests: RequestLog::new(),
         config,
     }))
@@ -373,6 +390,29 @@ impl EconomicState {
     /// One more than the highest number in use (so a deleted highest number is reused).
     fn next_customer_number(&self) -> i64 {
         self.customers.iter().map(|c| c.number).max().unwrap_or(0) + 1
+    }
+
+    /// Counts a call of the agreement `grant` against fair use; `Err(seconds until the
+    /// oldest call leaves the window)` when it has made its 24 hours' worth (not counted).
+    fn count_call(&mut self, grant: &str, now: Instant) -> Result<(), u64> {
+        let cap = self.config.fair_use_calls_per_day as usize;
+        if cap == 0 {
+            return Ok(());
+        }
+        let calls = self.fair_use.entry(grant.to_string()).or_default();
+        while calls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= FAIR_USE_WINDOW)
+        {
+            calls.pop_front();
+        }
+        if calls.len() >= cap {
+            let oldest = *calls.front().expect("cap > 0");
+            let left = FAIR_USE_WINDOW.saturating_sub(now.duration_since(oldest));
+            return Err(left.as_secs_f64().ceil().max(1.0) as u64);
+        }
+        calls.push_back(now);
+        Ok(())
     }
 
     /// Takes a call's `cost` in tokens: `Ok(Some((used, limit)))` with the tokens used
@@ -584,6 +624,26 @@ fn too_many_requests(retry_after_secs: u64) -> Response {
     resp
 }
 
+/// Past the agreement's fair use. e-conomic documents the cap, "Fair use is defined as
+/// 50.000 API calls per 24 hour period per agreement", and that past it e-conomic "is
+/// at liberty, without warning, to restrict the integration's access"
+/// (https://e-conomic.com/developer/fair-use-policy), but no answer: the sandbox
+/// answers like its rate limit, 429 with `Retry-After` (until the oldest call of the
+/// 24 hours leaves them), in the legacy error body with a code of its own.
+fn fair_use_exceeded(cap: u32, retry_after_secs: u64) -> Response {
+    let mut resp = economic_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        Some(FAIR_USE_CODE),
+        &format!(
+            "The agreement has made {cap} API calls in the last 24 hours, its fair use;              access is restricted."
+        ),
+        "Optimise the integration's calls, or contact api@e-conomic.com.",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    resp
+}
+
 fn customer_not_found() -> Response {
     economic_error(
         StatusCode::NOT_FOUND,
@@ -664,11 +724,23 @@ async fn api_guard(State(state): State<SharedEconomic>, req: Request, next: Next
     ) {
         return unauthorized();
     }
+    let grant = headers
+        .get("x-agreementgranttoken")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let cost = call_cost(req.method(), req.uri().path());
-    let (taken, window) = {
+    let (counted, taken, window, cap) = {
         let mut st = lock(&state);
-        (st.take_tokens(cost), st.config.rate_window)
+        let counted = st.count_call(&grant, Instant::now());
+        let taken = counted.is_ok().then(|| st.take_tokens(cost));
+        let cap = st.config.fair_use_calls_per_day;
+        (counted, taken, st.config.rate_window, cap)
     };
+    if let Err(wait) = counted {
+        return fair_use_exceeded(cap, wait);
+    }
+    let taken = taken.expect("taken when counted");
     let label = window_label(window);
     let mut resp = match taken {
         Err(wait) => {
@@ -1842,6 +1914,7 @@ mod tests {
         let state = new_state(EconomicConfig {
             rate_limit_per_minute: 2,
             rate_window: Duration::from_secs(60),
+            fair_use_calls_per_day: 0,
             record_requests: false,
         });
         let mut st = lock(&state);
@@ -1856,6 +1929,29 @@ mod tests {
         assert_eq!(st.take_tokens(2), Err(60));
         st.bucket.as_mut().unwrap().last -= Duration::from_secs(60);
         assert_eq!(st.take_tokens(2), Ok(Some((2, 2))));
+    }
+
+    #[test]
+    fn fair_use_counts_each_agreements_calls_over_24_hours() {
+        let state = new_state(EconomicConfig {
+            rate_limit_per_minute: 0,
+            rate_window: Duration::from_secs(60),
+            fair_use_calls_per_day: 2,
+            record_requests: false,
+        });
+        let mut st = lock(&state);
+        let t0 = Instant::now();
+        assert_eq!(st.count_call("a", t0), Ok(()));
+        assert_eq!(st.count_call("a", t0 + Duration::from_secs(3600)), Ok(()));
+        // The third within 24 hours is refused until the first leaves them.
+        assert_eq!(
+            st.count_call("a", t0 + Duration::from_secs(7200)),
+            Err(24 * 3600 - 7200)
+        );
+        // Another agreement has its own.
+        assert_eq!(st.count_call("b", t0 + Duration::from_secs(7200)), Ok(()));
+        assert_eq!(st.count_call("a", t0 + FAIR_USE_WINDOW), Ok(()));
+        assert!(st.count_call("a", t0 + FAIR_USE_WINDOW).is_err());
     }
 
     #[test]

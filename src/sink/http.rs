@@ -100,6 +100,8 @@ pub struct Http {
     paused_until: Mutex<Option<Instant>>,
     retry: RetryPolicy,
     dialect: Dialect,
+    /// Counts every request that leaves; one that would pass it does not leave.
+    budget: Option<std::sync::Arc<super::budget::CallBudget>>,
 }
 
 impl Http {
@@ -123,7 +125,14 @@ impl Http {
             paused_until: Mutex::new(None),
             retry,
             dialect,
+            budget: None,
         })
+    }
+
+    /// Counts every request against `budget` (e-conomic's daily calls).
+    pub fn with_budget(mut self, budget: std::sync::Arc<super::budget::CallBudget>) -> Http {
+        self.budget = Some(budget);
+        self
     }
 
     pub fn product(&self) -> &'static str {
@@ -177,6 +186,11 @@ impl Http {
             Err(e) => return Attempt::Final(e),
         };
         self.wait_for_allowance().await;
+        if let Some(budget) = &self.budget {
+            if let Err(message) = budget.spend() {
+                return Attempt::Final(SinkError::Budget(message));
+            }
+        }
         let mut request = self
             .client
             .request(method, url)

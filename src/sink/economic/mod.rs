@@ -23,15 +23,18 @@ use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
+use super::budget::CallBudget;
 use super::http::{nothing_special, safe_message, Credentials, Dialect, Http, Reply};
-use super::{Erased, Remote, SinkError, Written, ERASED_NAME};
+use super::{Admission, Erased, Remote, SinkError, WriteKind, Written, ERASED_NAME};
 use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
 use crate::retry::RetryPolicy;
 
 mod body;
 mod settings;
 use body::*;
-pub use settings::EconomicConfig;
+pub use settings::{
+    EconomicConfig, CALL_COUNT_FILE, DEFAULT_DAILY_CALL_BUDGET, FAIR_USE_CALLS_PER_DAY,
+};
 
 /// This register's descriptor: see `sink::Register`.
 pub static REGISTER: super::Register = super::Register {
@@ -51,7 +54,7 @@ pub static REGISTER: super::Register = super::Register {
     settings: super::register::settings_of::<EconomicConfig>,
 };
 
-super::sink_by_inherent_methods!(EconomicSink, REGISTER);
+super::sink_by_inherent_methods!(EconomicSink, REGISTER, admit);
 
 pub const PRODUCT: &str = "Visma e-conomic";
 
@@ -149,7 +152,15 @@ const REFUSED_HINT: &str = "Check the values of the environment variables named 
 pub struct EconomicSink {
     http: Http,
     base: String,
+    /// The agreement's daily calls (every request counts; see `sink::budget`).
+    budget: Option<std::sync::Arc<CallBudget>>,
 }
+
+/// Calls a create usually makes: the customer, its contact, the attention link.
+const CREATE_CALLS: u32 = 3;
+/// Calls an update usually makes: read the customer and its attention contact, write
+/// the contact (or create one), write the customer, delete a contact Opter dropped.
+const UPDATE_CALLS: u32 = 5;
 
 /// What the record says about the contact person.
 enum ContactWish {
@@ -184,7 +195,32 @@ impl EconomicSink {
         Ok(EconomicSink {
             http: Http::new(dialect, credentials, requests_per_minute, retry)?,
             base: api_base.trim_end_matches('/').to_string(),
+            budget: None,
         })
+    }
+
+    /// Counts every request against the agreement's daily call budget, and admits a
+    /// write only when the calls it usually makes still fit.
+    pub fn with_budget(mut self, budget: std::sync::Arc<CallBudget>) -> Self {
+        self.http = self.http.with_budget(budget.clone());
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Reserves the calls a write of this kind usually makes, so that the budget does
+    /// not stop it half-way; `SinkError::Budget` when they do not fit.
+    pub fn admit(&self, kind: WriteKind) -> Result<Admission, SinkError> {
+        let Some(budget) = &self.budget else {
+            return Ok(Admission::default());
+        };
+        let calls = match kind {
+            WriteKind::Create => CREATE_CALLS,
+            WriteKind::Update => UPDATE_CALLS,
+        };
+        budget
+            .reserve(calls)
+            .map(Admission::holding)
+            .map_err(SinkError::Budget)
     }
 
     fn customer_url(&self, n: i64) -> String {

@@ -125,7 +125,7 @@ impl CallBudget {
         expire(&mut inner.minutes, minute);
         let used: u32 = inner.minutes.iter().map(|(_, n)| n).sum();
         if used + 1 > self.limit {
-            return Err(self.exhausted(&inner.minutes, used, 1, now));
+            return Err(self.exhausted(&inner.minutes, used, 0, 1, now));
         }
         match inner.minutes.back_mut() {
             Some((m, n)) if *m == minute => *n += 1,
@@ -160,7 +160,7 @@ impl CallBudget {
         let used: u32 = inner.minutes.iter().map(|(_, n)| n).sum();
         if used + inner.reserved + calls > self.limit {
             let needed = inner.reserved + calls;
-            return Err(self.exhausted(&inner.minutes, used, needed, now));
+            return Err(self.exhausted(&inner.minutes, used, inner.reserved, needed, now));
         }
         inner.reserved += calls;
         Ok(Reservation {
@@ -174,14 +174,19 @@ impl CallBudget {
         &self,
         minutes: &VecDeque<(i64, u32)>,
         used: u32,
+        held: u32,
         needed: u32,
         now: DateTime<Utc>,
     ) -> String {
         let resume = resume_at(minutes, used, needed, self.limit)
             .map(|t| t.max(now).format("%Y-%m-%d %H:%M UTC").to_string())
             .unwrap_or_else(|| "never with this budget: raise it".into());
+        let held = match held {
+            0 => String::new(),
+            n => format!(" (and up to {n} more for the writes under way)"),
+        };
         format!(
-            "{product}: the daily call budget is used up: {used} calls in the last 24 hours, \
+            "{product}: the daily call budget is used up: {used} calls in the last 24 hours{held}, \
              and {key} is {limit}. The run stopped before sending more; no customer was left \
              half-written, and the next run resumes where this one stopped. It can run again \
              from {resume}, when the oldest calls leave the 24-hour window (or raise {key}; \

@@ -968,6 +968,52 @@ async fn a_put_to_an_unknown_number_creates_the_customer_and_the_sinks_update_do
 }
 
 #[tokio::test]
+async fn past_fair_use_the_agreement_is_refused_with_429_until_its_oldest_call_is_a_day_old() {
+    let sb = Sandbox::start(SandboxOptions {
+        economic_rate_limit_per_minute: 0,
+        economic_fair_use_calls_per_day: 3,
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let raw = Raw::new(&sb);
+    // A call with a wrong token is not the agreement's.
+    let stranger = Raw {
+        grant: "someone-else".into(),
+        ..Raw::new(&sb)
+    };
+    let (status, _, _) = stranger.send(Method::GET, "/customers", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Three calls, a refused one among them, are its 24 hours' worth.
+    let (s1, _, _) = raw.send(Method::GET, "/customers", None, None).await;
+    let (s2, _, _) = raw.send(Method::GET, "/customers/9", None, None).await;
+    let (s3, _, _) = raw
+        .send(Method::POST, "/customers", Some(json!({"name": "x"})), None)
+        .await;
+    assert_eq!(
+        (s1, s2, s3),
+        (
+            StatusCode::OK,
+            StatusCode::NOT_FOUND,
+            StatusCode::BAD_REQUEST
+        )
+    );
+    let (status, headers, body) = raw.send(Method::GET, "/customers", None, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["errorCode"], "FairUseExceeded");
+    assert_eq!(body["httpStatusCode"], 429);
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("3 API calls in the last 24 hours"));
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((86_390..=86_400).contains(&wait), "{wait}");
+    // And it stays refused (a refused call is not counted, nor let through).
+    let (status, _, _) = raw.send(Method::GET, "/customers/9", None, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
 async fn the_simulator_refuses_what_e_conomic_refuses() {
     let sb = start().await;
     let raw = Raw::new(&sb);

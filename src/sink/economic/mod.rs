@@ -17,6 +17,10 @@
 //! Every non-GET request carries an `Idempotency-Key` made of the write's key and the
 //! request's purpose: a retried request is answered from e-conomic's cache (an hour)
 //! instead of being executed again, and two requests of one write never share a key.
+//!
+//! Every request counts against the agreement's daily call budget (`sink::budget`,
+//! `[sink] daily_call_budget`), and a write starts only when the calls it usually
+//! makes fit (`admit`).
 
 use reqwest::header::HeaderMap;
 use reqwest::Method;

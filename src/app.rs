@@ -43,6 +43,7 @@ impl Connector {
             file: &config.file,
             env,
             credentials: &credentials,
+            journal: journal.dir(),
             requests_per_minute: config.sink.requests_per_minute,
             retry,
         })?;

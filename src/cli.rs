@@ -26,7 +26,8 @@ macro_rules! long_about {
     after_help = "Exit codes: 0 all done, 1 the run could not finish, 2 config or usage error, \
                   3 finished with rejected or failed customers, 4 a person must log in to \
                   Visma again, 5 `journal verify` found the journal changed after it was \
-                  written (or a purge could not verify it)."
+                  written (or a purge could not verify it), 6 e-conomic's daily call budget \
+                  is used up (run again when the message says)."
 )]
 #[cfg_attr(
     feature = "sandbox",

@@ -16,6 +16,9 @@ pub mod exit {
     pub const NEEDS_LOGIN: u8 = 4;
     /// `journal verify` found the journal changed after it was written.
     pub const VERIFY_FAILED: u8 = 5;
+    /// The register's daily call budget is used up: the run stopped cleanly and can
+    /// resume once calls leave the 24-hour window.
+    pub const BUDGET: u8 = 6;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,9 @@ pub enum Error {
     /// The register refused our stored grant; only a person can repair it.
     #[error("{0}")]
     NeedsLogin(String),
+    /// The daily call budget is used up; the message says until when.
+    #[error("{0}")]
+    Budget(String),
     /// Anything else that stops the command.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -40,6 +46,7 @@ impl Error {
         ExitCode::from(match self {
             Error::Config(_) => exit::CONFIG,
             Error::NeedsLogin(_) => exit::NEEDS_LOGIN,
+            Error::Budget(_) => exit::BUDGET,
             Error::Other(_) => exit::FAILED,
         })
     }

@@ -296,6 +296,7 @@ async fn checks(report: &mut Report, config_file: &Path, env: &dyn Env) {
             file: &config.file,
             env,
             credentials: &credentials,
+            journal: &config.journal.path,
             requests_per_minute: config.sink.requests_per_minute,
             retry: config.retry_policy(),
         };

@@ -10,17 +10,25 @@
 //!   httpStatusCode, logTime, errors?}`; a validation error lists the property under
 //!   `errors` as `{"<property>": {"errors": [{propertyName, errorMessage, errorCode,
 //!   inputValue, developerHint}]}}`, with the codes of e-conomic's OpenAPI
-//!   (`CustomerAlreadyExists`, `CustomerInvalidEmail`, `CustomerContactIsInUse`...).
-//!   Like e-conomic's, the body echoes the input value: clients must not log it.
+//!   (`CustomerInvalidEmail`, `CustomerContactIsInUse`...) except where the REST API's
+//!   own E-code is known. Like e-conomic's, the body echoes the input value: clients
+//!   must not log it.
 //! - `POST /customers` requires `name` (1-255), `currency` (3), `customerGroup`,
 //!   `paymentTerms` and `vatZone` with a known number ([`CUSTOMER_GROUPS`],
 //!   [`PAYMENT_TERMS`], [`VAT_ZONES`]); `customerNumber` (1..999999999) is optional, the
-//!   highest number plus one otherwise. A number in use: 400 `CustomerAlreadyExists`.
+//!   highest number plus one otherwise. A number in use: 400 "Validation exception."
+//!   (`E04300`) with `errors.customerNumber.errors[0].errorCode` = `E06010`, the REST
+//!   API's "already exists" (Opus-EDB/e-conomic, `customer.go`, matches exactly that on
+//!   restapi.e-conomic.com).
 //!   `null` is refused, as e-conomic refuses it ("to null a property, leave it out");
 //!   unknown and read-only properties are ignored; `false` booleans are not stored.
 //! - `PUT /customers/{n}` replaces the customer: a missing required property is a 400,
 //!   whatever was left out is gone. `attention` / `customerContact` must name one of the
-//!   customer's own contacts.
+//!   customer's own contacts. To a number no customer has, it creates the customer
+//!   there and answers 201 with `Location` (an upsert: "PUT to a non-existing resource
+//!   will, depending on support of defining the ID, create a resource at that path",
+//!   https://restdocs.e-conomic.com/#http-verbs; seen live for `/customers` by
+//!   Pogoe/EConomic.NET, `WriteRoundTripTests.Updating_a_customer_that_does_not_exist_creates_it`).
 //! - `DELETE /customers/{n}` deletes the customer with its contacts, unless it has booked
 //!   invoices (marked with `POST /_sandbox/economic/customers/{n}/invoices`): 400
 //!   `CustomerHasBookedInvoices` (a code of the sandbox's own; e-conomic publishes none
@@ -38,11 +46,22 @@
 //!   kept for an hour; a repeat with the same key gets it again, with
 //!   `X-ResultFromCache: true`, and nothing is executed. A failure injected by the fault
 //!   layer is never kept (nothing was executed); an answer dropped after commit is.
+//! - Fair use: at most `fair_use_calls_per_day` calls (50,000) per agreement in any 24
+//!   hours, counted per call past the token check, refused ones too ("Fair use is
+//!   defined as 50.000 API calls per 24 hour period per agreement",
+//!   https://e-conomic.com/developer/fair-use-policy). e-conomic documents no answer
+//!   past it, only that it may restrict access without warning; the sandbox answers 429
+//!   with `Retry-After` and the code [`FAIR_USE_CODE`] of its own, and does not count it.
 //! - Rate limit: a token bucket of `rate_limit_per_minute` tokens refilled over
-//!   `rate_window`; each call costs one (`X-CallCost: 1`) and every answer past the token
-//!   check carries `X-RateLimiting: token-limit-{N}-per-{S}-seconds: {left}/{N}`. Empty:
-//!   429 with `Retry-After` (seconds until a token is back). The faults'
-//!   `rate_limit_per_minute` applies to eAccounting only.
+//!   `rate_window`, charged per call by its cost (`X-CallCost`), and every answer past
+//!   the token check carries `X-RateLimiting: token-limit-{N}-per-{S}-seconds: {used}/{N}`
+//!   with the tokens *used* in the window (a live capture reads `147/10000`, climbing as
+//!   calls are made; a call refused with a 400 still spends: Pogoe/EConomic.NET,
+//!   `src/EConomic.Net/Http/RateLimitStatus.cs` and its `RateLimitOnFailureTests`). A
+//!   call can cost more than one token; e-conomic publishes no table of costs, so here
+//!   a collection read costs 2 and any other call 1. Too few tokens for the call: 429
+//!   with `Retry-After` (seconds until enough are back) and the bucket shown full. The
+//!   faults' `rate_limit_per_minute` applies to eAccounting only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -181,8 +200,16 @@ pub struct EconomicConfig {
     pub rate_limit_per_minute: u32,
     /// The window the limit counts in: a minute, scaled down by tests.
     pub rate_window: Duration,
+    /// Calls per agreement in any 24 hours before the fair-use answer; 0: no cap.
+    pub fair_use_calls_per_day: u32,
     pub record_requests: bool,
 }
+
+/// The fair-use window.
+pub const FAIR_USE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// The sandbox's own code for the fair-use answer: e-conomic documents the limit but
+/// not what it answers past it.
+pub const FAIR_USE_CODE: &str = "FairUseExceeded";
 
 struct StoredCustomer {
     number: i64,
@@ -220,6 +247,8 @@ pub struct EconomicState {
     next_contact: i64,
     idempotency: HashMap<String, Cached>,
     bucket: Option<Bucket>,
+    /// Per agreement (its grant token): when each call in the last 24 hours came.
+    fair_use: HashMap<String, std::collections::VecDeque<Instant>>,
     requests: RequestLog,
     config: EconomicConfig,
 }
@@ -234,6 +263,7 @@ pub fn new_state(config: EconomicConfig) -> SharedEconomic {
         next_contact: 1,
         idempotency: HashMap::new(),
         bucket: None,
+        fair_use: HashMap::new(),
         requests: RequestLog::new(),
         config,
     }))
@@ -364,12 +394,37 @@ impl EconomicState {
         self.customers.iter().map(|c| c.number).max().unwrap_or(0) + 1
     }
 
-    /// Takes one token; `Err(seconds until one is back)` when the bucket is empty.
-    fn take_token(&mut self) -> Result<Option<(u32, u32)>, u64> {
+    /// Counts a call of the agreement `grant` against fair use; `Err(seconds until the
+    /// oldest call leaves the window)` when it has made its 24 hours' worth (not counted).
+    fn count_call(&mut self, grant: &str, now: Instant) -> Result<(), u64> {
+        let cap = self.config.fair_use_calls_per_day as usize;
+        if cap == 0 {
+            return Ok(());
+        }
+        let calls = self.fair_use.entry(grant.to_string()).or_default();
+        while calls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= FAIR_USE_WINDOW)
+        {
+            calls.pop_front();
+        }
+        if calls.len() >= cap {
+            let oldest = *calls.front().expect("cap > 0");
+            let left = FAIR_USE_WINDOW.saturating_sub(now.duration_since(oldest));
+            return Err(left.as_secs_f64().ceil().max(1.0) as u64);
+        }
+        calls.push_back(now);
+        Ok(())
+    }
+
+    /// Takes a call's `cost` in tokens: `Ok(Some((used, limit)))` with the tokens used
+    /// in the window after it, `Err(seconds until enough are back)` when too few are left.
+    fn take_tokens(&mut self, cost: u32) -> Result<Option<(u32, u32)>, u64> {
         let limit = self.config.rate_limit_per_minute;
         if limit == 0 {
             return Ok(None);
         }
+        let cost = f64::from(cost.clamp(1, limit));
         let window = self.config.rate_window.max(Duration::from_millis(1));
         let now = Instant::now();
         let per_sec = f64::from(limit) / window.as_secs_f64();
@@ -380,11 +435,13 @@ impl EconomicState {
         b.tokens =
             (b.tokens + now.duration_since(b.last).as_secs_f64() * per_sec).min(f64::from(limit));
         b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            return Ok(Some((b.tokens.floor() as u32, limit)));
+        if b.tokens >= cost {
+            b.tokens -= cost;
+            // Partly refilled tokens count as used until whole.
+            let used = (f64::from(limit) - b.tokens).ceil() as u32;
+            return Ok(Some((used.min(limit), limit)));
         }
-        let wait = (1.0 - b.tokens) / per_sec;
+        let wait = (cost - b.tokens) / per_sec;
         // Round up: "Retry-After: 0" would invite an immediate retry.
         Err((wait.ceil() as u64).max(1))
     }
@@ -570,6 +627,26 @@ fn too_many_requests(retry_after_secs: u64) -> Response {
     resp
 }
 
+/// Past the agreement's fair use. e-conomic documents the cap, "Fair use is defined as
+/// 50.000 API calls per 24 hour period per agreement", and that past it e-conomic "is
+/// at liberty, without warning, to restrict the integration's access"
+/// (https://e-conomic.com/developer/fair-use-policy), but no answer: the sandbox
+/// answers like its rate limit, 429 with `Retry-After` (until the oldest call of the
+/// 24 hours leaves them), in the legacy error body with a code of its own.
+fn fair_use_exceeded(cap: u32, retry_after_secs: u64) -> Response {
+    let mut resp = economic_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        Some(FAIR_USE_CODE),
+        &format!(
+            "The agreement has made {cap} API calls in the last 24 hours, its fair use;              access is restricted."
+        ),
+        "Optimise the integration's calls, or contact api@e-conomic.com.",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    resp
+}
+
 fn customer_not_found() -> Response {
     economic_error(
         StatusCode::NOT_FOUND,
@@ -650,10 +727,23 @@ async fn api_guard(State(state): State<SharedEconomic>, req: Request, next: Next
     ) {
         return unauthorized();
     }
-    let (taken, window) = {
+    let grant = headers
+        .get("x-agreementgranttoken")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let cost = call_cost(req.method(), req.uri().path());
+    let (counted, taken, window, cap) = {
         let mut st = lock(&state);
-        (st.take_token(), st.config.rate_window)
+        let counted = st.count_call(&grant, Instant::now());
+        let taken = counted.is_ok().then(|| st.take_tokens(cost));
+        let cap = st.config.fair_use_calls_per_day;
+        (counted, taken, st.config.rate_window, cap)
     };
+    if let Err(wait) = counted {
+        return fair_use_exceeded(cap, wait);
+    }
+    let taken = taken.expect("taken when counted");
     let label = window_label(window);
     let mut resp = match taken {
         Err(wait) => {
@@ -662,24 +752,40 @@ async fn api_guard(State(state): State<SharedEconomic>, req: Request, next: Next
             set_header(
                 &mut resp,
                 "x-ratelimiting",
-                &format!("token-limit-{limit}-per-{label}-seconds: 0/{limit}"),
+                &format!("token-limit-{limit}-per-{label}-seconds: {limit}/{limit}"),
             );
             return resp;
         }
-        Ok(left) => {
+        Ok(used) => {
             let mut resp = next.run(req).await;
-            if let Some((left, limit)) = left {
+            if let Some((used, limit)) = used {
                 set_header(
                     &mut resp,
                     "x-ratelimiting",
-                    &format!("token-limit-{limit}-per-{label}-seconds: {left}/{limit}"),
+                    &format!("token-limit-{limit}-per-{label}-seconds: {used}/{limit}"),
                 );
             }
             resp
         }
     };
-    set_header(&mut resp, "x-callcost", "1");
+    set_header(&mut resp, "x-callcost", &cost.to_string());
     resp
+}
+
+/// What a call costs in tokens: a collection read (a list, filtered or not) 2, anything
+/// else 1. The sandbox's own choice: e-conomic says calls differ in cost and reports
+/// each one's in `X-CallCost`, but publishes no table.
+fn call_cost(method: &Method, path: &str) -> u32 {
+    let last = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    if method == Method::GET && last.parse::<i64>().is_err() {
+        2
+    } else {
+        1
+    }
 }
 
 fn window_label(window: Duration) -> String {
@@ -1232,10 +1338,12 @@ async fn create_customer(
         None => st.next_customer_number(),
     };
     if st.find(number).is_some() {
+        // The REST API's "already exists" code on the property (see `NUMBER_TAKEN_CODE`
+        // in `sink::economic` for the source), in the annotated validation body.
         return Invalid::new(
             "customerNumber",
-            "CustomerAlreadyExists",
-            "A customer with this customer number already exists.",
+            crate::sink::economic::NUMBER_TAKEN_CODE,
+            "Customer number already exists.",
             Some(&json!(number)),
         )
         .into_response();
@@ -1261,7 +1369,8 @@ async fn replace_customer(
     body: Bytes,
 ) -> Response {
     let mut st = lock(&state);
-    let Some(n) = st.existing(&number) else {
+    let (min, max) = CUSTOMER_NUMBER_RANGE;
+    let Some(n) = parse_number(&number).filter(|n| (min..=max).contains(n)) else {
         return customer_not_found();
     };
     let mut data = match validated(&body, |input| validate_customer(input, true)) {
@@ -1295,10 +1404,21 @@ async fn replace_customer(
             }
         }
     }
-    let i = st.find(n).expect("checked above");
+    let base = base_of(&headers);
+    let Some(i) = st.find(n) else {
+        // An upsert: PUT to a number no customer has creates it there.
+        st.customers.push(StoredCustomer {
+            number: n,
+            data,
+            last_updated: now_utc_secs(),
+            booked_invoices: 0,
+        });
+        let stored = st.customer_json(st.customers.last().expect("just pushed"), Some(&base));
+        return created(format!("{base}/customers/{n}"), stored);
+    };
     st.customers[i].data = data;
     st.customers[i].last_updated = now_utc_secs();
-    Json(st.customer_json(&st.customers[i], Some(&base_of(&headers)))).into_response()
+    Json(st.customer_json(&st.customers[i], Some(&base))).into_response()
 }
 
 async fn delete_customer(
@@ -1809,14 +1929,55 @@ mod tests {
         let state = new_state(EconomicConfig {
             rate_limit_per_minute: 2,
             rate_window: Duration::from_secs(60),
+            fair_use_calls_per_day: 0,
             record_requests: false,
         });
         let mut st = lock(&state);
-        assert_eq!(st.take_token(), Ok(Some((1, 2))));
-        assert_eq!(st.take_token(), Ok(Some((0, 2))));
+        // The header counts tokens used, as e-conomic's does.
+        assert_eq!(st.take_tokens(1), Ok(Some((1, 2))));
+        assert_eq!(st.take_tokens(1), Ok(Some((2, 2))));
         // One token comes back every 30 s.
-        assert_eq!(st.take_token(), Err(30));
+        assert_eq!(st.take_tokens(1), Err(30));
         st.bucket.as_mut().unwrap().last -= Duration::from_secs(30);
-        assert_eq!(st.take_token(), Ok(Some((0, 2))));
+        assert_eq!(st.take_tokens(1), Ok(Some((2, 2))));
+        // A call that costs two waits for two.
+        assert_eq!(st.take_tokens(2), Err(60));
+        st.bucket.as_mut().unwrap().last -= Duration::from_secs(60);
+        assert_eq!(st.take_tokens(2), Ok(Some((2, 2))));
+    }
+
+    #[test]
+    fn fair_use_counts_each_agreements_calls_over_24_hours() {
+        let state = new_state(EconomicConfig {
+            rate_limit_per_minute: 0,
+            rate_window: Duration::from_secs(60),
+            fair_use_calls_per_day: 2,
+            record_requests: false,
+        });
+        let mut st = lock(&state);
+        let t0 = Instant::now();
+        assert_eq!(st.count_call("a", t0), Ok(()));
+        assert_eq!(st.count_call("a", t0 + Duration::from_secs(3600)), Ok(()));
+        // The third within 24 hours is refused until the first leaves them.
+        assert_eq!(
+            st.count_call("a", t0 + Duration::from_secs(7200)),
+            Err(24 * 3600 - 7200)
+        );
+        // Another agreement has its own.
+        assert_eq!(st.count_call("b", t0 + Duration::from_secs(7200)), Ok(()));
+        assert_eq!(st.count_call("a", t0 + FAIR_USE_WINDOW), Ok(()));
+        assert!(st.count_call("a", t0 + FAIR_USE_WINDOW).is_err());
+    }
+
+    #[test]
+    fn collection_reads_cost_two_and_other_calls_one() {
+        assert_eq!(call_cost(&Method::GET, "/economic/api/customers"), 2);
+        assert_eq!(
+            call_cost(&Method::GET, "/economic/api/customers/7/contacts"),
+            2
+        );
+        assert_eq!(call_cost(&Method::GET, "/economic/api/customers/7"), 1);
+        assert_eq!(call_cost(&Method::POST, "/economic/api/customers"), 1);
+        assert_eq!(call_cost(&Method::PUT, "/economic/api/customers/7"), 1);
     }
 }

@@ -50,6 +50,8 @@ pub struct SandboxOptions {
     pub visma_net_rate_limit_per_hour: u32,
     /// e-conomic's token bucket per agreement per minute; 0 means unlimited.
     pub economic_rate_limit_per_minute: u32,
+    /// e-conomic's fair use: calls per agreement in any 24 hours (50,000); 0: no cap.
+    pub economic_fair_use_calls_per_day: u32,
     /// eAccounting's and e-conomic's limits count per this window (a minute, like
     /// Visma's), Visma.net's per 60 times it (an hour); tests may scale it down.
     pub rate_limit_window: std::time::Duration,
@@ -68,6 +70,7 @@ impl Default for SandboxOptions {
             eaccounting_rate_limit_per_minute: 600,
             visma_net_rate_limit_per_hour: 36_000,
             economic_rate_limit_per_minute: 10_000,
+            economic_fair_use_calls_per_day: crate::sink::economic::FAIR_USE_CALLS_PER_DAY,
             rate_limit_window: eaccounting::RATE_WINDOW,
             access_token_ttl_secs: 3600,
             record_requests: true,
@@ -122,6 +125,7 @@ impl Sandbox {
         let economic = economic::new_state(economic::EconomicConfig {
             rate_limit_per_minute: opts.economic_rate_limit_per_minute,
             rate_window: opts.rate_limit_window,
+            fair_use_calls_per_day: opts.economic_fair_use_calls_per_day,
             record_requests: opts.record_requests,
         });
         let sites = all_sites(&visma, &visma_net, &economic);

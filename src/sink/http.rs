@@ -114,6 +114,8 @@ pub struct Http {
     paused_until: Mutex<Option<Instant>>,
     retry: RetryPolicy,
     dialect: Dialect,
+    /// Counts every request that leaves; one that would pass it does not leave.
+    budget: Option<std::sync::Arc<super::budget::CallBudget>>,
 }
 
 impl Http {
@@ -137,7 +139,14 @@ impl Http {
             paused_until: Mutex::new(None),
             retry,
             dialect,
+            budget: None,
         })
+    }
+
+    /// Counts every request against `budget` (e-conomic's daily calls).
+    pub fn with_budget(mut self, budget: std::sync::Arc<super::budget::CallBudget>) -> Http {
+        self.budget = Some(budget);
+        self
     }
 
     pub fn product(&self) -> &'static str {
@@ -191,6 +200,11 @@ impl Http {
             Err(e) => return Attempt::Final(e),
         };
         self.wait_for_allowance().await;
+        if let Some(budget) = &self.budget {
+            if let Err(message) = budget.spend() {
+                return Attempt::Final(SinkError::Budget(message));
+            }
+        }
         let mut request = self
             .client
             .request(method, url)
@@ -299,12 +313,14 @@ impl Http {
     /// Holds every request when the server says its allowance is used up, instead of
     /// spending calls on 429s: Visma.net's `X-RateLimit-Remaining: 0` with
     /// `X-RateLimit-Reset: N` (seconds) pauses until the reset; e-conomic's token bucket,
-    /// `X-RateLimiting: token-limit-N-per-S-seconds: 0/N`, until one token is back.
+    /// `X-RateLimiting: token-limit-N-per-S-seconds: U/N` with `U` tokens *used*, until
+    /// a call costing what this one did (`X-CallCost`) fits again.
     fn note_rate_headers(&self, headers: &HeaderMap) {
         let number = |name| header(headers, name).and_then(|v| v.trim().parse::<u64>().ok());
         let wait = match (number("x-ratelimit-remaining"), number("x-ratelimit-reset")) {
             (Some(0), Some(reset)) => Some(Duration::from_secs(reset)),
-            _ => header(headers, "x-ratelimiting").and_then(bucket_refill_wait),
+            _ => header(headers, "x-ratelimiting")
+                .and_then(|v| bucket_refill_wait(v, number("x-callcost").unwrap_or(1).max(1))),
         };
         let Some(wait) = wait else { return };
         let wait = wait.min(self.retry.max_server_wait);
@@ -412,19 +428,31 @@ fn burst_for(per_minute: NonZeroU32) -> NonZeroU32 {
     NonZeroU32::new(per_minute.get() / 30_000).unwrap_or(NonZeroU32::MIN)
 }
 
-/// `token-limit-10000-per-60-seconds: 0/10000` → the time one token takes to come back,
-/// when the bucket is empty; `None` while tokens are left or the header is not that.
-fn bucket_refill_wait(value: &str) -> Option<Duration> {
+/// e-conomic's `X-RateLimiting: token-limit-10000-per-60-seconds: 147/10000`: a bucket
+/// of 10,000 tokens refilled over 60 seconds, of which 147 are *used* (it climbs as
+/// calls are made; Pogoe/EConomic.NET `src/EConomic.Net/Http/RateLimitStatus.cs`, parsed
+/// from a live capture in its `RateLimitStatusTests`), and calls cost `X-CallCost`
+/// tokens, possibly more than one. The time until a call of `cost` fits again, when it
+/// does not now; `None` while it fits or the header is not that. The window may be
+/// fractional (the sandbox scales it down).
+fn bucket_refill_wait(value: &str, cost: u64) -> Option<Duration> {
     let (rule, state) = value.split_once(':')?;
-    let (left, _) = state.trim().split_once('/')?;
-    if left.trim().parse::<u64>().ok()? > 0 {
-        return None;
-    }
+    let (used, _) = state.trim().split_once('/')?;
+    let used: u64 = used.trim().parse().ok()?;
     let rest = rule.trim().strip_prefix("token-limit-")?;
     let (limit, rest) = rest.split_once("-per-")?;
     let seconds = rest.strip_suffix("-seconds")?;
-    let (limit, seconds): (u64, u64) = (limit.parse().ok()?, seconds.parse().ok()?);
-    (limit > 0).then(|| Duration::from_secs_f64(seconds as f64 / limit as f64))
+    let (limit, seconds): (u64, f64) = (limit.parse().ok()?, seconds.parse().ok()?);
+    if limit == 0 || !seconds.is_finite() || seconds <= 0.0 {
+        return None;
+    }
+    // An overdrawn bucket (used above the limit) waits for all of it.
+    let short = (used + cost.min(limit))
+        .checked_sub(limit)
+        .filter(|s| *s > 0)?;
+    Some(Duration::from_secs_f64(
+        seconds * short as f64 / limit as f64,
+    ))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -554,16 +582,32 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_token_bucket_waits_for_one_token() {
+    fn the_token_bucket_header_counts_used_tokens_and_calls_cost_what_they_cost() {
+        let wait = |v, cost| bucket_refill_wait(v, cost);
+        // A live header: 147 of 10,000 used, plenty left.
+        assert_eq!(wait("token-limit-10000-per-60-seconds: 147/10000", 3), None);
+        assert_eq!(wait("token-limit-10-per-60-seconds: 0/10", 1), None);
+        assert_eq!(wait("token-limit-10-per-60-seconds: 9/10", 1), None);
+        // All used: one token back takes 6 s; a call costing 3 needs three.
         assert_eq!(
-            bucket_refill_wait("token-limit-10-per-60-seconds: 0/10"),
+            wait("token-limit-10-per-60-seconds: 10/10", 1),
             Some(Duration::from_secs(6))
         );
         assert_eq!(
-            bucket_refill_wait("token-limit-10-per-60-seconds: 3/10"),
-            None
+            wait("token-limit-10-per-60-seconds: 9/10", 3),
+            Some(Duration::from_secs(12))
         );
-        assert_eq!(bucket_refill_wait("something else"), None);
+        // Overdrawn: the excess comes back first.
+        assert_eq!(
+            wait("token-limit-10-per-60-seconds: 12/10", 1),
+            Some(Duration::from_secs(18))
+        );
+        assert_eq!(
+            wait("token-limit-4-per-0.500-seconds: 4/4", 2),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(wait("something else", 1), None);
+        assert_eq!(wait("token-limit-0-per-60-seconds: 0/0", 1), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Architecture invariant: a sink only ever receives a `MappedRecord`, which the mapping
 //! layer built from permitted fields and constants; it has no way to reach Opter data.
 pub mod auth;
+pub mod budget;
 pub mod eaccounting;
 pub mod economic;
 pub mod http;
@@ -64,6 +65,9 @@ pub enum SinkError {
     /// Nothing more can be sent until the setup is repaired (client refused, disk full).
     #[error("{0}")]
     Fatal(String),
+    /// The daily call budget is used up: nothing more is sent in this run.
+    #[error("{0}")]
+    Budget(String),
 }
 
 impl SinkError {
@@ -71,7 +75,10 @@ impl SinkError {
     pub fn stops_the_run(&self) -> bool {
         matches!(
             self,
-            SinkError::NeedsLogin(_) | SinkError::Config(_) | SinkError::Fatal(_)
+            SinkError::NeedsLogin(_)
+                | SinkError::Config(_)
+                | SinkError::Fatal(_)
+                | SinkError::Budget(_)
         )
     }
 }
@@ -82,6 +89,7 @@ impl From<SinkError> for Error {
         match e {
             SinkError::NeedsLogin(m) => Error::NeedsLogin(m),
             SinkError::Config(m) => Error::Config(m),
+            SinkError::Budget(m) => Error::Budget(m),
             other => Error::Other(anyhow::anyhow!("{other}")),
         }
     }
@@ -132,6 +140,28 @@ pub enum Erased {
     NotPresent,
 }
 
+/// What kind of write is about to start, for `Sink::admit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Create,
+    Update,
+}
+
+/// A write's admission: what it holds (reserved calls) until it ends.
+#[derive(Default)]
+pub struct Admission {
+    /// Released (dropped) when the write ends.
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl Admission {
+    pub fn holding(what: impl Send + Sync + 'static) -> Admission {
+        Admission {
+            _held: Some(Box::new(what)),
+        }
+    }
+}
+
 /// The name a customer gets when its personal fields are overwritten.
 pub const ERASED_NAME: &str = "Erased customer";
 
@@ -180,6 +210,13 @@ pub trait Sink: Send + Sync {
     /// register allows, else overwrites the personal fields and deactivates it.
     fn erase<'a>(&'a self, id: &'a str, key: &'a str) -> BoxFuture<'a, Result<Erased, SinkError>>;
 
+    /// Asks to start a write of this kind: `Err(SinkError::Budget)` when the calls it
+    /// needs would pass the register's call budget, so it must not start (nothing is
+    /// sent for it). Registers without a budget admit every write.
+    fn admit(&self, _kind: WriteKind) -> Result<Admission, SinkError> {
+        Ok(Admission::default())
+    }
+
     /// The register's name (`[sink] kind`), which also keys its journal entries.
     fn name(&self) -> &'static str {
         self.register().name
@@ -194,7 +231,21 @@ pub trait Sink: Send + Sync {
 /// Implements `Sink` for a type with inherent async methods of the same names.
 macro_rules! sink_by_inherent_methods {
     ($type:ty, $register:expr) => {
+        $crate::sink::sink_by_inherent_methods!($type, $register, {});
+    };
+    ($type:ty, $register:expr, admit) => {
+        $crate::sink::sink_by_inherent_methods!($type, $register, {
+            fn admit(
+                &self,
+                kind: $crate::sink::WriteKind,
+            ) -> Result<$crate::sink::Admission, $crate::sink::SinkError> {
+                <$type>::admit(self, kind)
+            }
+        });
+    };
+    ($type:ty, $register:expr, { $($extra:tt)* }) => {
         impl $crate::sink::Sink for $type {
+            $($extra)*
             fn register(&self) -> &'static $crate::sink::Register {
                 &$register
             }

@@ -71,6 +71,9 @@ pub struct SinkContext<'a> {
     /// The journal's `credentials/` folder (created owner-only on the first call), for
     /// grants a register rotates.
     pub credentials: &'a dyn Fn() -> crate::error::Result<PathBuf>,
+    /// The journal's folder (it exists, owner-only), for small files a register keeps
+    /// beside the journal (e-conomic's call count).
+    pub journal: &'a Path,
     pub requests_per_minute: u32,
     pub retry: RetryPolicy,
 }

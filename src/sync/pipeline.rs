@@ -129,7 +129,11 @@ impl Engine {
                     .expect("a batch is opened before its tasks are handed out");
                 batch.answered += 1;
                 match result {
-                    Ok(finished) => {
+                    Ok(mut finished) => {
+                        if let Some(e) = finished.stop.take() {
+                            stop.store(true, Ordering::SeqCst);
+                            stopped.get_or_insert(e);
+                        }
                         let failed = self.take(batch, finished, report, &mut failed_in_a_row);
                         if let Some(last) = failed.filter(|_| stopped.is_none()) {
                             stop.store(true, Ordering::SeqCst);
@@ -196,6 +200,7 @@ impl Engine {
             done,
             reason,
             entry,
+            ..
         } = finished;
         if done == Done::Skipped {
             batch.closed.push(customer);

@@ -101,13 +101,16 @@ impl Sink for MemorySink {
     ) -> BoxFuture<'a, Result<Written, SinkError>> {
         self.called(format!("update {id}"));
         let fields = serde_json::to_value(&record.fields).unwrap();
-        self.customers
+        // Like e-conomic's PUT: to an id nobody has, it creates (201).
+        let existed = self
+            .customers
             .lock()
             .unwrap()
-            .insert(id.to_string(), fields);
+            .insert(id.to_string(), fields)
+            .is_some();
         let written = Written {
             remote_id: id.to_string(),
-            status: 200,
+            status: if existed { 200 } else { 201 },
         };
         Box::pin(async move { Ok(written) })
     }
@@ -334,6 +337,30 @@ async fn settling_adopts_what_landed_and_closes_what_did_not() {
         .pending_intents("eaccounting")
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn an_update_the_register_answers_with_201_created_is_journaled_as_a_create() {
+    let f = fixture(THREE);
+    assert_eq!(run(&f.engine).await.counts.created, 3);
+    // Deleted in the register after the run read it; its PUT then made it anew.
+    f.sink.customers.lock().unwrap().remove("K1");
+    let mut changed = THREE.to_vec();
+    changed[0].1 = "Alfa Åkeri Nord AB";
+    write_exports(f._dir.path(), &changed);
+    let report = run(&f.engine).await;
+    assert_eq!(
+        (report.counts.created, report.counts.updated),
+        (1, 0),
+        "{:?}",
+        f.sink.calls()
+    );
+    assert_eq!(f.sink.customers.lock().unwrap().len(), 3, "no duplicate");
+    let last = f.engine.journal.events(Some("K1"), None).unwrap();
+    let last = last.iter().max_by_key(|e| e.seq).unwrap();
+    assert_eq!(last.operation, crate::journal::Operation::Create);
+    assert_eq!(last.http_status, Some(201));
+    assert_eq!(last.outcome, crate::journal::Outcome::Succeeded);
 }
 
 #[tokio::test]

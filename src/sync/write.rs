@@ -12,7 +12,7 @@ use super::Engine;
 use crate::error::Result;
 use crate::journal::{Entry, Event, Intent, Operation, Outcome, State};
 use crate::mapping::MappedRecord;
-use crate::sink::{SinkError, Written};
+use crate::sink::{SinkError, WriteKind, Written};
 
 impl Task {
     /// The durable promise written before this task's request leaves.
@@ -49,6 +49,9 @@ pub(super) struct Finished {
     pub(super) done: Done,
     pub(super) reason: String,
     pub(super) entry: Option<Entry>,
+    /// Why the run stops, when this customer was not sent for a reason that stops it
+    /// (the register's call budget is used up).
+    pub(super) stop: Option<crate::error::Error>,
 }
 
 impl Finished {
@@ -58,6 +61,7 @@ impl Finished {
             done,
             reason,
             entry,
+            stop: None,
         }
     }
 }
@@ -93,6 +97,21 @@ impl Engine {
                 None,
             ));
         }
+        // Admitted only when the calls it usually makes fit the register's budget; held
+        // until the write ends. Not admitted, nothing is sent: its intent closes, no
+        // event is recorded, and the run stops.
+        let kind = match operation {
+            Operation::Update => WriteKind::Update,
+            _ => WriteKind::Create,
+        };
+        let _admission = match self.sink.admit(kind) {
+            Ok(admission) => admission,
+            Err(e) => {
+                let mut skipped = Finished::new(record.code, Done::Skipped, String::new(), None);
+                skipped.stop = Some(e.into());
+                return Ok(skipped);
+            }
+        };
         let mut operation = operation;
         let key = write_key(self.sink_name(), run_id, &record);
         let result = match &remote_id {
@@ -108,6 +127,12 @@ impl Engine {
                     operation = Operation::Create;
                     self.create_or_adopt(&record, &key, run_id, actor, &mut operation)
                         .await
+                }
+                // A register whose PUT upserts (e-conomic) answers 201 Created when the
+                // customer was deleted between its read and the PUT: it was made anew.
+                Ok(written) if written.status == 201 => {
+                    operation = Operation::Create;
+                    Ok((written, Done::Created))
                 }
                 other => other.map(|w| (w, Done::Updated)),
             },
@@ -150,9 +175,14 @@ impl Engine {
                 };
                 return Ok(Finished::new(record.code, done, String::new(), Some(entry)));
             }
-            Err(e @ (SinkError::NeedsLogin(_) | SinkError::Config(_) | SinkError::Fatal(_))) => {
-                return Err(e.into())
-            }
+            // The budget met half-way (a write that needed more calls than it reserved):
+            // some of it may have landed, so its intent stays open for settling.
+            Err(
+                e @ (SinkError::NeedsLogin(_)
+                | SinkError::Config(_)
+                | SinkError::Fatal(_)
+                | SinkError::Budget(_)),
+            ) => return Err(e.into()),
             Err(SinkError::Conflict(reason)) => {
                 // The hold and its event are recorded already: nothing else to add.
                 tracing::info!(customer = %record.code, "not written: conflict");

@@ -316,3 +316,222 @@ fn demo_reads_opter_export_files_too() {
         .unwrap();
     assert!(updated.trim_end().ends_with(" 1"), "{updated}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_economic_customer_deleted_there_is_created_again_once_and_journaled_as_a_create() {
+    let customers = bundled_customers()[..3].to_vec();
+    let options = SandboxOptions {
+        customers: customers.clone(),
+        ..unlimited()
+    };
+    let setup = Setup::for_sink(&economic::REGISTER, options, 0).await;
+    let (code, report) = setup.sync_json();
+    assert_eq!(code, 0, "{report}");
+    let number = setup.number_of(&customers[0]);
+    // An accountant deletes it in e-conomic (a PUT there would now create it anew).
+    let deleted = reqwest::Client::new()
+        .delete(format!(
+            "{}/customers/{number}",
+            setup.sandbox.economic_api_base()
+        ))
+        .header("X-AppSecretToken", &setup.env["ECONOMIC_APP_SECRET_TOKEN"])
+        .header(
+            "X-AgreementGrantToken",
+            &setup.env["ECONOMIC_AGREEMENT_GRANT_TOKEN"],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+
+    let mut changed = customers[0].clone();
+    changed["name"] = "Tillbaka AB".into();
+    setup.put_opter_customer(&changed).await;
+    setup.clear_requests().await;
+    let (code, report) = setup.sync_json();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        (report["created"].as_u64(), report["updated"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let again: Vec<Value> = setup
+        .sandbox
+        .economic_customers()
+        .into_iter()
+        .filter(|c| c["customerNumber"].as_i64().map(|n| n.to_string()) == Some(number.clone()))
+        .collect();
+    assert_eq!(again.len(), 1, "exactly one customer with the number");
+    assert_eq!(again[0]["name"], "Tillbaka AB");
+    // Made by a POST, not upserted by the update's PUT, with its contact linked.
+    let writes = setup.writes();
+    assert!(
+        writes.contains(&("POST".to_string(), "/economic/api/customers".to_string())),
+        "{writes:?}"
+    );
+    let contacts = again[0]["contacts"].as_array().unwrap();
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(
+        again[0]["attention"]["customerContactNumber"],
+        contacts[0]["customerContactNumber"]
+    );
+    // The journal says what happened: a create.
+    let code = customers[0]["customerCode"].as_str().unwrap();
+    let out = setup.run(&["journal", "export", "--format", "jsonl", "--customer", code]);
+    assert_eq!(out.status.code(), Some(0));
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["operation"].as_str(), last["outcome"].as_str()),
+        (Some("create"), Some("succeeded")),
+        "{events:?}"
+    );
+    // And the next run has nothing to do.
+    let (_, next) = setup.sync_json();
+    assert_eq!(
+        (next["created"].as_u64(), next["updated"].as_u64()),
+        (Some(0), Some(0)),
+        "{next}"
+    );
+}
+
+/// Moves every call counted in e-conomic's budget file back by a day and a minute, as
+/// if they had been made yesterday.
+fn age_call_count(setup: &Setup) {
+    let path = setup.journal_dir().join(economic::CALL_COUNT_FILE);
+    let mut counted: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for entry in counted["calls_per_minute"].as_array_mut().unwrap() {
+        entry[0] = (entry[0].as_i64().unwrap() - 24 * 60 - 1).into();
+    }
+    std::fs::write(&path, serde_json::to_vec(&counted).unwrap()).unwrap();
+}
+
+fn economic_calls(setup: &Setup) -> usize {
+    setup.api_requests().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_call_budget_stops_the_run_cleanly_and_the_next_day_resumes_it() {
+    let setup = Setup::for_sink(&economic::REGISTER, unlimited(), 0).await;
+    setup.configure("sink", "daily_call_budget = 20");
+    let out = setup.run(&["sync", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Stopped before passing the budget, with nothing half-done: every customer it
+    // began is written, none failed (an unknown outcome), the rest not sent at all.
+    let calls = economic_calls(&setup);
+    assert!(calls <= 20, "{calls} calls");
+    let created = report["created"].as_u64().unwrap() as usize;
+    assert!(created >= 1, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(setup.register().len(), created);
+    assert!(
+        setup
+            .sandbox
+            .economic_customers()
+            .iter()
+            .all(|c| c["contacts"].as_array().unwrap().len() <= 1
+                && (c["contacts"].as_array().unwrap().is_empty() || c["attention"].is_object())),
+        "each customer whole: its contact linked"
+    );
+    assert!(
+        stderr.contains("daily call budget is used up")
+            && stderr.contains(" calls in the last 24 hours")
+            && stderr.contains("[sink] daily_call_budget is 20")
+            && stderr.contains("It can run again from "),
+        "{stderr}"
+    );
+    // The count is beside the journal, owner-only, counts and times only.
+    let path = setup.journal_dir().join(economic::CALL_COUNT_FILE);
+    let counted: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let total: u64 = counted["calls_per_minute"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(total as usize, calls, "{counted}");
+    assert_eq!(counted.as_object().unwrap().len(), 1, "{counted}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The same day, the next run uses what is left of the budget, no more.
+    setup.clear_requests().await;
+    let (code, again) = setup.sync_json();
+    assert_eq!(code, 6, "{again}");
+    assert!(
+        calls + economic_calls(&setup) <= 20,
+        "nothing sent past the budget"
+    );
+    let created = created + again["created"].as_u64().unwrap() as usize;
+    let (code, _) = setup.sync_json();
+    assert_eq!(code, 6);
+
+    // A day later the window has room again: it resumes where it stopped.
+    age_call_count(&setup);
+    setup.clear_requests().await;
+    let (code, second) = setup.sync_json();
+    assert_eq!(code, 6, "{second}");
+    assert!(economic_calls(&setup) <= 20);
+    let more = second["created"].as_u64().unwrap() as usize;
+    assert!(more >= 1, "{second}");
+    assert_eq!(setup.register().len(), created + more);
+
+    // With room for all of it, the run finishes: every customer once.
+    age_call_count(&setup);
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace("daily_call_budget = 20", "daily_call_budget = 45000"),
+    )
+    .unwrap();
+    let (code, last) = setup.sync_json();
+    assert_eq!(
+        code, 3,
+        "only the bundled invalid customers are left: {last}"
+    );
+    assert_eq!(last["failed"], 0, "{last}");
+    let register = setup.register();
+    let total = created + more + last["created"].as_u64().unwrap() as usize;
+    assert_eq!(register.len(), total);
+    assert!(total > 290, "{total}");
+    let mut numbers: Vec<_> = register.iter().map(|(n, _)| n.clone()).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), total, "no customer twice");
+    assert_eq!(setup.run(&["journal", "verify"]).status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_call_budget_out_of_range_is_a_config_error_naming_the_key() {
+    let setup = Setup::for_sink(&economic::REGISTER, unlimited(), 0).await;
+    for bad in ["0", "50001", "-1"] {
+        let text = std::fs::read_to_string(&setup.config).unwrap();
+        let text = match text.contains("daily_call_budget") {
+            true => text
+                .lines()
+                .map(|l| match l.starts_with("daily_call_budget") {
+                    true => format!("daily_call_budget = {bad}"),
+                    false => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            false => text.replace(
+                "[journal]",
+                &format!("daily_call_budget = {bad}\n[journal]"),
+            ),
+        };
+        std::fs::write(&setup.config, text).unwrap();
+        let out = setup.run(&["sync"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("daily_call_budget"), "{bad}: {stderr}");
+        assert_eq!(setup.api_requests().len(), 0);
+    }
+}

@@ -489,6 +489,21 @@ async fn a_taken_number_is_number_taken_and_nothing_is_duplicated() {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["name"], "Acme AB");
     assert_eq!(contacts(&all[0]).len(), 1);
+    // What the simulator answered: the REST API's annotated validation body, the
+    // number's E-code on the property, the input echoed (which the sink never keeps).
+    let raw = Raw::new(&sb);
+    let body = json!({"customerNumber": 1001, "name": "Hemlig Kund AB", "currency": "DKK",
+        "customerGroup": {"customerGroupNumber": 1}, "paymentTerms": {"paymentTermsNumber": 3},
+        "vatZone": {"vatZoneNumber": 1}});
+    let (status, _, answer) = raw.send(Method::POST, "/customers", Some(body), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["errorCode"], "E04300", "{answer}");
+    assert_eq!(answer["httpStatusCode"], 400);
+    assert!(answer["logId"].is_string() && answer["developerHint"].is_string());
+    let property = &answer["errors"]["customerNumber"]["errors"][0];
+    assert_eq!(property["errorCode"], "E06010", "{answer}");
+    assert_eq!(property["propertyName"], "customerNumber");
+    assert_eq!(property["inputValue"], 1001);
 }
 
 #[tokio::test]
@@ -786,7 +801,7 @@ impl FakeRegister {
 }
 
 #[tokio::test]
-async fn the_rate_limit_answers_429_with_retry_after_and_the_sink_waits() {
+async fn the_bucket_header_counts_tokens_used_and_the_sink_waits_before_a_429() {
     // Two tokens, refilled over two seconds: one comes back each second.
     let sb = start_with(2, Duration::from_secs(2)).await;
     let raw = Raw::new(&sb);
@@ -794,14 +809,16 @@ async fn the_rate_limit_answers_429_with_retry_after_and_the_sink_waits() {
         h.get("x-ratelimiting")
             .map(|v| v.to_str().unwrap().to_string())
     };
-    let (s1, h1, _) = raw.send(Method::GET, "/customers", None, None).await;
-    let (s2, h2, _) = raw.send(Method::GET, "/customers", None, None).await;
-    let (s3, h3, body) = raw.send(Method::GET, "/customers", None, None).await;
+    let cost = |h: &HeaderMap| h.get("x-callcost").unwrap().to_str().unwrap().to_string();
+    // Single-resource reads cost one token; the header says how many are used.
+    let (s1, h1, _) = raw.send(Method::GET, "/customers/1", None, None).await;
+    let (s2, h2, _) = raw.send(Method::GET, "/customers/2", None, None).await;
+    let (s3, h3, body) = raw.send(Method::GET, "/customers/3", None, None).await;
     assert_eq!(
         (s1, s2, s3),
         (
-            StatusCode::OK,
-            StatusCode::OK,
+            StatusCode::NOT_FOUND,
+            StatusCode::NOT_FOUND,
             StatusCode::TOO_MANY_REQUESTS
         )
     );
@@ -811,9 +828,13 @@ async fn the_rate_limit_answers_429_with_retry_after_and_the_sink_waits() {
     );
     assert_eq!(
         limit(&h2).as_deref(),
-        Some("token-limit-2-per-2-seconds: 0/2")
+        Some("token-limit-2-per-2-seconds: 2/2")
     );
-    assert_eq!(h1.get("x-callcost").unwrap(), "1");
+    assert_eq!(
+        limit(&h3).as_deref(),
+        Some("token-limit-2-per-2-seconds: 2/2")
+    );
+    assert_eq!(cost(&h1), "1");
     assert_eq!(body["httpStatusCode"], 429);
     let wait: u64 = h3
         .get("retry-after")
@@ -823,30 +844,173 @@ async fn the_rate_limit_answers_429_with_retry_after_and_the_sink_waits() {
         .parse()
         .unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
-    // The server's own wait is enough.
-    tokio::time::sleep(Duration::from_secs(wait)).await;
-    let (s4, _, _) = raw.send(Method::GET, "/customers", None, None).await;
+    // A collection read costs two: it waits for a full bucket, then uses it all.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (s4, h4, _) = raw.send(Method::GET, "/customers", None, None).await;
     assert_eq!(s4, StatusCode::OK);
+    assert_eq!(cost(&h4), "2");
+    assert_eq!(
+        limit(&h4).as_deref(),
+        Some("token-limit-2-per-2-seconds: 2/2")
+    );
+    // A refused call spends tokens too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (s5, h5, _) = raw
+        .send(Method::GET, "/customers?filter=bogus$eq:1", None, None)
+        .await;
+    assert_eq!(s5, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        limit(&h5).as_deref(),
+        Some("token-limit-2-per-2-seconds: 2/2")
+    );
 
-    // The sink meets the empty bucket and waits as told instead of failing.
+    // The sink reads the header as tokens used: three searches (two tokens each) from
+    // a bucket of three refilled at one a second wait their turn and never meet a 429.
+    let sb = start_with(3, Duration::from_secs(3)).await;
     let s = sink(&sb);
-    let before = sb.economic_requests().len();
+    let started = std::time::Instant::now();
     for n in ["1", "2", "3"] {
         assert!(s.find_by_number(n).await.unwrap().is_none());
     }
+    let statuses: Vec<u64> = sb
+        .economic_requests()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 200, 200], "no call refused");
+    // 2 + 2 + 2 tokens from 3: at least three must come back, a second each.
+    assert!(
+        started.elapsed() >= Duration::from_millis(2900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // And one that meets a 429 anyway (another client on the agreement spent the
+    // bucket) waits as told instead of failing.
+    let sb = start_with(2, Duration::from_secs(2)).await;
+    let raw = Raw::new(&sb);
+    raw.send(Method::GET, "/customers/1", None, None).await;
+    raw.send(Method::GET, "/customers/1", None, None).await;
+    let s = sink(&sb);
+    let before = sb.economic_requests().len();
+    assert!(s.get("1").await.unwrap().is_none());
     let statuses: Vec<u64> = sb.economic_requests()[before..]
         .iter()
         .map(|r| r["status"].as_u64().unwrap())
         .collect();
+    assert_eq!(statuses, [429, 404], "waited, then got through");
+}
+
+#[tokio::test]
+async fn a_put_to_an_unknown_number_creates_the_customer_and_the_sinks_update_does_not() {
+    let sb = start().await;
+    let raw = Raw::new(&sb);
+    let body = json!({"name": "Acme AB", "currency": "DKK",
+        "customerGroup": {"customerGroupNumber": 1}, "paymentTerms": {"paymentTermsNumber": 3},
+        "vatZone": {"vatZoneNumber": 1}});
+    // e-conomic's PUT upserts: 201 Created, with Location, at the number in the path.
+    let (status, headers, created) = raw
+        .send(Method::PUT, "/customers/4242", Some(body.clone()), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(headers["location"]
+        .to_str()
+        .unwrap()
+        .ends_with("/customers/4242"));
+    assert_eq!(created["customerNumber"], 4242);
+    assert_eq!(one(&sb, 4242)["name"], "Acme AB");
+    // Again: now an ordinary replace.
+    let (status, _, _) = raw
+        .send(Method::PUT, "/customers/4242", Some(body.clone()), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Still validated like a replace: a number in the body must be the path's, an
+    // attention must be one of its own contacts, and the path must be a number.
+    let mut other = body.clone();
+    other["customerNumber"] = json!(7);
+    let (status, _, _) = raw
+        .send(Method::PUT, "/customers/4343", Some(other), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let mut linked = body.clone();
+    linked["attention"] = json!({"customerContactNumber": 1});
+    let (status, _, _) = raw
+        .send(Method::PUT, "/customers/4343", Some(linked), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = raw
+        .send(Method::PUT, "/customers/0", Some(body), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(sb.economic_customers().len(), 1);
+
+    // The sink's update of a customer deleted in e-conomic reads first and answers
+    // 404 (the run then finds or creates it, and journals that), never upserting it.
+    let s = sink(&sb);
+    let record = mapped("1001", "Acme AB", Some(("Anna Berg", "anna@acme.se")));
+    s.create(&record, "w1").await.unwrap();
+    let (status, _, _) = raw
+        .send(Method::DELETE, "/customers/1001", None, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let err = s
+        .update("1001", &mapped("1001", "Acme Nord AB", None), "w2")
+        .await
+        .unwrap_err();
     assert!(
-        statuses.contains(&429),
-        "the sink met the limit: {statuses:?}"
+        matches!(err, SinkError::Rejected { status: 404, .. }),
+        "{err:?}"
     );
+    assert!(sb
+        .economic_customers()
+        .iter()
+        .all(|c| c["customerNumber"] != 1001));
+}
+
+#[tokio::test]
+async fn past_fair_use_the_agreement_is_refused_with_429_until_its_oldest_call_is_a_day_old() {
+    let sb = Sandbox::start(SandboxOptions {
+        economic_rate_limit_per_minute: 0,
+        economic_fair_use_calls_per_day: 3,
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let raw = Raw::new(&sb);
+    // A call with a wrong token is not the agreement's.
+    let stranger = Raw {
+        grant: "someone-else".into(),
+        ..Raw::new(&sb)
+    };
+    let (status, _, _) = stranger.send(Method::GET, "/customers", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Three calls, a refused one among them, are its 24 hours' worth.
+    let (s1, _, _) = raw.send(Method::GET, "/customers", None, None).await;
+    let (s2, _, _) = raw.send(Method::GET, "/customers/9", None, None).await;
+    let (s3, _, _) = raw
+        .send(Method::POST, "/customers", Some(json!({"name": "x"})), None)
+        .await;
     assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        3,
-        "and got through: {statuses:?}"
+        (s1, s2, s3),
+        (
+            StatusCode::OK,
+            StatusCode::NOT_FOUND,
+            StatusCode::BAD_REQUEST
+        )
     );
+    let (status, headers, body) = raw.send(Method::GET, "/customers", None, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["errorCode"], "FairUseExceeded");
+    assert_eq!(body["httpStatusCode"], 429);
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("3 API calls in the last 24 hours"));
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((86_390..=86_400).contains(&wait), "{wait}");
+    // And it stays refused (a refused call is not counted, nor let through).
+    let (status, _, _) = raw.send(Method::GET, "/customers/9", None, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]
@@ -875,13 +1039,13 @@ async fn the_simulator_refuses_what_e_conomic_refuses() {
             "CustomerInvalidVatZone",
         ),
         (json!({"name": "x".repeat(256)}), "CustomerInvalidName"),
-        (json!({"customerNumber": 1001}), "CustomerAlreadyExists"),
+        (json!({"customerNumber": 1001}), "E06010"),
     ] {
         let mut body = valid.clone();
         for (k, v) in change.as_object().unwrap() {
             body[k] = v.clone();
         }
-        if want != "CustomerAlreadyExists" {
+        if want != "E06010" {
             body["customerNumber"] = json!(1002);
         }
         let (status, _, body) = raw.send(Method::POST, "/customers", Some(body), None).await;

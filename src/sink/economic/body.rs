@@ -122,10 +122,12 @@ pub(super) fn flat_fields(customer: &Value, attention: Option<&Value>) -> Value 
 
 /// e-conomic's legacy error body is `{message, errorCode?, developerHint, logId,
 /// httpStatusCode, errors?}`, where `errors` holds, per property,
-/// `{"errors": [{propertyName, errorMessage, errorCode, inputValue}]}`. The code is the
-/// first property's error code, else the body's; the message is the body's message
-/// and the first property's error message, with quoted parts removed. `inputValue`
-/// and `developerHint` are never read: they can echo what was sent.
+/// `{"errors": [{propertyName, errorMessage, errorCode, inputValue}]}` (the form e-conomic
+/// documents, https://restdocs.e-conomic.com/#annotated-errors, names them `errorCode,
+/// message, value, developerHint`: both are read). The code is the first property's
+/// error code, else the body's; the message is the body's message and the first
+/// property's error message, with quoted parts removed. `inputValue`, `value` and
+/// `developerHint` are never read: they can echo what was sent.
 pub(super) fn error_of(body: &Value, status: StatusCode) -> (Option<String>, String) {
     let detail = first_error(&body["errors"], None);
     let code = detail
@@ -153,15 +155,16 @@ pub(super) fn first_error(errors: &Value, property: Option<&str>) -> Option<Erro
     match errors {
         Value::Object(map) => {
             if map.contains_key("errorCode") || map.contains_key("errorMessage") {
+                // `Map`'s index panics on a missing key: `get` it.
+                let text = |key: &str| map.get(key).and_then(Value::as_str);
                 return Some(ErrorDetail {
-                    property: map["propertyName"]
-                        .as_str()
+                    property: text("propertyName")
                         .or(property)
                         .unwrap_or("request")
                         .to_string(),
-                    code: map["errorCode"].as_str().map(str::to_string),
-                    message: map["errorMessage"]
-                        .as_str()
+                    code: text("errorCode").map(str::to_string),
+                    message: text("errorMessage")
+                        .or(text("message"))
                         .unwrap_or("invalid")
                         .to_string(),
                 });

@@ -17,14 +17,19 @@
 //! Every non-GET request carries an `Idempotency-Key` made of the write's key and the
 //! request's purpose: a retried request is answered from e-conomic's cache (an hour)
 //! instead of being executed again, and two requests of one write never share a key.
+//!
+//! Every request counts against the agreement's daily call budget (`sink::budget`,
+//! `[sink] daily_call_budget`), and a write starts only when the calls it usually
+//! makes fit (`admit`).
 
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
+use super::budget::CallBudget;
 use super::http::{nothing_special, safe_message, Credentials, Dialect, Http, Reply};
-use super::{CustomerPage, Erased, Remote, SinkError, Written, ERASED_NAME};
+use super::{Admission, CustomerPage, Erased, Remote, SinkError, WriteKind, Written, ERASED_NAME};
 use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
 use crate::retry::RetryPolicy;
 
@@ -32,7 +37,9 @@ mod body;
 pub mod probe;
 mod settings;
 use body::*;
-pub use settings::EconomicConfig;
+pub use settings::{
+    EconomicConfig, CALL_COUNT_FILE, DEFAULT_DAILY_CALL_BUDGET, FAIR_USE_CALLS_PER_DAY,
+};
 
 /// This register's descriptor: see `sink::Register`.
 pub static REGISTER: super::Register = super::Register {
@@ -52,12 +59,22 @@ pub static REGISTER: super::Register = super::Register {
     settings: super::register::settings_of::<EconomicConfig>,
 };
 
-super::sink_by_inherent_methods!(EconomicSink, REGISTER);
+super::sink_by_inherent_methods!(EconomicSink, REGISTER, admit);
 
 pub const PRODUCT: &str = "Visma e-conomic";
 
-/// e-conomic's error code for a customer number in use.
-pub const NUMBER_TAKEN_CODE: &str = "CustomerAlreadyExists";
+/// The REST API's error code for a customer number in use: `POST /customers` answers
+/// 400 with a validation body whose `errors.customerNumber.errors[]` entry carries
+/// `"errorCode": "E06010"` (published client Opus-EDB/e-conomic, `customer.go`,
+/// `entityAlreadyInEconomic`, which creates customers on restapi.e-conomic.com and
+/// retries with another number on exactly this code; e-conomic's annotated errors
+/// are described at https://restdocs.e-conomic.com/#annotated-errors). The code means
+/// "already exists" for any property, so it counts only on `customerNumber`.
+pub const NUMBER_TAKEN_CODE: &str = "E06010";
+/// The newer Customers API's code for the same (`apis.e-conomic.com`, the OpenAPI in
+/// `specs/economic/openapi-Customers.json`). Accepted too, in case the REST API
+/// answers with it: either way the customer is looked up and adopted, never duplicated.
+pub const NUMBER_TAKEN_CODE_CUSTOMERS_API: &str = "CustomerAlreadyExists";
 /// A contact of that name already exists on the customer.
 const CONTACT_NAME_TAKEN_CODE: &str = "CustomerContactNameAlreadyExists";
 
@@ -152,7 +169,15 @@ const REFUSED_HINT: &str = "Check the values of the environment variables named 
 pub struct EconomicSink {
     http: Http,
     base: String,
+    /// The agreement's daily calls (every request counts; see `sink::budget`).
+    budget: Option<std::sync::Arc<CallBudget>>,
 }
+
+/// Calls a create usually makes: the customer, its contact, the attention link.
+const CREATE_CALLS: u32 = 3;
+/// Calls an update usually makes: read the customer and its attention contact, write
+/// the contact (or create one), write the customer, delete a contact Opter dropped.
+const UPDATE_CALLS: u32 = 5;
 
 /// What the record says about the contact person.
 enum ContactWish {
@@ -187,7 +212,32 @@ impl EconomicSink {
         Ok(EconomicSink {
             http: Http::new(dialect, credentials, requests_per_minute, retry)?,
             base: api_base.trim_end_matches('/').to_string(),
+            budget: None,
         })
+    }
+
+    /// Counts every request against the agreement's daily call budget, and admits a
+    /// write only when the calls it usually makes still fit.
+    pub fn with_budget(mut self, budget: std::sync::Arc<CallBudget>) -> Self {
+        self.http = self.http.with_budget(budget.clone());
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Reserves the calls a write of this kind usually makes, so that the budget does
+    /// not stop it half-way; `SinkError::Budget` when they do not fit.
+    pub fn admit(&self, kind: WriteKind) -> Result<Admission, SinkError> {
+        let Some(budget) = &self.budget else {
+            return Ok(Admission::default());
+        };
+        let calls = match kind {
+            WriteKind::Create => CREATE_CALLS,
+            WriteKind::Update => UPDATE_CALLS,
+        };
+        budget
+            .reserve(calls)
+            .map(Admission::holding)
+            .map_err(SinkError::Budget)
     }
 
     fn customer_url(&self, n: i64) -> String {
@@ -401,7 +451,7 @@ impl EconomicSink {
                 status,
                 code: Some(code),
                 message,
-            }) if code == NUMBER_TAKEN_CODE => {
+            }) if number_taken(&code, &message) => {
                 return Err(SinkError::NumberTaken { status, message })
             }
             Err(e) => return Err(e),
@@ -435,7 +485,9 @@ impl EconomicSink {
 
     /// Overlays our fields on the register's customer and PUTs it back; the attention
     /// contact likewise (created and linked if there is none, unlinked and deleted when
-    /// Opter's contact person is gone).
+    /// Opter's contact person is gone). A customer gone is `Rejected { status: 404 }`;
+    /// one deleted between the read and the PUT is created by the PUT (201), which the
+    /// run records as a create.
     pub async fn update(
         &self,
         id: &str,
@@ -451,6 +503,11 @@ impl EconomicSink {
             });
         };
         let url = self.customer_url(n);
+        // Read first, and a 404 here is the answer: e-conomic's PUT to a number no
+        // customer has creates one (an upsert, answered 201:
+        // https://restdocs.e-conomic.com/#http-verbs), so a blind PUT would recreate a
+        // customer an accountant deleted, without its contact, and report an update.
+        // Gone, the run finds it by number or creates it anew, and journals a create.
         let current = self
             .http
             .send(Method::GET, &url, None)
@@ -740,6 +797,14 @@ fn customer_number(s: &str) -> Option<i64> {
         .parse::<i64>()
         .ok()
         .filter(|n| (1..=999_999_999).contains(n))
+}
+
+/// Whether a refused create says the customer number is in use: E06010 on the
+/// `customerNumber` property (`error_of` names the property before its message), or
+/// the Customers API's `CustomerAlreadyExists`.
+fn number_taken(code: &str, message: &str) -> bool {
+    code == NUMBER_TAKEN_CODE_CUSTOMERS_API
+        || (code == NUMBER_TAKEN_CODE && message.contains("customerNumber:"))
 }
 
 fn contact_number(contact: &Value) -> Result<i64, SinkError> {

@@ -51,6 +51,37 @@ fn error_bodies_give_the_first_property_code_and_no_values() {
 }
 
 #[test]
+fn a_taken_number_is_the_rest_apis_e06010_on_customer_number_or_the_customers_apis_code() {
+    let body = |property: &str, code: &str| {
+        json!({"message": "Validation exception.", "errorCode": "E04300",
+               "httpStatusCode": 400, "logId": "x",
+               "errors": {property: {"errors": [{"propertyName": property,
+                   "errorMessage": "Customer number already exists.", "errorCode": code,
+                   "inputValue": 1001}]}}})
+    };
+    let taken = |b: &Value| {
+        let (code, message) = error_of(b, StatusCode::BAD_REQUEST);
+        number_taken(&code.unwrap(), &message)
+    };
+    assert!(taken(&body("customerNumber", "E06010")));
+    assert!(taken(&body("customerNumber", "CustomerAlreadyExists")));
+    // "Already exists" about anything else is not our number.
+    assert!(!taken(&body("name", "E06010")));
+    assert!(!taken(&body("customerNumber", "E04300")));
+    // e-conomic's documented form of a property error (`message`, `value`).
+    let documented = json!({"message": "Validation error.", "httpStatusCode": 400,
+        "errors": {"customerNumber": {"errors": [{"errorCode": "E06010",
+            "message": "Customer '1001' already exists.", "value": 1001}]}}});
+    let (code, message) = error_of(&documented, StatusCode::BAD_REQUEST);
+    assert_eq!(code.as_deref(), Some("E06010"));
+    assert_eq!(
+        message,
+        "Validation error. customerNumber: Customer '…' already exists."
+    );
+    assert!(number_taken("E06010", &message));
+}
+
+#[test]
 fn bodies_nest_dotted_names_and_leave_contacts_and_nulls_out() {
     let r = record(
         json!({"customerNumber": 1001, "name": "Acme", "contact.name": "Ann",

@@ -300,3 +300,60 @@ async fn an_unreadable_read_before_an_update_writes_nothing() {
     let after = setup.register_customer("K10001").unwrap();
     assert_eq!(after["Name"], "Håkansson Åkeri Nord AB");
 }
+
+/// The accountant at work in eAccounting: a request with a login of our own.
+async fn accountant(setup: &Setup, method: reqwest::Method, path: &str, body: Option<&Value>) {
+    let token = setup.login_tokens().await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{}/visma/v2/{path}", setup.sandbox.base_url());
+    let mut request = reqwest::Client::new().request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let reply = request.send().await.unwrap();
+    assert!(reply.status().is_success(), "{}", reply.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_reports_each_kind_of_drift_and_writes_nothing() {
+    let customers: Vec<Value> = bundled_customers().into_iter().take(4).collect();
+    let setup = Setup::new(customers.clone()).await;
+    assert_eq!(setup.sync_json().0, 0);
+    let (code, out, err) = run(&setup, &["reconcile", "--json"]);
+    assert_eq!(code, 0, "in step right after a sync: {out}{err}");
+
+    // Deleted, edited and added in the register; added in Opter.
+    let second = setup.register_customer("K10002").unwrap();
+    let path = format!("customers/{}", second["Id"].as_str().unwrap());
+    accountant(&setup, reqwest::Method::DELETE, &path, None).await;
+    let mut third = setup.register_customer("K10003").unwrap();
+    third["Name"] = json!("Renamed by the accountant AB");
+    let path = format!("customers/{}", third["Id"].as_str().unwrap());
+    accountant(&setup, reqwest::Method::PUT, &path, Some(&third)).await;
+    setup
+        .accountant_adds(json!({"CustomerNumber": "K99999", "Name": "Kassakund"}))
+        .await;
+    let mut new = customers[3].clone();
+    new["customerCode"] = json!("K20000");
+    new["customerNumber"] = json!("20000");
+    setup.put_opter_customer(&new).await;
+    let (_, log_before, _) = run(&setup, &["journal", "log", "--json"]);
+    setup.clear_requests().await;
+
+    let (code, out, err) = run(&setup, &["reconcile", "--json"]);
+    assert_eq!(code, 3, "{out}{err}");
+    let drift: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(drift["deleted_in_register"], json!(["K10002"]), "{drift}");
+    assert_eq!(drift["edited_in_register"], json!(["K10003"]), "{drift}");
+    assert_eq!(drift["only_in_register"], json!(["K99999"]), "{drift}");
+    assert_eq!(drift["not_in_register"], json!(["K20000"]), "{drift}");
+    assert_eq!(drift["remote_id_gone"], json!([]), "{drift}");
+    assert_eq!(setup.writes(), [], "reconcile writes nothing to the register");
+    let (_, log_after, _) = run(&setup, &["journal", "log", "--json"]);
+    assert_eq!(log_before, log_after, "nor to the journal");
+    let (_, table, _) = run(&setup, &["reconcile"]);
+    assert!(table.contains("deleted in the register") && table.contains("K10002"), "{table}");
+    assert!(!table.contains("Renamed"), "no names in the table: {table}");
+}

@@ -437,6 +437,10 @@ pub fn router(state: SharedVisma) -> Router {
         ));
     let connect = Router::new()
         .route("/visma/connect/token", post(token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            faults::token_fault_guard::<SharedVisma>,
+        ))
         .route("/visma/connect/authorize", get(authorize));
     let visma = api.merge(connect).layer(middleware::from_fn_with_state(
         state.clone(),
@@ -530,6 +534,10 @@ impl FaultSite for SharedVisma {
 
     fn is_customer_path(path: &str) -> bool {
         path.starts_with("/visma/v2/customers")
+    }
+
+    fn token_fault(&self) -> faults::TokenFault {
+        lock(self).faults.faults().token.clone()
     }
 
     fn injected(status: u16, retry_after_secs: u64) -> Response {

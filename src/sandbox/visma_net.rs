@@ -5,10 +5,16 @@
 //! What it does, and the choices made where Visma documents nothing:
 //! - `POST /visma-net/connect/token`: `grant_type=client_credentials`, the client by HTTP
 //!   Basic or form fields, `scope` (known scopes only) and `tenant_id` (required, a
-//!   GUID). A token is issued for any well-formed tenant; API calls with a token whose
-//!   tenant is not [`SANDBOX_VISMA_NET_TENANT_ID`] answer 403 IPPException 12027 "No
-//!   license for this company." (what Visma.net answers for a tenant without the
-//!   company), so a wrong `tenant_id` shows up on the first API call, as it does there.
+//!   GUID). A token is issued for any well-formed tenant, as Visma Connect does. API calls
+//!   with a token whose tenant is not the company's ([`SANDBOX_VISMA_NET_TENANT_ID`]),
+//!   e.g. the customer's tenant, answer 401 Unauthorized with the same body as an invalid
+//!   token: "Both will let you authenticate through Visma Connect, but using the customer
+//!   tenantId will return a 401 Unauthorized when sending requests to the Visma Net
+//!   APIs" (https://docs.vismasoftware.no/vismanetapi/how-tos/fix401error/; the page
+//!   shows no body, so the body is ASP.NET Web API's usual one). The company tenant
+//!   [`SANDBOX_VISMA_NET_UNLICENSED_TENANT_ID`] has no licence for the API: its calls
+//!   answer 403 IPPException 12027 "No license for this company." (Visma community KB:
+//!   https://community.visma.com/t5/Knowledge-base-in-Developers/tkb-p/DV_CO_Vismanet_knowledgebase).
 //! - Bodies are value-wrapped (`{"name": {"value": "Acme"}}`; `overrideWithClassValues`
 //!   is a plain boolean); a bare value, an unknown field or a wrong type is a 400.
 //!   `GET` answers plain values, the class and country as `{id, description|name}`.
@@ -49,6 +55,8 @@ use super::faults::{self, gateway_page, FaultEngine, FaultSite, Faults, Plan};
 pub const SANDBOX_VISMA_NET_CLIENT_ID: &str = "sandbox-visma-net-client";
 pub const SANDBOX_VISMA_NET_CLIENT_SECRET: &str = "sandbox-visma-net-secret";
 pub const SANDBOX_VISMA_NET_TENANT_ID: &str = "3f1c0b8e-5a2d-4c7e-9b14-6d2e8f0a7c31";
+/// A company tenant whose licence does not cover the API (its calls answer 12027).
+pub const SANDBOX_VISMA_NET_UNLICENSED_TENANT_ID: &str = "9d4e2f10-7b3a-4c58-a1e6-0c2b5d8f4a97";
 /// The sandbox company's customer class for domestic customers (Visma's own example
 /// uses class "1"); the bundled mapping sends it.
 pub const SANDBOX_VISMA_NET_CUSTOMER_CLASS_ID: &str = "1";
@@ -237,7 +245,12 @@ pub fn router(state: SharedVismaNet) -> Router {
             state.clone(),
             faults::fault_guard::<SharedVismaNet>,
         ));
-    let connect = Router::new().route("/visma-net/connect/token", post(token));
+    let connect = Router::new()
+        .route("/visma-net/connect/token", post(token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            faults::token_fault_guard::<SharedVismaNet>,
+        ));
     let logged = api.merge(connect).layer(middleware::from_fn_with_state(
         state.clone(),
         common::record::<VismaNetState>,
@@ -263,6 +276,10 @@ impl FaultSite for SharedVismaNet {
 
     fn is_customer_path(path: &str) -> bool {
         path.starts_with("/visma-net/api/v1/customer")
+    }
+
+    fn token_fault(&self) -> faults::TokenFault {
+        lock(self).faults.faults().token.clone()
     }
 
     fn injected(status: u16, retry_after_secs: u64) -> Response {
@@ -310,6 +327,19 @@ fn throttled(retry_after_secs: u64) -> Response {
 
 fn not_found() -> Response {
     message_error(StatusCode::NOT_FOUND, "Customer not found.")
+}
+
+/// A missing, expired or unknown token, or one for a tenant that is not a company.
+fn unauthorized() -> Response {
+    let mut resp = common::message(
+        StatusCode::UNAUTHORIZED,
+        "Authorization has been denied for this request.",
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    resp
 }
 
 // ---------- middleware ----------
@@ -415,16 +445,18 @@ async fn api_guard(State(state): State<SharedVismaNet>, req: Request, next: Next
             .and_then(|t| st.tokens.get(&t))
             .filter(|t| now < t.expires)
             .map(|t| (t.client_id.clone(), t.tenant_id.clone(), t.scopes.clone()))
+            // A token for a tenant that is no company here (the customer's tenant) is
+            // refused like an invalid one.
+            .filter(|(_, tenant, _)| {
+                [
+                    SANDBOX_VISMA_NET_TENANT_ID,
+                    SANDBOX_VISMA_NET_UNLICENSED_TENANT_ID,
+                ]
+                .iter()
+                .any(|t| tenant.eq_ignore_ascii_case(t))
+            })
         else {
-            let mut resp = common::message(
-                StatusCode::UNAUTHORIZED,
-                "Authorization has been denied for this request.",
-            );
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
-            return resp;
+            return unauthorized();
         };
         let quota = st.take_quota(&client, &tenant);
         let refused = if let Some(q) = quota.as_ref().filter(|q| q.exceeded) {

@@ -8,13 +8,15 @@
 //! `Debug` does not print them; nothing here logs or journals a token.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use futures::future::BoxFuture;
+use oauth2::basic::{BasicClient, BasicErrorResponse, BasicErrorResponseType, BasicTokenResponse};
 use oauth2::{
-    ClientId, ClientSecret, EndpointNotSet, EndpointSet, RefreshToken, RequestTokenError,
-    TokenResponse, TokenUrl,
+    AsyncHttpClient, ClientId, ClientSecret, EndpointNotSet, EndpointSet, HttpClientError,
+    RefreshToken, RequestTokenError, TokenResponse, TokenUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use super::SinkError;
+use crate::retry::{self, Attempt, RetryPolicy};
 
 type OAuthClient =
     BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
@@ -87,9 +90,34 @@ pub struct AccessToken {
 struct Current {
     token: Option<(SecretString, Instant)>,
     generation: u64,
+    /// The last token request's failure, shared with every caller that asks within the
+    /// retry budget after it: one failing token endpoint is asked once per run, not once
+    /// per worker and customer.
+    failure: Option<(SinkError, Instant)>,
 }
 
 impl Current {
+    fn new() -> Current {
+        Current {
+            token: None,
+            generation: 0,
+            failure: None,
+        }
+    }
+
+    /// The failure of a token request made less than `within` ago.
+    fn recent_failure(&self, within: Duration) -> Option<SinkError> {
+        self.failure
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < within)
+            .map(|(e, _)| e.clone())
+    }
+
+    /// Remembers how a token request ended.
+    fn note<T>(&mut self, outcome: &Result<T, SinkError>) {
+        self.failure = outcome.as_ref().err().map(|e| (e.clone(), Instant::now()));
+    }
+
     /// The held token, if it has not expired.
     fn valid(&self) -> Option<AccessToken> {
         match &self.token {
@@ -141,11 +169,12 @@ pub struct OAuthSettings {
 pub struct TokenProvider {
     product: &'static str,
     oauth: OAuthClient,
-    http: reqwest::Client,
+    http: TokenHttp,
     store: PathBuf,
     seed: Option<SecretString>,
     seed_env: String,
     current: Mutex<Current>,
+    retry: RetryPolicy,
 }
 
 impl TokenProvider {
@@ -170,11 +199,14 @@ impl TokenProvider {
             store,
             seed,
             seed_env,
-            current: Mutex::new(Current {
-                token: None,
-                generation: 0,
-            }),
+            current: Mutex::new(Current::new()),
+            retry: RetryPolicy::default(),
         })
+    }
+
+    /// The retry policy of the register's calls, which token requests keep too.
+    pub fn set_retry(&mut self, retry: RetryPolicy) {
+        self.retry = retry;
     }
 
     /// A valid access token; refreshes (once, for all concurrent callers) when needed.
@@ -183,13 +215,20 @@ impl TokenProvider {
         if let Some(token) = current.valid() {
             return Ok(token);
         }
+        if let Some(e) = current.recent_failure(self.retry.budget) {
+            return Err(e);
+        }
         let stored = match current.generation {
             0 => self.stored_access_token(),
             _ => None,
         };
         let (secret, lifetime) = match stored {
             Some(found) => found,
-            None => self.refresh().await?,
+            None => {
+                let refreshed = self.refresh().await;
+                current.note(&refreshed);
+                refreshed?
+            }
         };
         Ok(current.replace(secret, lifetime))
     }
@@ -269,49 +308,186 @@ impl TokenProvider {
         Err(SinkError::NeedsLogin(refused.unwrap_or_default()))
     }
 
-    /// One refresh-token exchange, its errors sorted into the failure classes.
-    async fn exchange(
-        &self,
-        refresh_token: &str,
-    ) -> Result<oauth2::basic::BasicTokenResponse, SinkError> {
-        let response = self
-            .oauth
-            .exchange_refresh_token(&RefreshToken::new(refresh_token.to_string()))
-            .request_async(&self.http)
-            .await;
-        match response {
-            Ok(t) => Ok(t),
-            Err(RequestTokenError::ServerResponse(r)) => match r.error() {
-                BasicErrorResponseType::InvalidGrant => Err(SinkError::NeedsLogin(format!(
-                    "{} refused the stored refresh token (invalid_grant): the authorization is \
-                     gone and a person must log in again. Run `opter-visma-sync auth login` \
-                     (or put a new refresh token in ${}), then run sync again.",
-                    self.product, self.seed_env
-                ))),
-                BasicErrorResponseType::InvalidClient
-                | BasicErrorResponseType::UnauthorizedClient => Err(SinkError::Fatal(format!(
-                    "{} refused this client ({}): check [sink] client_id and the client \
-                         secret's environment variable",
-                    self.product,
+    /// One refresh-token exchange (retried within the budget while the token endpoint
+    /// is unreachable or failing), its errors sorted into the failure classes.
+    async fn exchange(&self, refresh_token: &str) -> Result<BasicTokenResponse, SinkError> {
+        let (product, seed_env) = (self.product, self.seed_env.as_str());
+        let refused = |r: &BasicErrorResponse| match r.error() {
+            BasicErrorResponseType::InvalidGrant => SinkError::NeedsLogin(format!(
+                "{product} refused the stored refresh token (invalid_grant): the authorization \
+                 is gone and a person must log in again. Run `opter-visma-sync auth login` (or \
+                 put a new refresh token in ${seed_env}), then run sync again."
+            )),
+            other => SinkError::NeedsLogin(format!(
+                "{product} refused the token request ({other}); run `opter-visma-sync auth login`"
+            )),
+        };
+        let token = RefreshToken::new(refresh_token.to_string());
+        request_token(product, &self.http, &self.retry, &refused, || {
+            Box::pin(
+                self.oauth
+                    .exchange_refresh_token(&token)
+                    .request_async(&self.http),
+            )
+        })
+        .await
+    }
+}
+
+/// A token request's future, as `request_token` makes it for each attempt.
+type TokenFuture<'a> = BoxFuture<
+    'a,
+    Result<
+        BasicTokenResponse,
+        RequestTokenError<HttpClientError<reqwest::Error>, BasicErrorResponse>,
+    >,
+>;
+
+/// The client oauth2 sends token requests through: reqwest, noting each answer's status
+/// (oauth2's errors do not carry it, and a message should). A provider sends one token
+/// request at a time (under its lock), so one status slot is enough.
+pub struct TokenHttp {
+    http: reqwest::Client,
+    status: AtomicU16,
+}
+
+impl<'c> AsyncHttpClient<'c> for TokenHttp {
+    type Error = HttpClientError<reqwest::Error>;
+    type Future = BoxFuture<'c, Result<oauth2::HttpResponse, Self::Error>>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let response = self.http.call(request).await?;
+            self.status
+                .store(response.status().as_u16(), Ordering::Relaxed);
+            Ok(response)
+        })
+    }
+}
+
+/// The longest one token request may take; never longer than the retry budget.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends a token request, retrying (within the policy's budget) what is transient: no
+/// answer in time, a connection that fails, 5xx, 429. When the budget is spent the
+/// error stops the run (`Fatal`), since nothing can be sent without a token; an answer
+/// that cannot be a token endpoint's (a non-JSON 4xx) is a configuration error at once.
+/// `refused` sorts the grant's own refusals (`invalid_grant` and the like).
+async fn request_token<'a>(
+    product: &'static str,
+    http: &'a TokenHttp,
+    policy: &RetryPolicy,
+    refused: &(dyn Fn(&BasicErrorResponse) -> SinkError + Sync),
+    send: impl Fn() -> TokenFuture<'a>,
+) -> Result<BasicTokenResponse, SinkError> {
+    let timeout = TOKEN_TIMEOUT
+        .min(policy.budget)
+        .max(Duration::from_millis(100));
+    let outcome = retry::retry(
+        policy,
+        || {
+            http.status.store(0, Ordering::Relaxed);
+            let request = send();
+            async move {
+                let answer = tokio::time::timeout(timeout, request).await;
+                let status = http.status.load(Ordering::Relaxed);
+                sort_token_answer(product, answer, status, timeout, refused)
+            }
+        },
+        |e, wait| tracing::info!("{product}: {e}; retrying in {wait:?}"),
+    )
+    .await;
+    outcome.map_err(|e| match e {
+        SinkError::Failed { message, .. } => SinkError::Fatal(format!(
+            "{message}, and went on failing for the whole retry budget \
+             ({}s, [sink] retry_budget_secs): no request can be sent without a token, so \
+             the run stops here; run sync again once the token endpoint answers",
+            policy.budget.as_secs()
+        )),
+        other => other,
+    })
+}
+
+/// One token request's outcome in the failure classes. Messages carry the HTTP status,
+/// never the body (it may echo what was sent).
+fn sort_token_answer(
+    product: &str,
+    answer: Result<
+        Result<
+            BasicTokenResponse,
+            RequestTokenError<HttpClientError<reqwest::Error>, BasicErrorResponse>,
+        >,
+        tokio::time::error::Elapsed,
+    >,
+    status: u16,
+    timeout: Duration,
+    refused: &(dyn Fn(&BasicErrorResponse) -> SinkError + Sync),
+) -> Attempt<BasicTokenResponse, SinkError> {
+    let transient = |message: String| Attempt::Retryable {
+        error: SinkError::Failed {
+            status: (status != 0).then_some(status),
+            message,
+        },
+        after: None,
+    };
+    let failing_status = status >= 500 || status == 429 || status == 408;
+    let error = match answer {
+        Err(_) => {
+            return transient(format!(
+                "{product}'s token endpoint timed out (no answer within {}s)",
+                timeout.as_secs_f32()
+            ))
+        }
+        Ok(Ok(token)) => return Attempt::Done(token),
+        Ok(Err(e)) => e,
+    };
+    match error {
+        RequestTokenError::ServerResponse(r) => match r.error() {
+            BasicErrorResponseType::InvalidClient | BasicErrorResponseType::UnauthorizedClient => {
+                Attempt::Final(SinkError::Config(format!(
+                    "{product} refused this client ({}, HTTP {status}): check [sink] client_id and \
+                     the client secret in the environment variable [sink] client_secret_env names",
                     r.error()
-                ))),
-                BasicErrorResponseType::Extension(e)
-                    if e == "temporarily_unavailable" || e == "server_error" =>
-                {
-                    Err(SinkError::Failed {
-                        status: None,
-                        message: format!("{} token endpoint: {e}", self.product),
-                    })
-                }
-                other => Err(SinkError::NeedsLogin(format!(
-                    "{} refused the token request ({other}); run `opter-visma-sync auth login`",
-                    self.product
-                ))),
-            },
-            Err(e) => Err(SinkError::Failed {
-                status: None,
-                message: format!("token request to {} failed: {e}", self.product),
-            }),
+                )))
+            }
+            BasicErrorResponseType::Extension(e)
+                if e == "temporarily_unavailable" || e == "server_error" =>
+            {
+                transient(format!(
+                    "{product}'s token endpoint answered HTTP {status} ({e})"
+                ))
+            }
+            _ if failing_status => {
+                transient(format!("{product}'s token endpoint answered HTTP {status}"))
+            }
+            _ => Attempt::Final(refused(&r)),
+        },
+        RequestTokenError::Request(e) => {
+            let why = if std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<reqwest::Error>())
+                .is_some_and(reqwest::Error::is_timeout)
+            {
+                "timed out"
+            } else {
+                "connection failed"
+            };
+            transient(format!("cannot reach {product}'s token endpoint: {why}"))
+        }
+        // Not an OAuth answer: an HTML page, plain text, an empty body.
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_) if failing_status => transient(
+            format!("{product}'s token endpoint answered HTTP {status} (not an OAuth answer)"),
+        ),
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_) if status == 200 => {
+            Attempt::Final(SinkError::Fatal(format!(
+                "{product}'s token endpoint answered HTTP 200 without a usable token: check \
+                 [sink] token_url"
+            )))
+        }
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_) => {
+            Attempt::Final(SinkError::Config(format!(
+                "{product}'s token endpoint answered HTTP {status}, which is not an OAuth answer: \
+                 check [sink] token_url"
+            )))
         }
     }
 }
@@ -322,10 +498,13 @@ impl TokenProvider {
 pub struct ClientCredentials {
     product: &'static str,
     oauth: OAuthClient,
-    http: reqwest::Client,
+    http: TokenHttp,
     scopes: Vec<String>,
     tenant_id: String,
     current: Mutex<Current>,
+    retry: RetryPolicy,
+    /// The newest token generation a request succeeded with (0: none yet).
+    proven: AtomicU64,
 }
 
 impl ClientCredentials {
@@ -346,11 +525,15 @@ impl ClientCredentials {
             http: token_http()?,
             scopes,
             tenant_id,
-            current: Mutex::new(Current {
-                token: None,
-                generation: 0,
-            }),
+            current: Mutex::new(Current::new()),
+            retry: RetryPolicy::default(),
+            proven: AtomicU64::new(0),
         })
+    }
+
+    /// The retry policy of the register's calls, which token requests keep too.
+    pub fn set_retry(&mut self, retry: RetryPolicy) {
+        self.retry = retry;
     }
 
     /// A valid access token; asks for one (once, for all concurrent callers) when needed.
@@ -359,42 +542,32 @@ impl ClientCredentials {
         if let Some(token) = current.valid() {
             return Ok(token);
         }
-        let mut request = self
-            .oauth
-            .exchange_client_credentials()
-            .add_extra_param("tenant_id", self.tenant_id.clone());
-        for scope in &self.scopes {
-            request = request.add_scope(oauth2::Scope::new(scope.clone()));
+        if let Some(e) = current.recent_failure(self.retry.budget) {
+            return Err(e);
         }
-        let token = match request.request_async(&self.http).await {
-            Ok(t) => t,
-            Err(RequestTokenError::ServerResponse(r)) => {
-                let why = r.error_description().cloned().unwrap_or_default();
-                return Err(match r.error() {
-                    BasicErrorResponseType::Extension(e)
-                        if e == "temporarily_unavailable" || e == "server_error" =>
-                    {
-                        SinkError::Failed {
-                            status: None,
-                            message: format!("{} token endpoint: {e}", self.product),
-                        }
-                    }
-                    other => SinkError::Config(format!(
-                        "{} refused the client-credentials token request ({other}{}{why}): \
-                         check [sink] client_id, tenant_id, scopes and the client secret's \
-                         environment variable",
-                        self.product,
-                        if why.is_empty() { "" } else { ": " },
-                    )),
-                });
-            }
-            Err(e) => {
-                return Err(SinkError::Failed {
-                    status: None,
-                    message: format!("token request to {} failed: {e}", self.product),
-                })
-            }
+        let product = self.product;
+        let refused = |r: &BasicErrorResponse| {
+            let why = r.error_description().cloned().unwrap_or_default();
+            SinkError::Config(format!(
+                "{product} refused the client-credentials token request ({}{}{why}): check \
+                 [sink] client_id, tenant_id, scopes and the client secret's environment variable",
+                r.error(),
+                if why.is_empty() { "" } else { ": " },
+            ))
         };
+        let requested = request_token(product, &self.http, &self.retry, &refused, || {
+            let mut request = self
+                .oauth
+                .exchange_client_credentials()
+                .add_extra_param("tenant_id", self.tenant_id.clone());
+            for scope in &self.scopes {
+                request = request.add_scope(oauth2::Scope::new(scope.clone()));
+            }
+            Box::pin(request.request_async(&self.http))
+        })
+        .await;
+        current.note(&requested);
+        let token = requested?;
         let lifetime = token.expires_in().unwrap_or(Duration::from_secs(3600));
         let secret = SecretString::from(token.access_token().secret().clone());
         Ok(current.replace(secret, lifetime))
@@ -404,14 +577,28 @@ impl ClientCredentials {
     pub async fn invalidate(&self, generation: u64) {
         self.current.lock().await.invalidate(generation);
     }
+
+    /// A request with a token of `generation` succeeded: the register takes our tokens.
+    pub fn confirm(&self, generation: u64) {
+        self.proven.fetch_max(generation, Ordering::Relaxed);
+    }
+
+    /// Whether no token this provider got has ever been taken by the register: then a
+    /// refusal is of the setup (a token for the wrong tenant), not of an expired token.
+    pub fn never_taken(&self) -> bool {
+        self.proven.load(Ordering::Relaxed) == 0
+    }
 }
 
 /// No redirects on token calls: a redirect could carry the secret elsewhere.
-fn token_http() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()?)
+fn token_http() -> anyhow::Result<TokenHttp> {
+    Ok(TokenHttp {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(TOKEN_TIMEOUT)
+            .build()?,
+        status: AtomicU16::new(0),
+    })
 }
 
 /// What `auth login` needs: the register's OAuth endpoints and client, and where to

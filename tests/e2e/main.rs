@@ -8,6 +8,7 @@ mod audit;
 mod cli;
 mod exactly_once;
 mod export_source;
+mod fidelity;
 mod first_impressions;
 mod incremental;
 mod journal_fixture;

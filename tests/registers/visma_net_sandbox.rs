@@ -18,7 +18,9 @@ use reqwest::{Client, StatusCode};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-const OTHER_TENANT: &str = "0b6f2a4e-1111-4c2d-8e3f-123456789abc";
+/// A tenant that is no company of the sandbox: the customer tenant, say.
+const CUSTOMER_TENANT: &str = "0b6f2a4e-1111-4c2d-8e3f-123456789abc";
+use opter_visma_sync::sandbox::SANDBOX_VISMA_NET_UNLICENSED_TENANT_ID as UNLICENSED_TENANT;
 const SCOPES: &str =
     "vismanet_erp_service_api:read vismanet_erp_service_api:create vismanet_erp_service_api:update";
 
@@ -266,9 +268,50 @@ async fn the_sink_without_a_tenant_is_told_to_fix_the_config() {
 }
 
 #[tokio::test]
-async fn another_tenant_gets_12027_and_the_sink_says_to_check_tenant_id() {
+async fn the_customer_tenant_gets_a_token_then_401_and_the_sink_says_use_the_company_tenant() {
     let sb = start_unlimited().await;
-    let api = Api::new(&sb, OTHER_TENANT).await;
+    // Visma Connect issues the token: the tenant is a tenant, just not the company.
+    let api = Api::new(&sb, CUSTOMER_TENANT).await;
+    let resp = api.get("/v1/customer?pageNumber=1&pageSize=10").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(header(&resp, "x-ratelimit-remaining"), None, "not counted");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"message": "Authorization has been denied for this request."})
+    );
+
+    let before = api_calls(&sb).len();
+    let record = mapped(&customer("K1", "Acme AB", None, None));
+    let sink = sink_for_tenant(&sb, CUSTOMER_TENANT);
+    let e = sink.create(&record, "key").await.expect_err("wrong tenant");
+    match &e {
+        SinkError::Config(m) => assert!(
+            m.contains("check `tenant_id`")
+                && m.contains("Company Tenant ID")
+                && !m.contains("client_id"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Decided on the first refusal: one call, no new token, nothing stored.
+    assert_eq!(api_calls(&sb).len(), before + 1);
+    let tokens = sb
+        .visma_net_requests()
+        .iter()
+        .filter(|r| r["path"] == "/visma-net/connect/token")
+        .count();
+    assert_eq!(tokens, 2, "the test's own token and the sink's one");
+    assert!(sb.visma_net_customers().is_empty());
+    // Later calls are answered with the same error, without presenting the token again.
+    assert_eq!(sink.get("K1").await.unwrap_err(), e);
+    assert_eq!(api_calls(&sb).len(), before + 1);
+}
+
+#[tokio::test]
+async fn an_unlicensed_company_gets_12027_and_the_sink_says_to_check_tenant_id() {
+    let sb = start_unlimited().await;
+    let api = Api::new(&sb, UNLICENSED_TENANT).await;
     let resp = api.get("/v1/customer?pageNumber=1&pageSize=10").await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     let body: Value = resp.json().await.unwrap();
@@ -278,7 +321,7 @@ async fn another_tenant_gets_12027_and_the_sink_says_to_check_tenant_id() {
 
     let before = api_calls(&sb).len();
     let record = mapped(&customer("K1", "Acme AB", None, None));
-    let e = sink_for_tenant(&sb, OTHER_TENANT)
+    let e = sink_for_tenant(&sb, UNLICENSED_TENANT)
         .create(&record, "key")
         .await
         .expect_err("no licence");
@@ -660,7 +703,7 @@ async fn every_answer_carries_rate_headers_and_over_the_limit_is_429_with_retry_
     );
 
     // The limit counts per client and tenant: another tenant has its own allowance.
-    let other = Api::new(&sb, OTHER_TENANT).await;
+    let other = Api::new(&sb, UNLICENSED_TENANT).await;
     let resp = other.get("/v1/customer/K1").await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(header(&resp, "x-ratelimit-remaining"), Some(2));

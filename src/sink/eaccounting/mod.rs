@@ -88,6 +88,7 @@ impl EAccountingSink {
             special: nothing_special,
             refused_hint: "Check that the login has the scopes ea:api and ea:sales, or run \
                            `opter-visma-sync auth login`.",
+            refused_on_first_use: None,
         };
         Ok(EAccountingSink {
             http: Http::new(

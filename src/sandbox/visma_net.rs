@@ -25,9 +25,12 @@
 //! - `PUT` is partial: omitted fields stay, `{"value": null}` clears (a required field
 //!   cannot be cleared), `{"value": null}` for `mainAddress`/`mainContact` clears the
 //!   whole group. Unknown customer: 404.
+//! - `GET /v1/customer` needs `pageNumber` and `pageSize`; a `pageSize` above
+//!   [`MAX_PAGE_SIZE`] is served as that many (clamped, as Visma.net does).
 //! - Rate limit per (client, tenant) in fixed windows; with a limit set, every API
-//!   response past the token check carries `X-RateLimit-Limit`, `X-RateLimit-Remaining`
-//!   and `X-RateLimit-Reset` (seconds until the window resets); over the limit: 429 with
+//!   response past the token check carries `X-RateLimit-Limit`, `X-RateLimit-Remaining`,
+//!   `X-RateLimit-Reset` (seconds until the window resets) and `X-RateLimit-Policy`
+//!   ([`RATE_LIMIT_POLICY`]); over the limit: 429 with
 //!   `Retry-After` and "Rate limit is exceeded. Try again in N seconds.". The faults'
 //!   `rate_limit_per_minute` applies to eAccounting only.
 
@@ -71,8 +74,17 @@ pub const SANDBOX_VISMA_NET_SCOPES: &[&str] = &[
 
 /// Visma.net's rate-limit window.
 pub const RATE_WINDOW: Duration = Duration::from_secs(3600);
-/// Largest `pageSize` accepted (a sandbox choice: Visma documents none).
+/// Largest page served: a larger `pageSize` is clamped to it, not refused. Visma.net's
+/// maximum is set per endpoint ("the maximum page size is configurable and the value is
+/// taken from the web.config file for every GET endpoint", release note 2021-11-29), and
+/// a larger one is served as the maximum ("if you try to specify a higher number, you
+/// will only get 5000 records", GET Inventory, release note 2022-04-05; both at
+/// https://docs.vismasoftware.no/visma-net-erp/release-notes/). The customer endpoint's
+/// number is not published: 1000 is the sandbox's choice.
 pub const MAX_PAGE_SIZE: u64 = 1000;
+/// The policy every rate-limited answer names in `X-RateLimit-Policy`: the standard one
+/// per company and client ("4-fixed-window", https://docs.vismasoftware.no/vismanetapi/how-tos/ratelimits).
+pub const RATE_LIMIT_POLICY: &str = "4-fixed-window";
 
 /// (id, description, currency, credit terms) of the sandbox company's customer classes.
 const CUSTOMER_CLASSES: &[(&str, &str, &str, &str)] = &[
@@ -400,6 +412,7 @@ impl Quota {
         set("x-ratelimit-limit", self.limit.to_string());
         set("x-ratelimit-remaining", self.remaining.to_string());
         set("x-ratelimit-reset", self.reset_secs.to_string());
+        set("x-ratelimit-policy", RATE_LIMIT_POLICY.to_string());
     }
 }
 
@@ -796,9 +809,9 @@ async fn list_customers(State(state): State<SharedVismaNet>, RawQuery(raw): RawQ
     };
     let (page, size) = match (
         positive("pageNumber", u64::MAX),
-        positive("pageSize", MAX_PAGE_SIZE),
+        positive("pageSize", u64::MAX),
     ) {
-        (Ok(p), Ok(s)) => (p, s),
+        (Ok(p), Ok(s)) => (p, s.min(MAX_PAGE_SIZE)),
         (Err(m), _) | (_, Err(m)) => return message_error(StatusCode::BAD_REQUEST, m),
     };
     let name = q.get("name");

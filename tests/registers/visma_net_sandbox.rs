@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use opter_visma_sync::mapping::{MappedRecord, Mapping};
 use opter_visma_sync::record::PermittedCustomer;
 use opter_visma_sync::retry::RetryPolicy;
-use opter_visma_sync::sandbox::visma_net::SANDBOX_VISMA_NET_CUSTOMER_CLASS_ID;
+use opter_visma_sync::sandbox::visma_net::{
+    self as visma_net_sim, SANDBOX_VISMA_NET_CUSTOMER_CLASS_ID,
+};
 use opter_visma_sync::sandbox::{Faults, Sandbox, SandboxOptions};
 use opter_visma_sync::sink::auth::ClientCredentials;
 use opter_visma_sync::sink::visma_net::{self, VismaNetSink, RULES};
@@ -597,6 +599,15 @@ async fn the_api_is_strict_about_shapes_paging_and_required_fields() {
         .await
         .unwrap();
     assert_eq!(empty, json!([]));
+    // An oversized page is clamped to the largest, not refused.
+    let huge = api
+        .get(&format!(
+            "/v1/customer?pageNumber=1&pageSize={}",
+            visma_net_sim::MAX_PAGE_SIZE * 50
+        ))
+        .await;
+    assert_eq!(huge.status(), StatusCode::OK);
+    assert_eq!(huge.json::<Value>().await.unwrap()[0]["number"], "K3");
 
     // A required field cannot be cleared; the number cannot change.
     let put = |body: Value| api.send(reqwest::Method::PUT, "/v1/customer/K3", Some(body));
@@ -690,6 +701,13 @@ async fn every_answer_carries_rate_headers_and_over_the_limit_is_429_with_retry_
         );
         let reset = header(&resp, "x-ratelimit-reset").unwrap();
         assert!((1..=60).contains(&reset), "{reset}");
+        assert_eq!(
+            resp.headers()
+                .get("x-ratelimit-policy")
+                .and_then(|v| v.to_str().ok()),
+            Some(visma_net_sim::RATE_LIMIT_POLICY),
+            "{path}"
+        );
     }
     let over = api.get("/v1/customer/K1").await;
     assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);

@@ -841,7 +841,11 @@ async fn create_customer(State(state): State<SharedVisma>, body: Bytes) -> Respo
     }
 }
 
-/// Full replace: validated like a create, so omitted fields go back to their defaults.
+/// Full replace ("Replace the data in a customer", swagger): validated like a create, so
+/// a field the body omits or sends as null goes back to its default (null for strings),
+/// and an explicit empty string is kept as the empty string. Whether Visma's PUT really
+/// clears omitted fields is undocumented; the sandbox clears them, as a full replace
+/// would, and a connector that must clear a field sends it empty.
 async fn replace_customer(
     State(state): State<SharedVisma>,
     Path(id): Path<String>,
@@ -878,7 +882,8 @@ async fn delete_customer(State(state): State<SharedVisma>, Path(id): Path<String
         );
     }
     st.remove_customer(i);
-    StatusCode::NO_CONTENT.into_response()
+    // 200, as the swagger documents for `DELETE /v2/customers/{customerId}` (not 204).
+    StatusCode::OK.into_response()
 }
 
 fn terms_json(id: &str) -> Option<Value> {

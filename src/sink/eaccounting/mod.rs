@@ -196,8 +196,9 @@ impl EAccountingSink {
         })
     }
 
-    /// Deletes the customer; one with transactions cannot be deleted (4001), so its
-    /// personal fields are overwritten and it is deactivated instead.
+    /// Deletes the customer (eAccounting answers 200, per its swagger); one with
+    /// transactions cannot be deleted (4001), so its personal fields are overwritten and
+    /// it is deactivated instead.
     pub async fn erase(&self, id: &str, key: &str) -> Result<Erased, SinkError> {
         let url = format!("{}/customers/{id}", self.base);
         match self.http.send(Method::DELETE, &url, None).await {
@@ -217,12 +218,20 @@ impl EAccountingSink {
 }
 
 /// Every personal field blanked, the name replaced, the customer deactivated.
+///
+/// The personal fields are sent as explicit empty strings, never left out or null:
+/// eAccounting's PUT "Replace[s] the data in a customer", but whether it clears a
+/// property the body omits (or sends as null) is not documented, and an erasure must not
+/// depend on it. The swagger allows the empty string for each of them (`CustomerApi`:
+/// `ContactPersonName`, `ContactPersonEmail`, `EmailAddress` are strings with
+/// `minLength: 0` and are not marked nullable; eaccounting-v2.swagger.json,
+/// https://eaccountingapi.vismaonline.com/swagger/docs/v2).
 fn anonymised(id: &str) -> MappedRecord {
     let fields = [
         ("Name", Value::from(ERASED_NAME)),
-        ("ContactPersonName", Value::Null),
-        ("ContactPersonEmail", Value::Null),
-        ("EmailAddress", Value::Null),
+        ("ContactPersonName", Value::from("")),
+        ("ContactPersonEmail", Value::from("")),
+        ("EmailAddress", Value::from("")),
         ("IsActive", Value::Bool(false)),
     ]
     .into_iter()

@@ -44,6 +44,9 @@ pub struct Grant {
     access_token: Option<String>,
     #[serde(default)]
     access_expires_at: Option<DateTime<Utc>>,
+    /// The scopes the token endpoint said it granted, when it said.
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
 }
 
 impl Grant {
@@ -175,6 +178,11 @@ pub struct TokenProvider {
     seed_env: String,
     current: Mutex<Current>,
     retry: RetryPolicy,
+    /// Scopes the register's calls need: a grant without one of them is refused here,
+    /// naming it, before any call is refused for it.
+    required_scopes: &'static [&'static str],
+    /// The newest token generation a request succeeded with (0: none yet).
+    proven: AtomicU64,
 }
 
 impl TokenProvider {
@@ -201,7 +209,52 @@ impl TokenProvider {
             seed_env,
             current: Mutex::new(Current::new()),
             retry: RetryPolicy::default(),
+            required_scopes: &[],
+            proven: AtomicU64::new(0),
         })
+    }
+
+    /// A request with a token of `generation` got past the register's token check.
+    pub fn confirm(&self, generation: u64) {
+        self.proven.fetch_max(generation, Ordering::Relaxed);
+    }
+
+    /// Whether no token of this provider has been taken by the register yet.
+    pub fn never_taken(&self) -> bool {
+        self.proven.load(Ordering::Relaxed) == 0
+    }
+
+    /// The scopes every token must have been granted for the register's calls.
+    pub fn require_scopes(&mut self, scopes: &'static [&'static str]) {
+        self.required_scopes = scopes;
+    }
+
+    /// The scopes of `required_scopes` that `granted` lacks, as a person must be told.
+    fn lacking(&self, granted: Option<&[String]>) -> Result<(), SinkError> {
+        let Some(granted) = granted else {
+            return Ok(());
+        };
+        let missing: Vec<&str> = self
+            .required_scopes
+            .iter()
+            .copied()
+            .filter(|r| !granted.iter().any(|g| g == r))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(SinkError::NeedsLogin(format!(
+            "the {} authorization lacks the scope {} (granted: {}), which the customer \
+             endpoints need: run `opter-visma-sync auth login` and grant it ([sink] scopes \
+             are what the login asks for)",
+            self.product,
+            missing.join(" and "),
+            if granted.is_empty() {
+                "none".to_string()
+            } else {
+                granted.join(" ")
+            },
+        )))
     }
 
     /// The retry policy of the register's calls, which token requests keep too.
@@ -222,7 +275,7 @@ impl TokenProvider {
             0 => self.stored_access_token(),
             _ => None,
         };
-        let (secret, lifetime) = match stored {
+        let (secret, lifetime, scopes) = match stored {
             Some(found) => found,
             None => {
                 let refreshed = self.refresh().await;
@@ -230,19 +283,22 @@ impl TokenProvider {
                 refreshed?
             }
         };
+        let lacking = self.lacking(scopes.as_deref());
+        current.note(&lacking);
+        lacking?;
         Ok(current.replace(secret, lifetime))
     }
 
     /// The access token a previous process stored, if it belongs to the grant in use and
     /// has more than a minute left.
-    fn stored_access_token(&self) -> Option<(SecretString, Duration)> {
+    fn stored_access_token(&self) -> Option<(SecretString, Duration, Option<Vec<String>>)> {
         let grant = Grant::load(&self.store).ok()??;
         if self.seed.is_some() && grant.seed_sha256 != self.seed.as_ref().map(sha256_hex) {
             return None;
         }
         let left = (grant.access_expires_at? - Utc::now()).to_std().ok()?;
         let token = grant.access_token?;
-        (left > Duration::from_secs(120)).then(|| (SecretString::from(token), left))
+        (left > Duration::from_secs(120)).then(|| (SecretString::from(token), left, grant.scopes))
     }
 
     /// The register said 401 to a token of `generation`: drop it unless a newer one
@@ -251,7 +307,7 @@ impl TokenProvider {
         self.current.lock().await.invalidate(generation);
     }
 
-    async fn refresh(&self) -> Result<(SecretString, Duration), SinkError> {
+    async fn refresh(&self) -> Result<(SecretString, Duration, Option<Vec<String>>), SinkError> {
         let seed_hash = self.seed.as_ref().map(sha256_hex);
         let stored = Grant::load(&self.store)
             .map_err(|e| SinkError::Fatal(format!("cannot read {}: {e}", self.store.display())))?;
@@ -282,6 +338,7 @@ impl TokenProvider {
                     let rotated = token.refresh_token().map(|t| t.secret().clone());
                     let lifetime = token.expires_in().unwrap_or(Duration::from_secs(3600));
                     let access = token.access_token().secret().clone();
+                    let scopes = granted_scopes(&token);
                     Grant {
                         refresh_token: rotated.unwrap_or(refresh_token),
                         seed_sha256: seed_hash,
@@ -289,6 +346,7 @@ impl TokenProvider {
                         refreshed_at: Utc::now(),
                         access_token: Some(access.clone()),
                         access_expires_at: Some(Utc::now() + lifetime),
+                        scopes: scopes.clone(),
                     }
                     .save(&self.store)
                     .map_err(|e| {
@@ -298,7 +356,7 @@ impl TokenProvider {
                             self.store.display()
                         ))
                     })?;
-                    return Ok((SecretString::from(access), lifetime));
+                    return Ok((SecretString::from(access), lifetime, scopes));
                 }
                 // An old token left in the env var: the stored grant may still work.
                 Err(SinkError::NeedsLogin(message)) => refused = Some(message),
@@ -332,6 +390,13 @@ impl TokenProvider {
         })
         .await
     }
+}
+
+/// The scopes a token response says were granted (`scope`), if it says.
+fn granted_scopes(token: &BasicTokenResponse) -> Option<Vec<String>> {
+    token
+        .scopes()
+        .map(|scopes| scopes.iter().map(|s| s.to_string()).collect())
 }
 
 /// A token request's future, as `request_token` makes it for each attempt.
@@ -614,6 +679,27 @@ pub struct LoginSettings {
     pub scopes: Vec<String>,
     /// The env var's refresh token at login time, so it is not taken for a new one later.
     pub seed: Option<SecretString>,
+    /// Extra authorize parameters (e.g. `prompt`, `acr_values`), see `choose_company`.
+    pub authorize_params: Vec<(&'static str, String)>,
+}
+
+/// The authorize parameters that make Visma Online ask which company to connect, for a
+/// user with several (a token is bound to one user and one company). Visma recommends
+/// `prompt=select_account` with `acr_values=service:<eAccounting's id>`, and documents
+/// the older `acr_values=...+forceselectcompany:true` with `prompt=login`; `select_account`
+/// "does not work in Sandbox" (Visma changelog "New User Authentication recommandations
+/// and information", https://developer.vismaonline.com/changelog/new-user-authentication-recommandations-and-information;
+/// "Force New Login", https://developer.vismaonline.com/docs/authentication). Both are
+/// sent, so the choice is offered in production and in Visma's sandbox alike; the user
+/// logs in again (`prompt=login`) on the way.
+pub fn choose_company(service_id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("prompt", "login select_account".to_string()),
+        (
+            "acr_values",
+            format!("service:{service_id} forceselectcompany:true"),
+        ),
+    ]
 }
 
 /// The authorization-code flow with PKCE: announce the authorize URL (and open it on a
@@ -649,11 +735,14 @@ pub async fn login(
         .set_token_uri(TokenUrl::new(settings.token_url)?)
         .set_redirect_uri(RedirectUrl::new(redirect.to_string())?);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (authorize, csrf) = client
+    let mut request = client
         .authorize_url(CsrfToken::new_random)
         .add_scopes(settings.scopes.into_iter().map(Scope::new))
-        .set_pkce_challenge(challenge)
-        .url();
+        .set_pkce_challenge(challenge);
+    for (name, value) in settings.authorize_params {
+        request = request.add_extra_param(name, value);
+    }
+    let (authorize, csrf) = request.url();
     announce(authorize.as_str());
     if open_browser {
         open_in_browser(authorize.as_str());
@@ -727,6 +816,7 @@ pub async fn login(
         refreshed_at: Utc::now(),
         access_token: Some(token.access_token().secret().clone()),
         access_expires_at: token.expires_in().map(|d| Utc::now() + d),
+        scopes: granted_scopes(&token),
     };
     grant.save(store)?;
     Ok(grant)

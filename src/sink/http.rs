@@ -68,8 +68,20 @@ impl Credentials {
 
     /// A request with a token of `generation` got through.
     fn confirm(&self, generation: u64) {
-        if let Credentials::ClientCredentials(p) = self {
-            p.confirm(generation);
+        match self {
+            Credentials::Refreshing(p) => p.confirm(generation),
+            Credentials::ClientCredentials(p) => p.confirm(generation),
+            Credentials::Headers(_) => {}
+        }
+    }
+
+    /// Whether no OAuth token has been taken by the register yet: until one is, requests
+    /// go one at a time, so a refused grant is presented once, not once per worker.
+    fn unproven(&self) -> bool {
+        match self {
+            Credentials::Refreshing(p) => p.never_taken(),
+            Credentials::ClientCredentials(p) => p.never_taken(),
+            Credentials::Headers(_) => false,
         }
     }
 
@@ -203,9 +215,9 @@ impl Http {
             .clone()
     }
 
-    /// One attempt. While no token of a client-credentials grant has been taken yet,
-    /// attempts go one at a time, so that a grant whose tokens the API refuses (a wrong
-    /// tenant) is found out by one request, not by one per worker. An error that stops
+    /// One attempt. While no OAuth token has been taken yet, attempts go one at a time,
+    /// so that a grant whose tokens the API refuses (a wrong tenant, a missing scope) is
+    /// found out by one request, not by one per worker. An error that stops
     /// the run is kept before the next attempt may start.
     async fn attempt(
         &self,
@@ -215,7 +227,7 @@ impl Http {
         headers: &[(&str, &str)],
         refreshed: &AtomicBool,
     ) -> Attempt<Reply, SinkError> {
-        let _first_use = match self.credentials.refused_on_first_use() {
+        let _first_use = match self.credentials.unproven() {
             true => Some(self.first_use.lock().await),
             false => None,
         };

@@ -577,6 +577,35 @@ mod tests {
     }
 
     #[test]
+    fn a_redirect_names_the_location_host_only() {
+        let message = |location: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(l) = location {
+                headers.insert("location", l.parse().unwrap());
+            }
+            match moved(
+                "Visma.net ERP",
+                StatusCode::MOVED_PERMANENTLY,
+                &headers,
+                "https://api.finance.visma.net/v1/customer/K1?x=1",
+            ) {
+                SinkError::Config(m) => m,
+                other => panic!("{other:?}"),
+            }
+        };
+        let m = message(Some("https://new.example.com/path/v2?token=s3cr3t"));
+        assert!(
+            m.contains("HTTP 301") && m.contains("new.example.com"),
+            "{m}"
+        );
+        assert!(m.contains("api_base") && !m.contains("s3cr3t") && !m.contains("/path"));
+        let m = message(Some("/elsewhere?token=s3cr3t"));
+        assert!(m.contains("another path on api.finance.visma.net"), "{m}");
+        assert!(!m.contains("s3cr3t") && !m.contains("elsewhere"), "{m}");
+        assert!(message(None).contains("a location it did not give"));
+    }
+
+    #[test]
     fn the_limiter_bursts_only_at_rates_no_register_allows() {
         let burst = |n| burst_for(NonZeroU32::new(n).unwrap()).get();
         // The registers' limits (eAccounting 600 a minute): one request at a time.

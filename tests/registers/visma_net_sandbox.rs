@@ -813,3 +813,51 @@ async fn injected_faults_answer_like_visma_net() {
         .count();
     assert_eq!(marked, 3);
 }
+
+#[tokio::test]
+async fn an_oversized_page_is_clamped_to_the_largest_page() {
+    use futures::StreamExt;
+    let sb = start(SandboxOptions {
+        visma_net_rate_limit_per_hour: 0,
+        record_requests: false,
+        ..SandboxOptions::default()
+    })
+    .await;
+    let api = Api::new(&sb, &sb.credentials().visma_net_tenant_id).await;
+    let max = visma_net_sim::MAX_PAGE_SIZE as usize;
+    let api = &api;
+    let created = futures::stream::iter(0..=max)
+        .map(|i| async move {
+            let body = json!({
+                "number": {"value": format!("C{i}")},
+                "name": {"value": format!("Customer {i}")},
+                "customerClassId": {"value": SANDBOX_VISMA_NET_CUSTOMER_CLASS_ID},
+                "mainAddress": {"value": {"countryId": {"value": "SE"}}},
+            });
+            api.send(reqwest::Method::POST, "/v1/customer", Some(body))
+                .await
+                .status()
+        })
+        .buffer_unordered(8)
+        .filter(|s| futures::future::ready(*s == StatusCode::CREATED))
+        .count()
+        .await;
+    assert_eq!(created, max + 1);
+    for (size, want) in [(max + 1, max), (max * 10, max), (max, max), (7, 7)] {
+        let page: Value = api
+            .get(&format!("/v1/customer?pageNumber=1&pageSize={size}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page.as_array().map(Vec::len), Some(want), "pageSize={size}");
+    }
+    // The second clamped page holds what the first could not.
+    let rest: Value = api
+        .get(&format!("/v1/customer?pageNumber=2&pageSize={}", max * 10))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest.as_array().map(Vec::len), Some(1));
+}

@@ -352,6 +352,10 @@ pub enum AuthCommand {
         [sink] redirect_uri on this machine, exchanges the code (with PKCE), and stores the \
         refresh token in the journal folder's credentials/, readable by you only. Run it once \
         when setting up, and again whenever sync exits with code 4.\n\n\
+        The authorization belongs to one company: Visma asks which one to connect (and for \
+        your password again), so a user with several companies picks the right one. \
+        --default-company skips the question and connects the company Visma Online opens \
+        by default.\n\n\
         Example:\n  opter-visma-sync --config sync.toml auth login"
     )]
     Login(LoginArgs),
@@ -372,6 +376,10 @@ pub struct LoginArgs {
     /// Seconds to wait for the browser's redirect.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// Connect the company Visma Online opens by default instead of asking which one
+    /// (by default the login asks, for users with several companies).
+    #[arg(long)]
+    pub default_company: bool,
 }
 
 #[derive(Debug, Args)]

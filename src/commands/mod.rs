@@ -219,6 +219,10 @@ pub async fn auth(config_file: &Path, command: &AuthCommand) -> Result<ExitCode>
                     .var(&sink.refresh_token_env)
                     .filter(|v| !v.is_empty())
                     .map(SecretString::from),
+                authorize_params: match args.default_company {
+                    true => Vec::new(),
+                    false => crate::sink::auth::choose_company(eaccounting::SERVICE_ID),
+                },
             };
             let announce = |url: &str| {
                 eprintln!(

@@ -29,8 +29,24 @@ use super::faults::{self, gateway_page, FaultEngine, FaultSite, Faults, Plan};
 
 pub const SANDBOX_CLIENT_ID: &str = "sandbox-client-id";
 pub const SANDBOX_CLIENT_SECRET: &str = "sandbox-client-secret";
-/// Scope granted to every token, as Visma grants it to a sales integration.
+/// The scopes of the sandbox's initial refresh token, as Visma grants them to a sales
+/// integration. A login gets the scopes its authorize request asked for.
 pub const SANDBOX_SCOPE: &str = "ea:api offline_access ea:sales";
+
+/// The scopes Visma's identity server knows for eAccounting ("Scopes",
+/// https://developer.vismaonline.com/docs/authentication); any other is refused.
+pub const KNOWN_SCOPES: &[&str] = &[
+    "ea:api",
+    "offline_access",
+    "ea:sales",
+    "ea:sales_readonly",
+    "ea:accounting",
+    "ea:accounting_readonly",
+    "ea:purchase",
+    "ea:purchase_readonly",
+    "vls:api",
+    "openid",
+];
 
 /// Default terms of payment ("30 dagar netto"); the other terms are listed in `TERMS`.
 pub const SANDBOX_TERMS_OF_PAYMENT_ID: &str = "8f3c2a61-1b7e-4d2a-9c55-3e0f6a1d2b30";
@@ -156,6 +172,7 @@ pub struct VismaConfig {
 
 struct PendingCode {
     client_id: String,
+    scopes: Vec<String>,
     redirect_uri: String,
     code_challenge: Option<String>,
     expires: Instant,
@@ -163,7 +180,14 @@ struct PendingCode {
 
 struct AccessToken {
     client_id: String,
+    scopes: Vec<String>,
     expires: Instant,
+}
+
+/// A refresh token's client and the scopes it was granted (kept on rotation).
+struct RefreshGrant {
+    client_id: String,
+    scopes: Vec<String>,
 }
 
 pub struct VismaState {
@@ -171,7 +195,7 @@ pub struct VismaState {
     client_secret: String,
     config: VismaConfig,
     /// Unused refresh tokens and their client; a token is removed when used.
-    refresh_tokens: HashMap<String, String>,
+    refresh_tokens: HashMap<String, RefreshGrant>,
     access_tokens: HashMap<String, AccessToken>,
     auth_codes: HashMap<String, PendingCode>,
     /// Stored `CustomerApi` objects in insertion order.
@@ -199,7 +223,13 @@ pub type SharedVisma = Arc<Mutex<VismaState>>;
 pub fn new_state(config: VismaConfig) -> (SharedVisma, String) {
     let refresh = random_token(48);
     let mut refresh_tokens = HashMap::new();
-    refresh_tokens.insert(refresh.clone(), SANDBOX_CLIENT_ID.to_string());
+    refresh_tokens.insert(
+        refresh.clone(),
+        RefreshGrant {
+            client_id: SANDBOX_CLIENT_ID.to_string(),
+            scopes: SANDBOX_SCOPE.split(' ').map(String::from).collect(),
+        },
+    );
     let base_rate_limit = config.rate_limit_per_minute;
     let state = VismaState {
         client_id: SANDBOX_CLIENT_ID.to_string(),
@@ -257,33 +287,46 @@ pub fn set_faults(state: &SharedVisma, faults: Faults) -> Result<(), String> {
 }
 
 impl VismaState {
-    fn issue_tokens(&mut self, client_id: &str) -> Value {
+    /// An access token with these scopes, and a refresh token only with
+    /// `offline_access` ("Must be used to be able to receive a refresh token").
+    fn issue_tokens(&mut self, client_id: &str, scopes: Vec<String>) -> Value {
         let access = random_token(64);
-        let refresh = random_token(48);
         let ttl = self.config.access_token_ttl_secs;
+        let scope = scopes.join(" ");
         self.access_tokens.insert(
             access.clone(),
             AccessToken {
                 client_id: client_id.to_string(),
+                scopes: scopes.clone(),
                 expires: Instant::now() + Duration::from_secs(ttl),
             },
         );
-        self.refresh_tokens
-            .insert(refresh.clone(), client_id.to_string());
-        json!({
+        let mut answer = json!({
             "access_token": access,
             "token_type": "Bearer",
             "expires_in": ttl,
-            "refresh_token": refresh,
-            "scope": SANDBOX_SCOPE,
-        })
+            "scope": scope,
+        });
+        if scopes.iter().any(|s| s == "offline_access") {
+            let refresh = random_token(48);
+            self.refresh_tokens.insert(
+                refresh.clone(),
+                RefreshGrant {
+                    client_id: client_id.to_string(),
+                    scopes,
+                },
+            );
+            answer["refresh_token"] = json!(refresh);
+        }
+        answer
     }
 
-    fn client_of_access_token(&self, token: &str) -> Option<String> {
+    /// The client and scopes of a valid access token.
+    fn access_token(&self, token: &str) -> Option<(String, Vec<String>)> {
         self.access_tokens
             .get(token)
             .filter(|t| Instant::now() < t.expires)
-            .map(|t| t.client_id.clone())
+            .map(|t| (t.client_id.clone(), t.scopes.clone()))
     }
 
     /// Counts one call; `Err(seconds until the window resets)` when over the limit.
@@ -437,6 +480,10 @@ pub fn router(state: SharedVisma) -> Router {
         ));
     let connect = Router::new()
         .route("/visma/connect/token", post(token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            faults::token_fault_guard::<SharedVisma>,
+        ))
         .route("/visma/connect/authorize", get(authorize));
     let visma = api.merge(connect).layer(middleware::from_fn_with_state(
         state.clone(),
@@ -532,6 +579,10 @@ impl FaultSite for SharedVisma {
         path.starts_with("/visma/v2/customers")
     }
 
+    fn token_fault(&self) -> faults::TokenFault {
+        lock(self).faults.faults().token.clone()
+    }
+
     fn injected(status: u16, retry_after_secs: u64) -> Response {
         match status {
             429 => quota_exceeded(600, retry_after_secs),
@@ -575,8 +626,49 @@ impl RecordSite for VismaState {
     }
 }
 
-/// Bearer token check, then the per-client, per-endpoint quota. Unauthenticated calls
-/// are not counted: there is no client to count them against.
+/// Each endpoint's scopes, as its swagger description lists them ("Requires any of the
+/// following scopes"), beside `ea:api`, which every eAccounting call needs ("Must be used
+/// to get access to eAccounting API", https://developer.vismaonline.com/docs/authentication):
+/// any one of each inner list.
+fn scopes_for(endpoint: &str, method: &axum::http::Method) -> &'static [&'static [&'static str]] {
+    const READ: &[&str] = &["ea:sales", "ea:sales_readonly"];
+    const WRITE: &[&str] = &["ea:sales"];
+    const TERMS: &[&str] = &[
+        "ea:sales",
+        "ea:sales_readonly",
+        "ea:purchase",
+        "ea:purchase_readonly",
+    ];
+    if endpoint.starts_with("/visma/v2/termsofpayments") {
+        &[&["ea:api"], TERMS]
+    } else if method == axum::http::Method::GET {
+        &[&["ea:api"], READ]
+    } else {
+        &[&["ea:api"], WRITE]
+    }
+}
+
+fn has_scopes(granted: &[String], needed: &[&[&str]]) -> bool {
+    needed
+        .iter()
+        .all(|any| any.iter().any(|s| granted.iter().any(|g| g == s)))
+}
+
+/// 403 with error 4006 NoAccessToScopes ("This error is thrown when you try to make
+/// requests towards an endpoint ..." without its scope,
+/// https://developer.vismaonline.com/docs/error-codes). The message does not say which
+/// scope: a connector must know what each endpoint needs.
+fn no_access_to_scopes() -> Response {
+    ea_error(
+        StatusCode::FORBIDDEN,
+        4006,
+        "NoAccessToScopes: the access token has no access to the scopes this endpoint requires",
+    )
+}
+
+/// Bearer token check, then the per-client, per-endpoint quota, then the token's
+/// scopes. Unauthenticated calls are not counted: there is no client to count them
+/// against.
 async fn api_guard(State(state): State<SharedVisma>, req: Request, next: Next) -> Response {
     let endpoint = req
         .extensions()
@@ -584,14 +676,16 @@ async fn api_guard(State(state): State<SharedVisma>, req: Request, next: Next) -
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| req.uri().path().to_string());
     let token = bearer(req.headers());
+    let needed = scopes_for(&endpoint, req.method());
     let refused = {
         let mut st = lock(&state);
-        match token.and_then(|t| st.client_of_access_token(&t)) {
+        match token.and_then(|t| st.access_token(&t)) {
             None => Some(unauthorized()),
-            Some(client) => st
-                .take_quota(&client, &endpoint)
-                .err()
-                .map(|wait| quota_exceeded(st.config.rate_limit_per_minute, wait)),
+            Some((client, scopes)) => match st.take_quota(&client, &endpoint) {
+                Err(wait) => Some(quota_exceeded(st.config.rate_limit_per_minute, wait)),
+                Ok(()) if !has_scopes(&scopes, needed) => Some(no_access_to_scopes()),
+                Ok(()) => None,
+            },
         }
     };
     match refused {
@@ -618,7 +712,7 @@ async fn token(State(state): State<SharedVisma>, headers: HeaderMap, body: Bytes
         None => Err("invalid_request"),
     };
     match granted {
-        Ok(()) => Json(st.issue_tokens(&client_id)).into_response(),
+        Ok(scopes) => Json(st.issue_tokens(&client_id, scopes)).into_response(),
         Err(e) => oauth_error(e),
     }
 }
@@ -628,10 +722,10 @@ fn refresh_grant(
     st: &mut VismaState,
     client_id: &str,
     form: &HashMap<String, String>,
-) -> Result<(), &'static str> {
+) -> Result<Vec<String>, &'static str> {
     let presented = form.get("refresh_token").ok_or("invalid_request")?;
     match st.refresh_tokens.remove(presented) {
-        Some(owner) if owner == client_id => Ok(()),
+        Some(grant) if grant.client_id == client_id => Ok(grant.scopes),
         _ => Err("invalid_grant"),
     }
 }
@@ -641,7 +735,7 @@ fn code_grant(
     st: &mut VismaState,
     client_id: &str,
     form: &HashMap<String, String>,
-) -> Result<(), &'static str> {
+) -> Result<Vec<String>, &'static str> {
     let code = form.get("code").ok_or("invalid_request")?;
     let pending = st.auth_codes.remove(code).ok_or("invalid_grant")?;
     let redirect_ok = form.get("redirect_uri") == Some(&pending.redirect_uri);
@@ -654,7 +748,7 @@ fn code_grant(
             return Err("invalid_grant");
         }
     }
-    Ok(())
+    Ok(pending.scopes)
 }
 
 /// Consents at once and redirects back with a code. Errors are JSON 400s rather than
@@ -674,6 +768,16 @@ async fn authorize(State(state): State<SharedVisma>, RawQuery(raw): RawQuery) ->
     if q.get("response_type").map(String::as_str) != Some("code") {
         return oauth_error("unsupported_response_type");
     }
+    if let Err(why) = company_choice(&q) {
+        return common::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", Some(why));
+    }
+    let scopes: Vec<String> = q
+        .get("scope")
+        .map(|s| s.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    if scopes.is_empty() || scopes.iter().any(|s| !KNOWN_SCOPES.contains(&s.as_str())) {
+        return oauth_error("invalid_scope");
+    }
     let code_challenge = q.get("code_challenge").cloned();
     // Only S256 is accepted: "plain" (the RFC's default) would defeat PKCE.
     if code_challenge.is_some()
@@ -687,6 +791,7 @@ async fn authorize(State(state): State<SharedVisma>, RawQuery(raw): RawQuery) ->
         code.clone(),
         PendingCode {
             client_id,
+            scopes,
             redirect_uri: redirect_uri.clone(),
             code_challenge,
             expires: Instant::now() + AUTH_CODE_TTL,
@@ -704,6 +809,41 @@ async fn authorize(State(state): State<SharedVisma>, RawQuery(raw): RawQuery) ->
         [(header::LOCATION, location.to_string())],
     )
         .into_response()
+}
+
+/// The eAccounting service's id in Visma Online's `acr_values`
+/// (https://developer.vismaonline.com/changelog/new-user-authentication-recommandations-and-information).
+pub const EACCOUNTING_SERVICE_ID: &str = "44643EB1-3F76-4C1C-A672-402AE8085934";
+
+/// Checks the authorize request's `prompt` and `acr_values`, through which a user with
+/// several companies is made to choose one: "Use prompt=select_account to always prompt
+/// the selection of company"; before it, "acr_values=service:44643EB1-...+forceselectcompany:true
+/// in combination with prompt=login"; "prompt=login+select_account" forces both (Visma
+/// changelog "New User Authentication recommandations and information", and "Force New
+/// Login" in https://developer.vismaonline.com/docs/authentication). `prompt` takes
+/// OpenID Connect's values (space-separated; `none` alone); `acr_values` takes
+/// `service:<GUID>` and `forceselectcompany:true|false`. Anything else is
+/// `invalid_request`, so a misspelt value shows here rather than being ignored there.
+fn company_choice(q: &HashMap<String, String>) -> Result<(), &'static str> {
+    const PROMPTS: &[&str] = &["none", "login", "consent", "select_account"];
+    if let Some(prompt) = q.get("prompt") {
+        let values: Vec<&str> = prompt.split_whitespace().collect();
+        let known = !values.is_empty() && values.iter().all(|v| PROMPTS.contains(v));
+        if !known || (values.contains(&"none") && values.len() > 1) {
+            return Err("prompt: none, login, consent or select_account (none alone)");
+        }
+    }
+    if let Some(acr) = q.get("acr_values") {
+        let valid = |v: &str| match v.split_once(':') {
+            Some(("forceselectcompany", b)) => b == "true" || b == "false",
+            Some(("service", id)) => Uuid::parse_str(id).is_ok(),
+            _ => false,
+        };
+        if !acr.split_whitespace().all(valid) {
+            return Err("acr_values: service:<GUID> and forceselectcompany:true|false");
+        }
+    }
+    Ok(())
 }
 
 // ---------- customers ----------
@@ -833,7 +973,11 @@ async fn create_customer(State(state): State<SharedVisma>, body: Bytes) -> Respo
     }
 }
 
-/// Full replace: validated like a create, so omitted fields go back to their defaults.
+/// Full replace ("Replace the data in a customer", swagger): validated like a create, so
+/// a field the body omits or sends as null goes back to its default (null for strings),
+/// and an explicit empty string is kept as the empty string. Whether Visma's PUT really
+/// clears omitted fields is undocumented; the sandbox clears them, as a full replace
+/// would, and a connector that must clear a field sends it empty.
 async fn replace_customer(
     State(state): State<SharedVisma>,
     Path(id): Path<String>,
@@ -870,7 +1014,8 @@ async fn delete_customer(State(state): State<SharedVisma>, Path(id): Path<String
         );
     }
     st.remove_customer(i);
-    StatusCode::NO_CONTENT.into_response()
+    // 200, as the swagger documents for `DELETE /v2/customers/{customerId}` (not 204).
+    StatusCode::OK.into_response()
 }
 
 fn terms_json(id: &str) -> Option<Value> {

@@ -1,7 +1,11 @@
 //! Seeded fault injection for the simulated Visma APIs.
 //!
 //! Faults apply to each register's API routes only (`/visma/v2`, `/visma-net/api`,
-//! `/economic/api`): never to token endpoints, Opter or `/_sandbox`. Each register has
+//! `/economic/api`), except [`TokenFault`], which applies to the token endpoints
+//! (`/visma/connect/token`, `/visma-net/connect/token`) only; never to Opter or
+//! `/_sandbox`. A [`Redirect`] answers every API request with a redirect, before any
+//! draw of the RNG (a register that moved, or an `api_base` that points at the wrong
+//! place), so it leaves the seeded order of the other faults as it was. Each register has
 //! its own `ChaCha8Rng`, seeded from [`Faults::seed`], behind its state's mutex, so a
 //! given order of requests meets the same faults. Per API request, in arrival order,
 //! the RNG gives:
@@ -78,6 +82,47 @@ pub struct Faults {
     /// readable JSON: the real body behind a UTF-8 byte-order mark, an empty body, or a
     /// proxy's HTML page, as a misbehaving gateway or cache would serve.
     pub corrupt_read_rate: f64,
+    /// How the token endpoints misbehave (none by default).
+    pub token: TokenFault,
+    /// When set, every API request is answered with this redirect.
+    pub redirect: Option<Redirect>,
+}
+
+/// A fault of the OAuth token endpoints: slow, or answering an error instead of a token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenFault {
+    /// Delay before each token request is handled (or answered with `status`).
+    pub delay_ms: u64,
+    /// When set, every token request is answered with this status (400..=599).
+    pub status: Option<u16>,
+    /// The body of that answer.
+    pub body: TokenFaultBody,
+    /// The `error` of an `oauth` body; default `server_error`.
+    pub error: Option<String>,
+}
+
+/// What a faulty token endpoint answers with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenFaultBody {
+    /// `{"error": ...}`, as an OAuth server.
+    #[default]
+    Oauth,
+    /// A gateway's HTML error page.
+    Html,
+    /// Plain text that is not JSON.
+    Text,
+}
+
+/// A redirect answered to every API request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+    /// The `Location` sent, as given.
+    pub location: String,
 }
 
 impl Default for Faults {
@@ -91,6 +136,8 @@ impl Default for Faults {
             rate_limit_per_minute: None,
             retry_after_secs: 1,
             corrupt_read_rate: 0.0,
+            token: TokenFault::default(),
+            redirect: None,
         }
     }
 }
@@ -115,6 +162,17 @@ impl Faults {
         if let Some(s) = self.statuses.iter().find(|s| !FAULT_STATUSES.contains(s)) {
             return Err(format!("statuses: {s} is not one of {FAULT_STATUSES:?}"));
         }
+        if let Some(s) = self.token.status.filter(|s| !(400..=599).contains(s)) {
+            return Err(format!("token.status: {s} is not from 400 to 599"));
+        }
+        if let Some(r) = &self.redirect {
+            if ![301, 302, 303, 307, 308].contains(&r.status) {
+                return Err(format!("redirect.status: {} is not a redirect", r.status));
+            }
+            if axum::http::HeaderValue::from_str(&r.location).is_err() {
+                return Err("redirect.location: not a header value".into());
+            }
+        }
         Ok(())
     }
 }
@@ -127,6 +185,7 @@ pub(crate) struct FaultEngine {
 
 /// What happens to one request, decided when it arrives.
 pub(crate) struct Plan {
+    redirect: Option<Redirect>,
     latency: Duration,
     inject: Option<u16>,
     drop_after_commit: bool,
@@ -157,6 +216,16 @@ impl FaultEngine {
 
     pub(crate) fn plan(&mut self, customer_write: bool) -> Plan {
         let f = &self.faults;
+        if let Some(redirect) = &f.redirect {
+            return Plan {
+                redirect: Some(redirect.clone()),
+                latency: Duration::ZERO,
+                inject: None,
+                drop_after_commit: false,
+                corrupt_read: None,
+                retry_after_secs: 0,
+            };
+        }
         // gen::<f64>() is in [0, 1): a rate of 1 always hits, 0 never does.
         let inject = if self.rng.gen::<f64>() < f.fail_rate {
             Some(f.statuses[self.rng.gen_range(0..f.statuses.len())])
@@ -176,6 +245,7 @@ impl FaultEngine {
                 _ => Spoiled::Html,
             });
         Plan {
+            redirect: None,
             latency: Duration::from_millis(f.latency_ms),
             inject,
             drop_after_commit,
@@ -220,6 +290,42 @@ pub(crate) trait FaultSite: Clone + Send + Sync + 'static {
     fn is_customer_path(path: &str) -> bool;
     /// What the product (or the gateway in front of it) answers with `status`.
     fn injected(status: u16, retry_after_secs: u64) -> Response;
+    /// How the site's token endpoint misbehaves; it has none by default.
+    fn token_fault(&self) -> TokenFault {
+        TokenFault::default()
+    }
+}
+
+/// Route layer for a register's token endpoint: `Faults::token`'s delay, then its
+/// answer instead of a token, if it has one.
+pub(crate) async fn token_fault_guard<S: FaultSite>(
+    State(site): State<S>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let fault = site.token_fault();
+    if fault.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+    }
+    let Some(status) = fault.status else {
+        return next.run(req).await;
+    };
+    let mut resp = match fault.body {
+        TokenFaultBody::Oauth => {
+            let error = fault.error.as_deref().unwrap_or("server_error");
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, Json(serde_json::json!({ "error": error }))).into_response()
+        }
+        TokenFaultBody::Html => gateway_page(status),
+        TokenFaultBody::Text => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Bad Request",
+        )
+            .into_response(),
+    };
+    resp.extensions_mut().insert(FaultMark::Injected);
+    resp
 }
 
 /// Route layer for a register's API routes, placed outside its credential check.
@@ -234,6 +340,12 @@ pub(crate) async fn fault_guard<S: FaultSite>(
         .is_some_and(|p| S::is_customer_path(p.as_str()))
         && [Method::POST, Method::PUT, Method::DELETE].contains(req.method());
     let plan = site.plan(write);
+    if let Some(redirect) = plan.redirect {
+        let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::FOUND);
+        let mut resp = (status, [(header::LOCATION, redirect.location)]).into_response();
+        resp.extensions_mut().insert(FaultMark::Injected);
+        return resp;
+    }
     if !plan.latency.is_zero() {
         tokio::time::sleep(plan.latency).await;
     }

@@ -25,7 +25,7 @@ pub use eaccounting::{
     SANDBOX_TERMS_OF_PAYMENT_ID,
 };
 pub use economic::{SANDBOX_ECONOMIC_AGREEMENT_GRANT_TOKEN, SANDBOX_ECONOMIC_APP_SECRET_TOKEN};
-pub use faults::{Faults, FAULT_STATUSES};
+pub use faults::{Faults, Redirect, TokenFault, TokenFaultBody, FAULT_STATUSES};
 pub use opter::SANDBOX_OPTER_API_KEY;
 pub use tenant::{
     bundled_customers, simulator, write_sandbox_config, write_sandbox_config_for,
@@ -33,6 +33,7 @@ pub use tenant::{
 };
 pub use visma_net::{
     SANDBOX_VISMA_NET_CLIENT_ID, SANDBOX_VISMA_NET_CLIENT_SECRET, SANDBOX_VISMA_NET_TENANT_ID,
+    SANDBOX_VISMA_NET_UNLICENSED_TENANT_ID,
 };
 
 /// How long `shutdown` waits for open connections before dropping them.

@@ -5,10 +5,16 @@
 //! What it does, and the choices made where Visma documents nothing:
 //! - `POST /visma-net/connect/token`: `grant_type=client_credentials`, the client by HTTP
 //!   Basic or form fields, `scope` (known scopes only) and `tenant_id` (required, a
-//!   GUID). A token is issued for any well-formed tenant; API calls with a token whose
-//!   tenant is not [`SANDBOX_VISMA_NET_TENANT_ID`] answer 403 IPPException 12027 "No
-//!   license for this company." (what Visma.net answers for a tenant without the
-//!   company), so a wrong `tenant_id` shows up on the first API call, as it does there.
+//!   GUID). A token is issued for any well-formed tenant, as Visma Connect does. API calls
+//!   with a token whose tenant is not the company's ([`SANDBOX_VISMA_NET_TENANT_ID`]),
+//!   e.g. the customer's tenant, answer 401 Unauthorized with the same body as an invalid
+//!   token: "Both will let you authenticate through Visma Connect, but using the customer
+//!   tenantId will return a 401 Unauthorized when sending requests to the Visma Net
+//!   APIs" (https://docs.vismasoftware.no/vismanetapi/how-tos/fix401error/; the page
+//!   shows no body, so the body is ASP.NET Web API's usual one). The company tenant
+//!   [`SANDBOX_VISMA_NET_UNLICENSED_TENANT_ID`] has no licence for the API: its calls
+//!   answer 403 IPPException 12027 "No license for this company." (Visma community KB:
+//!   https://community.visma.com/t5/Knowledge-base-in-Developers/tkb-p/DV_CO_Vismanet_knowledgebase).
 //! - Bodies are value-wrapped (`{"name": {"value": "Acme"}}`; `overrideWithClassValues`
 //!   is a plain boolean); a bare value, an unknown field or a wrong type is a 400.
 //!   `GET` answers plain values, the class and country as `{id, description|name}`.
@@ -19,9 +25,12 @@
 //! - `PUT` is partial: omitted fields stay, `{"value": null}` clears (a required field
 //!   cannot be cleared), `{"value": null}` for `mainAddress`/`mainContact` clears the
 //!   whole group. Unknown customer: 404.
+//! - `GET /v1/customer` needs `pageNumber` and `pageSize`; a `pageSize` above
+//!   [`MAX_PAGE_SIZE`] is served as that many (clamped, as Visma.net does).
 //! - Rate limit per (client, tenant) in fixed windows; with a limit set, every API
-//!   response past the token check carries `X-RateLimit-Limit`, `X-RateLimit-Remaining`
-//!   and `X-RateLimit-Reset` (seconds until the window resets); over the limit: 429 with
+//!   response past the token check carries `X-RateLimit-Limit`, `X-RateLimit-Remaining`,
+//!   `X-RateLimit-Reset` (seconds until the window resets) and `X-RateLimit-Policy`
+//!   ([`RATE_LIMIT_POLICY`]); over the limit: 429 with
 //!   `Retry-After` and "Rate limit is exceeded. Try again in N seconds.". The faults'
 //!   `rate_limit_per_minute` applies to eAccounting only.
 
@@ -49,6 +58,8 @@ use super::faults::{self, gateway_page, FaultEngine, FaultSite, Faults, Plan};
 pub const SANDBOX_VISMA_NET_CLIENT_ID: &str = "sandbox-visma-net-client";
 pub const SANDBOX_VISMA_NET_CLIENT_SECRET: &str = "sandbox-visma-net-secret";
 pub const SANDBOX_VISMA_NET_TENANT_ID: &str = "3f1c0b8e-5a2d-4c7e-9b14-6d2e8f0a7c31";
+/// A company tenant whose licence does not cover the API (its calls answer 12027).
+pub const SANDBOX_VISMA_NET_UNLICENSED_TENANT_ID: &str = "9d4e2f10-7b3a-4c58-a1e6-0c2b5d8f4a97";
 /// The sandbox company's customer class for domestic customers (Visma's own example
 /// uses class "1"); the bundled mapping sends it.
 pub const SANDBOX_VISMA_NET_CUSTOMER_CLASS_ID: &str = "1";
@@ -63,8 +74,17 @@ pub const SANDBOX_VISMA_NET_SCOPES: &[&str] = &[
 
 /// Visma.net's rate-limit window.
 pub const RATE_WINDOW: Duration = Duration::from_secs(3600);
-/// Largest `pageSize` accepted (a sandbox choice: Visma documents none).
+/// Largest page served: a larger `pageSize` is clamped to it, not refused. Visma.net's
+/// maximum is set per endpoint ("the maximum page size is configurable and the value is
+/// taken from the web.config file for every GET endpoint", release note 2021-11-29), and
+/// a larger one is served as the maximum ("if you try to specify a higher number, you
+/// will only get 5000 records", GET Inventory, release note 2022-04-05; both at
+/// https://docs.vismasoftware.no/visma-net-erp/release-notes/). The customer endpoint's
+/// number is not published: 1000 is the sandbox's choice.
 pub const MAX_PAGE_SIZE: u64 = 1000;
+/// The policy every rate-limited answer names in `X-RateLimit-Policy`: the standard one
+/// per company and client ("4-fixed-window", https://docs.vismasoftware.no/vismanetapi/how-tos/ratelimits).
+pub const RATE_LIMIT_POLICY: &str = "4-fixed-window";
 
 /// (id, description, currency, credit terms) of the sandbox company's customer classes.
 const CUSTOMER_CLASSES: &[(&str, &str, &str, &str)] = &[
@@ -241,7 +261,12 @@ pub fn router(state: SharedVismaNet) -> Router {
             state.clone(),
             faults::fault_guard::<SharedVismaNet>,
         ));
-    let connect = Router::new().route("/visma-net/connect/token", post(token));
+    let connect = Router::new()
+        .route("/visma-net/connect/token", post(token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            faults::token_fault_guard::<SharedVismaNet>,
+        ));
     let logged = api.merge(connect).layer(middleware::from_fn_with_state(
         state.clone(),
         common::record::<VismaNetState>,
@@ -267,6 +292,10 @@ impl FaultSite for SharedVismaNet {
 
     fn is_customer_path(path: &str) -> bool {
         path.starts_with("/visma-net/api/v1/customer")
+    }
+
+    fn token_fault(&self) -> faults::TokenFault {
+        lock(self).faults.faults().token.clone()
     }
 
     fn injected(status: u16, retry_after_secs: u64) -> Response {
@@ -314,6 +343,19 @@ fn throttled(retry_after_secs: u64) -> Response {
 
 fn not_found() -> Response {
     message_error(StatusCode::NOT_FOUND, "Customer not found.")
+}
+
+/// A missing, expired or unknown token, or one for a tenant that is not a company.
+fn unauthorized() -> Response {
+    let mut resp = common::message(
+        StatusCode::UNAUTHORIZED,
+        "Authorization has been denied for this request.",
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    resp
 }
 
 // ---------- middleware ----------
@@ -374,6 +416,7 @@ impl Quota {
         set("x-ratelimit-limit", self.limit.to_string());
         set("x-ratelimit-remaining", self.remaining.to_string());
         set("x-ratelimit-reset", self.reset_secs.to_string());
+        set("x-ratelimit-policy", RATE_LIMIT_POLICY.to_string());
     }
 }
 
@@ -419,16 +462,18 @@ async fn api_guard(State(state): State<SharedVismaNet>, req: Request, next: Next
             .and_then(|t| st.tokens.get(&t))
             .filter(|t| now < t.expires)
             .map(|t| (t.client_id.clone(), t.tenant_id.clone(), t.scopes.clone()))
+            // A token for a tenant that is no company here (the customer's tenant) is
+            // refused like an invalid one.
+            .filter(|(_, tenant, _)| {
+                [
+                    SANDBOX_VISMA_NET_TENANT_ID,
+                    SANDBOX_VISMA_NET_UNLICENSED_TENANT_ID,
+                ]
+                .iter()
+                .any(|t| tenant.eq_ignore_ascii_case(t))
+            })
         else {
-            let mut resp = common::message(
-                StatusCode::UNAUTHORIZED,
-                "Authorization has been denied for this request.",
-            );
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
-            return resp;
+            return unauthorized();
         };
         let quota = st.take_quota(&client, &tenant);
         let refused = if let Some(q) = quota.as_ref().filter(|q| q.exceeded) {
@@ -768,9 +813,9 @@ async fn list_customers(State(state): State<SharedVismaNet>, RawQuery(raw): RawQ
     };
     let (page, size) = match (
         positive("pageNumber", u64::MAX),
-        positive("pageSize", MAX_PAGE_SIZE),
+        positive("pageSize", u64::MAX),
     ) {
-        (Ok(p), Ok(s)) => (p, s),
+        (Ok(p), Ok(s)) => (p, s.min(MAX_PAGE_SIZE)),
         (Err(m), _) | (_, Err(m)) => return message_error(StatusCode::BAD_REQUEST, m),
     };
     let name = q.get("name");

@@ -8,13 +8,15 @@
 //! `Debug` does not print them; nothing here logs or journals a token.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use futures::future::BoxFuture;
+use oauth2::basic::{BasicClient, BasicErrorResponse, BasicErrorResponseType, BasicTokenResponse};
 use oauth2::{
-    ClientId, ClientSecret, EndpointNotSet, EndpointSet, RefreshToken, RequestTokenError,
-    TokenResponse, TokenUrl,
+    AsyncHttpClient, ClientId, ClientSecret, EndpointNotSet, EndpointSet, HttpClientError,
+    RefreshToken, RequestTokenError, TokenResponse, TokenUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use super::SinkError;
+use crate::retry::{self, Attempt, RetryPolicy};
 
 type OAuthClient =
     BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
@@ -41,6 +44,9 @@ pub struct Grant {
     access_token: Option<String>,
     #[serde(default)]
     access_expires_at: Option<DateTime<Utc>>,
+    /// The scopes the token endpoint said it granted, when it said.
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
 }
 
 impl Grant {
@@ -87,9 +93,34 @@ pub struct AccessToken {
 struct Current {
     token: Option<(SecretString, Instant)>,
     generation: u64,
+    /// The last token request's failure, shared with every caller that asks within the
+    /// retry budget after it: one failing token endpoint is asked once per run, not once
+    /// per worker and customer.
+    failure: Option<(SinkError, Instant)>,
 }
 
 impl Current {
+    fn new() -> Current {
+        Current {
+            token: None,
+            generation: 0,
+            failure: None,
+        }
+    }
+
+    /// The failure of a token request made less than `within` ago.
+    fn recent_failure(&self, within: Duration) -> Option<SinkError> {
+        self.failure
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < within)
+            .map(|(e, _)| e.clone())
+    }
+
+    /// Remembers how a token request ended.
+    fn note<T>(&mut self, outcome: &Result<T, SinkError>) {
+        self.failure = outcome.as_ref().err().map(|e| (e.clone(), Instant::now()));
+    }
+
     /// The held token, if it has not expired.
     fn valid(&self) -> Option<AccessToken> {
         match &self.token {
@@ -141,11 +172,17 @@ pub struct OAuthSettings {
 pub struct TokenProvider {
     product: &'static str,
     oauth: OAuthClient,
-    http: reqwest::Client,
+    http: TokenHttp,
     store: PathBuf,
     seed: Option<SecretString>,
     seed_env: String,
     current: Mutex<Current>,
+    retry: RetryPolicy,
+    /// Scopes the register's calls need: a grant without one of them is refused here,
+    /// naming it, before any call is refused for it.
+    required_scopes: &'static [&'static str],
+    /// The newest token generation a request succeeded with (0: none yet).
+    proven: AtomicU64,
 }
 
 impl TokenProvider {
@@ -170,11 +207,59 @@ impl TokenProvider {
             store,
             seed,
             seed_env,
-            current: Mutex::new(Current {
-                token: None,
-                generation: 0,
-            }),
+            current: Mutex::new(Current::new()),
+            retry: RetryPolicy::default(),
+            required_scopes: &[],
+            proven: AtomicU64::new(0),
         })
+    }
+
+    /// A request with a token of `generation` got past the register's token check.
+    pub fn confirm(&self, generation: u64) {
+        self.proven.fetch_max(generation, Ordering::Relaxed);
+    }
+
+    /// Whether no token of this provider has been taken by the register yet.
+    pub fn never_taken(&self) -> bool {
+        self.proven.load(Ordering::Relaxed) == 0
+    }
+
+    /// The scopes every token must have been granted for the register's calls.
+    pub fn require_scopes(&mut self, scopes: &'static [&'static str]) {
+        self.required_scopes = scopes;
+    }
+
+    /// The scopes of `required_scopes` that `granted` lacks, as a person must be told.
+    fn lacking(&self, granted: Option<&[String]>) -> Result<(), SinkError> {
+        let Some(granted) = granted else {
+            return Ok(());
+        };
+        let missing: Vec<&str> = self
+            .required_scopes
+            .iter()
+            .copied()
+            .filter(|r| !granted.iter().any(|g| g == r))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(SinkError::NeedsLogin(format!(
+            "the {} authorization lacks the scope {} (granted: {}), which the customer \
+             endpoints need: run `opter-visma-sync auth login` and grant it ([sink] scopes \
+             are what the login asks for)",
+            self.product,
+            missing.join(" and "),
+            if granted.is_empty() {
+                "none".to_string()
+            } else {
+                granted.join(" ")
+            },
+        )))
+    }
+
+    /// The retry policy of the register's calls, which token requests keep too.
+    pub fn set_retry(&mut self, retry: RetryPolicy) {
+        self.retry = retry;
     }
 
     /// A valid access token; refreshes (once, for all concurrent callers) when needed.
@@ -183,27 +268,37 @@ impl TokenProvider {
         if let Some(token) = current.valid() {
             return Ok(token);
         }
+        if let Some(e) = current.recent_failure(self.retry.budget) {
+            return Err(e);
+        }
         let stored = match current.generation {
             0 => self.stored_access_token(),
             _ => None,
         };
-        let (secret, lifetime) = match stored {
+        let (secret, lifetime, scopes) = match stored {
             Some(found) => found,
-            None => self.refresh().await?,
+            None => {
+                let refreshed = self.refresh().await;
+                current.note(&refreshed);
+                refreshed?
+            }
         };
+        let lacking = self.lacking(scopes.as_deref());
+        current.note(&lacking);
+        lacking?;
         Ok(current.replace(secret, lifetime))
     }
 
     /// The access token a previous process stored, if it belongs to the grant in use and
     /// has more than a minute left.
-    fn stored_access_token(&self) -> Option<(SecretString, Duration)> {
+    fn stored_access_token(&self) -> Option<(SecretString, Duration, Option<Vec<String>>)> {
         let grant = Grant::load(&self.store).ok()??;
         if self.seed.is_some() && grant.seed_sha256 != self.seed.as_ref().map(sha256_hex) {
             return None;
         }
         let left = (grant.access_expires_at? - Utc::now()).to_std().ok()?;
         let token = grant.access_token?;
-        (left > Duration::from_secs(120)).then(|| (SecretString::from(token), left))
+        (left > Duration::from_secs(120)).then(|| (SecretString::from(token), left, grant.scopes))
     }
 
     /// The register said 401 to a token of `generation`: drop it unless a newer one
@@ -212,7 +307,7 @@ impl TokenProvider {
         self.current.lock().await.invalidate(generation);
     }
 
-    async fn refresh(&self) -> Result<(SecretString, Duration), SinkError> {
+    async fn refresh(&self) -> Result<(SecretString, Duration, Option<Vec<String>>), SinkError> {
         let seed_hash = self.seed.as_ref().map(sha256_hex);
         let stored = Grant::load(&self.store)
             .map_err(|e| SinkError::Fatal(format!("cannot read {}: {e}", self.store.display())))?;
@@ -243,6 +338,7 @@ impl TokenProvider {
                     let rotated = token.refresh_token().map(|t| t.secret().clone());
                     let lifetime = token.expires_in().unwrap_or(Duration::from_secs(3600));
                     let access = token.access_token().secret().clone();
+                    let scopes = granted_scopes(&token);
                     Grant {
                         refresh_token: rotated.unwrap_or(refresh_token),
                         seed_sha256: seed_hash,
@@ -250,6 +346,7 @@ impl TokenProvider {
                         refreshed_at: Utc::now(),
                         access_token: Some(access.clone()),
                         access_expires_at: Some(Utc::now() + lifetime),
+                        scopes: scopes.clone(),
                     }
                     .save(&self.store)
                     .map_err(|e| {
@@ -259,7 +356,7 @@ impl TokenProvider {
                             self.store.display()
                         ))
                     })?;
-                    return Ok((SecretString::from(access), lifetime));
+                    return Ok((SecretString::from(access), lifetime, scopes));
                 }
                 // An old token left in the env var: the stored grant may still work.
                 Err(SinkError::NeedsLogin(message)) => refused = Some(message),
@@ -269,49 +366,193 @@ impl TokenProvider {
         Err(SinkError::NeedsLogin(refused.unwrap_or_default()))
     }
 
-    /// One refresh-token exchange, its errors sorted into the failure classes.
-    async fn exchange(
-        &self,
-        refresh_token: &str,
-    ) -> Result<oauth2::basic::BasicTokenResponse, SinkError> {
-        let response = self
-            .oauth
-            .exchange_refresh_token(&RefreshToken::new(refresh_token.to_string()))
-            .request_async(&self.http)
-            .await;
-        match response {
-            Ok(t) => Ok(t),
-            Err(RequestTokenError::ServerResponse(r)) => match r.error() {
-                BasicErrorResponseType::InvalidGrant => Err(SinkError::NeedsLogin(format!(
-                    "{} refused the stored refresh token (invalid_grant): the authorization is \
-                     gone and a person must log in again. Run `opter-visma-sync auth login` \
-                     (or put a new refresh token in ${}), then run sync again.",
-                    self.product, self.seed_env
-                ))),
-                BasicErrorResponseType::InvalidClient
-                | BasicErrorResponseType::UnauthorizedClient => Err(SinkError::Fatal(format!(
-                    "{} refused this client ({}): check [sink] client_id and the client \
-                         secret's environment variable",
-                    self.product,
+    /// One refresh-token exchange (retried within the budget while the token endpoint
+    /// is unreachable or failing), its errors sorted into the failure classes.
+    async fn exchange(&self, refresh_token: &str) -> Result<BasicTokenResponse, SinkError> {
+        let (product, seed_env) = (self.product, self.seed_env.as_str());
+        let refused = |r: &BasicErrorResponse| match r.error() {
+            BasicErrorResponseType::InvalidGrant => SinkError::NeedsLogin(format!(
+                "{product} refused the stored refresh token (invalid_grant): the authorization \
+                 is gone and a person must log in again. Run `opter-visma-sync auth login` (or \
+                 put a new refresh token in ${seed_env}), then run sync again."
+            )),
+            other => SinkError::NeedsLogin(format!(
+                "{product} refused the token request ({other}); run `opter-visma-sync auth login`"
+            )),
+        };
+        let token = RefreshToken::new(refresh_token.to_string());
+        request_token(product, &self.http, &self.retry, &refused, || {
+            Box::pin(
+                self.oauth
+                    .exchange_refresh_token(&token)
+                    .request_async(&self.http),
+            )
+        })
+        .await
+    }
+}
+
+/// The scopes a token response says were granted (`scope`), if it says.
+fn granted_scopes(token: &BasicTokenResponse) -> Option<Vec<String>> {
+    token
+        .scopes()
+        .map(|scopes| scopes.iter().map(|s| s.to_string()).collect())
+}
+
+/// A token request's future, as `request_token` makes it for each attempt.
+type TokenFuture<'a> = BoxFuture<
+    'a,
+    Result<
+        BasicTokenResponse,
+        RequestTokenError<HttpClientError<reqwest::Error>, BasicErrorResponse>,
+    >,
+>;
+
+/// The client oauth2 sends token requests through: reqwest, noting each answer's status
+/// (oauth2's errors do not carry it, and a message should). A provider sends one token
+/// request at a time (under its lock), so one status slot is enough.
+pub struct TokenHttp {
+    http: reqwest::Client,
+    status: AtomicU16,
+}
+
+impl<'c> AsyncHttpClient<'c> for TokenHttp {
+    type Error = HttpClientError<reqwest::Error>;
+    type Future = BoxFuture<'c, Result<oauth2::HttpResponse, Self::Error>>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let response = self.http.call(request).await?;
+            self.status
+                .store(response.status().as_u16(), Ordering::Relaxed);
+            Ok(response)
+        })
+    }
+}
+
+/// The longest one token request may take; never longer than the retry budget.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends a token request, retrying (within the policy's budget) what is transient: no
+/// answer in time, a connection that fails, 5xx, 429. When the budget is spent the
+/// error stops the run (`Fatal`), since nothing can be sent without a token; an answer
+/// that cannot be a token endpoint's (a non-JSON 4xx) is a configuration error at once.
+/// `refused` sorts the grant's own refusals (`invalid_grant` and the like).
+async fn request_token<'a>(
+    product: &'static str,
+    http: &'a TokenHttp,
+    policy: &RetryPolicy,
+    refused: &(dyn Fn(&BasicErrorResponse) -> SinkError + Sync),
+    send: impl Fn() -> TokenFuture<'a>,
+) -> Result<BasicTokenResponse, SinkError> {
+    let timeout = TOKEN_TIMEOUT
+        .min(policy.budget)
+        .max(Duration::from_millis(100));
+    let outcome = retry::retry(
+        policy,
+        || {
+            http.status.store(0, Ordering::Relaxed);
+            let request = send();
+            async move {
+                let answer = tokio::time::timeout(timeout, request).await;
+                let status = http.status.load(Ordering::Relaxed);
+                sort_token_answer(product, answer, status, timeout, refused)
+            }
+        },
+        |e, wait| tracing::info!("{product}: {e}; retrying in {wait:?}"),
+    )
+    .await;
+    outcome.map_err(|e| match e {
+        SinkError::Failed { message, .. } => SinkError::Fatal(format!(
+            "{message}, and went on failing for the whole retry budget \
+             ({}s, [sink] retry_budget_secs): no request can be sent without a token, so \
+             the run stops here; run sync again once the token endpoint answers",
+            policy.budget.as_secs()
+        )),
+        other => other,
+    })
+}
+
+/// One token request's outcome in the failure classes. Messages carry the HTTP status,
+/// never the body (it may echo what was sent).
+fn sort_token_answer(
+    product: &str,
+    answer: Result<
+        Result<
+            BasicTokenResponse,
+            RequestTokenError<HttpClientError<reqwest::Error>, BasicErrorResponse>,
+        >,
+        tokio::time::error::Elapsed,
+    >,
+    status: u16,
+    timeout: Duration,
+    refused: &(dyn Fn(&BasicErrorResponse) -> SinkError + Sync),
+) -> Attempt<BasicTokenResponse, SinkError> {
+    let transient = |message: String| Attempt::Retryable {
+        error: SinkError::Failed {
+            status: (status != 0).then_some(status),
+            message,
+        },
+        after: None,
+    };
+    let failing_status = status >= 500 || status == 429 || status == 408;
+    let error = match answer {
+        Err(_) => {
+            return transient(format!(
+                "{product}'s token endpoint timed out (no answer within {}s)",
+                timeout.as_secs_f32()
+            ))
+        }
+        Ok(Ok(token)) => return Attempt::Done(token),
+        Ok(Err(e)) => e,
+    };
+    match error {
+        RequestTokenError::ServerResponse(r) => match r.error() {
+            BasicErrorResponseType::InvalidClient | BasicErrorResponseType::UnauthorizedClient => {
+                Attempt::Final(SinkError::Config(format!(
+                    "{product} refused this client ({}, HTTP {status}): check [sink] client_id and \
+                     the client secret in the environment variable [sink] client_secret_env names",
                     r.error()
-                ))),
-                BasicErrorResponseType::Extension(e)
-                    if e == "temporarily_unavailable" || e == "server_error" =>
-                {
-                    Err(SinkError::Failed {
-                        status: None,
-                        message: format!("{} token endpoint: {e}", self.product),
-                    })
-                }
-                other => Err(SinkError::NeedsLogin(format!(
-                    "{} refused the token request ({other}); run `opter-visma-sync auth login`",
-                    self.product
-                ))),
-            },
-            Err(e) => Err(SinkError::Failed {
-                status: None,
-                message: format!("token request to {} failed: {e}", self.product),
-            }),
+                )))
+            }
+            BasicErrorResponseType::Extension(e)
+                if e == "temporarily_unavailable" || e == "server_error" =>
+            {
+                transient(format!(
+                    "{product}'s token endpoint answered HTTP {status} ({e})"
+                ))
+            }
+            _ if failing_status => {
+                transient(format!("{product}'s token endpoint answered HTTP {status}"))
+            }
+            _ => Attempt::Final(refused(&r)),
+        },
+        RequestTokenError::Request(e) => {
+            let why = if std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<reqwest::Error>())
+                .is_some_and(reqwest::Error::is_timeout)
+            {
+                "timed out"
+            } else {
+                "connection failed"
+            };
+            transient(format!("cannot reach {product}'s token endpoint: {why}"))
+        }
+        // Not an OAuth answer: an HTML page, plain text, an empty body.
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_) if failing_status => transient(
+            format!("{product}'s token endpoint answered HTTP {status} (not an OAuth answer)"),
+        ),
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_) if status == 200 => {
+            Attempt::Final(SinkError::Fatal(format!(
+                "{product}'s token endpoint answered HTTP 200 without a usable token: check \
+                 [sink] token_url"
+            )))
+        }
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_) => {
+            Attempt::Final(SinkError::Config(format!(
+                "{product}'s token endpoint answered HTTP {status}, which is not an OAuth answer: \
+                 check [sink] token_url"
+            )))
         }
     }
 }
@@ -322,10 +563,13 @@ impl TokenProvider {
 pub struct ClientCredentials {
     product: &'static str,
     oauth: OAuthClient,
-    http: reqwest::Client,
+    http: TokenHttp,
     scopes: Vec<String>,
     tenant_id: String,
     current: Mutex<Current>,
+    retry: RetryPolicy,
+    /// The newest token generation a request succeeded with (0: none yet).
+    proven: AtomicU64,
 }
 
 impl ClientCredentials {
@@ -346,11 +590,15 @@ impl ClientCredentials {
             http: token_http()?,
             scopes,
             tenant_id,
-            current: Mutex::new(Current {
-                token: None,
-                generation: 0,
-            }),
+            current: Mutex::new(Current::new()),
+            retry: RetryPolicy::default(),
+            proven: AtomicU64::new(0),
         })
+    }
+
+    /// The retry policy of the register's calls, which token requests keep too.
+    pub fn set_retry(&mut self, retry: RetryPolicy) {
+        self.retry = retry;
     }
 
     /// A valid access token; asks for one (once, for all concurrent callers) when needed.
@@ -359,42 +607,32 @@ impl ClientCredentials {
         if let Some(token) = current.valid() {
             return Ok(token);
         }
-        let mut request = self
-            .oauth
-            .exchange_client_credentials()
-            .add_extra_param("tenant_id", self.tenant_id.clone());
-        for scope in &self.scopes {
-            request = request.add_scope(oauth2::Scope::new(scope.clone()));
+        if let Some(e) = current.recent_failure(self.retry.budget) {
+            return Err(e);
         }
-        let token = match request.request_async(&self.http).await {
-            Ok(t) => t,
-            Err(RequestTokenError::ServerResponse(r)) => {
-                let why = r.error_description().cloned().unwrap_or_default();
-                return Err(match r.error() {
-                    BasicErrorResponseType::Extension(e)
-                        if e == "temporarily_unavailable" || e == "server_error" =>
-                    {
-                        SinkError::Failed {
-                            status: None,
-                            message: format!("{} token endpoint: {e}", self.product),
-                        }
-                    }
-                    other => SinkError::Config(format!(
-                        "{} refused the client-credentials token request ({other}{}{why}): \
-                         check [sink] client_id, tenant_id, scopes and the client secret's \
-                         environment variable",
-                        self.product,
-                        if why.is_empty() { "" } else { ": " },
-                    )),
-                });
-            }
-            Err(e) => {
-                return Err(SinkError::Failed {
-                    status: None,
-                    message: format!("token request to {} failed: {e}", self.product),
-                })
-            }
+        let product = self.product;
+        let refused = |r: &BasicErrorResponse| {
+            let why = r.error_description().cloned().unwrap_or_default();
+            SinkError::Config(format!(
+                "{product} refused the client-credentials token request ({}{}{why}): check \
+                 [sink] client_id, tenant_id, scopes and the client secret's environment variable",
+                r.error(),
+                if why.is_empty() { "" } else { ": " },
+            ))
         };
+        let requested = request_token(product, &self.http, &self.retry, &refused, || {
+            let mut request = self
+                .oauth
+                .exchange_client_credentials()
+                .add_extra_param("tenant_id", self.tenant_id.clone());
+            for scope in &self.scopes {
+                request = request.add_scope(oauth2::Scope::new(scope.clone()));
+            }
+            Box::pin(request.request_async(&self.http))
+        })
+        .await;
+        current.note(&requested);
+        let token = requested?;
         let lifetime = token.expires_in().unwrap_or(Duration::from_secs(3600));
         let secret = SecretString::from(token.access_token().secret().clone());
         Ok(current.replace(secret, lifetime))
@@ -404,14 +642,28 @@ impl ClientCredentials {
     pub async fn invalidate(&self, generation: u64) {
         self.current.lock().await.invalidate(generation);
     }
+
+    /// A request with a token of `generation` succeeded: the register takes our tokens.
+    pub fn confirm(&self, generation: u64) {
+        self.proven.fetch_max(generation, Ordering::Relaxed);
+    }
+
+    /// Whether no token this provider got has ever been taken by the register: then a
+    /// refusal is of the setup (a token for the wrong tenant), not of an expired token.
+    pub fn never_taken(&self) -> bool {
+        self.proven.load(Ordering::Relaxed) == 0
+    }
 }
 
 /// No redirects on token calls: a redirect could carry the secret elsewhere.
-fn token_http() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()?)
+fn token_http() -> anyhow::Result<TokenHttp> {
+    Ok(TokenHttp {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(TOKEN_TIMEOUT)
+            .build()?,
+        status: AtomicU16::new(0),
+    })
 }
 
 /// What `auth login` needs: the register's OAuth endpoints and client, and where to
@@ -427,6 +679,27 @@ pub struct LoginSettings {
     pub scopes: Vec<String>,
     /// The env var's refresh token at login time, so it is not taken for a new one later.
     pub seed: Option<SecretString>,
+    /// Extra authorize parameters (e.g. `prompt`, `acr_values`), see `choose_company`.
+    pub authorize_params: Vec<(&'static str, String)>,
+}
+
+/// The authorize parameters that make Visma Online ask which company to connect, for a
+/// user with several (a token is bound to one user and one company). Visma recommends
+/// `prompt=select_account` with `acr_values=service:<eAccounting's id>`, and documents
+/// the older `acr_values=...+forceselectcompany:true` with `prompt=login`; `select_account`
+/// "does not work in Sandbox" (Visma changelog "New User Authentication recommandations
+/// and information", https://developer.vismaonline.com/changelog/new-user-authentication-recommandations-and-information;
+/// "Force New Login", https://developer.vismaonline.com/docs/authentication). Both are
+/// sent, so the choice is offered in production and in Visma's sandbox alike; the user
+/// logs in again (`prompt=login`) on the way.
+pub fn choose_company(service_id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("prompt", "login select_account".to_string()),
+        (
+            "acr_values",
+            format!("service:{service_id} forceselectcompany:true"),
+        ),
+    ]
 }
 
 /// The authorization-code flow with PKCE: announce the authorize URL (and open it on a
@@ -462,11 +735,14 @@ pub async fn login(
         .set_token_uri(TokenUrl::new(settings.token_url)?)
         .set_redirect_uri(RedirectUrl::new(redirect.to_string())?);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (authorize, csrf) = client
+    let mut request = client
         .authorize_url(CsrfToken::new_random)
         .add_scopes(settings.scopes.into_iter().map(Scope::new))
-        .set_pkce_challenge(challenge)
-        .url();
+        .set_pkce_challenge(challenge);
+    for (name, value) in settings.authorize_params {
+        request = request.add_extra_param(name, value);
+    }
+    let (authorize, csrf) = request.url();
     announce(authorize.as_str());
     if open_browser {
         open_in_browser(authorize.as_str());
@@ -540,6 +816,7 @@ pub async fn login(
         refreshed_at: Utc::now(),
         access_token: Some(token.access_token().secret().clone()),
         access_expires_at: token.expires_in().map(|d| Utc::now() + d),
+        scopes: granted_scopes(&token),
     };
     grant.save(store)?;
     Ok(grant)

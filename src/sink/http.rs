@@ -56,6 +56,40 @@ impl Credentials {
             Credentials::Headers(_) => {}
         }
     }
+
+    /// Token requests keep the register calls' retry budget.
+    fn set_retry(&mut self, retry: RetryPolicy) {
+        match self {
+            Credentials::Refreshing(p) => p.set_retry(retry),
+            Credentials::ClientCredentials(p) => p.set_retry(retry),
+            Credentials::Headers(_) => {}
+        }
+    }
+
+    /// A request with a token of `generation` got through.
+    fn confirm(&self, generation: u64) {
+        match self {
+            Credentials::Refreshing(p) => p.confirm(generation),
+            Credentials::ClientCredentials(p) => p.confirm(generation),
+            Credentials::Headers(_) => {}
+        }
+    }
+
+    /// Whether no OAuth token has been taken by the register yet: until one is, requests
+    /// go one at a time, so a refused grant is presented once, not once per worker.
+    fn unproven(&self) -> bool {
+        match self {
+            Credentials::Refreshing(p) => p.never_taken(),
+            Credentials::ClientCredentials(p) => p.never_taken(),
+            Credentials::Headers(_) => false,
+        }
+    }
+
+    /// A client-credentials token refused while none was ever taken: the grant gives
+    /// tokens the API does not accept (Visma.net: a token for the customer's tenant).
+    fn refused_on_first_use(&self) -> bool {
+        matches!(self, Credentials::ClientCredentials(p) if p.never_taken())
+    }
 }
 
 /// What differs between the registers' HTTP answers.
@@ -70,6 +104,10 @@ pub struct Dialect {
     pub special: fn(StatusCode, Option<&str>, &str) -> Option<SinkError>,
     /// What a person must do when the register refuses our credentials.
     pub refused_hint: &'static str,
+    /// What it means when a client-credentials token the token endpoint has just issued
+    /// is refused (401) before any token was ever taken: a configuration error, with
+    /// this message. `None`: handled like any refused token.
+    pub refused_on_first_use: Option<&'static str>,
 }
 
 /// A successful answer: status, headers and the body's text, parsed when asked for
@@ -116,15 +154,22 @@ pub struct Http {
     dialect: Dialect,
     /// Counts every request that leaves; one that would pass it does not leave.
     budget: Option<std::sync::Arc<super::budget::CallBudget>>,
+    /// The error that stopped requests (credentials refused, a configuration error the
+    /// register pointed at): every later call answers with it without sending anything,
+    /// so a refused token is presented once, not once per worker.
+    stopped: Mutex<Option<SinkError>>,
+    /// Held by the one attempt in flight while no client-credentials token was taken.
+    first_use: tokio::sync::Mutex<()>,
 }
 
 impl Http {
     pub fn new(
         dialect: Dialect,
-        credentials: Credentials,
+        mut credentials: Credentials,
         requests_per_minute: u32,
         retry: RetryPolicy,
     ) -> anyhow::Result<Http> {
+        credentials.set_retry(retry);
         let per_minute = NonZeroU32::new(requests_per_minute).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_minute(per_minute).allow_burst(burst_for(per_minute));
         Ok(Http {
@@ -140,6 +185,8 @@ impl Http {
             retry,
             dialect,
             budget: None,
+            stopped: Mutex::new(None),
+            first_use: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -170,6 +217,9 @@ impl Http {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<Reply, SinkError> {
+        if let Some(e) = self.stopped_by() {
+            return Err(e);
+        }
         let refreshed = AtomicBool::new(false);
         let product = self.dialect.product;
         retry::retry(
@@ -180,6 +230,18 @@ impl Http {
         .await
     }
 
+    /// The error that stopped this client's requests, if any.
+    fn stopped_by(&self) -> Option<SinkError> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// One attempt. While no OAuth token has been taken yet, attempts go one at a time,
+    /// so that a grant whose tokens the API refuses (a wrong tenant, a missing scope) is
+    /// found out by one request, not by one per worker. An error that stops
+    /// the run is kept before the next attempt may start.
     async fn attempt(
         &self,
         method: Method,
@@ -188,15 +250,38 @@ impl Http {
         headers: &[(&str, &str)],
         refreshed: &AtomicBool,
     ) -> Attempt<Reply, SinkError> {
+        let _first_use = match self.credentials.unproven() {
+            true => Some(self.first_use.lock().await),
+            false => None,
+        };
+        if let Some(e) = self.stopped_by() {
+            return Attempt::Final(e);
+        }
+        let outcome = self
+            .attempt_once(method, url, body, headers, refreshed)
+            .await;
+        if let Attempt::Final(e) = &outcome {
+            if e.stops_the_run() {
+                let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+                stopped.get_or_insert_with(|| e.clone());
+            }
+        }
+        outcome
+    }
+
+    async fn attempt_once(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        refreshed: &AtomicBool,
+    ) -> Attempt<Reply, SinkError> {
         let product = self.dialect.product;
+        // The token provider retries its own endpoint within the budget: what it gives
+        // up on stops the run.
         let bearer = match self.credentials.bearer().await {
             Ok(b) => b,
-            Err(e @ SinkError::Failed { .. }) => {
-                return Attempt::Retryable {
-                    error: e,
-                    after: None,
-                }
-            }
             Err(e) => return Attempt::Final(e),
         };
         self.wait_for_allowance().await;
@@ -256,6 +341,15 @@ impl Http {
                 }
             }
         };
+        if status.is_redirection() {
+            return Attempt::Final(moved(product, status, &headers, url));
+        }
+        // Past the token check: any answer but a 401 (and a gateway's 5xx) was the API's.
+        let past_the_token =
+            status.is_success() || (status.is_client_error() && status != StatusCode::UNAUTHORIZED);
+        if let Some(b) = bearer.as_ref().filter(|_| past_the_token) {
+            self.credentials.confirm(b.generation);
+        }
         if status.is_success() {
             return Attempt::Done(Reply {
                 status: status.as_u16(),
@@ -273,6 +367,19 @@ impl Http {
             message: message.clone(),
         };
         match classify(status, retry_after, &message) {
+            // A token just issued and never taken: the setup is wrong, not the token.
+            Class::Unauthorized if bearer.is_some() && self.credentials.refused_on_first_use() => {
+                match self.dialect.refused_on_first_use {
+                    Some(why) => Attempt::Final(SinkError::Config(format!(
+                        "{product} refused the token it had just issued (HTTP {status} on its \
+                         first use): {why}"
+                    ))),
+                    None => Attempt::Final(SinkError::NeedsLogin(format!(
+                        "{product} refused our credentials (HTTP {status}: {message}). {}",
+                        self.dialect.refused_hint
+                    ))),
+                }
+            }
             // One new token and one retry; a second 401 means the grant itself is bad.
             Class::Unauthorized if bearer.is_some() && !refreshed.swap(true, Ordering::SeqCst) => {
                 if let Some(b) = &bearer {
@@ -416,6 +523,29 @@ impl Http {
             text,
         })
     }
+}
+
+/// A redirect from the register's API: our requests never follow one (it could carry
+/// the credentials elsewhere), and every request would meet it, so it is the
+/// configuration's `api_base` that is wrong. The message names the Location's host only,
+/// never its path or query.
+fn moved(product: &str, status: StatusCode, headers: &HeaderMap, url: &str) -> SinkError {
+    let target = header(headers, "location")
+        .and_then(|l| url::Url::parse(url).ok()?.join(l).ok())
+        .and_then(|u| u.host_str().map(str::to_string));
+    let from = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string));
+    let to = match (target, from) {
+        (Some(t), Some(f)) if t == f => format!("another path on {t}"),
+        (Some(t), _) => t,
+        (None, _) => "a location it did not give".to_string(),
+    };
+    SinkError::Config(format!(
+        "{product} answered HTTP {} with a redirect to {to}: check `api_base` in [sink] of the \
+         config (requests are never sent on to a redirect, so nothing was written)",
+        status.as_u16()
+    ))
 }
 
 /// The limiter's burst: one request, or two milliseconds' worth where the rate is higher.
@@ -568,6 +698,35 @@ mod tests {
             let status = StatusCode::from_u16(status).unwrap();
             assert_eq!(classify(status, after, message), want, "{status}");
         }
+    }
+
+    #[test]
+    fn a_redirect_names_the_location_host_only() {
+        let message = |location: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(l) = location {
+                headers.insert("location", l.parse().unwrap());
+            }
+            match moved(
+                "Visma.net ERP",
+                StatusCode::MOVED_PERMANENTLY,
+                &headers,
+                "https://api.finance.visma.net/v1/customer/K1?x=1",
+            ) {
+                SinkError::Config(m) => m,
+                other => panic!("{other:?}"),
+            }
+        };
+        let m = message(Some("https://new.example.com/path/v2?token=s3cr3t"));
+        assert!(
+            m.contains("HTTP 301") && m.contains("new.example.com"),
+            "{m}"
+        );
+        assert!(m.contains("api_base") && !m.contains("s3cr3t") && !m.contains("/path"));
+        let m = message(Some("/elsewhere?token=s3cr3t"));
+        assert!(m.contains("another path on api.finance.visma.net"), "{m}");
+        assert!(!m.contains("s3cr3t") && !m.contains("elsewhere"), "{m}");
+        assert!(message(None).contains("a location it did not give"));
     }
 
     #[test]

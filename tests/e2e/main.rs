@@ -9,6 +9,7 @@ mod check;
 mod cli;
 mod exactly_once;
 mod export_source;
+mod fidelity;
 mod first_impressions;
 mod incremental;
 mod journal_fixture;

@@ -108,6 +108,14 @@ async fn concurrent_callers_of_an_empty_or_invalidated_provider_share_one_refres
     assert_eq!(token_calls(&setup), 2);
 }
 
+fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
 /// Kills the child however the test ends.
 struct Child(std::process::Child);
 impl Drop for Child {
@@ -148,6 +156,18 @@ async fn auth_login_stores_a_working_grant_and_status_reports_it_without_the_tok
     .unwrap();
     assert!(
         url.contains("code_challenge=") && url.contains("code_challenge_method=S256"),
+        "{url}"
+    );
+    // A user with several companies is asked which one (the simulator checks the values).
+    let query = query_of(&url);
+    assert_eq!(
+        query.get("prompt").map(String::as_str),
+        Some("login select_account"),
+        "{url}"
+    );
+    assert_eq!(
+        query.get("acr_values").map(String::as_str),
+        Some("service:44643EB1-3F76-4C1C-A672-402AE8085934 forceselectcompany:true"),
         "{url}"
     );
     // The "browser": follows the simulator's consent redirect to the loopback listener.
@@ -226,5 +246,182 @@ async fn a_spent_token_left_in_the_env_does_not_shadow_a_working_stored_grant() 
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_login_with_default_company_does_not_ask_for_a_company() {
+    let setup = Setup::new(Vec::new()).await;
+    let mut login = Child(
+        setup
+            .command(&[
+                "auth",
+                "login",
+                "--no-browser",
+                "--default-company",
+                "--timeout",
+                "20",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = login.0.stdout.take().unwrap();
+    let url = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || {
+            BufReader::new(stdout).lines().next().unwrap().unwrap()
+        }),
+    )
+    .await
+    .expect("the URL is printed at once")
+    .unwrap();
+    let query = query_of(&url);
+    assert!(query.contains_key("code_challenge"), "{url}");
+    assert!(
+        !query.contains_key("prompt") && !query.contains_key("acr_values"),
+        "{url}"
+    );
+}
+
+/// A refresh token granted `scope` by a login of our own, for the connector's env.
+async fn refresh_token_with_scope(setup: &Setup, scope: &str) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let creds = setup.sandbox.credentials();
+    let redirect = "http://127.0.0.1:9/callback";
+    let authorize = client
+        .get(setup.sandbox.visma_authorize_url())
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", creds.visma_client_id.as_str()),
+            ("redirect_uri", redirect),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let location = authorize.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let code = query_of(&location)["code"].clone();
+    let token: Value = client
+        .post(setup.sandbox.visma_token_url())
+        .basic_auth(&creds.visma_client_id, Some(&creds.visma_client_secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    token["refresh_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_without_ea_sales_exits_4_naming_the_missing_scope_before_any_call() {
+    let mut setup = Setup::new(bundled_customers()[..3].to_vec()).await;
+    let token = refresh_token_with_scope(&setup, "ea:api offline_access ea:sales_readonly").await;
+    setup.env.insert("VISMA_REFRESH_TOKEN".into(), token);
+    let out = setup.run(&["sync"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("lacks the scope ea:sales") && stderr.contains("auth login"),
+        "{stderr}"
+    );
+    let api_calls = setup
+        .sandbox
+        .visma_requests()
+        .iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/visma/v2"))
+        })
+        .count();
+    assert_eq!(api_calls, 0, "refused before any call is refused for it");
+    assert_eq!(
+        token_calls(&setup),
+        2,
+        "our login's exchange and the connector's one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_access_token_without_the_scope_meets_4006_and_exits_4() {
+    let setup = Setup::new(bundled_customers()[..2].to_vec()).await;
+    // The token endpoint does not say which scopes it granted: the API refuses instead.
+    let grant_dir = setup.journal_dir().join("credentials");
+    std::fs::create_dir_all(&grant_dir).unwrap();
+    let readonly = {
+        let token =
+            refresh_token_with_scope(&setup, "ea:api offline_access ea:sales_readonly").await;
+        let creds = setup.sandbox.credentials();
+        let body: Value = reqwest::Client::new()
+            .post(setup.sandbox.visma_token_url())
+            .basic_auth(&creds.visma_client_id, Some(&creds.visma_client_secret))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body
+    };
+    let grant = serde_json::json!({
+        "refresh_token": readonly["refresh_token"],
+        "origin": "login",
+        "refreshed_at": chrono::Utc::now().to_rfc3339(),
+        "access_token": readonly["access_token"],
+        "access_expires_at": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+    });
+    std::fs::write(grant_dir.join("eaccounting-grant.json"), grant.to_string()).unwrap();
+    let mut setup = setup;
+    setup.env.remove("VISMA_REFRESH_TOKEN");
+    let out = setup.run(&["sync"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("error 4006")
+            && stderr.contains("ea:sales")
+            && stderr.contains("auth login"),
+        "{stderr}"
+    );
+    let refused = setup
+        .sandbox
+        .visma_requests()
+        .iter()
+        .filter(|r| r["status"] == 403)
+        .count();
+    assert_eq!(refused, 1, "the refusal stops the run at once");
+}
+
+#[test]
+fn scopes_without_ea_sales_are_a_configuration_error() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let setup = rt.block_on(Setup::new(Vec::new()));
+    setup.configure(
+        "sink",
+        r#"scopes = ["ea:api", "offline_access", "ea:sales_readonly"]"#,
+    );
+    let out = setup.run(&["sync"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("[sink] scopes") && stderr.contains("ea:sales"),
+        "{stderr}"
     );
 }

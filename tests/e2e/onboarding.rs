@@ -308,12 +308,18 @@ async fn accountant(setup: &Setup, method: reqwest::Method, path: &str, body: Op
         .unwrap()
         .to_string();
     let url = format!("{}/visma/v2/{path}", setup.sandbox.base_url());
-    let mut request = reqwest::Client::new().request(method, url).bearer_auth(token);
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token);
     if let Some(body) = body {
         request = request.json(body);
     }
     let reply = request.send().await.unwrap();
-    assert!(reply.status().is_success(), "{}", reply.text().await.unwrap());
+    assert!(
+        reply.status().is_success(),
+        "{}",
+        reply.text().await.unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,10 +356,17 @@ async fn reconcile_reports_each_kind_of_drift_and_writes_nothing() {
     assert_eq!(drift["only_in_register"], json!(["K99999"]), "{drift}");
     assert_eq!(drift["not_in_register"], json!(["K20000"]), "{drift}");
     assert_eq!(drift["remote_id_gone"], json!([]), "{drift}");
-    assert_eq!(setup.writes(), [], "reconcile writes nothing to the register");
+    assert_eq!(
+        setup.writes(),
+        [],
+        "reconcile writes nothing to the register"
+    );
     let (_, log_after, _) = run(&setup, &["journal", "log", "--json"]);
     assert_eq!(log_before, log_after, "nor to the journal");
     let (_, table, _) = run(&setup, &["reconcile"]);
-    assert!(table.contains("deleted in the register") && table.contains("K10002"), "{table}");
+    assert!(
+        table.contains("deleted in the register") && table.contains("K10002"),
+        "{table}"
+    );
     assert!(!table.contains("Renamed"), "no names in the table: {table}");
 }

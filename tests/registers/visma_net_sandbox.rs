@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use opter_visma_sync::mapping::{MappedRecord, Mapping};
 use opter_visma_sync::record::PermittedCustomer;
 use opter_visma_sync::retry::RetryPolicy;
-use opter_visma_sync::sandbox::visma_net::SANDBOX_VISMA_NET_CUSTOMER_CLASS_ID;
+use opter_visma_sync::sandbox::visma_net::{
+    self as visma_net_sim, SANDBOX_VISMA_NET_CUSTOMER_CLASS_ID,
+};
 use opter_visma_sync::sandbox::{Faults, Sandbox, SandboxOptions};
 use opter_visma_sync::sink::auth::ClientCredentials;
 use opter_visma_sync::sink::visma_net::{self, VismaNetSink, RULES};
@@ -18,7 +20,9 @@ use reqwest::{Client, StatusCode};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-const OTHER_TENANT: &str = "0b6f2a4e-1111-4c2d-8e3f-123456789abc";
+/// A tenant that is no company of the sandbox: the customer tenant, say.
+const CUSTOMER_TENANT: &str = "0b6f2a4e-1111-4c2d-8e3f-123456789abc";
+use opter_visma_sync::sandbox::SANDBOX_VISMA_NET_UNLICENSED_TENANT_ID as UNLICENSED_TENANT;
 const SCOPES: &str =
     "vismanet_erp_service_api:read vismanet_erp_service_api:create vismanet_erp_service_api:update";
 
@@ -266,9 +270,50 @@ async fn the_sink_without_a_tenant_is_told_to_fix_the_config() {
 }
 
 #[tokio::test]
-async fn another_tenant_gets_12027_and_the_sink_says_to_check_tenant_id() {
+async fn the_customer_tenant_gets_a_token_then_401_and_the_sink_says_use_the_company_tenant() {
     let sb = start_unlimited().await;
-    let api = Api::new(&sb, OTHER_TENANT).await;
+    // Visma Connect issues the token: the tenant is a tenant, just not the company.
+    let api = Api::new(&sb, CUSTOMER_TENANT).await;
+    let resp = api.get("/v1/customer?pageNumber=1&pageSize=10").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(header(&resp, "x-ratelimit-remaining"), None, "not counted");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"message": "Authorization has been denied for this request."})
+    );
+
+    let before = api_calls(&sb).len();
+    let record = mapped(&customer("K1", "Acme AB", None, None));
+    let sink = sink_for_tenant(&sb, CUSTOMER_TENANT);
+    let e = sink.create(&record, "key").await.expect_err("wrong tenant");
+    match &e {
+        SinkError::Config(m) => assert!(
+            m.contains("check `tenant_id`")
+                && m.contains("Company Tenant ID")
+                && !m.contains("client_id"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Decided on the first refusal: one call, no new token, nothing stored.
+    assert_eq!(api_calls(&sb).len(), before + 1);
+    let tokens = sb
+        .visma_net_requests()
+        .iter()
+        .filter(|r| r["path"] == "/visma-net/connect/token")
+        .count();
+    assert_eq!(tokens, 2, "the test's own token and the sink's one");
+    assert!(sb.visma_net_customers().is_empty());
+    // Later calls are answered with the same error, without presenting the token again.
+    assert_eq!(sink.get("K1").await.unwrap_err(), e);
+    assert_eq!(api_calls(&sb).len(), before + 1);
+}
+
+#[tokio::test]
+async fn an_unlicensed_company_gets_12027_and_the_sink_says_to_check_tenant_id() {
+    let sb = start_unlimited().await;
+    let api = Api::new(&sb, UNLICENSED_TENANT).await;
     let resp = api.get("/v1/customer?pageNumber=1&pageSize=10").await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     let body: Value = resp.json().await.unwrap();
@@ -278,7 +323,7 @@ async fn another_tenant_gets_12027_and_the_sink_says_to_check_tenant_id() {
 
     let before = api_calls(&sb).len();
     let record = mapped(&customer("K1", "Acme AB", None, None));
-    let e = sink_for_tenant(&sb, OTHER_TENANT)
+    let e = sink_for_tenant(&sb, UNLICENSED_TENANT)
         .create(&record, "key")
         .await
         .expect_err("no licence");
@@ -554,6 +599,15 @@ async fn the_api_is_strict_about_shapes_paging_and_required_fields() {
         .await
         .unwrap();
     assert_eq!(empty, json!([]));
+    // An oversized page is clamped to the largest, not refused.
+    let huge = api
+        .get(&format!(
+            "/v1/customer?pageNumber=1&pageSize={}",
+            visma_net_sim::MAX_PAGE_SIZE * 50
+        ))
+        .await;
+    assert_eq!(huge.status(), StatusCode::OK);
+    assert_eq!(huge.json::<Value>().await.unwrap()[0]["number"], "K3");
 
     // A required field cannot be cleared; the number cannot change.
     let put = |body: Value| api.send(reqwest::Method::PUT, "/v1/customer/K3", Some(body));
@@ -647,6 +701,13 @@ async fn every_answer_carries_rate_headers_and_over_the_limit_is_429_with_retry_
         );
         let reset = header(&resp, "x-ratelimit-reset").unwrap();
         assert!((1..=60).contains(&reset), "{reset}");
+        assert_eq!(
+            resp.headers()
+                .get("x-ratelimit-policy")
+                .and_then(|v| v.to_str().ok()),
+            Some(visma_net_sim::RATE_LIMIT_POLICY),
+            "{path}"
+        );
     }
     let over = api.get("/v1/customer/K1").await;
     assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -660,7 +721,7 @@ async fn every_answer_carries_rate_headers_and_over_the_limit_is_429_with_retry_
     );
 
     // The limit counts per client and tenant: another tenant has its own allowance.
-    let other = Api::new(&sb, OTHER_TENANT).await;
+    let other = Api::new(&sb, UNLICENSED_TENANT).await;
     let resp = other.get("/v1/customer/K1").await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(header(&resp, "x-ratelimit-remaining"), Some(2));
@@ -751,4 +812,52 @@ async fn injected_faults_answer_like_visma_net() {
         .filter(|r| r["fault"] == "injected")
         .count();
     assert_eq!(marked, 3);
+}
+
+#[tokio::test]
+async fn an_oversized_page_is_clamped_to_the_largest_page() {
+    use futures::StreamExt;
+    let sb = start(SandboxOptions {
+        visma_net_rate_limit_per_hour: 0,
+        record_requests: false,
+        ..SandboxOptions::default()
+    })
+    .await;
+    let api = Api::new(&sb, &sb.credentials().visma_net_tenant_id).await;
+    let max = visma_net_sim::MAX_PAGE_SIZE as usize;
+    let api = &api;
+    let created = futures::stream::iter(0..=max)
+        .map(|i| async move {
+            let body = json!({
+                "number": {"value": format!("C{i}")},
+                "name": {"value": format!("Customer {i}")},
+                "customerClassId": {"value": SANDBOX_VISMA_NET_CUSTOMER_CLASS_ID},
+                "mainAddress": {"value": {"countryId": {"value": "SE"}}},
+            });
+            api.send(reqwest::Method::POST, "/v1/customer", Some(body))
+                .await
+                .status()
+        })
+        .buffer_unordered(8)
+        .filter(|s| futures::future::ready(*s == StatusCode::CREATED))
+        .count()
+        .await;
+    assert_eq!(created, max + 1);
+    for (size, want) in [(max + 1, max), (max * 10, max), (max, max), (7, 7)] {
+        let page: Value = api
+            .get(&format!("/v1/customer?pageNumber=1&pageSize={size}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page.as_array().map(Vec::len), Some(want), "pageSize={size}");
+    }
+    // The second clamped page holds what the first could not.
+    let rest: Value = api
+        .get(&format!("/v1/customer?pageNumber=2&pageSize={}", max * 10))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest.as_array().map(Vec::len), Some(1));
 }

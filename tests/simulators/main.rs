@@ -6,3 +6,4 @@ mod sandbox_support;
 mod faults;
 mod http;
 mod opter_export;
+mod visma_connect;

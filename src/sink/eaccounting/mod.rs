@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 
 use super::auth::TokenProvider;
-use super::http::{nothing_special, safe_message, Credentials, Dialect, Http, Reply};
+use super::http::{safe_message, Credentials, Dialect, Http, Reply};
 use super::{CustomerPage, Erased, Remote, SinkError, Written, ERASED_NAME};
 use crate::mapping::{rule, text, FieldKind, MappedRecord, RegisterRules};
 use crate::retry::RetryPolicy;
@@ -44,6 +44,21 @@ pub const PRODUCT: &str = "Visma eAccounting";
 
 /// Customers per page of the register index: the largest `$pagesize` eAccounting takes.
 const INDEX_PAGE_SIZE: u32 = 1000;
+
+/// The scopes the customer endpoints need: `ea:api` for any eAccounting call and
+/// `ea:sales` to write customers (`ea:sales_readonly` only reads). Sources: "Scopes" at
+/// https://developer.vismaonline.com/docs/authentication, and each customer operation's
+/// "Requires any of the following scopes" in the swagger.
+pub const REQUIRED_SCOPES: &[&str] = &["ea:api", "ea:sales"];
+
+/// eAccounting's service id in Visma Online's `acr_values` (`service:<id>`), as Visma's
+/// authentication changelog gives it
+/// (https://developer.vismaonline.com/changelog/new-user-authentication-recommandations-and-information).
+pub const SERVICE_ID: &str = "44643EB1-3F76-4C1C-A672-402AE8085934";
+
+/// eAccounting's error for a token without an endpoint's scope (NoAccessToScopes,
+/// https://developer.vismaonline.com/docs/error-codes).
+pub const NO_ACCESS_TO_SCOPES: &str = "4006";
 
 /// The CustomerApi fields this connector fills, with the limits Visma publishes in its
 /// swagger (`CustomerApi`); a test compares them with the swagger when it is at hand.
@@ -89,9 +104,10 @@ impl EAccountingSink {
         let dialect = Dialect {
             product: PRODUCT,
             error_of,
-            special: nothing_special,
+            special,
             refused_hint: "Check that the login has the scopes ea:api and ea:sales, or run \
                            `opter-visma-sync auth login`.",
+            refused_on_first_use: None,
         };
         Ok(EAccountingSink {
             http: Http::new(
@@ -254,8 +270,9 @@ impl EAccountingSink {
         })
     }
 
-    /// Deletes the customer; one with transactions cannot be deleted (4001), so its
-    /// personal fields are overwritten and it is deactivated instead.
+    /// Deletes the customer (eAccounting answers 200, per its swagger); one with
+    /// transactions cannot be deleted (4001), so its personal fields are overwritten and
+    /// it is deactivated instead.
     pub async fn erase(&self, id: &str, key: &str) -> Result<Erased, SinkError> {
         let url = format!("{}/customers/{id}", self.base);
         match self.http.send(Method::DELETE, &url, None).await {
@@ -275,12 +292,20 @@ impl EAccountingSink {
 }
 
 /// Every personal field blanked, the name replaced, the customer deactivated.
+///
+/// The personal fields are sent as explicit empty strings, never left out or null:
+/// eAccounting's PUT "Replace[s] the data in a customer", but whether it clears a
+/// property the body omits (or sends as null) is not documented, and an erasure must not
+/// depend on it. The swagger allows the empty string for each of them (`CustomerApi`:
+/// `ContactPersonName`, `ContactPersonEmail`, `EmailAddress` are strings with
+/// `minLength: 0` and are not marked nullable; eaccounting-v2.swagger.json,
+/// https://eaccountingapi.vismaonline.com/swagger/docs/v2).
 fn anonymised(id: &str) -> MappedRecord {
     let fields = [
         ("Name", Value::from(ERASED_NAME)),
-        ("ContactPersonName", Value::Null),
-        ("ContactPersonEmail", Value::Null),
-        ("EmailAddress", Value::Null),
+        ("ContactPersonName", Value::from("")),
+        ("ContactPersonEmail", Value::from("")),
+        ("EmailAddress", Value::from("")),
         ("IsActive", Value::Bool(false)),
     ]
     .into_iter()
@@ -307,6 +332,21 @@ fn error_of(body: &Value, status: StatusCode) -> (Option<String>, String) {
         code,
         safe_message(body["DeveloperErrorMessage"].as_str(), status),
     )
+}
+
+/// 4006: the login was not granted a scope the customer endpoints need. Only a new
+/// login can grant it, so a person must log in again (exit 4). The register's message
+/// does not say which scope; these endpoints need `REQUIRED_SCOPES`.
+fn special(_status: StatusCode, code: Option<&str>, _message: &str) -> Option<SinkError> {
+    (code == Some(NO_ACCESS_TO_SCOPES)).then(|| {
+        SinkError::NeedsLogin(format!(
+            "{PRODUCT} refused the request for lack of a scope (error {NO_ACCESS_TO_SCOPES}): \
+             the customer endpoints need the scopes {}, and the stored login lacks one of them \
+             (ea:sales_readonly only reads). Make sure [sink] scopes lists them, then run \
+             `opter-visma-sync auth login` and grant them.",
+            REQUIRED_SCOPES.join(" and ")
+        ))
+    })
 }
 
 /// The new customer's `Id`, read without building the rest of the answer.
@@ -375,6 +415,17 @@ pub fn create_body(record: &MappedRecord) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_scope_needs_a_new_login_naming_the_scopes() {
+        match special(StatusCode::FORBIDDEN, Some("4006"), "NoAccessToScopes") {
+            Some(SinkError::NeedsLogin(m)) => {
+                assert!(m.contains("ea:sales") && m.contains("auth login"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(special(StatusCode::FORBIDDEN, Some("4005"), "x"), None);
+    }
 
     #[test]
     fn error_bodies_give_code_and_message() {

@@ -64,6 +64,7 @@ impl EAccountingConfig {
             error_of,
             special: nothing_special,
             refused_hint: "",
+            refused_on_first_use: None,
         };
         let http = Http::new(
             dialect,

@@ -69,6 +69,22 @@ impl SinkSettings for EAccountingConfig {
         check_not_empty(&self.client_id).map_err(|why| ("[sink] client_id", why))?;
         check_env_name(&self.client_secret_env).map_err(|why| ("[sink] client_secret_env", why))?;
         check_env_name(&self.refresh_token_env).map_err(|why| ("[sink] refresh_token_env", why))?;
+        let missing: Vec<&str> = super::REQUIRED_SCOPES
+            .iter()
+            .chain(&["offline_access"])
+            .copied()
+            .filter(|r| !self.scopes.iter().any(|s| s == r))
+            .collect();
+        if !missing.is_empty() {
+            return Err((
+                "[sink] scopes",
+                format!(
+                    "must include {}: the customer endpoints need ea:api and ea:sales, and \
+                     offline_access gives the refresh token sync runs on",
+                    missing.join(" and ")
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -94,8 +110,9 @@ impl SinkSettings for EAccountingConfig {
             seed_env: self.refresh_token_env.clone(),
         };
         let store = (context.credentials)()?.join(GRANT_FILE);
-        let tokens = TokenProvider::new(settings, store)
+        let mut tokens = TokenProvider::new(settings, store)
             .map_err(|e| Error::config(format!("{}: [sink]: {e}", context.file.display())))?;
+        tokens.require_scopes(super::REQUIRED_SCOPES);
         Ok(Arc::new(EAccountingSink::new(
             &self.api_base,
             tokens,

@@ -204,6 +204,7 @@ impl EconomicSink {
             error_of,
             special: nothing_special,
             refused_hint: REFUSED_HINT,
+            refused_on_first_use: None,
         };
         let credentials = Credentials::Headers(vec![
             ("X-AppSecretToken", app_secret_token),

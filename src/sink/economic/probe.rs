@@ -66,6 +66,7 @@ impl EconomicConfig {
             error_of,
             special: nothing_special,
             refused_hint: "",
+            refused_on_first_use: None,
         };
         let credentials = Credentials::Headers(vec![
             ("X-AppSecretToken", app),

@@ -87,11 +87,23 @@ const READ_PATHS: &[(&str, &str)] = &[
     ("mainAddress.countryId", "mainAddress.country.id"),
 ];
 
-/// Visma.net's fault code for a token whose tenant has no licence for the company.
 /// Customers asked for per page of the register index.
 const INDEX_PAGE_SIZE: u32 = 1000;
 
+/// Visma.net's fault code "No license for this company": the API user lacks its role,
+/// the tenant is the customer's rather than the company's, or the licence has expired
+/// (Visma community knowledge base, "No license for this company" 12027:
+/// https://community.visma.com/t5/Knowledge-base-in-Developers/tkb-p/DV_CO_Vismanet_knowledgebase).
 pub const NO_LICENSE_FAULT_CODE: &str = "12027";
+
+/// A token for the customer's tenant instead of the company's is issued as usual, and
+/// then every API call answers 401 Unauthorized (Visma's "Fix 401 Unauthorized errors
+/// despite valid token": https://docs.vismasoftware.no/vismanetapi/how-tos/fix401error/).
+/// So a token refused on its first use, before any token was ever taken, means this.
+pub const WRONG_TENANT: &str = "check `tenant_id` in [sink] of the config: use the Company \
+     Tenant ID (Visma Admin > Company > the company > Edit > Configuration > Tenant id, and \
+     the same organisation chosen in the Visma App Store), not the Customer Tenant ID: both \
+     get a token, but only the company's is let into the API";
 
 pub struct VismaNetSink {
     http: Http,
@@ -116,6 +128,7 @@ impl VismaNetSink {
             refused_hint: "Check [sink] client_id, the client secret's environment variable \
                            and that the client has the scopes vismanet_erp_service_api:read, \
                            :create and :update in the Visma Developer Portal.",
+            refused_on_first_use: Some(WRONG_TENANT),
         };
         Ok(VismaNetSink {
             http: Http::new(

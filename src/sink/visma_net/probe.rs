@@ -45,6 +45,7 @@ impl VismaNetConfig {
             error_of,
             special: nothing_special,
             refused_hint: "",
+            refused_on_first_use: None,
         };
         let http = Http::new(
             dialect,

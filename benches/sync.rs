@@ -9,6 +9,9 @@
 //! - B4 initial sync with simulated latency per request vs customers × latency / concurrency.
 //! - B5 peak resident memory of the sync process during B1, at two sizes.
 //! - B6 journal bytes per event after `journal compact`; `journal verify` time.
+//! - B7 onboarding onto a populated eAccounting register with a fresh journal (all
+//!   present and unchanged; half changed; none present), at a register rate limit:
+//!   register calls against the fewest the connector's write protocol allows.
 //!
 //! `cargo bench --bench sync -- --help` lists the options (sizes, repeats, `--only`,
 //! `--json`). Every sync and journal command is the release binary run as a child
@@ -56,7 +59,7 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     repeats: usize,
     /// Which benchmarks to run (b5 and b6 use B1's journals and runs).
-    #[arg(long, value_delimiter = ',', default_value = "b1,b2,b3,b4,b5,b6")]
+    #[arg(long, value_delimiter = ',', default_value = "b1,b2,b3,b4,b5,b6,b7")]
     only: Vec<String>,
     /// Customers for the no-op sync (B1), the large B5 size and B6's journal.
     #[arg(long, default_value_t = 100_000)]
@@ -81,6 +84,13 @@ struct Args {
     /// Simulated latency per register request in B4.
     #[arg(long, default_value_t = 10)]
     b4_latency_ms: u64,
+    /// Customers onboarded in B7.
+    #[arg(long, default_value_t = 10_000)]
+    b7_customers: usize,
+    /// The register's (and the connector's) requests per minute in B7; the time at
+    /// eAccounting's 600/min is the calls divided by 600.
+    #[arg(long, default_value_t = 6_000)]
+    b7_rate: u32,
     /// `[sink] concurrency`, also used by the raw POST client.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -1137,6 +1147,114 @@ fn b3(rt: &tokio::runtime::Runtime, args: &Args) -> Vec<Row> {
     .note(load_note(before))]
 }
 
+// ---------- B7: onboarding onto a populated register ----------
+
+/// Which of B7's registers is measured.
+#[derive(Debug, Clone, Copy)]
+enum Onboarding {
+    AllPresent,
+    HalfChanged,
+    NonePresent,
+}
+
+fn b7(rt: &tokio::runtime::Runtime, args: &Args) -> Vec<Row> {
+    let n = args.b7_customers;
+    let pages = n.div_ceil(1000).max(1);
+    let cases = [
+        (Onboarding::AllPresent, "all present, unchanged", pages),
+        (
+            Onboarding::HalfChanged,
+            "all present, half changed",
+            // eAccounting's PUT replaces the whole customer: it is built on a fresh read.
+            pages + 2 * (n / 2),
+        ),
+        (Onboarding::NonePresent, "none present", 1 + n),
+    ];
+    let mut rows = Vec::new();
+    for (case, what, fewest) in cases {
+        let before = load();
+        let (mut calls, mut walls) = (Vec::new(), Vec::new());
+        for i in 0..args.repeats {
+            let customers = generate_customers(n, args.seed);
+            let setup = start(rt, args, customers.clone(), 0, true, Faults::default());
+            if !matches!(case, Onboarding::NonePresent) {
+                // The register as an earlier installation left it; then the journal is lost.
+                setup.sync(&[]);
+                std::fs::remove_dir_all(setup.dir.path().join("journal/sled")).expect("rm");
+            }
+            if matches!(case, Onboarding::HalfChanged) {
+                change_half(rt, &setup, &customers);
+            }
+            setup.sandbox.set_faults(Faults {
+                rate_limit_per_minute: Some(args.b7_rate),
+                ..Faults::default()
+            });
+            configure(&setup.config, &setup.sandbox, args.b7_rate, args.tuning());
+            setup.clear_requests(rt);
+            let (child, report) = setup.sync(&[]);
+            let r = setup.take_requests(rt);
+            progress(format_args!(
+                "B7 {what} run {i}: {} register calls ({} x 429) in {:.1} s; {report}",
+                r.register, r.too_many, child.m.wall_s
+            ));
+            calls.push(r.register as f64);
+            walls.push(child.m.wall_s);
+            setup.stop(rt);
+        }
+        let ratio = median(&calls) / fewest as f64;
+        rows.push(
+            row(
+                "B7",
+                format!("onboarding {n}, {what}, at {} requests/min", args.b7_rate),
+                "calls",
+                calls.clone(),
+            )
+            .limit(
+                "the fewest calls".into(),
+                vec![fewest as f64; args.repeats],
+            )
+            .target("within 2% of the fewest calls", Some(ratio), ratio <= 1.02)
+            .note(format!(
+                "calls per customer {:.4}; wall median {:.1} s at {}/min, {:.1} min at eAccounting's 600/min",
+                median(&calls) / n as f64,
+                median(&walls),
+                args.b7_rate,
+                median(&calls) / 600.0
+            ))
+            .note(load_note(before)),
+        );
+    }
+    rows
+}
+
+/// Changes every second customer's name in the simulated Opter.
+fn change_half(rt: &tokio::runtime::Runtime, setup: &Setup, customers: &[Value]) {
+    let base = setup.sandbox.base_url();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let changed = customers.iter().step_by(2).map(|c| {
+            let mut c = c.clone();
+            let code = c["customerCode"].as_str().expect("a code").to_string();
+            c["name"] = json!(format!("Kund {code}"));
+            c["updated"] = json!(chrono::Utc::now().to_rfc3339());
+            let request = client
+                .put(format!("{base}/_sandbox/opter/customers/{code}"))
+                .json(&c);
+            async move {
+                request
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .expect("customer changed");
+            }
+        });
+        futures::stream::iter(changed)
+            .buffer_unordered(8)
+            .collect::<Vec<()>>()
+            .await;
+    });
+}
+
 // ---------- B4: against latency ----------
 
 fn b4(rt: &tokio::runtime::Runtime, args: &Args) -> Vec<Row> {
@@ -1343,6 +1461,9 @@ fn main() {
     }
     if args.runs("b4") {
         rows.extend(b4(&rt, &args));
+    }
+    if args.runs("b7") {
+        rows.extend(b7(&rt, &args));
     }
     let total = elapsed_total();
     if args.json {

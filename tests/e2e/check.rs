@@ -291,11 +291,7 @@ async fn check_with_a_wrong_visma_net_tenant_fails_on_the_tenant_line() {
 /// A login without `ea:sales` (a person who consented to less): the customer list is
 /// refused with 403, error 4006.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the simulator's scope check"]
 async fn check_without_the_sales_scope_fails_on_the_scopes_line() {
-    // Today's eAccounting simulator issues every token with all of its scopes and checks
-    // none; once it honours the scopes asked for at authorize and answers 403 / 4006 on
-    // the customer endpoints, this test runs as it is.
     let setup = setup(&eaccounting::REGISTER).await;
     let refresh = login_with_scopes(&setup, "ea:api offline_access").await;
     let (code, lines) = check_json(&setup, &[("VISMA_REFRESH_TOKEN", &refresh)]);

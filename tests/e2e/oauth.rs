@@ -406,7 +406,13 @@ async fn a_stored_access_token_without_the_scope_meets_4006_and_exits_4() {
         .iter()
         .filter(|r| r["status"] == 403)
         .count();
-    assert_eq!(refused, 1, "the refusal stops the run at once");
+    // The read-only login reads the register's list; the writes then in flight (both
+    // customers' creates) are refused, and nothing after them is sent.
+    assert!(
+        (1..=2).contains(&refused),
+        "the refusal stops the run at once: {:?}",
+        setup.sandbox.visma_requests()
+    );
 }
 
 #[test]

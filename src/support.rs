@@ -191,12 +191,21 @@ pub async fn link(
             }));
         };
         let Some(remote_id) = hold.remote_id else {
-            return Err(Error::config(format!(
-                "customer {code} cannot be linked: the register lists several customers \
-                 under its number. Make the number unique in the register, then run `link \
-                 --customer {code} --skip` and `link --customer {code} --accept` again, or \
-                 give it another number in Opter."
-            )));
+            // No one register customer to take (several under the number, or a skip
+            // decided before any conflict): the next sync decides afresh, as onboarding.
+            c.journal.record(
+                support_event(c, code, actor, Operation::Link, reason),
+                None,
+                false,
+            )?;
+            for kind in [HoldKind::Conflict, HoldKind::Skipped] {
+                c.journal.lift_hold(kind, code)?;
+            }
+            c.journal.flush().await?;
+            return Ok(
+                "released: the next sync creates it, links it to the same customer, \
+                       or reports a conflict again",
+            );
         };
         // No content is known to be the register's: the next sync sends Opter's fields.
         let state = State {
@@ -221,12 +230,12 @@ pub async fn link(
         remote_id: decided.as_ref().and_then(|h| h.remote_id.clone()),
         number: decided.and_then(|h| h.number),
     };
-    c.journal.set_hold(HoldKind::Skipped, code, &hold)?;
     c.journal.record(
         support_event(c, code, actor, Operation::Skip, reason),
         None,
         false,
     )?;
+    c.journal.set_hold(HoldKind::Skipped, code, &hold)?;
     if conflict.is_some() {
         c.journal.lift_hold(HoldKind::Conflict, code)?;
     }
@@ -284,7 +293,11 @@ pub fn failed_customers(c: &Connector) -> Result<Vec<String>> {
     for e in c.journal.events(None, None)?.into_iter().rev() {
         if !matches!(
             e.operation,
-            Operation::Create | Operation::Update | Operation::Adopt | Operation::Settle
+            Operation::Create
+                | Operation::Update
+                | Operation::Adopt
+                | Operation::Settle
+                | Operation::Link
         ) {
             continue;
         }

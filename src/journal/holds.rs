@@ -7,6 +7,10 @@ use super::store::{decode, FORCE_FULL_READ, LAST_FULL_READ};
 use super::{Hold, HoldKind, Journal};
 
 impl Journal {
+    pub(super) fn holds_tree(&self, kind: HoldKind) -> &sled::Tree {
+        self.holds(kind)
+    }
+
     fn holds(&self, kind: HoldKind) -> &sled::Tree {
         match kind {
             HoldKind::Suppressed => &self.suppressed,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::store::{decode_event, CHAIN_HEAD, NEXT_SEQ};
-use super::{chain, encoding, Journal, Operation, Outcome, State};
+use super::{chain, encoding, HoldKind, Journal, Operation, Outcome, State};
 
 /// One thing `verify` found wrong, at the sequence number where it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,14 +21,17 @@ pub struct Verification {
     pub problems: Vec<Problem>,
 }
 
-/// Whether an operation sets or lifts a hold: (is it a suppression, does it set it).
-fn hold_change(operation: Operation) -> Option<(bool, bool)> {
-    match operation {
-        Operation::Erase | Operation::Anonymise => Some((true, true)),
-        Operation::Unsuppress => Some((true, false)),
-        Operation::Restrict => Some((false, true)),
-        Operation::Unrestrict => Some((false, false)),
-        _ => None,
+/// The holds an event sets (`true`) or lifts (`false`).
+fn hold_changes(operation: Operation, outcome: Outcome) -> &'static [(HoldKind, bool)] {
+    match (operation, outcome) {
+        (Operation::Erase | Operation::Anonymise, _) => &[(HoldKind::Suppressed, true)],
+        (Operation::Unsuppress, _) => &[(HoldKind::Suppressed, false)],
+        (Operation::Restrict, _) => &[(HoldKind::Restricted, true)],
+        (Operation::Unrestrict, _) => &[(HoldKind::Restricted, false)],
+        (Operation::Adopt, Outcome::Conflict) => &[(HoldKind::Conflict, true)],
+        (Operation::Skip, _) => &[(HoldKind::Skipped, true), (HoldKind::Conflict, false)],
+        (Operation::Link, _) => &[(HoldKind::Conflict, false), (HoldKind::Skipped, false)],
+        _ => &[],
     }
 }
 
@@ -87,8 +90,8 @@ impl Journal {
                     problem(seq, state_problem(&key));
                 }
             }
-            if hold_change(event.operation).is_some() {
-                holds.push((seq, event.customer.clone(), event.operation));
+            if !hold_changes(event.operation, event.outcome).is_empty() {
+                holds.push((seq, event.customer.clone(), event.operation, event.outcome));
             }
             prev_hash = event.chain.hash;
             owners.push((seq, event.customer.into_boxed_str()));
@@ -184,38 +187,43 @@ impl Journal {
     /// of the events that set or lift a hold, in order.
     fn verify_holds(
         &self,
-        changes: &[(u64, String, Operation)],
+        changes: &[(u64, String, Operation, Outcome)],
         problem: &mut impl FnMut(u64, String),
     ) -> anyhow::Result<()> {
-        let mut expected: BTreeMap<(&str, bool), u64> = Default::default();
-        for (seq, customer, operation) in changes {
-            let Some((suppression, on)) = hold_change(*operation) else {
-                continue;
-            };
-            if on {
-                expected.insert((customer.as_str(), suppression), *seq);
-            } else {
-                expected.remove(&(customer.as_str(), suppression));
+        let mut expected: BTreeMap<(&str, usize), u64> = Default::default();
+        let position = |kind: HoldKind| HoldKind::ALL.iter().position(|k| *k == kind);
+        for (seq, customer, operation, outcome) in changes {
+            for &(kind, on) in hold_changes(*operation, *outcome) {
+                let key = (customer.as_str(), position(kind).unwrap_or_default());
+                if on {
+                    expected.insert(key, *seq);
+                } else {
+                    expected.remove(&key);
+                }
             }
         }
-        for (tree, suppression, name) in [
-            (&self.suppressed, true, "suppression"),
-            (&self.restricted, false, "restriction"),
-        ] {
-            for ((code, kind), seq) in &expected {
-                if *kind == suppression && tree.get(code.as_bytes())?.is_none() {
+        for (i, kind) in HoldKind::ALL.into_iter().enumerate() {
+            let (name, unfinished) = match kind {
+                HoldKind::Suppressed => ("suppression", "an interrupted purge: run it again"),
+                HoldKind::Restricted => ("restriction", "an interrupted restrict: run it again"),
+                HoldKind::Conflict => ("conflict", "an interrupted sync: the next one decides"),
+                HoldKind::Skipped => ("skip", "an interrupted `link --skip`: run it again"),
+            };
+            for ((code, k), seq) in &expected {
+                if *k == i && self.hold(kind, code)?.is_none() {
                     problem(
                         *seq,
                         format!("set a {name} for {code} that has been removed"),
                     );
                 }
             }
-            for kv in tree.iter() {
+            for kv in self.holds_tree(kind).iter() {
                 let code = String::from_utf8_lossy(&kv?.0).into_owned();
-                if !expected.contains_key(&(code.as_str(), suppression)) {
-                    problem(0, format!(
-                        "the {name} of {code} has no event that set it (an interrupted purge: run it again)"
-                    ));
+                if !expected.contains_key(&(code.as_str(), i)) {
+                    problem(
+                        0,
+                        format!("the {name} of {code} has no event that set it ({unfinished})"),
+                    );
                 }
             }
         }
@@ -332,6 +340,43 @@ mod tests {
             .insert("eaccounting/K3", serde_json::to_vec(&state).unwrap())
             .unwrap();
         assert_eq!(first_problem(&j).unwrap().0, 6);
+    }
+
+    #[test]
+    fn a_removed_skip_or_a_conflict_without_its_event_is_found() {
+        let (_dir, j) = sample();
+        let hold = Hold {
+            since: Utc::now(),
+            actor: "support:eva".into(),
+            reason: "r".into(),
+            outcome: None,
+            remote_id: Some("id-1".into()),
+            number: Some("K2".into()),
+        };
+        let mut skip = event("K2", "s1");
+        skip.operation = Operation::Skip;
+        let seq = j.record(skip, None, false).unwrap();
+        j.set_hold(HoldKind::Skipped, "K2", &hold).unwrap();
+        assert_eq!(j.verify().unwrap().problems, vec![]);
+        j.skipped.remove("K2").unwrap();
+        let (at, what) = first_problem(&j).unwrap();
+        assert_eq!(at, seq);
+        assert!(what.contains("skip for K2"), "{what}");
+
+        let (_dir, j) = sample();
+        j.set_hold(HoldKind::Conflict, "K3", &hold).unwrap();
+        let (_, what) = first_problem(&j).unwrap();
+        assert!(what.contains("conflict of K3 has no event"), "{what}");
+        let mut conflict = event("K3", "s1");
+        conflict.operation = Operation::Adopt;
+        conflict.outcome = Outcome::Conflict;
+        j.record(conflict, None, false).unwrap();
+        assert_eq!(j.verify().unwrap().problems, vec![]);
+        let mut link = event("K3", "s2");
+        link.operation = Operation::Link;
+        j.record(link, None, false).unwrap();
+        j.lift_hold(HoldKind::Conflict, "K3").unwrap();
+        assert_eq!(j.verify().unwrap().problems, vec![]);
     }
 
     #[test]

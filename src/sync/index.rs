@@ -23,6 +23,9 @@ use crate::sink::{Remote, SinkError};
 /// "last page" cannot keep a run reading.
 const MOST_PAGES: u32 = 10_000;
 
+/// Customers listed at most.
+const MOST_CUSTOMERS: usize = 2_000_000;
+
 /// Up to this many new customers, once the journal knows the register, are simply
 /// created: the register refuses a number in use, and `adopt` then decides as the index
 /// would, for a request or two instead of every page of the register.
@@ -74,24 +77,26 @@ impl Engine {
     /// Reads the register's whole customer list.
     pub(super) async fn register_index(&self) -> std::result::Result<RegisterIndex, SinkError> {
         let mut index = RegisterIndex::default();
-        let mut previous_first: Option<String> = None;
+        let mut ids: HashSet<String> = HashSet::new();
+        let unreadable = |page: u32, what: &str| SinkError::Failed {
+            status: None,
+            message: format!(
+                "{} answered page {} of its customer list {what}; the list cannot be read",
+                self.product(),
+                page + 1
+            ),
+        };
         for page in 0..MOST_PAGES {
             let listed = self.sink.customers_page(page).await?;
-            let first = listed.customers.first().map(|(n, _)| n.clone());
-            if first.is_some() && first == previous_first {
-                return Err(SinkError::Failed {
-                    status: None,
-                    message: format!(
-                        "{} answered page {} of its customer list with the page before it \
-                         again; the list cannot be read",
-                        self.product(),
-                        page + 1
-                    ),
-                });
-            }
-            previous_first = first;
             let empty = listed.customers.is_empty();
+            let mut new = 0;
             for (number, remote) in listed.customers {
+                // Paging by offset shows a customer twice when one is added meanwhile:
+                // one customer, listed again.
+                if !ids.insert(remote.id.clone()) {
+                    continue;
+                }
+                new += 1;
                 match index.customers.get_mut(&number) {
                     None => {
                         index.customers.insert(number, Listed::One(remote));
@@ -101,6 +106,12 @@ impl Engine {
                     }
                     Some(Listed::Many(n)) => *n += 1,
                 }
+            }
+            if !empty && new == 0 {
+                return Err(unreadable(page, "with customers it had listed already"));
+            }
+            if ids.len() > MOST_CUSTOMERS {
+                return Err(unreadable(page, "past the most customers a register holds"));
             }
             if !listed.more || empty {
                 tracing::info!(
@@ -304,13 +315,14 @@ impl Engine {
             remote_id: remote_id.map(str::to_string),
             number: Some(record.number.clone()),
         };
-        self.journal
-            .set_hold(HoldKind::Conflict, &record.code, &hold)?;
         let mut event = self.event(&record.code, run_id, actor, Operation::Adopt);
         event.outcome = Outcome::Conflict;
         event.remote_id = remote_id.map(str::to_string);
         event.message = Some(reason);
+        // The event first: cut off before the hold, the next sync decides again.
         self.journal.record(event, None, false)?;
+        self.journal
+            .set_hold(HoldKind::Conflict, &record.code, &hold)?;
         Ok(())
     }
 }

@@ -233,6 +233,18 @@ impl<'e> Planner<'e> {
                 }
             }
         }
+        // A conflict is about the number it was found under: renumbered in Opter, the
+        // customer is planned afresh.
+        if let Some((HoldKind::Conflict, h)) = &hold {
+            let now = engine
+                .mapping
+                .check_and_hash(&permitted)
+                .ok()
+                .map(|r| r.number);
+            if h.number.is_some() && now.is_some() && h.number != now {
+                hold = None;
+            }
+        }
         let mut number = NO_NUMBER;
         let verdict = if let Some((kind, h)) = hold {
             match kind {

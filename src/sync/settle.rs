@@ -45,11 +45,25 @@ impl Engine {
                 continue;
             };
             let remote_id = remote.id.clone();
-            // Adopt only what the journal did not know as ours already.
+            // Ours only if the journal knows it by this id, or it holds exactly what the
+            // open write sent. Anything else under the number (the accountant's own) is
+            // left to the next create: the register refuses the number and `adopt`
+            // decides, through `link::compare`, with the whole record.
             let known = self.journal.state(self.sink_name(), &code)?;
             let operation = match known {
                 Some(s) if s.remote_id == remote_id => Operation::Settle,
-                _ => Operation::Adopt,
+                _ if self.mapping.remote_hash(&remote.fields) == intent.content_hash => {
+                    Operation::Adopt
+                }
+                _ => {
+                    tracing::info!(
+                        customer = %code,
+                        "open write: the register holds other content under the number; \
+                         decided when the customer is written"
+                    );
+                    self.journal.close_intent(self.sink_name(), &code)?;
+                    continue;
+                }
             };
             let mut event = self.event(&code, run_id, actor, operation);
             event.remote_id = Some(remote_id.clone());

@@ -452,3 +452,77 @@ async fn a_fresh_journal_links_what_the_register_holds_without_writing() {
     assert_eq!(again.counts.unchanged, 3);
     assert_eq!(f.sink.calls().len(), before + calls.len());
 }
+
+#[tokio::test]
+async fn a_new_customer_meeting_another_under_its_number_is_a_conflict_without_the_index() {
+    let f = fixture(THREE);
+    run(&f.engine).await;
+    // The journal knows the register; one new customer is simply created, and the
+    // register refuses its number: the accountant's own customer is there.
+    let four = [THREE, &[("K4", "Delta Däck AB", "anna@delta.se")]].concat();
+    write_exports(f._dir.path(), &four);
+    f.sink.customers.lock().unwrap().insert(
+        "K4".into(),
+        serde_json::json!({"Name": "Håkansson & Söner Åkeri AB", "EmailAddress": "info@hs.se"}),
+    );
+    let lists = f.sink.lists();
+    let report = run(&f.engine).await;
+    assert_eq!(f.sink.lists(), lists, "no index for one new customer");
+    assert_eq!((report.counts.conflict, report.counts.created), (1, 0));
+    assert!(f.sink.calls().contains(&"create K4".to_string()));
+    assert!(!f.sink.calls().contains(&"update K4".to_string()));
+    let events = f.engine.journal.events(Some("K4"), None).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.operation == Operation::Adopt && e.outcome == Outcome::Conflict),
+        "{events:?}"
+    );
+    assert_eq!(
+        f.sink.customers.lock().unwrap()["K4"]["Name"],
+        "Håkansson & Söner Åkeri AB"
+    );
+}
+
+#[tokio::test]
+async fn settling_an_open_write_never_takes_over_another_customer_under_the_number() {
+    let f = fixture(THREE);
+    run(&f.engine).await;
+    let four = [THREE, &[("K4", "Delta Däck AB", "anna@delta.se")]].concat();
+    write_exports(f._dir.path(), &four);
+    // A run died with K4's create open (its lookup after the refused create failed, say),
+    // and the register holds someone else's K4.
+    f.sink.customers.lock().unwrap().insert(
+        "K4".into(),
+        serde_json::json!({"Name": "Håkansson & Söner Åkeri AB", "EmailAddress": "info@hs.se"}),
+    );
+    let intent = Intent {
+        operation: Operation::Create,
+        key: "ab".repeat(32),
+        number: "K4".into(),
+        content_hash: "cd".repeat(32),
+        run_id: "20261203T080000.000Z-0001".into(),
+        started: Utc::now(),
+    };
+    let mut batch = IntentBatch::new("eaccounting", "20261203T080000.000Z-0001", 0);
+    let recorder = f.engine.journal.recorder();
+    recorder
+        .open_intents(&mut batch, &[("K4".to_string(), intent)])
+        .unwrap();
+    recorder.flush().unwrap();
+    let report = run(&f.engine).await;
+    assert_eq!(report.counts.conflict, 1, "{report:?}");
+    assert!(f
+        .engine
+        .journal
+        .state("eaccounting", "K4")
+        .unwrap()
+        .is_none());
+    assert!(!f.sink.calls().contains(&"update K4".to_string()));
+    assert!(f
+        .engine
+        .journal
+        .pending_intents("eaccounting")
+        .unwrap()
+        .is_empty());
+}

@@ -145,6 +145,8 @@ async fn an_unrelated_customer_under_our_number_is_a_conflict_until_a_person_acc
                 && e["outcome"] == "succeeded"),
         "the decision is a support event: {log}"
     );
+    let (code, out, err) = run(&setup, &["journal", "verify"]);
+    assert_eq!(code, 0, "holds and events agree: {out}{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,6 +177,8 @@ async fn a_skipped_customer_is_never_sent() {
         run(&setup, &["link", "--customer", "K10002", "--accept"]).0,
         2
     );
+    let (code, out, err) = run(&setup, &["journal", "verify"]);
+    assert_eq!(code, 0, "holds and events agree: {out}{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

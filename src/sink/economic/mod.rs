@@ -457,7 +457,7 @@ impl EconomicSink {
             }
             Err(e) => return Err(e),
         };
-        let customer = reply.body();
+        let customer = reply.json(PRODUCT, "the create")?;
         let n = customer["customerNumber"]
             .as_i64()
             .ok_or_else(|| SinkError::Failed {

@@ -9,11 +9,12 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
+use serde_json::Value;
 
 use super::link::{compare, Found};
 use super::plan::Task;
 use super::report::Onboarding;
-use super::{Engine, Report};
+use super::{Engine, Planned, Report};
 use crate::error::Result;
 use crate::journal::{Hold, HoldKind, Operation, Outcome, State};
 use crate::mapping::MappedRecord;
@@ -220,6 +221,22 @@ impl Engine {
                 Linked::Unchanged => {
                     onboarding.linked_unchanged += 1;
                     report.counts.unchanged += 1;
+                }
+                Linked::Update(_) if dry_run => {
+                    // What changes is what the register holds now, not what was sent.
+                    onboarding.linked_updated += 1;
+                    report.counts.updated += 1;
+                    let holds = |k: &str| remote.fields.get(k).unwrap_or(&Value::Null);
+                    report.plan.push(Planned {
+                        customer: record.code.clone(),
+                        operation: "update",
+                        fields: record
+                            .fields
+                            .iter()
+                            .filter(|(k, v)| holds(k) != *v)
+                            .map(|(k, _)| k.clone())
+                            .collect(),
+                    });
                 }
                 Linked::Update(state) => {
                     onboarding.linked_updated += 1;

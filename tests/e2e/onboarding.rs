@@ -196,6 +196,22 @@ async fn a_name_written_differently_is_the_same_customer_and_is_linked() {
         }))
         .await;
     let id = theirs["Id"].as_str().unwrap().to_string();
+    // The dry run names what changes against what the register holds.
+    let out = setup.run(&["sync", "--dry-run", "--json"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let planned = plan["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["customer"] == "K10001")
+        .unwrap()
+        .clone();
+    assert_eq!(planned["operation"], "update", "{plan}");
+    assert_eq!(
+        planned["fields"],
+        json!(["ContactPersonEmail", "ContactPersonName", "Name"]),
+        "{plan}"
+    );
     setup.clear_requests().await;
     let (code, report) = setup.sync_json();
     assert_eq!(code, 0, "{report}");

@@ -612,7 +612,11 @@ impl ClientCredentials {
         }
         let product = self.product;
         let refused = |r: &BasicErrorResponse| {
-            let why = r.error_description().cloned().unwrap_or_default();
+            // The server's words, quoted parts removed: they can echo what was sent.
+            let why = r
+                .error_description()
+                .map(|d| super::http::without_quoted(d))
+                .unwrap_or_default();
             SinkError::Config(format!(
                 "{product} refused the client-credentials token request ({}{}{why}): check \
                  [sink] client_id, tenant_id, scopes and the client secret's environment variable",
@@ -786,7 +790,7 @@ pub async fn login(
         bail!(
             "{} refused the login: {error} {}",
             settings.product,
-            get("error_description").unwrap_or_default()
+            super::http::without_quoted(&get("error_description").unwrap_or_default())
         );
     }
     if get("state").as_deref() != Some(csrf.secret().as_str()) {

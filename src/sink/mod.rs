@@ -51,6 +51,13 @@ pub enum SinkError {
     /// (a lost journal, or a create whose answer never arrived): find it and adopt it.
     #[error("the register already has a customer with this number (HTTP {status}): {message}")]
     NumberTaken { status: u16, message: String },
+    /// Transient trouble after the register refused the write itself, so nothing of it
+    /// landed: recorded as failed, retried next run, and its intent closed.
+    #[error("failed{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    NotSent {
+        status: Option<u16>,
+        message: String,
+    },
     /// Not written: the register holds another customer under this number (held as a
     /// conflict by the run, with this reason, until a person decides).
     #[error("{0}")]

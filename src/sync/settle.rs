@@ -45,25 +45,15 @@ impl Engine {
                 continue;
             };
             let remote_id = remote.id.clone();
-            // Ours only if the journal knows it by this id, or it holds exactly what the
-            // open write sent. Anything else under the number (the accountant's own) is
-            // left to the next create: the register refuses the number and `adopt`
-            // decides, through `link::compare`, with the whole record.
+            // An open intent means our write may have landed, in whole or in part (an
+            // e-conomic create is three requests), and Opter may have changed since: what
+            // is under the number is ours. A create the register refused closes its
+            // intent (`SinkError::NotSent`), so an accountant's customer under the number
+            // is met here only if a run died between that refusal and its adoption.
             let known = self.journal.state(self.sink_name(), &code)?;
             let operation = match known {
                 Some(s) if s.remote_id == remote_id => Operation::Settle,
-                _ if self.mapping.remote_hash(&remote.fields) == intent.content_hash => {
-                    Operation::Adopt
-                }
-                _ => {
-                    tracing::info!(
-                        customer = %code,
-                        "open write: the register holds other content under the number; \
-                         decided when the customer is written"
-                    );
-                    self.journal.close_intent(self.sink_name(), &code)?;
-                    continue;
-                }
+                _ => Operation::Adopt,
             };
             let mut event = self.event(&code, run_id, actor, operation);
             event.remote_id = Some(remote_id.clone());
@@ -97,7 +87,15 @@ impl Engine {
         match self.sink.create(record, key).await {
             Err(SinkError::NumberTaken { .. }) => {
                 *operation = Operation::Update;
-                self.adopt(record, key, run_id, actor).await
+                match self.adopt(record, key, run_id, actor).await {
+                    // The create was refused, so nothing of it landed: the intent closes,
+                    // and the next run decides again instead of settling onto whatever is
+                    // under the number.
+                    Err(SinkError::Failed { status, message }) => {
+                        Err(SinkError::NotSent { status, message })
+                    }
+                    other => other,
+                }
             }
             other => other.map(|w| (w, Done::Created)),
         }

@@ -19,6 +19,8 @@ use crate::source::{OpterExportConfig, OpterExportSource};
 struct MemorySink {
     customers: Mutex<BTreeMap<String, Value>>,
     calls: Mutex<Vec<String>>,
+    /// Lookups by number fail (an outage, an unreadable answer) while set.
+    finds_fail: std::sync::atomic::AtomicBool,
 }
 
 impl MemorySink {
@@ -61,6 +63,14 @@ impl Sink for MemorySink {
         number: &'a str,
     ) -> BoxFuture<'a, Result<Option<Remote>, SinkError>> {
         self.called(format!("find {number}"));
+        if self.finds_fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Box::pin(async {
+                Err(SinkError::Failed {
+                    status: Some(503),
+                    message: "unavailable".into(),
+                })
+            });
+        }
         let found = self.customers.lock().unwrap().get(number).cloned();
         Box::pin(async move { Ok(found.map(|f| MemorySink::remote(number, &f))) })
     }
@@ -485,33 +495,34 @@ async fn a_new_customer_meeting_another_under_its_number_is_a_conflict_without_t
 }
 
 #[tokio::test]
-async fn settling_an_open_write_never_takes_over_another_customer_under_the_number() {
+async fn a_refused_create_whose_lookup_fails_is_decided_again_not_settled_onto_another() {
     let f = fixture(THREE);
     run(&f.engine).await;
     let four = [THREE, &[("K4", "Delta Däck AB", "anna@delta.se")]].concat();
     write_exports(f._dir.path(), &four);
-    // A run died with K4's create open (its lookup after the refused create failed, say),
-    // and the register holds someone else's K4.
     f.sink.customers.lock().unwrap().insert(
         "K4".into(),
         serde_json::json!({"Name": "Håkansson & Söner Åkeri AB", "EmailAddress": "info@hs.se"}),
     );
-    let intent = Intent {
-        operation: Operation::Create,
-        key: "ab".repeat(32),
-        number: "K4".into(),
-        content_hash: "cd".repeat(32),
-        run_id: "20261203T080000.000Z-0001".into(),
-        started: Utc::now(),
-    };
-    let mut batch = IntentBatch::new("eaccounting", "20261203T080000.000Z-0001", 0);
-    let recorder = f.engine.journal.recorder();
-    recorder
-        .open_intents(&mut batch, &[("K4".to_string(), intent)])
-        .unwrap();
-    recorder.flush().unwrap();
-    let report = run(&f.engine).await;
-    assert_eq!(report.counts.conflict, 1, "{report:?}");
+    // The create is refused (the number is taken) and the lookup after it fails.
+    f.sink
+        .finds_fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let first = run(&f.engine).await;
+    assert_eq!(first.counts.failed, 1, "{first:?}");
+    assert!(
+        f.engine
+            .journal
+            .pending_intents("eaccounting")
+            .unwrap()
+            .is_empty(),
+        "nothing of a refused create landed: no intent left to settle"
+    );
+    f.sink
+        .finds_fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let second = run(&f.engine).await;
+    assert_eq!(second.counts.conflict, 1, "{second:?}");
     assert!(f
         .engine
         .journal
@@ -519,10 +530,8 @@ async fn settling_an_open_write_never_takes_over_another_customer_under_the_numb
         .unwrap()
         .is_none());
     assert!(!f.sink.calls().contains(&"update K4".to_string()));
-    assert!(f
-        .engine
-        .journal
-        .pending_intents("eaccounting")
-        .unwrap()
-        .is_empty());
+    assert_eq!(
+        f.sink.customers.lock().unwrap()["K4"]["Name"],
+        "Håkansson & Söner Åkeri AB"
+    );
 }

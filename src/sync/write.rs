@@ -227,6 +227,16 @@ impl Engine {
                     false,
                 )
             }
+            Err(SinkError::NotSent { status, message }) => {
+                e.outcome = Outcome::Failed;
+                e.http_status = status;
+                e.message = Some(message.clone());
+                (
+                    Done::Failed,
+                    format!("{message} (will be retried next run)"),
+                    true,
+                )
+            }
         };
         // Listed in the report (table or JSON): a log line only with -v.
         tracing::info!(customer = %record.code, outcome = ?e.outcome, "not written: {reason}");

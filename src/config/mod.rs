@@ -114,6 +114,9 @@ fn default_max_retry_wait_secs() -> u64 {
 fn default_retry_budget_secs() -> u64 {
     120
 }
+/// The longest retention a config may name: a hundred years.
+const MOST_KEEP_VALUES_DAYS: u32 = 36_500;
+
 fn default_keep_values_days() -> u32 {
     1095
 }
@@ -195,6 +198,15 @@ impl Config {
             return bad(
                 "[sink] concurrency",
                 format!("is {}; use 1 to 64", sink.concurrency),
+            );
+        }
+        if self.journal.keep_values_days > MOST_KEEP_VALUES_DAYS {
+            return bad(
+                "[journal] keep_values_days",
+                format!(
+                    "is {}; use 0 to {MOST_KEEP_VALUES_DAYS} (a hundred years)",
+                    self.journal.keep_values_days
+                ),
             );
         }
         if !(1..=10_000).contains(&self.journal.flush_every) {
@@ -341,6 +353,14 @@ path = "journal"
         assert_eq!(policy.max_server_wait, std::time::Duration::from_secs(30));
         let default = parse(GOOD).unwrap().retry_policy();
         assert_eq!(default.max_server_wait, std::time::Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_retention_past_a_hundred_years_is_refused_by_name() {
+        let e = error(&format!("{GOOD}keep_values_days = 100000000\n"));
+        assert!(e.contains("keep_values_days") && e.contains("36500"), "{e}");
+        let c = parse(&format!("{GOOD}keep_values_days = 36500\n")).unwrap();
+        assert_eq!(c.journal.keep_values_days, 36_500);
     }
 
     #[test]

@@ -224,6 +224,8 @@ impl OpterApiSource {
         })?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
+            // A redirect would carry the API key to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(anyhow::Error::from)?;
         Ok(OpterApiSource {
@@ -292,12 +294,27 @@ impl OpterApiSource {
                 after,
             };
         }
+        if status.is_redirection() {
+            // Never followed: every page would meet it, so the setting is what is wrong.
+            // Only the Location's host is named, never its path or query.
+            let host = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| self.url.join(l).ok())
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| "a location it did not give".into());
+            return Attempt::Final(Error::config(format!(
+                "Opter answered HTTP {} with a redirect to {host}: check [source] base_url \
+                 (the API key is never sent on to a redirect)",
+                status.as_u16()
+            )));
+        }
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            // The body is left out: it may echo what was asked, or hold anything at all.
             return Attempt::Final(Error::Other(anyhow::anyhow!(
-                "Opter answered HTTP {status} for {}: {}",
-                self.url,
-                body.chars().take(300).collect::<String>()
+                "Opter answered HTTP {status} for {}",
+                self.url
             )));
         }
         let bytes = match response.bytes().await {

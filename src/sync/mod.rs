@@ -168,7 +168,10 @@ impl Engine {
     async fn apply_retention(&self) -> Result<()> {
         let cutoff = match self.settings.keep_values_days {
             0 => Utc::now(),
-            days => (Utc::now() - chrono::Duration::days(i64::from(days)))
+            // Saturating: a retention past the calendar keeps everything.
+            days => chrono::TimeDelta::try_days(i64::from(days))
+                .and_then(|d| Utc::now().checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
                 .date_naive()
                 .and_hms_opt(0, 0, 0)
                 .expect("midnight exists")

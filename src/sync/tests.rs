@@ -535,3 +535,16 @@ async fn a_refused_create_whose_lookup_fails_is_decided_again_not_settled_onto_a
         "Håkansson & Söner Åkeri AB"
     );
 }
+
+#[tokio::test]
+async fn a_retention_longer_than_the_calendar_keeps_everything_without_a_panic() {
+    let mut f = fixture(THREE);
+    f.engine.settings.keep_values_days = u32::MAX;
+    let report = run(&f.engine).await;
+    assert_eq!(report.counts.created, 3);
+    let kept = f.engine.journal.events(None, None).unwrap();
+    assert!(
+        kept.iter().all(|e| e.values.is_some()),
+        "nothing is redacted"
+    );
+}

@@ -11,6 +11,7 @@ mod exactly_once;
 mod export_source;
 mod fidelity;
 mod first_impressions;
+mod hostile_opter;
 mod incremental;
 mod journal_fixture;
 mod oauth;

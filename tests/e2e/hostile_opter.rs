@@ -1,0 +1,94 @@
+//! Opter's answers are hostile input: a redirect never carries the API key elsewhere, and
+//! an error page's body never reaches a message.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Router;
+
+use crate::common::Setup;
+
+/// Serves `router` on a free loopback port; answers its base URL.
+async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// Points the tenant's `[source] base_url` at `base`.
+fn opter_at(setup: &Setup, base: &str) {
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("base_url"))
+        .expect("the sandbox config names Opter's base_url")
+        .to_string();
+    let text = text.replacen(&line, &format!("base_url = \"{base}/opter/api\""), 1);
+    std::fs::write(&setup.config, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_from_opter_is_never_followed_and_names_only_the_host() {
+    // Where the redirect points: counts what reaches it, and any API key.
+    let reached = Arc::new(AtomicUsize::new(0));
+    let keys = Arc::new(AtomicUsize::new(0));
+    let (r, k) = (reached.clone(), keys.clone());
+    let elsewhere = serve(Router::new().fallback(move |headers: HeaderMap| {
+        let (r, k) = (r.clone(), k.clone());
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            if headers.contains_key("x-api-key") {
+                k.fetch_add(1, Ordering::SeqCst);
+            }
+            StatusCode::OK
+        }
+    }))
+    .await;
+    let target = format!("{elsewhere}/steal?token=SECRET-QUERY-42");
+    let redirector = serve(Router::new().fallback(move || {
+        let target = target.clone();
+        async move { (StatusCode::FOUND, [("location", target)]).into_response() }
+    }))
+    .await;
+    let setup = Setup::new(Vec::new()).await;
+    opter_at(&setup, &redirector);
+    let out = setup.run(&["sync"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a setting to fix: {stderr}");
+    assert!(stderr.contains("[source] base_url"), "{stderr}");
+    assert!(
+        stderr.contains("127.0.0.1"),
+        "the Location's host is named: {stderr}"
+    );
+    assert!(
+        !stderr.contains("SECRET-QUERY-42") && !stderr.contains("/steal"),
+        "{stderr}"
+    );
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "nothing reaches the redirect's target"
+    );
+    assert_eq!(keys.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_page_from_opter_is_not_echoed() {
+    let opter = serve(Router::new().fallback(|| async {
+        (
+            StatusCode::NOT_FOUND,
+            "no such customer list for LEAK-19850101-1234 (key abc)",
+        )
+    }))
+    .await;
+    let setup = Setup::new(Vec::new()).await;
+    opter_at(&setup, &opter);
+    let out = setup.run(&["sync"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("HTTP 404"), "{stderr}");
+    assert!(!stderr.contains("LEAK-19850101-1234"), "{stderr}");
+}

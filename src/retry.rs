@@ -135,9 +135,12 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    // An HTTP-date in any of RFC 9110's three forms (IMF-fixdate, RFC 850, asctime).
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Reads eAccounting's "... Try again in 55 seconds." from a 429 message.
@@ -299,6 +302,19 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+        // Every HTTP-date form of RFC 9110, in the future: a wait of about that long.
+        let later = std::time::SystemTime::now() + Duration::from_secs(90);
+        let fixdate = httpdate::fmt_http_date(later);
+        let when: chrono::DateTime<chrono::Utc> = later.into();
+        let rfc850 = when.format("%A, %d-%b-%y %H:%M:%S GMT").to_string();
+        let asctime = when.format("%a %b %e %H:%M:%S %Y").to_string();
+        for form in [fixdate, rfc850, asctime] {
+            let wait = parse_retry_after(&form).unwrap_or_else(|| panic!("{form} unread"));
+            assert!(
+                (Duration::from_secs(85)..=Duration::from_secs(90)).contains(&wait),
+                "{form}: {wait:?}"
+            );
+        }
         let msg =
             "API calls quota exceeded! maximum admitted 600 per Minute. Try again in 55 seconds.";
         assert_eq!(parse_try_again_in(msg), Some(Duration::from_secs(55)));

@@ -356,6 +356,29 @@ path = "journal"
     }
 
     #[test]
+    fn a_secret_with_a_line_break_is_refused_naming_the_variable_not_the_value() {
+        let env: std::collections::HashMap<String, String> = [(
+            "VISMA_CLIENT_SECRET".to_string(),
+            "s3cret-VALUE\r\n".to_string(),
+        )]
+        .into();
+        let e = crate::config::values::secret(
+            Path::new("/etc/ovs/sync.toml"),
+            &env,
+            "client_secret_env",
+            "VISMA_CLIENT_SECRET",
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "exit 2");
+        let e = e.to_string();
+        assert!(
+            e.contains("VISMA_CLIENT_SECRET") && e.contains("control character"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret-VALUE"), "{e}");
+    }
+
+    #[test]
     fn a_retention_past_a_hundred_years_is_refused_by_name() {
         let e = error(&format!("{GOOD}keep_values_days = 100000000\n"));
         assert!(e.contains("keep_values_days") && e.contains("36500"), "{e}");

@@ -30,6 +30,12 @@ impl Env for std::collections::HashMap<String, String> {
 /// Reads the secret named by `key` (a config key of `file` holding an env-var name).
 pub fn secret(file: &Path, env: &dyn Env, key: &str, var: &str) -> Result<SecretString> {
     match env.var(var) {
+        // A line break pasted along with a secret would break every request it is sent in.
+        Some(v) if v.chars().any(char::is_control) => Err(Error::config(format!(
+            "environment variable {var} ({}: {key} names it) holds a control character, \
+             such as a line break copied along with it; set it to the value alone",
+            file.display()
+        ))),
         Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
         _ => Err(Error::config(format!(
             "environment variable {var} is not set ({}: {key} names it). Export it \

@@ -173,6 +173,11 @@ pub(super) struct Planner<'e> {
     tasks: Vec<Task>,
     pub(super) read: usize,
     pub(super) newest: Option<DateTime<Utc>>,
+    /// Customers stamped later than the read allows, and the first one's code.
+    pub(super) future: usize,
+    pub(super) first_future: Option<String>,
+    /// The latest `updated` taken as the present.
+    pub(super) latest: DateTime<Utc>,
 }
 
 impl<'e> Planner<'e> {
@@ -189,6 +194,9 @@ impl<'e> Planner<'e> {
             tasks: Vec::new(),
             read: 0,
             newest: None,
+            future: 0,
+            first_future: None,
+            latest: DateTime::<Utc>::MAX_UTC,
         }
     }
 
@@ -204,6 +212,12 @@ impl<'e> Planner<'e> {
     pub(super) fn add(&mut self, c: SourceCustomer) -> Result<()> {
         self.read += 1;
         self.newest = self.newest.max(c.updated);
+        if c.updated.is_some_and(|t| t > self.latest) {
+            self.future += 1;
+            if self.first_future.is_none() {
+                self.first_future = Some(c.code.clone());
+            }
+        }
         if self.replay.is_some_and(|codes| !codes.contains(&c.code)) {
             return Ok(());
         }

@@ -17,6 +17,11 @@ const FULL_READ_EVERY_HOURS: i64 = 24;
 /// harmless: their content hash is unchanged, so nothing is sent for them.
 const READ_OVERLAP: chrono::Duration = chrono::Duration::minutes(5);
 
+/// How far past the start of a read the cursor may go: Opter's clock and ours may differ
+/// a little. A customer stamped later than that (a typo'd date, a clock gone wrong) does
+/// not move the cursor past the read, so changes made after it are still seen.
+const CLOCK_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
+
 /// How a run reads Opter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Read {
@@ -103,6 +108,7 @@ impl Engine {
         report: &mut Report,
     ) -> Result<(Vec<Task>, Texts, Option<DateTime<Utc>>)> {
         self.observer.reading();
+        let latest = Utc::now() + CLOCK_TOLERANCE;
         let (pages, mut incoming) = tokio::sync::mpsc::channel(2);
         let reading = async move {
             let result = self.source.read_pages(read.changed_since(), &pages).await;
@@ -110,6 +116,7 @@ impl Engine {
             result
         };
         let mut planner = Planner::new(self, replay);
+        planner.latest = latest;
         let planning = async {
             while let Some((customers, total)) = incoming.recv().await {
                 if let Some(total) = total {
@@ -128,9 +135,18 @@ impl Engine {
         plan_result?;
         // The cursor only moves forward: an incremental read that saw nothing (or only
         // the overlap) keeps the one it started from.
+        if planner.future > 0 {
+            tracing::warn!(
+                customers = planner.future,
+                first = %planner.first_future.as_deref().unwrap_or_default(),
+                "customers stamped as changed in the future: the cursor stays at the time of \
+                 this read, and they are read again each run until Opter's date is corrected"
+            );
+        }
+        let newest = planner.newest.map(|t| t.min(latest));
         let cursor = match read {
-            Read::Full => planner.newest,
-            Read::Incremental { cursor } => planner.newest.max(Some(cursor)),
+            Read::Full => newest,
+            Read::Incremental { cursor } => newest.max(Some(cursor.min(latest))),
         };
         tracing::info!(
             customers = planner.read,

@@ -92,3 +92,34 @@ async fn an_error_page_from_opter_is_not_echoed() {
     assert!(stderr.contains("HTTP 404"), "{stderr}");
     assert!(!stderr.contains("LEAK-19850101-1234"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_stamped_in_the_future_does_not_hide_later_changes() {
+    let mut customers: Vec<serde_json::Value> = opter_visma_sync::sandbox::bundled_customers()
+        .into_iter()
+        .take(3)
+        .collect();
+    let setup = Setup::new(customers.clone()).await;
+    assert_eq!(setup.sync_json().0, 0);
+    customers[0]["name"] = "Håkansson Åkeri Framtid AB".into();
+    customers[0]["updated"] = "9999-12-31T00:00:00Z".into();
+    setup.put_opter_customer_as_is(&customers[0]).await;
+    let out = setup.run(&["sync", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["updated"], 1, "{report}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in the future") && stderr.contains("K10001"),
+        "{stderr}"
+    );
+
+    // A change made now, after the one stamped in the year 9999.
+    customers[1]["name"] = "Ströms Flytt Nord AB".into();
+    setup.put_opter_customer(&customers[1]).await;
+    let (code, report) = setup.sync_json();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["read"], "incremental", "{report}");
+    assert_eq!(report["updated"], 1, "the later change is seen: {report}");
+    let now = setup.register_customer("K10002").unwrap();
+    assert_eq!(now["Name"], "Ströms Flytt Nord AB");
+}

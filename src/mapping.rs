@@ -100,6 +100,16 @@ struct MappingFile {
     constants: BTreeMap<String, toml::Value>,
 }
 
+/// Characters never sent: C0 and C1 controls, DEL, and the Unicode controls that
+/// reorder text on screen (bidi embeddings, overrides, isolates and marks).
+pub fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
 /// A customer in the register's vocabulary, ready to send, with its content hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappedRecord {
@@ -240,8 +250,26 @@ impl Mapping {
     ) -> std::result::Result<Checked<'m, 'c>, String> {
         let mut values = Vec::with_capacity(self.fields.len());
         let mut number = None;
+        if customer.code.chars().any(unsafe_char) {
+            return Err(format!(
+                "the customer code holds a control character or a text-direction override, \
+                 which {} must not receive and no screen shows faithfully; correct it in Opter",
+                self.rules.product
+            ));
+        }
         for (target, source) in &self.fields {
             let mut value = FieldValue::of(*source, customer);
+            if let FieldValue::Text(s) = &value {
+                if s.chars().any(unsafe_char) {
+                    return Err(format!(
+                        "{target}: the Opter {} holds a control character (a line break, a \
+                         tab, an escape) or a text-direction override, which {} must not \
+                         receive; correct it in Opter",
+                        source.describe(),
+                        self.rules.product
+                    ));
+                }
+            }
             if let Some(rule) = self.rules.rule(target) {
                 self.check(rule, *source, &value)?;
                 if let FieldKind::Integer { min, max } = rule.kind {

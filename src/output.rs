@@ -70,7 +70,7 @@ pub fn report(out: &mut impl Write, report: &Report, json: bool) -> std::io::Res
             out,
             "  {verb}{:<7} {:<16} {}",
             p.operation,
-            p.customer,
+            printable(&p.customer),
             p.fields.join(", ")
         )?;
     }
@@ -82,13 +82,23 @@ pub fn report(out: &mut impl Write, report: &Report, json: bool) -> std::io::Res
             if i > 0 && report.rejections[i - 1] == *r {
                 continue;
             }
-            writeln!(out, "  {:<16} {}", r.customer, r.reason)?;
+            writeln!(
+                out,
+                "  {:<16} {}",
+                printable(&r.customer),
+                printable(&r.reason)
+            )?;
         }
     }
     if !report.failures.is_empty() {
         writeln!(out, "failed (retried next run):")?;
         for r in &report.failures {
-            writeln!(out, "  {:<16} {}", r.customer, r.reason)?;
+            writeln!(
+                out,
+                "  {:<16} {}",
+                printable(&r.customer),
+                printable(&r.reason)
+            )?;
         }
     }
     if !report.conflicts.is_empty() {
@@ -98,7 +108,12 @@ pub fn report(out: &mut impl Write, report: &Report, json: bool) -> std::io::Res
              written until you decide with `link`):"
         )?;
         for r in &report.conflicts {
-            writeln!(out, "  {:<16} {}", r.customer, r.reason)?;
+            writeln!(
+                out,
+                "  {:<16} {}",
+                printable(&r.customer),
+                printable(&r.reason)
+            )?;
         }
     }
     Ok(())
@@ -167,9 +182,20 @@ pub fn drift(out: &mut impl Write, drift: &crate::sync::Drift, json: bool) -> st
     Ok(())
 }
 
-/// A code as shown to a person: control characters escaped.
-fn printable(code: &str) -> String {
-    code.chars().flat_map(char::escape_debug).collect()
+/// Text as shown to a person: control characters and text-direction overrides escaped
+/// (`\u{1b}`), so a value can neither drive the terminal nor forge a line.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(crate::mapping::unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| match crate::mapping::unsafe_char(c) {
+                true => c.escape_unicode().to_string(),
+                false => c.to_string(),
+            })
+            .collect(),
+    )
 }
 
 pub fn runs(out: &mut impl Write, runs: &[Run], json: bool) -> std::io::Result<()> {
@@ -244,16 +270,17 @@ pub fn events(
         };
         writeln!(
             out,
-            "{:>6} {:<20} {:<16} {:<7} {:<10} {:>4} {:<30} {detail}",
+            "{:>6} {:<20} {:<16} {:<7} {:<10} {:>4} {:<30} {}",
             e.seq,
             time(&e.time),
-            e.customer,
+            printable(&e.customer),
             name_of(&e.operation),
             name_of(&e.outcome),
             e.http_status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into()),
             e.run_id,
+            printable(&detail),
         )?;
     }
     Ok(())
@@ -364,16 +391,15 @@ pub fn show(out: &mut impl Write, e: &Event, json: bool, show_values: bool) -> s
     for column in CSV_COLUMNS {
         let value = match &record[column] {
             Value::Null => "-".to_string(),
-            Value::String(s) => s.clone(),
+            Value::String(s) => printable(s).into_owned(),
             Value::Object(values) => values
                 .iter()
                 .map(|(k, v)| {
-                    format!(
-                        "\n    {k}: {}",
-                        v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string())
-                    )
+                    let v = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
+                    format!("\n    {}: {}", printable(k), printable(&v))
                 })
                 .collect(),
             other => other.to_string(),

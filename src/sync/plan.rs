@@ -346,7 +346,7 @@ impl<'e> Planner<'e> {
         let mut tasks: Vec<Option<Task>> = tasks.into_iter().map(Some).collect();
         let mut rejected = |code: &str, reason: String| {
             // Listed in the report (table or JSON): a log line only with -v.
-            tracing::info!(customer = %code, "rejected: {reason}");
+            tracing::info!(customer = %crate::output::printable(code), "rejected: {}", crate::output::printable(&reason));
             report.counts.rejected += 1;
             report.rejections.push(Rejection {
                 customer: code.to_string(),

@@ -123,3 +123,51 @@ async fn a_customer_stamped_in_the_future_does_not_hide_later_changes() {
     let now = setup.register_customer("K10002").unwrap();
     assert_eq!(now["Name"], "Ströms Flytt Nord AB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_and_direction_overrides_are_rejected_and_never_printed_raw() {
+    let mut customers: Vec<serde_json::Value> = opter_visma_sync::sandbox::bundled_customers()
+        .into_iter()
+        .take(3)
+        .collect();
+    // A code that would set the terminal's title, a name that forges a log line, a name
+    // that reverses what follows it on screen.
+    customers[0]["customerCode"] = "K1\u{1b}]0;pwned\u{7}".into();
+    customers[1]["name"] = "Ströms Flytt AB\r\nERROR all customers deleted".into();
+    customers[2]["name"] = "Larsen \u{202e}BA tkarF".into();
+    let setup = Setup::new(customers).await;
+    let out = setup.run(&["sync"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert_eq!(setup.writes(), [], "nothing of them is sent");
+    let (code, report) = setup.sync_json();
+    assert_eq!(
+        (code, report["rejected"].clone()),
+        (3, 3.into()),
+        "{report}"
+    );
+    let reasons = report["rejections"].to_string();
+    assert!(
+        !reasons.contains("ERROR all customers deleted"),
+        "{reasons}"
+    );
+    assert!(
+        stdout.contains("K1\\u{1b}]0;pwned\\u{7}"),
+        "the code is shown escaped: {stdout}"
+    );
+    assert!(stdout.contains("control character"), "{stdout}");
+    for (what, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{202e}'),
+            "{what} carries a raw control character"
+        );
+        assert!(
+            !text.contains("ERROR all customers deleted"),
+            "{what} echoes the value"
+        );
+    }
+    let log = setup.run(&["journal", "log"]);
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(!log.contains('\u{1b}') && !log.contains('\u{7}'), "{log}");
+}

@@ -119,11 +119,6 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The JSON body (`Null` when empty or not JSON).
-    pub fn body(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or(Value::Null)
-    }
-
     /// The JSON body, which must be there and readable: what a write is built from or
     /// decided on. An empty, truncated or foreign body (a proxy's page, a byte-order
     /// mark in front) is "cannot tell", so the customer fails and nothing is written.

@@ -138,7 +138,7 @@ impl Engine {
         if planner.future > 0 {
             tracing::warn!(
                 customers = planner.future,
-                first = %planner.first_future.as_deref().unwrap_or_default(),
+                first = %crate::output::printable(planner.first_future.as_deref().unwrap_or_default()),
                 "customers stamped as changed in the future: the cursor stays at the time of \
                  this read, and they are read again each run until Opter's date is corrected"
             );

@@ -166,21 +166,26 @@ impl Setup {
     /// A token response of our own (as a person logging in), via the authorize flow, so
     /// the connector's refresh-token chain is left alone.
     pub async fn login_tokens(&self) -> Value {
-        let setup = self;
+        self.login_tokens_with_scopes("ea:api offline_access ea:sales")
+            .await
+    }
+
+    /// Like `login_tokens`, consenting to `scopes` only.
+    pub async fn login_tokens_with_scopes(&self, scopes: &str) -> Value {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let creds = setup.sandbox.credentials();
+        let creds = self.sandbox.credentials();
         let redirect = "http://127.0.0.1:9/callback";
         let authorize = client
-            .get(setup.sandbox.visma_authorize_url())
+            .get(self.sandbox.visma_authorize_url())
             .query(&[
                 ("response_type", "code"),
                 ("client_id", creds.visma_client_id.as_str()),
                 ("redirect_uri", redirect),
                 ("state", "s"),
-                ("scope", "ea:api offline_access ea:sales"),
+                ("scope", scopes),
             ])
             .send()
             .await
@@ -196,8 +201,8 @@ impl Setup {
             .unwrap()
             .1
             .to_string();
-        let token: Value = client
-            .post(setup.sandbox.visma_token_url())
+        client
+            .post(self.sandbox.visma_token_url())
             .basic_auth(&creds.visma_client_id, Some(&creds.visma_client_secret))
             .form(&[
                 ("grant_type", "authorization_code"),
@@ -209,8 +214,7 @@ impl Setup {
             .unwrap()
             .json()
             .await
-            .unwrap();
-        token
+            .unwrap()
     }
 
     /// A customer the accountant entered in eAccounting before the integration: POSTed

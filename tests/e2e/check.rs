@@ -302,50 +302,10 @@ async fn check_without_the_sales_scope_fails_on_the_scopes_line() {
 
 /// A refresh token from the authorize flow, consenting to `scopes` only.
 async fn login_with_scopes(setup: &Setup, scopes: &str) -> String {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let creds = setup.sandbox.credentials();
-    let redirect = "http://127.0.0.1:9/callback";
-    let authorize = client
-        .get(setup.sandbox.visma_authorize_url())
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", creds.visma_client_id.as_str()),
-            ("redirect_uri", redirect),
-            ("state", "s"),
-            ("scope", scopes),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let location = authorize.headers()["location"]
-        .to_str()
+    setup.login_tokens_with_scopes(scopes).await["refresh_token"]
+        .as_str()
         .unwrap()
-        .to_string();
-    let code = url::Url::parse(&location)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .to_string();
-    let token: Value = client
-        .post(setup.sandbox.visma_token_url())
-        .basic_auth(&creds.visma_client_id, Some(&creds.visma_client_secret))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", redirect),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["refresh_token"].as_str().unwrap().to_string()
+        .to_string()
 }
 
 fn init(dir: &Path, args: &[&str]) -> Output {

@@ -287,43 +287,10 @@ async fn auth_login_with_default_company_does_not_ask_for_a_company() {
 
 /// A refresh token granted `scope` by a login of our own, for the connector's env.
 async fn refresh_token_with_scope(setup: &Setup, scope: &str) -> String {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let creds = setup.sandbox.credentials();
-    let redirect = "http://127.0.0.1:9/callback";
-    let authorize = client
-        .get(setup.sandbox.visma_authorize_url())
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", creds.visma_client_id.as_str()),
-            ("redirect_uri", redirect),
-            ("scope", scope),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let location = authorize.headers()["location"]
-        .to_str()
+    setup.login_tokens_with_scopes(scope).await["refresh_token"]
+        .as_str()
         .unwrap()
-        .to_string();
-    let code = query_of(&location)["code"].clone();
-    let token: Value = client
-        .post(setup.sandbox.visma_token_url())
-        .basic_auth(&creds.visma_client_id, Some(&creds.visma_client_secret))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", redirect),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["refresh_token"].as_str().unwrap().to_string()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

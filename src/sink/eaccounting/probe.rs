@@ -2,13 +2,8 @@
 //! customers (scopes `ea:api ea:sales`), and the mapping's `TermsOfPaymentId` is one of
 //! the company's terms of payment.
 
-use secrecy::SecretString;
-
-use super::{error_of, EAccountingConfig, GRANT_FILE, PRODUCT};
-use crate::config::values::secret;
-use crate::error::Error;
+use super::{error_of, EAccountingConfig, PRODUCT};
 use crate::mapping::Mapping;
-use crate::sink::auth::{OAuthSettings, TokenProvider};
 use crate::sink::http::{nothing_special, Credentials, Dialect, Http, Probed};
 use crate::sink::probe::{find_in_list, unexpected, unreachable, NamedVar, Prober, Verdict};
 use crate::sink::SinkContext;
@@ -37,28 +32,7 @@ impl EAccountingConfig {
 
     /// A prober with the same token provider (and grant store) as the sink's.
     pub fn prober(&self, context: &SinkContext<'_>) -> crate::error::Result<Prober> {
-        let client_secret = secret(
-            context.file,
-            context.env,
-            "[sink] client_secret_env",
-            &self.client_secret_env,
-        )?;
-        let seed = context
-            .env
-            .var(&self.refresh_token_env)
-            .filter(|v| !v.is_empty())
-            .map(SecretString::from);
-        let settings = OAuthSettings {
-            product: PRODUCT,
-            token_url: self.token_url.clone(),
-            client_id: self.client_id.clone(),
-            client_secret,
-            seed,
-            seed_env: self.refresh_token_env.clone(),
-        };
-        let store = (context.credentials)()?.join(GRANT_FILE);
-        let tokens = TokenProvider::new(settings, store)
-            .map_err(|e| Error::config(format!("{}: [sink]: {e}", context.file.display())))?;
+        let tokens = self.tokens(context)?;
         let dialect = Dialect {
             product: PRODUCT,
             error_of,

@@ -56,6 +56,36 @@ impl EAccountingConfig {
                 .map(|base| format!("{base}/authorize"))
         })
     }
+
+    /// The token provider (and grant store) the sink and `check`'s probes share.
+    pub(in crate::sink) fn tokens(
+        &self,
+        context: &SinkContext<'_>,
+    ) -> crate::error::Result<TokenProvider> {
+        let client_secret = secret(
+            context.file,
+            context.env,
+            "[sink] client_secret_env",
+            &self.client_secret_env,
+        )?;
+        // Optional once a grant is stored: the stored, rotated token is used then.
+        let seed = context
+            .env
+            .var(&self.refresh_token_env)
+            .filter(|v| !v.is_empty())
+            .map(SecretString::from);
+        let settings = OAuthSettings {
+            product: PRODUCT,
+            token_url: self.token_url.clone(),
+            client_id: self.client_id.clone(),
+            client_secret,
+            seed,
+            seed_env: self.refresh_token_env.clone(),
+        };
+        let store = (context.credentials)()?.join(GRANT_FILE);
+        TokenProvider::new(settings, store)
+            .map_err(|e| Error::config(format!("{}: [sink]: {e}", context.file.display())))
+    }
 }
 
 impl SinkSettings for EAccountingConfig {
@@ -89,29 +119,7 @@ impl SinkSettings for EAccountingConfig {
     }
 
     fn open(&self, context: &SinkContext<'_>) -> crate::error::Result<Arc<dyn Sink>> {
-        let client_secret = secret(
-            context.file,
-            context.env,
-            "[sink] client_secret_env",
-            &self.client_secret_env,
-        )?;
-        // Optional once a grant is stored: the stored, rotated token is used then.
-        let seed = context
-            .env
-            .var(&self.refresh_token_env)
-            .filter(|v| !v.is_empty())
-            .map(SecretString::from);
-        let settings = OAuthSettings {
-            product: PRODUCT,
-            token_url: self.token_url.clone(),
-            client_id: self.client_id.clone(),
-            client_secret,
-            seed,
-            seed_env: self.refresh_token_env.clone(),
-        };
-        let store = (context.credentials)()?.join(GRANT_FILE);
-        let mut tokens = TokenProvider::new(settings, store)
-            .map_err(|e| Error::config(format!("{}: [sink]: {e}", context.file.display())))?;
+        let mut tokens = self.tokens(context)?;
         tokens.require_scopes(super::REQUIRED_SCOPES);
         Ok(Arc::new(EAccountingSink::new(
             &self.api_base,

@@ -594,7 +594,7 @@ impl EconomicSink {
             .write(Method::POST, &self.contacts_url(n), Some(&body), key)
             .await
         {
-            Ok(reply) => contact_number(&reply.body()),
+            Ok(reply) => contact_number(&reply.json(PRODUCT, "the contact's create")?),
             Err(SinkError::Rejected {
                 code: Some(code), ..
             }) if code == CONTACT_NAME_TAKEN_CODE => {

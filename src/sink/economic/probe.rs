@@ -4,7 +4,6 @@
 
 use super::body::error_of;
 use super::{EconomicConfig, PRODUCT};
-use crate::config::values::secret;
 use crate::mapping::Mapping;
 use crate::sink::http::{nothing_special, Credentials, Dialect, Http};
 use crate::sink::probe::{find_in_list, unexpected, unreachable, NamedVar, Prober, Verdict};
@@ -48,19 +47,7 @@ impl EconomicConfig {
 
     /// A prober sending the two token headers.
     pub fn prober(&self, context: &SinkContext<'_>) -> crate::error::Result<Prober> {
-        let (file, env) = (context.file, context.env);
-        let app = secret(
-            file,
-            env,
-            "[sink] app_secret_token_env",
-            &self.app_secret_token_env,
-        )?;
-        let grant = secret(
-            file,
-            env,
-            "[sink] agreement_grant_token_env",
-            &self.agreement_grant_token_env,
-        )?;
+        let (app, grant) = self.tokens(context)?;
         let dialect = Dialect {
             product: PRODUCT,
             error_of,

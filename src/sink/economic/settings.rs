@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{EconomicSink, PRODUCT};
@@ -39,6 +40,29 @@ fn default_daily_call_budget() -> u32 {
     DEFAULT_DAILY_CALL_BUDGET
 }
 
+impl EconomicConfig {
+    /// The app secret and agreement grant tokens the sink and `check`'s probes send.
+    pub(in crate::sink) fn tokens(
+        &self,
+        context: &SinkContext<'_>,
+    ) -> crate::error::Result<(SecretString, SecretString)> {
+        let (file, env) = (context.file, context.env);
+        let app = secret(
+            file,
+            env,
+            "[sink] app_secret_token_env",
+            &self.app_secret_token_env,
+        )?;
+        let grant = secret(
+            file,
+            env,
+            "[sink] agreement_grant_token_env",
+            &self.agreement_grant_token_env,
+        )?;
+        Ok((app, grant))
+    }
+}
+
 impl SinkSettings for EconomicConfig {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         check_url(&self.api_base).map_err(|why| ("[sink] api_base", why))?;
@@ -59,19 +83,7 @@ impl SinkSettings for EconomicConfig {
     }
 
     fn open(&self, context: &SinkContext<'_>) -> crate::error::Result<Arc<dyn Sink>> {
-        let (file, env) = (context.file, context.env);
-        let app = secret(
-            file,
-            env,
-            "[sink] app_secret_token_env",
-            &self.app_secret_token_env,
-        )?;
-        let grant = secret(
-            file,
-            env,
-            "[sink] agreement_grant_token_env",
-            &self.agreement_grant_token_env,
-        )?;
+        let (app, grant) = self.tokens(context)?;
         let count = context.journal.join(CALL_COUNT_FILE);
         let budget = CallBudget::open(&count, self.daily_call_budget, PRODUCT, BUDGET_KEY)
             .map_err(|e| crate::error::Error::config(format!("{e:#}")))?;

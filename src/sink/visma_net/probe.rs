@@ -2,10 +2,7 @@
 //! customer read in that tenant (a wrong tenant fails there, not at the token).
 
 use super::{error_of, VismaNetConfig, NO_LICENSE_FAULT_CODE, PRODUCT};
-use crate::config::values::secret;
-use crate::error::Error;
 use crate::mapping::Mapping;
-use crate::sink::auth::ClientCredentials;
 use crate::sink::http::{nothing_special, Credentials, Dialect, Http, Probed};
 use crate::sink::probe::{unexpected, unreachable, NamedVar, Prober, Verdict};
 use crate::sink::SinkContext;
@@ -25,21 +22,7 @@ impl VismaNetConfig {
 
     /// A prober with the sink's client-credentials grant.
     pub fn prober(&self, context: &SinkContext<'_>) -> crate::error::Result<Prober> {
-        let client_secret = secret(
-            context.file,
-            context.env,
-            "[sink] client_secret_env",
-            &self.client_secret_env,
-        )?;
-        let tokens = ClientCredentials::new(
-            PRODUCT,
-            &self.token_url,
-            &self.client_id,
-            &client_secret,
-            self.scopes.clone(),
-            self.tenant_id.clone(),
-        )
-        .map_err(|e| Error::config(format!("{}: [sink]: {e}", context.file.display())))?;
+        let tokens = self.tokens(context)?;
         let dialect = Dialect {
             product: PRODUCT,
             error_of,

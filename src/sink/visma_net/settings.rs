@@ -36,6 +36,30 @@ fn default_scopes() -> Vec<String> {
     .to_vec()
 }
 
+impl VismaNetConfig {
+    /// The client-credentials grant the sink and `check`'s probes share.
+    pub(in crate::sink) fn tokens(
+        &self,
+        context: &SinkContext<'_>,
+    ) -> crate::error::Result<ClientCredentials> {
+        let client_secret = secret(
+            context.file,
+            context.env,
+            "[sink] client_secret_env",
+            &self.client_secret_env,
+        )?;
+        ClientCredentials::new(
+            PRODUCT,
+            &self.token_url,
+            &self.client_id,
+            &client_secret,
+            self.scopes.clone(),
+            self.tenant_id.clone(),
+        )
+        .map_err(|e| Error::config(format!("{}: [sink]: {e}", context.file.display())))
+    }
+}
+
 impl SinkSettings for VismaNetConfig {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         check_url(&self.api_base).map_err(|why| ("[sink] api_base", why))?;
@@ -54,24 +78,9 @@ impl SinkSettings for VismaNetConfig {
     }
 
     fn open(&self, context: &SinkContext<'_>) -> crate::error::Result<Arc<dyn Sink>> {
-        let client_secret = secret(
-            context.file,
-            context.env,
-            "[sink] client_secret_env",
-            &self.client_secret_env,
-        )?;
-        let tokens = ClientCredentials::new(
-            PRODUCT,
-            &self.token_url,
-            &self.client_id,
-            &client_secret,
-            self.scopes.clone(),
-            self.tenant_id.clone(),
-        )
-        .map_err(|e| Error::config(format!("{}: [sink]: {e}", context.file.display())))?;
         Ok(Arc::new(VismaNetSink::new(
             &self.api_base,
-            tokens,
+            self.tokens(context)?,
             context.requests_per_minute,
             context.retry,
         )?))

@@ -53,3 +53,112 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A serde (or TOML) message without the value it quotes: `invalid type: string "x",
+/// expected a boolean` becomes `invalid type: string, expected a boolean`. What was
+/// quoted may be a secret or personal data written in the wrong place; what is kept
+/// (the kind of value, what was expected, the key and position) is enough to fix it.
+pub fn without_values(message: &str) -> String {
+    let mut text = message.trim().to_string();
+    for lead in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        let Some(start) = text.find(lead) else {
+            continue;
+        };
+        let from = start + lead.len();
+        // What follows the value is serde's own text, so the last `, expected` ends it.
+        let end = text[from..]
+            .rfind(", expected")
+            .map(|i| from + i)
+            .unwrap_or(text.len());
+        let quoted = &text[from..end];
+        let kind = quoted
+            .split(['"', '`', '\''])
+            .next()
+            .unwrap_or_default()
+            .trim_end();
+        let kind = match (lead, kind) {
+            ("unknown variant ", _) => String::new(),
+            (_, "") => "a value".to_string(),
+            (_, kind) => kind.to_string(),
+        };
+        let lead = lead.trim_end();
+        let joined = match kind.is_empty() {
+            true => lead.to_string(),
+            false => format!("{lead} {kind}"),
+        };
+        text = format!("{}{joined}{}", &text[..start], &text[end..]);
+    }
+    // Keys are named (they say where); a quoted key is shown escaped and short.
+    for lead in ["unknown field `", "duplicate key `", "missing field `"] {
+        if let Some(start) = text.find(lead) {
+            let from = start + lead.len();
+            if let Some(len) = text[from..].find('`') {
+                let key: String = text[from..from + len].chars().take(64).collect();
+                let key = crate::output::printable(&key).into_owned();
+                text = format!("{}{key}{}", &text[..from], &text[from + len..]);
+            }
+        }
+    }
+    text
+}
+
+/// A TOML error as `FILE: line L, column C: what is wrong`, without the file's lines
+/// (toml's own display quotes them, and a file given by mistake may hold a secret).
+pub fn toml_error(file: &std::path::Path, text: &str, error: &toml::de::Error) -> String {
+    let at = error
+        .span()
+        .map(|span| {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            format!("line {line}, column {column}: ")
+        })
+        .unwrap_or_default();
+    format!(
+        "{}: {at}{}",
+        file.display(),
+        without_values(error.message())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_messages_keep_the_kind_and_the_place_but_not_the_value() {
+        for (message, kept) in [
+            (
+                "invalid type: string \"LEAK-19850101-1234\", expected a boolean at line 1 column 108",
+                "invalid type: string, expected a boolean at line 1 column 108",
+            ),
+            (
+                "invalid value: integer `4711`, expected u8",
+                "invalid value: integer, expected u8",
+            ),
+            (
+                "unknown variant `LEAK, expected x`, expected `eaccounting` or `economic`",
+                "unknown variant, expected `eaccounting` or `economic`",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected a string",
+                "invalid type: floating point, expected a string",
+            ),
+            (
+                "unknown field `page_sise`, expected one of `base_url`",
+                "unknown field `page_sise`, expected one of `base_url`",
+            ),
+        ] {
+            assert_eq!(without_values(message), kept);
+        }
+    }
+
+    #[test]
+    fn toml_errors_name_the_line_and_never_quote_it() {
+        let text = "tenant = \"a\"\n{\"refresh_token\": \"LEAK-TOKEN\"}\n";
+        let error = toml::from_str::<toml::Table>(text).unwrap_err();
+        let shown = toml_error(std::path::Path::new("x.toml"), text, &error);
+        assert!(shown.starts_with("x.toml: line 2, column 1: "), "{shown}");
+        assert!(!shown.contains("LEAK"), "{shown}");
+    }
+}

@@ -135,7 +135,12 @@ impl Mapping {
 
     pub fn parse(text: &str, file: &Path, rules: RegisterRules) -> Result<Mapping> {
         let bad = |why: String| Error::config(format!("mapping file {}: {why}", file.display()));
-        let raw: MappingFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let raw: MappingFile = toml::from_str(text).map_err(|e| {
+            Error::config(format!(
+                "mapping file {}",
+                crate::error::toml_error(file, text, &e)
+            ))
+        })?;
         let allowed = PermittedField::ALL.map(|f| f.name()).join(", ");
         let mut fields = BTreeMap::new();
         for (target, source) in raw.fields {

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::journal::{name_of, Event, Run};
+use crate::mapping::FieldKind;
 use crate::sync::Report;
 
 pub fn report(out: &mut impl Write, report: &Report, json: bool) -> std::io::Result<()> {
@@ -368,12 +369,14 @@ pub fn export(
         let record = event_json(e, show_values);
         let cells = CSV_COLUMNS.map(|c| match &record[c] {
             Value::Null => String::new(),
-            Value::String(s) => s.clone(),
-            Value::Array(a) => a
-                .iter()
-                .filter_map(|v| v.as_str())
-                .collect::<Vec<_>>()
-                .join(";"),
+            Value::String(s) => spreadsheet_safe(s.clone()),
+            Value::Array(a) => spreadsheet_safe(
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            ),
+            // The `values` object: its JSON text starts with `{`.
             other => other.to_string(),
         });
         writer.write_record(cells)?;
@@ -409,33 +412,60 @@ pub fn show(out: &mut impl Write, e: &Event, json: bool, show_values: bool) -> s
     Ok(())
 }
 
-/// Masks a personal value for display: `Anna Svensson` -> `A*** S***`,
-/// `anna@acme.se` -> `a***@acme.se`. Non-personal register fields are shown as they are.
+/// Masks a personal value for display by what its field holds: a name word by word
+/// (`Anna Svensson` -> `A*** S***`), an email's local part (`anna@acme.se` ->
+/// `a***@acme.se`). Non-personal register fields are shown as they are; a field no
+/// register declares is masked as a name.
 pub fn mask_field(field: &str, value: &Value) -> Value {
-    // Shown as is only where a register declares the field non-personal; events of
-    // every sink use their register's field names.
-    let personal = !crate::sink::REGISTERS
+    let rule = crate::sink::REGISTERS
         .iter()
         .flat_map(|r| r.rules.fields)
-        .any(|r| r.name == field && !r.personal);
-    match value {
-        Value::String(s) if personal => Value::String(mask(s)),
-        other => other.clone(),
+        .find(|r| r.name == field);
+    match (value, rule) {
+        (Value::String(_), Some(rule)) if !rule.personal => value.clone(),
+        (Value::String(s), Some(rule)) if matches!(rule.kind, FieldKind::Email { .. }) => {
+            Value::String(mask_email(s))
+        }
+        (Value::String(s), _) => Value::String(mask_name(s)),
+        (other, _) => other.clone(),
     }
 }
 
-pub fn mask(value: &str) -> String {
-    let word = |w: &str| match w.chars().next() {
-        Some(first) => format!("{first}***"),
-        None => String::new(),
-    };
+/// Every word masked to its first character: nothing in a name is shown whole, whatever
+/// it holds (an `@` included).
+pub fn mask_name(value: &str) -> String {
+    value
+        .split_whitespace()
+        .map(|w| match w.chars().next() {
+            Some(first) => format!("{first}***"),
+            None => String::new(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An email's domain is shown (it names a company, not a person); its local part is
+/// masked. Anything that is not one `local@domain` is masked as a name.
+pub fn mask_email(value: &str) -> String {
     match value.split_once('@') {
-        Some((local, domain)) => format!("{}@{domain}", word(local)),
-        None => value
-            .split_whitespace()
-            .map(word)
-            .collect::<Vec<_>>()
-            .join(" "),
+        Some((local, domain))
+            if !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !value.chars().any(char::is_whitespace) =>
+        {
+            format!("{}@{domain}", mask_name(local))
+        }
+        _ => mask_name(value),
+    }
+}
+
+/// A CSV cell a spreadsheet will not run: one that starts like a formula (`=`, `+`,
+/// `-`, `@`, a tab or a carriage return) gets a leading `'`, as OWASP advises.
+pub fn spreadsheet_safe(cell: String) -> String {
+    match cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        true => format!("'{cell}"),
+        false => cell,
     }
 }
 
@@ -449,9 +479,13 @@ mod tests {
 
     #[test]
     fn masks_names_and_emails_but_not_codes() {
-        assert_eq!(mask("Anna Svensson"), "A*** S***");
-        assert_eq!(mask("anna.svensson@acme.se"), "a***@acme.se");
-        assert_eq!(mask("Åsa Öberg-Lind"), "Å*** Ö***");
+        assert_eq!(mask_name("Anna Svensson"), "A*** S***");
+        assert_eq!(mask_email("anna.svensson@acme.se"), "a***@acme.se");
+        assert_eq!(mask_name("Åsa Öberg-Lind"), "Å*** Ö***");
+        assert_eq!(
+            mask_field("ContactPersonEmail", &"anna.svensson@acme.se".into()),
+            "a***@acme.se"
+        );
         assert_eq!(mask_field("CustomerNumber", &"K1001".into()), "K1001");
         assert_eq!(
             mask_field("Name", &"Acme Åkeri AB".into()),
@@ -463,5 +497,32 @@ mod tests {
             "A***",
             "unknown fields are masked"
         );
+    }
+
+    #[test]
+    fn masking_goes_by_the_field_not_by_an_at_sign() {
+        for field in ["Name", "name", "contact.name", "ContactPersonName", "New"] {
+            assert_eq!(
+                mask_field(field, &"Anders Berg @ Cargo Hansson".into()),
+                "A*** B*** @*** C*** H***",
+                "{field}"
+            );
+        }
+        // An email field holding something else is masked whole.
+        assert_eq!(
+            mask_email("Anders Berg @ Cargo Hansson"),
+            "A*** B*** @*** C*** H***"
+        );
+        assert_eq!(mask_email("a@b@c.se"), "a***");
+    }
+
+    #[test]
+    fn cells_that_start_like_formulas_are_neutralised() {
+        for cell in ["=HYPERLINK(\"x\")", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(spreadsheet_safe(cell.into()), format!("'{cell}"));
+        }
+        for cell in ["K1001", "", "a=b", "2026-12-03T10:00:00.000Z"] {
+            assert_eq!(spreadsheet_safe(cell.into()), cell);
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{toml_error, without_values, Error, Result};
 use crate::sink::{Register, SinkSettings};
 pub use crate::source::opter_api::OpterApiConfig;
 use values::{check_env_name, check_url};
@@ -138,6 +138,7 @@ pub use crate::source::opter_api::MAX_PAGE_SIZE;
 
 impl Config {
     pub fn load(file: &Path) -> Result<Config> {
+        refuse_journal_file(file, "--config")?;
         let text = std::fs::read_to_string(file).map_err(|e| {
             let hint = match cfg!(feature = "sandbox") {
                 true => format!(
@@ -156,8 +157,8 @@ impl Config {
     }
 
     pub fn parse(text: &str, file: &Path) -> Result<Config> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| Error::config(format!("{}: {}", file.display(), e.to_string().trim())))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| Error::config(toml_error(file, text, &e)))?;
         let base = file.parent().unwrap_or(Path::new("."));
         let sink = parse_sink(raw.sink)
             .map_err(|e| Error::config(format!("{}: [sink]: {}", file.display(), e.trim())))?;
@@ -174,6 +175,7 @@ impl Config {
             source.resolve(base);
         }
         config.validate()?;
+        refuse_journal_file(&config.sink.mapping, "[sink] mapping")?;
         Ok(config)
     }
 
@@ -278,6 +280,28 @@ impl Config {
     }
 }
 
+/// Refuses to read settings from inside a journal folder (its database or its
+/// `credentials/`): a config or mapping pointed there by mistake would otherwise have
+/// its first line (a refresh token, say) read as settings.
+pub fn refuse_journal_file(file: &Path, key: &str) -> Result<()> {
+    let Ok(full) = std::fs::canonicalize(file) else {
+        return Ok(()); // reading it will say what is wrong
+    };
+    let journal = full
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.join("journal.lock").is_file() || dir.join("sled").join("conf").is_file());
+    match journal {
+        Some(dir) => Err(Error::config(format!(
+            "{key} {} is inside the journal folder {}, which holds the journal and the \
+             register's credentials, never settings; point {key} at the config's own file",
+            file.display(),
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Splits the `[sink]` table into the shared keys and the product's own.
 fn parse_sink(mut table: toml::Table) -> std::result::Result<SinkConfig, String> {
     let mut common = toml::Table::new();
@@ -294,7 +318,7 @@ fn parse_sink(mut table: toml::Table) -> std::result::Result<SinkConfig, String>
                 .map(|r| format!("`{}`", r.name))
                 .collect();
             format!(
-                "unknown variant `{kind}`, expected one of {}\nin `kind`",
+                "`kind` names no register this connector writes to; use one of {}",
                 names.join(", ")
             )
         })?,
@@ -303,7 +327,7 @@ fn parse_sink(mut table: toml::Table) -> std::result::Result<SinkConfig, String>
     let product = (register.settings)(table)?;
     let common: SinkCommon = toml::Value::Table(common)
         .try_into()
-        .map_err(|e: toml::de::Error| e.to_string())?;
+        .map_err(|e: toml::de::Error| without_values(e.message()))?;
     Ok(SinkConfig {
         mapping: common.mapping,
         concurrency: common.concurrency,
@@ -423,7 +447,11 @@ path = "journal"
         for (from, to, key) in [
             ("page_size = 200", "page_size = 0", "[source] page_size"),
             ("http://127.0.0.1:1/visma/v2", "ftp://x", "[sink] api_base"),
-            ("kind = \"eaccounting\"", "kind = \"fortnox\"", "fortnox"),
+            (
+                "kind = \"eaccounting\"",
+                "kind = \"fortnox\"",
+                "[sink]: `kind`",
+            ),
         ] {
             let e = error(&GOOD.replace(from, to));
             assert!(e.contains(key) && e.contains("sync.toml"), "{e}");

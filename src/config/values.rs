@@ -48,8 +48,8 @@ pub fn secret(file: &Path, env: &dyn Env, key: &str, var: &str) -> Result<Secret
 pub fn check_url(value: &str) -> std::result::Result<(), String> {
     match url::Url::parse(value) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
-        Ok(_) => Err(format!("{value:?} is not an http(s) URL")),
-        Err(e) => Err(format!("{value:?} is not a URL ({e})")),
+        Ok(_) => Err("is not an http(s) URL".into()),
+        Err(e) => Err(format!("is not a URL ({e})")),
     }
 }
 
@@ -60,10 +60,11 @@ pub fn check_env_name(value: &str) -> std::result::Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{value:?} is not an environment variable name; put the NAME of the variable \
+        Err(
+            "is not an environment variable name; put the NAME of the variable \
              that holds the secret here (e.g. \"VISMA_CLIENT_SECRET\"), never the secret itself"
-        ))
+                .into(),
+        )
     }
 }
 

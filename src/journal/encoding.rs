@@ -25,9 +25,9 @@ pub fn encode(value: &impl Serialize) -> Vec<u8> {
 /// Decodes a stored entry, compact or (from older versions) JSON.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     if bytes.first() == Some(&b'{') {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+        serde_json::from_slice(bytes).map_err(|e| crate::error::without_values(&e.to_string()))
     } else {
-        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+        rmp_serde::from_slice(bytes).map_err(|e| crate::error::without_values(&e.to_string()))
     }
 }
 

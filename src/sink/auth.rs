@@ -53,7 +53,13 @@ impl Grant {
     /// Reads the grant stored at `path`, if any.
     pub fn load(path: &Path) -> anyhow::Result<Option<Grant>> {
         match std::fs::read(path) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the stored grant {}: {}. Log in again to replace it",
+                    path.display(),
+                    crate::error::without_values(&e.to_string())
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }

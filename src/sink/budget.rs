@@ -79,9 +79,10 @@ impl CallBudget {
         let stored: Stored = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 anyhow::anyhow!(
-                    "cannot read {product}'s call count in {}: {e}. It holds only counts \
+                    "cannot read {product}'s call count in {}: {}. It holds only counts \
                      and times; delete it only when no calls were made in the last 24 hours",
-                    path.display()
+                    path.display(),
+                    crate::error::without_values(&e.to_string())
                 )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),

@@ -9,7 +9,7 @@ use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::mapping::{MappedRecord, Mapping};
-use crate::output::mask;
+use crate::output::mask_name;
 use crate::record::PermittedField;
 use crate::sink::Remote;
 
@@ -113,7 +113,7 @@ pub(super) fn compare(mapping: &Mapping, record: &MappedRecord, remote: &Remote)
         return Found::Same;
     }
     let rules = mapping.rules();
-    let shown = |fields: Option<&str>| fields.map(mask).unwrap_or_else(|| "(no name)".into());
+    let shown = |fields: Option<&str>| fields.map(mask_name).unwrap_or_else(|| "(no name)".into());
     let theirs = names.first().and_then(|f| text(&remote.fields, f));
     let opter = names.first().and_then(|f| ours(f));
     Found::Conflict(format!(

@@ -74,7 +74,8 @@ impl SinkSettings for EconomicConfig {
             return Err((
                 BUDGET_KEY,
                 format!(
-                    "must be from 1 to {FAIR_USE_CALLS_PER_DAY} (e-conomic's fair use per                      agreement and 24 hours), not {}",
+                    "must be from 1 to {FAIR_USE_CALLS_PER_DAY} (e-conomic's fair use per \
+                     agreement and 24 hours), not {}",
                     self.daily_call_budget
                 ),
             ));

@@ -111,7 +111,23 @@ pub fn toml_error(file: &std::path::Path, text: &str, error: &toml::de::Error) -
             let before = &text.as_bytes()[..span.start.min(text.len())];
             let line = before.iter().filter(|b| **b == b'\n').count() + 1;
             let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
-            format!("line {line}, column {column}: ")
+            // The key the line sets, when it is a plain one: it says where, as a value
+            // never could.
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(key, _)| key.trim())
+                .filter(|key| {
+                    !key.is_empty()
+                        && key.len() <= 64
+                        && key
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                })
+                .map(|key| format!(" (`{key}`)"))
+                .unwrap_or_default();
+            format!("line {line}{key}, column {column}: ")
         })
         .unwrap_or_default();
     format!(

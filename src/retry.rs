@@ -125,7 +125,9 @@ impl Waits {
             Some(w) => w.min(policy.max_server_wait).max(own_wait),
             None => own_wait,
         };
-        (self.started.elapsed() + wait <= policy.budget).then_some(wait)
+        // Checked: a wait from a hostile `Retry-After` may be near `Duration::MAX`.
+        let until = self.started.elapsed().checked_add(wait)?;
+        (until <= policy.budget).then_some(wait)
     }
 }
 
@@ -227,6 +229,19 @@ mod tests {
         .await;
         assert_eq!(waits, vec![Duration::from_millis(20)]);
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_longest_wait_a_server_can_ask_for_ends_the_retries_without_a_panic() {
+        let policy = RetryPolicy {
+            max_server_wait: Duration::MAX,
+            budget: Duration::MAX,
+            ..fast()
+        };
+        let mut waits = Waits::new(&policy);
+        let asked = parse_retry_after("18446744073709551615");
+        assert_eq!(asked, Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(waits.next(Some(Duration::MAX)), None);
     }
 
     #[tokio::test]

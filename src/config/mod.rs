@@ -31,13 +31,13 @@ pub struct Config {
     pub journal: JournalConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", deny_unknown_fields)]
+/// The `[source]` table, by its `kind`.
+#[derive(Debug, Clone)]
 pub enum SourceConfig {
-    #[serde(rename = "opter-api")]
+    /// `kind = "opter-api"`.
     OpterApi(OpterApiConfig),
-    /// Opter's Customers and References export files (xlsx or tab-separated).
-    #[serde(rename = "opter-export")]
+    /// `kind = "opter-export"`: Opter's Customers and References export files (xlsx or
+    /// tab-separated).
     OpterExport(Box<crate::source::OpterExportConfig>),
 }
 
@@ -103,7 +103,7 @@ pub struct JournalConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     tenant: String,
-    source: SourceConfig,
+    source: toml::Table,
     sink: toml::Table,
     journal: JournalConfig,
 }
@@ -116,6 +116,13 @@ fn default_retry_budget_secs() -> u64 {
 }
 /// The longest retention a config may name: a hundred years.
 const MOST_KEEP_VALUES_DAYS: u32 = 36_500;
+
+/// A day: no register asks for a longer wait, and a run must end.
+const MOST_RETRY_WAIT_SECS: u64 = 86_400;
+/// A week of retrying one call.
+const MOST_RETRY_BUDGET_SECS: u64 = 604_800;
+/// Far above any register's limit; the sandbox's "no limit" is a million.
+const MOST_REQUESTS_PER_MINUTE: u64 = 10_000_000;
 
 fn default_keep_values_days() -> u32 {
     1095
@@ -160,12 +167,14 @@ impl Config {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| Error::config(toml_error(file, text, &e)))?;
         let base = file.parent().unwrap_or(Path::new("."));
+        let source = parse_source(raw.source)
+            .map_err(|e| Error::config(format!("{}: [source]: {}", file.display(), e.trim())))?;
         let sink = parse_sink(raw.sink)
             .map_err(|e| Error::config(format!("{}: [sink]: {}", file.display(), e.trim())))?;
         let mut config = Config {
             file: file.to_path_buf(),
             tenant: raw.tenant,
-            source: raw.source,
+            source,
             sink,
             journal: raw.journal,
         };
@@ -217,14 +226,26 @@ impl Config {
                 format!("is {}; use 1 to 10000", self.journal.flush_every),
             );
         }
-        if sink.max_retry_wait_secs == 0 {
-            return bad("[sink] max_retry_wait_secs", "must be at least 1".into());
-        }
-        if sink.retry_budget_secs == 0 {
-            return bad("[sink] retry_budget_secs", "must be at least 1".into());
-        }
-        if sink.requests_per_minute == 0 {
-            return bad("[sink] requests_per_minute", "must be at least 1".into());
+        for (key, value, most) in [
+            (
+                "[sink] max_retry_wait_secs",
+                sink.max_retry_wait_secs,
+                MOST_RETRY_WAIT_SECS,
+            ),
+            (
+                "[sink] retry_budget_secs",
+                sink.retry_budget_secs,
+                MOST_RETRY_BUDGET_SECS,
+            ),
+            (
+                "[sink] requests_per_minute",
+                u64::from(sink.requests_per_minute),
+                MOST_REQUESTS_PER_MINUTE,
+            ),
+        ] {
+            if !(1..=most).contains(&value) {
+                return bad(key, format!("is {value}; use 1 to {most}"));
+            }
         }
         Ok(())
     }
@@ -302,6 +323,31 @@ pub fn refuse_journal_file(file: &Path, key: &str) -> Result<()> {
     }
 }
 
+/// Reads the `[source]` table as the source its `kind` names. Read from a value (not
+/// as a tagged enum) so that an error names the key it is about.
+fn parse_source(mut table: toml::Table) -> std::result::Result<SourceConfig, String> {
+    const KINDS: &str = "`opter-api` or `opter-export`";
+    let value = |table: toml::Table| toml::Value::Table(table);
+    let named = |e: toml::de::Error| without_values(&e.to_string());
+    match table.remove("kind") {
+        None => Err(format!("missing key `kind`: {KINDS}")),
+        Some(toml::Value::String(kind)) => match kind.as_str() {
+            "opter-api" => value(table)
+                .try_into()
+                .map(SourceConfig::OpterApi)
+                .map_err(named),
+            "opter-export" => value(table)
+                .try_into()
+                .map(|c| SourceConfig::OpterExport(Box::new(c)))
+                .map_err(named),
+            _ => Err(format!(
+                "`kind` names no source this connector reads; use {KINDS}"
+            )),
+        },
+        Some(_) => Err(format!("`kind` must be {KINDS}")),
+    }
+}
+
 /// Splits the `[sink]` table into the shared keys and the product's own.
 fn parse_sink(mut table: toml::Table) -> std::result::Result<SinkConfig, String> {
     let mut common = toml::Table::new();
@@ -327,7 +373,7 @@ fn parse_sink(mut table: toml::Table) -> std::result::Result<SinkConfig, String>
     let product = (register.settings)(table)?;
     let common: SinkCommon = toml::Value::Table(common)
         .try_into()
-        .map_err(|e: toml::de::Error| without_values(e.message()))?;
+        .map_err(|e: toml::de::Error| without_values(&e.to_string()))?;
     Ok(SinkConfig {
         mapping: common.mapping,
         concurrency: common.concurrency,
@@ -400,6 +446,37 @@ path = "journal"
             "{e}"
         );
         assert!(!e.contains("s3cret-VALUE"), "{e}");
+    }
+
+    #[test]
+    fn every_number_in_the_config_is_range_checked_not_a_panic() {
+        let keys = [
+            ("[sink]", "concurrency"),
+            ("[sink]", "requests_per_minute"),
+            ("[sink]", "max_retry_wait_secs"),
+            ("[sink]", "retry_budget_secs"),
+            ("[source]", "page_size"),
+            ("[journal]", "keep_values_days"),
+            ("[journal]", "flush_every"),
+        ];
+        for (table, key) in keys {
+            let zero_keeps_nothing = key == "keep_values_days";
+            let values = ["0", "4294967296", "18446744073709551615", "-1", "1e9"];
+            for value in values.into_iter().skip(usize::from(zero_keeps_nothing)) {
+                let line = format!("{key} = {value}");
+                let text = GOOD
+                    .lines()
+                    .filter(|l| !l.starts_with(&format!("{key} ")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .replace(table, &format!("{table}\n{line}"));
+                let shown = error(&text);
+                assert!(
+                    shown.contains(key) && shown.contains("sync.toml"),
+                    "{line}: {shown}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -98,6 +98,6 @@ where
 {
     let settings: T = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| crate::error::without_values(e.message()))?;
+        .map_err(|e: toml::de::Error| crate::error::without_values(&e.to_string()))?;
     Ok(Arc::new(settings))
 }

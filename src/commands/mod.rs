@@ -81,6 +81,9 @@ fn journal_dir(config_file: &Path, args: &JournalArgs) -> Result<std::path::Path
 /// The journal, to read; a folder without one is an error, never a new journal.
 fn open_journal(config_file: &Path, args: &JournalArgs, opening: Opening) -> Result<Journal> {
     let dir = journal_dir(config_file, args)?;
+    if let Some(lost) = crate::journal::lost_database(&dir) {
+        return Err(Error::config(lost));
+    }
     let present = ["sled", "sled.old", "sled.compact"]
         .iter()
         .any(|d| dir.join(d).exists());

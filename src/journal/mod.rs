@@ -147,8 +147,14 @@ impl Journal {
         folder::tighten(dir)?;
         if opening != Opening::Read {
             // Nothing is written to a journal that cannot be read whole.
-            if let Err(damage) = journal.read_whole() {
-                return Err(crate::error::Error::Corrupt(damage.refusal(dir)).into());
+            let started = std::time::Instant::now();
+            match journal.read_whole() {
+                Ok(entries) => tracing::debug!(
+                    entries,
+                    ms = started.elapsed().as_millis() as u64,
+                    "journal read whole"
+                ),
+                Err(damage) => return Err(crate::error::Error::Corrupt(damage.refusal(dir)).into()),
             }
         }
         Ok(journal)
@@ -266,12 +272,22 @@ fn lost(dir: &Path) -> String {
     )
 }
 
+/// Why the folder `dir` must not start a new journal by itself: it held one whose
+/// database is gone. For `check` and the commands that only read.
+pub fn lost_database(dir: &Path) -> Option<String> {
+    let present = ["sled", "sled.old", "sled.compact"]
+        .iter()
+        .any(|d| dir.join(d).exists());
+    (!present && folder::held_a_journal(dir)).then(|| lost(dir))
+}
+
 /// The credentials folder of the journal in `journal_dir`, created owner-only, without
 /// opening sled (so `auth` works while a sync holds the journal).
 pub fn credentials_dir(journal_dir: &Path) -> anyhow::Result<PathBuf> {
     folder::create_folder(journal_dir)?;
     let dir = journal_dir.join("credentials");
     folder::create_folder(&dir)?;
+    folder::tighten(&dir)?;
     Ok(dir)
 }
 

@@ -408,7 +408,7 @@ impl Journal {
 
     /// Reads every entry of every tree, so damage anywhere in the files shows before
     /// anything is written. Stops at the first entry that cannot be read.
-    pub(super) fn read_whole(&self) -> Result<(), Unreadable> {
+    pub(super) fn read_whole(&self) -> Result<u64, Unreadable> {
         let unreadable = |tree: &str, after: Option<&[u8]>, e: sled::Error| Unreadable {
             after_event: match (tree, after.map(<[u8; 8]>::try_from)) {
                 ("events", Some(Ok(seq))) => Some(u64::from_be_bytes(seq)),
@@ -423,6 +423,7 @@ impl Journal {
             .tree_names()
             .into_iter()
             .map(|n| String::from_utf8_lossy(&n).into_owned());
+        let mut entries = 0u64;
         for name in names {
             let tree = self
                 .db
@@ -434,9 +435,10 @@ impl Journal {
                     Ok((key, _)) => last = Some(key),
                     Err(e) => return Err(unreadable(&name, last.as_deref(), e)),
                 }
+                entries += 1;
             }
         }
-        Ok(())
+        Ok(entries)
     }
 }
 
@@ -626,6 +628,71 @@ mod tests {
             .insert("eaccounting/K3", serde_json::to_vec(&state).unwrap())
             .unwrap();
         assert_eq!(first_problem(&j).unwrap().0, 6);
+    }
+}
+
+#[cfg(test)]
+mod suppression_file {
+    use super::*;
+    use crate::journal::testing::{event, sample};
+    use crate::journal::{Hold, HoldKind};
+
+    fn hold() -> Hold {
+        Hold {
+            since: chrono::Utc::now(),
+            actor: "support:eva".into(),
+            reason: "r".into(),
+            outcome: None,
+            remote_id: None,
+            number: None,
+        }
+    }
+
+    fn kinds(j: &Journal) -> Vec<(Kind, String)> {
+        let v = j.verify().unwrap();
+        v.problems.into_iter().map(|p| (p.kind, p.what)).collect()
+    }
+
+    #[test]
+    fn the_file_and_sled_must_agree_and_a_cut_off_unsuppress_is_unfinished() {
+        let (dir, j) = sample();
+        j.set_hold(HoldKind::Suppressed, "K2", &hold()).unwrap();
+        let mut erase = event("K2", "s1");
+        erase.operation = Operation::Erase;
+        j.record(erase, None, true).unwrap();
+        assert_eq!(kinds(&j), vec![]);
+
+        // Unsuppressed in sled, its event recorded, cut off before the file.
+        j.lift_hold(HoldKind::Suppressed, "K2").unwrap();
+        let mut lift = event("K2", "s2");
+        lift.operation = Operation::Unsuppress;
+        j.record(lift, None, false).unwrap();
+        let found = kinds(&j);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, Kind::Unfinished);
+        assert!(
+            found[0].1.contains("unfinished unsuppress of K2"),
+            "{found:?}"
+        );
+        assert!(
+            j.hold(HoldKind::Suppressed, "K2").unwrap().is_some(),
+            "held"
+        );
+        j.unlist_suppression("K2").unwrap();
+        assert_eq!(kinds(&j), vec![]);
+        assert!(j.hold(HoldKind::Suppressed, "K2").unwrap().is_none());
+
+        // A suppression edited out of the file is a change, not an unfinished action.
+        j.set_hold(HoldKind::Suppressed, "K3", &hold()).unwrap();
+        let mut erase = event("K3", "s3");
+        erase.operation = Operation::Erase;
+        j.record(erase, None, true).unwrap();
+        folder::write_suppressions(dir.path(), &Default::default()).unwrap();
+        let found = kinds(&j);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, Kind::Tampered);
+        assert!(found[0].1.contains("K3 is missing from"), "{found:?}");
+        assert_eq!(j.verify().unwrap().exit_code(), exit::VERIFY_FAILED);
     }
 }
 

@@ -78,9 +78,25 @@ async fn a_lost_database_is_refused_and_a_new_journal_keeps_the_erasures() {
         !setup.journal_dir().join("sled").exists(),
         "nothing started"
     );
-    // Every command that would start a journal refuses it alike.
-    let out = setup.run(&["restrict", "--customer", &code(0), "--reason", "r"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // Every command that would start a journal refuses it alike; those that read say
+    // so too, and `check` fails on it.
+    for command in [
+        &["restrict", "--customer", &code(0), "--reason", "r"][..],
+        &["journal", "log"],
+        &["check"],
+    ] {
+        let out = setup.run(command);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("--new-journal"),
+            "{command:?}: {}",
+            text(&out)
+        );
+    }
+    assert!(
+        !setup.journal_dir().join("sled").exists(),
+        "nothing started"
+    );
 
     let out = setup.run(&["sync", "--full", "--new-journal", "--json"]);
     let report = report_of(&out);

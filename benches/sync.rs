@@ -1191,7 +1191,8 @@ fn b7(rt: &tokio::runtime::Runtime, args: &Args) -> Vec<Row> {
             });
             configure(&setup.config, &setup.sandbox, args.b7_rate, args.tuning());
             setup.clear_requests(rt);
-            let (child, report) = setup.sync(&[]);
+            // The earlier installation's journal is gone: this run starts a new one.
+            let (child, report) = setup.sync(&["--new-journal"]);
             let r = setup.take_requests(rt);
             progress(format_args!(
                 "B7 {what} run {i}: {} register calls ({} x 429) in {:.1} s; {report}",

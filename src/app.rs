@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, Env, SourceConfig};
 use crate::error::{Error, Result};
-use crate::journal::Journal;
+use crate::journal::{Journal, Opening};
 use crate::mapping::Mapping;
 use crate::sink::{Sink, SinkContext};
 use crate::source::{OpterApiSource, OpterExportSource, Source};
@@ -26,6 +26,12 @@ pub struct Connector {
 
 impl Connector {
     pub fn open(config: Config, env: &dyn Env) -> Result<Connector> {
+        Self::open_as(config, env, Opening::Write)
+    }
+
+    /// Like `open`; with `Opening::NewJournal`, a journal folder whose database is gone
+    /// starts a new one, carrying its suppression file's customers into it.
+    pub fn open_as(config: Config, env: &dyn Env, opening: Opening) -> Result<Connector> {
         let retry = config.retry_policy();
         let source = match &config.source {
             SourceConfig::OpterApi(source) => {
@@ -37,7 +43,8 @@ impl Connector {
             }
         };
         let mapping = Mapping::load(&config.sink.mapping, config.sink.register.rules)?;
-        let journal = Journal::open(&config.journal.path).map_err(Error::Other)?;
+        let journal = Journal::open_as(&config.journal.path, opening)?;
+        journal.carry_suppressions(config.sink_name())?;
         let credentials = || journal.credentials_dir().map_err(Error::Other);
         let sink = config.sink.product.open(&SinkContext {
             file: &config.file,

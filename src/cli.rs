@@ -27,7 +27,9 @@ macro_rules! long_about {
                   3 finished with rejected or failed customers, 4 a person must log in to \
                   Visma again, 5 `journal verify` found the journal changed after it was \
                   written (or a purge could not verify it), 6 e-conomic's daily call budget \
-                  is used up (run again when the message says)."
+                  is used up (run again when the message says), 7 the journal cannot be \
+                  read whole (damaged files: restore it from a backup), 8 `journal verify` \
+                  found a support action cut off half-way (run it again)."
 )]
 #[cfg_attr(
     feature = "sandbox",
@@ -47,6 +49,12 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug). Logs name customers by code only.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Start a new journal where the journal folder's database is gone (without this,
+    /// such a folder is refused: restore it with `journal restore`). Purged customers
+    /// listed in its suppression file stay suppressed.
+    #[arg(long, global = true)]
+    pub new_journal: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -508,13 +516,37 @@ pub enum JournalCommand {
     Log(LogArgs),
     /// Check the hash chain and the indexes: has anything been edited or removed?
     #[command(
-        long_about = "Walk the journal's hash chain and its indexes. Exit 0 with the \
-        number of events checked, or exit 5 naming the first broken sequence number and what \
-        is wrong (an event changed, missing or reordered; a state entry edited). Redacted \
-        values do not break the chain.\n\n\
+        long_about = "Read the journal's files whole, walk its hash chain and its indexes, \
+        and compare its suppressions with the suppression file. Exit 0 with the number of \
+        events checked; 7 when the files cannot be read (damaged: restore from a backup), \
+        naming the last event that read fine; 5 naming the first broken sequence number \
+        and what is wrong (an event changed, missing or reordered; a state entry edited); \
+        8 for a support action cut off half-way (\"an unfinished purge of CODE: run purge \
+        again\"). Redacted values do not break the chain.\n\n\
         Example:\n  opter-visma-sync --config sync.toml journal verify --json"
     )]
     Verify(JournalArgs),
+    /// Write a consistent copy of the journal to a file, to restore from.
+    #[command(
+        long_about = "Write a copy of every entry of the journal's database to FILE \
+        (readable by you only), taken under the journal's lock so that no run writes \
+        meanwhile, with a checksum over the whole. A journal that cannot be read whole is \
+        refused (exit 7). Keep it with a copy of the journal folder's credentials/ and \
+        suppressions file.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml journal backup /backup/journal-$(date +%F).ovs"
+    )]
+    Backup(FileArgs),
+    /// Start a journal folder's lost or damaged database from a backup file.
+    #[command(
+        long_about = "Start the journal folder's database from FILE, a file `journal \
+        backup` wrote. The folder must hold no database (move a damaged sled/ away first); \
+        its credentials/ and suppressions file are kept. The whole file is checked before \
+        anything is written. Customers purged after the backup was taken stay suppressed and \
+        are listed: run `purge` for each again to erase them from the restored journal. \
+        Ends with `journal verify`'s result and exit code.\n\n\
+        Example:\n  opter-visma-sync --config sync.toml journal restore /backup/journal-2026-12-01.ovs"
+    )]
+    Restore(FileArgs),
     /// One event in full, values masked unless --show-values.
     #[command(
         long_about = "One event in full: every column, the values sent (masked, as \
@@ -601,6 +633,14 @@ pub struct JournalArgs {
     /// JSON output, one array.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    #[command(flatten)]
+    pub common: JournalArgs,
+    /// The backup file.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,12 @@ pub mod exit {
     /// The register's daily call budget is used up: the run stopped cleanly and can
     /// resume once calls leave the 24-hour window.
     pub const BUDGET: u8 = 6;
+    /// The journal cannot be read whole (its files are damaged): nothing was written;
+    /// restore it from a `journal backup`.
+    pub const CORRUPT: u8 = 7;
+    /// `journal verify` found a support action cut off half-way (a purge, say): run it
+    /// again to complete it.
+    pub const UNFINISHED: u8 = 8;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +38,26 @@ pub enum Error {
     /// The daily call budget is used up; the message says until when.
     #[error("{0}")]
     Budget(String),
+    /// The journal cannot be read whole; the message names where and how to restore.
+    #[error("{0}")]
+    Corrupt(String),
     /// Anything else that stops the command.
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    Other(anyhow::Error),
+}
+
+/// An `Error` raised as it is where only `anyhow` travels (inside the journal, say) keeps
+/// its class, and so its exit code; one given context since stays `Other`, as before.
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Self {
+        if e.chain().count() > 1 {
+            return Error::Other(e);
+        }
+        match e.downcast::<Error>() {
+            Ok(e) => e,
+            Err(e) => Error::Other(e),
+        }
+    }
 }
 
 impl Error {
@@ -47,6 +70,7 @@ impl Error {
             Error::Config(_) => exit::CONFIG,
             Error::NeedsLogin(_) => exit::NEEDS_LOGIN,
             Error::Budget(_) => exit::BUDGET,
+            Error::Corrupt(_) => exit::CORRUPT,
             Error::Other(_) => exit::FAILED,
         })
     }

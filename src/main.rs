@@ -8,6 +8,8 @@ use opter_visma_sync::journal::HoldKind;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    owner_only_files();
+    let new = cli.new_journal;
     // One thread: the work is I/O-bound and per-customer ordered, and on small machines
     // cross-thread wake-ups cost more than they give.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -28,23 +30,23 @@ fn main() -> ExitCode {
             Command::Sandbox(args) => commands::sandbox::sandbox(args).await,
             Command::Init(args) => commands::init::init(&cli.config, args),
             Command::Check(args) => commands::check::check(&cli.config, args).await,
-            Command::Sync(args) => commands::sync(&cli.config, args).await,
+            Command::Sync(args) => commands::sync(&cli.config, args, new).await,
             Command::Journal(command) => commands::journal(&cli.config, command),
             Command::Auth(command) => commands::auth(&cli.config, command).await,
-            Command::Replay(args) => commands::replay(&cli.config, args).await,
-            Command::Purge(args) => commands::purge(&cli.config, args).await,
+            Command::Replay(args) => commands::replay(&cli.config, args, new).await,
+            Command::Purge(args) => commands::purge(&cli.config, args, new).await,
             Command::Unsuppress(args) => {
-                commands::hold(&cli.config, args, HoldKind::Suppressed, false).await
+                commands::hold(&cli.config, args, HoldKind::Suppressed, false, new).await
             }
             Command::Restrict(args) => {
-                commands::hold(&cli.config, args, HoldKind::Restricted, true).await
+                commands::hold(&cli.config, args, HoldKind::Restricted, true, new).await
             }
             Command::Unrestrict(args) => {
-                commands::hold(&cli.config, args, HoldKind::Restricted, false).await
+                commands::hold(&cli.config, args, HoldKind::Restricted, false, new).await
             }
-            Command::Export(args) => commands::export_customer(&cli.config, args).await,
-            Command::Link(args) => commands::link(&cli.config, args).await,
-            Command::Reconcile(args) => commands::reconcile(&cli.config, args).await,
+            Command::Export(args) => commands::export_customer(&cli.config, args, new).await,
+            Command::Link(args) => commands::link(&cli.config, args, new).await,
+            Command::Reconcile(args) => commands::reconcile(&cli.config, args, new).await,
         }
     });
     match result {
@@ -54,6 +56,13 @@ fn main() -> ExitCode {
             e.exit_code()
         }
     }
+}
+
+/// Everything this process creates is its owner's only: sled creates its files with the
+/// process's umask, and the journal holds names and emails sent.
+fn owner_only_files() {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
 }
 
 /// Logs go to stderr. `RUST_LOG` wins; otherwise -v / -vv raise this crate's level

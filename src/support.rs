@@ -28,6 +28,9 @@ pub struct Receipt {
     pub events_redacted: u64,
     pub receipt_event: u64,
     pub journal_verified: bool,
+    /// The exit code of the verification afterwards (0 when verified).
+    #[serde(skip)]
+    pub verify_exit: u8,
 }
 
 fn support_event(
@@ -109,10 +112,8 @@ pub async fn purge(c: Connector, code: &str, actor: &str, reason: &str) -> Resul
     let dir = c.journal.dir().to_path_buf();
     drop(c);
     crate::journal::compact(&dir)?;
-    let verified = crate::journal::Journal::open(&dir)?
-        .verify()?
-        .problems
-        .is_empty();
+    let verification = crate::journal::Journal::open(&dir)?.verify()?;
+    let verified = verification.problems.is_empty();
     Ok(Receipt {
         customer: code.to_string(),
         time: Utc::now(),
@@ -122,6 +123,7 @@ pub async fn purge(c: Connector, code: &str, actor: &str, reason: &str) -> Resul
         events_redacted,
         receipt_event,
         journal_verified: verified,
+        verify_exit: verification.exit_code(),
     })
 }
 
@@ -162,6 +164,10 @@ pub async fn set_hold(
         false,
     )?;
     c.journal.flush().await?;
+    if kind == HoldKind::Suppressed && !on {
+        // Last: a crash before this leaves the customer held, and verify says so.
+        c.journal.unlist_suppression(code)?;
+    }
     Ok(changed)
 }
 

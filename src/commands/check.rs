@@ -422,6 +422,9 @@ fn journal(report: &mut Report, dir: &Path) -> bool {
             if let Some(why) = not_owner_only(dir, &meta) {
                 return report.push("journal", Status::Fail, why);
             }
+            if let Some(lost) = crate::journal::lost_database(dir) {
+                return report.push("journal", Status::Fail, lost);
+            }
             let credentials = dir.join("credentials");
             if let Ok(meta) = std::fs::metadata(&credentials) {
                 if let Some(why) = not_owner_only(&credentials, &meta) {

@@ -21,7 +21,7 @@ use crate::cli::{
 };
 use crate::config::{Config, Env};
 use crate::error::{exit, Error, Result};
-use crate::journal::{HoldKind, Journal};
+use crate::journal::{HoldKind, Journal, Opening};
 use crate::output;
 use crate::sink::auth::{login, Grant, LoginSettings};
 use crate::sink::eaccounting::{self, EAccountingConfig, GRANT_FILE};
@@ -29,9 +29,18 @@ use crate::support;
 use crate::sync::{Observer, Quiet, Report, SyncOptions};
 pub use progress::ProgressBar;
 
-pub async fn sync(config_file: &Path, args: &SyncArgs) -> Result<ExitCode> {
+/// How the writing commands open the journal: `--new-journal` starts a new one where
+/// the folder's database is gone.
+fn opening(new_journal: bool) -> Opening {
+    match new_journal {
+        true => Opening::NewJournal,
+        false => Opening::Write,
+    }
+}
+
+pub async fn sync(config_file: &Path, args: &SyncArgs, new_journal: bool) -> Result<ExitCode> {
     let config = Config::load(config_file)?;
-    let connector = Connector::open(config, &crate::config::ProcessEnv)?;
+    let connector = Connector::open_as(config, &crate::config::ProcessEnv, opening(new_journal))?;
     let options = SyncOptions {
         dry_run: args.dry_run,
         full: args.full,
@@ -62,11 +71,19 @@ pub fn exit_for(report: &Report) -> ExitCode {
     }
 }
 
-fn open_journal(config_file: &Path, args: &JournalArgs) -> Result<Journal> {
-    let dir = match &args.journal {
+fn journal_dir(config_file: &Path, args: &JournalArgs) -> Result<std::path::PathBuf> {
+    Ok(match &args.journal {
         Some(dir) => dir.clone(),
         None => Config::load(config_file)?.journal.path,
-    };
+    })
+}
+
+/// The journal, to read; a folder without one is an error, never a new journal.
+fn open_journal(config_file: &Path, args: &JournalArgs, opening: Opening) -> Result<Journal> {
+    let dir = journal_dir(config_file, args)?;
+    if let Some(lost) = crate::journal::lost_database(&dir) {
+        return Err(Error::config(lost));
+    }
     let present = ["sled", "sled.old", "sled.compact"]
         .iter()
         .any(|d| dir.join(d).exists());
@@ -76,15 +93,30 @@ fn open_journal(config_file: &Path, args: &JournalArgs) -> Result<Journal> {
             dir.display()
         )));
     }
-    Journal::open(&dir).map_err(Error::Other)
+    Ok(Journal::open_as(&dir, opening)?)
 }
 
 pub fn journal(config_file: &Path, command: &JournalCommand) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
         JournalCommand::Verify(args) => return verify(config_file, args),
+        JournalCommand::Restore(args) => return restore(config_file, args),
+        JournalCommand::Backup(args) => {
+            let dir = open_journal(config_file, &args.common, Opening::Read)?
+                .dir()
+                .to_path_buf();
+            let entries = crate::journal::backup(&dir, &args.file)?;
+            writeln!(
+                out,
+                "journal backed up: {} entries to {} (readable by you only); restore with \
+                 `opter-visma-sync journal restore {}`",
+                entries,
+                args.file.display(),
+                args.file.display()
+            )
+        }
         JournalCommand::Show(args) => {
-            let journal = open_journal(config_file, &args.common)?;
+            let journal = open_journal(config_file, &args.common, Opening::Read)?;
             let Some(event) = journal.event(args.seq)? else {
                 return Err(Error::config(format!(
                     "no event {} in the journal; `journal log` lists them",
@@ -94,7 +126,7 @@ pub fn journal(config_file: &Path, command: &JournalCommand) -> Result<ExitCode>
             output::show(&mut out, &event, args.common.json, args.show_values)
         }
         JournalCommand::Export(args) => {
-            let journal = open_journal(config_file, &args.common)?;
+            let journal = open_journal(config_file, &args.common, Opening::Read)?;
             let mut events = journal.events(args.customer.as_deref(), None)?;
             events.reverse();
             events.retain(|e| args.since.is_none_or(|t| e.time >= t));
@@ -106,12 +138,14 @@ pub fn journal(config_file: &Path, command: &JournalCommand) -> Result<ExitCode>
             )
         }
         JournalCommand::Compact(args) => {
-            let dir = open_journal(config_file, args)?.dir().to_path_buf();
+            let dir = open_journal(config_file, args, Opening::Write)?
+                .dir()
+                .to_path_buf();
             let bytes = crate::journal::compact(&dir)?;
             writeln!(out, "journal rewritten: {} ({bytes} bytes)", dir.display())
         }
         JournalCommand::Runs(args) => {
-            let journal = open_journal(config_file, args)?;
+            let journal = open_journal(config_file, args, Opening::Read)?;
             output::runs(&mut out, &journal.runs()?, args.json)
         }
         JournalCommand::Log(args) => {
@@ -124,7 +158,7 @@ pub fn journal(config_file: &Path, command: &JournalCommand) -> Result<ExitCode>
                 outcome,
                 show_values,
             } = args;
-            let journal = open_journal(config_file, common)?;
+            let journal = open_journal(config_file, common, Opening::Read)?;
             let mut events = journal.events(customer.as_deref(), run.as_deref())?;
             events.retain(|e| since.is_none_or(|t| e.time >= t));
             if let Some(wanted) = outcome {
@@ -139,10 +173,40 @@ pub fn journal(config_file: &Path, command: &JournalCommand) -> Result<ExitCode>
 }
 
 fn verify(config_file: &Path, args: &JournalArgs) -> Result<ExitCode> {
-    let journal = open_journal(config_file, args)?;
+    let journal = open_journal(config_file, args, Opening::Read)?;
     let result = journal.verify()?;
+    print_verification(&result, args.json)?;
+    Ok(ExitCode::from(result.exit_code()))
+}
+
+fn restore(config_file: &Path, args: &crate::cli::FileArgs) -> Result<ExitCode> {
+    let dir = journal_dir(config_file, &args.common)?;
+    let (journal, restored) = crate::journal::restore(&dir, &args.file)?;
+    let result = journal.verify()?;
+    eprintln!(
+        "journal restored into {} from {}: {} entries",
+        dir.display(),
+        args.file.display(),
+        restored.entries
+    );
+    for code in &restored.purged_since {
+        eprintln!(
+            "  customer {code} was purged after this backup was taken: it stays suppressed; \
+             run `opter-visma-sync purge --customer {code} --reason ... --yes` again to erase \
+             it from the restored journal"
+        );
+    }
+    print_verification(&result, args.common.json)?;
+    Ok(ExitCode::from(result.exit_code()))
+}
+
+fn print_verification(result: &crate::journal::Verification, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let written = if args.json {
+    let at = |p: &crate::journal::Problem| match p.seq {
+        0 => p.what.clone(),
+        seq => format!("event {seq} {}", p.what),
+    };
+    let written = if json {
         writeln!(
             out,
             "{}",
@@ -155,25 +219,24 @@ fn verify(config_file: &Path, args: &JournalArgs) -> Result<ExitCode> {
                 "journal verified: {} events, chain and indexes intact",
                 result.events_checked
             ),
-            Some(first) => writeln!(
-                out,
-                "journal verification FAILED: event {} {}",
-                first.seq, first.what
-            )
-            .and_then(|_| {
-                result
-                    .problems
-                    .iter()
-                    .skip(1)
-                    .try_for_each(|p| writeln!(out, "  also: event {} {}", p.seq, p.what))
-            }),
+            Some(first) => {
+                let verdict = match first.kind {
+                    crate::journal::Kind::Corrupt => "journal DAMAGED",
+                    crate::journal::Kind::Tampered => "journal verification FAILED",
+                    crate::journal::Kind::Unfinished => "journal verification: UNFINISHED",
+                };
+                writeln!(out, "{verdict}: {}", at(first)).and_then(|_| {
+                    result
+                        .problems
+                        .iter()
+                        .skip(1)
+                        .try_for_each(|p| writeln!(out, "  also: {}", at(p)))
+                })
+            }
         }
     };
     written.context("cannot write output")?;
-    Ok(match result.problems.is_empty() {
-        true => ExitCode::SUCCESS,
-        false => ExitCode::from(exit::VERIFY_FAILED),
-    })
+    Ok(())
 }
 
 pub async fn auth(config_file: &Path, command: &AuthCommand) -> Result<ExitCode> {
@@ -286,12 +349,16 @@ fn support_actor(name: &Option<String>) -> String {
     format!("support:{name}")
 }
 
-fn open_connector(config_file: &Path) -> Result<Connector> {
-    Connector::open(Config::load(config_file)?, &crate::config::ProcessEnv)
+fn open_connector(config_file: &Path, new_journal: bool) -> Result<Connector> {
+    Connector::open_as(
+        Config::load(config_file)?,
+        &crate::config::ProcessEnv,
+        opening(new_journal),
+    )
 }
 
-pub async fn replay(config_file: &Path, args: &ReplayArgs) -> Result<ExitCode> {
-    let connector = open_connector(config_file)?;
+pub async fn replay(config_file: &Path, args: &ReplayArgs, new_journal: bool) -> Result<ExitCode> {
+    let connector = open_connector(config_file, new_journal)?;
     let codes = match &args.customer {
         Some(code) => vec![code.clone()],
         None => support::failed_customers(&connector)?,
@@ -311,10 +378,10 @@ pub async fn replay(config_file: &Path, args: &ReplayArgs) -> Result<ExitCode> {
     }
 }
 
-pub async fn purge(config_file: &Path, args: &PurgeArgs) -> Result<ExitCode> {
+pub async fn purge(config_file: &Path, args: &PurgeArgs, new_journal: bool) -> Result<ExitCode> {
     use std::io::IsTerminal;
     let a = &args.support;
-    let connector = open_connector(config_file)?;
+    let connector = open_connector(config_file, new_journal)?;
     if !args.yes {
         if !std::io::stdin().is_terminal() {
             return Err(Error::config(
@@ -363,10 +430,7 @@ pub async fn purge(config_file: &Path, args: &PurgeArgs) -> Result<ExitCode> {
         )
     };
     written.context("cannot write output")?;
-    Ok(match receipt.journal_verified {
-        true => ExitCode::SUCCESS,
-        false => ExitCode::from(exit::VERIFY_FAILED),
-    })
+    Ok(ExitCode::from(receipt.verify_exit))
 }
 
 pub async fn hold(
@@ -374,8 +438,9 @@ pub async fn hold(
     args: &SupportArgs,
     kind: HoldKind,
     on: bool,
+    new_journal: bool,
 ) -> Result<ExitCode> {
-    let connector = open_connector(config_file)?;
+    let connector = open_connector(config_file, new_journal)?;
     let actor = support_actor(&args.actor);
     let changed =
         support::set_hold(&connector, &args.customer, &actor, &args.reason, kind, on).await?;
@@ -392,8 +457,12 @@ pub async fn hold(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn link(config_file: &Path, args: &crate::cli::LinkArgs) -> Result<ExitCode> {
-    let connector = open_connector(config_file)?;
+pub async fn link(
+    config_file: &Path,
+    args: &crate::cli::LinkArgs,
+    new_journal: bool,
+) -> Result<ExitCode> {
+    let connector = open_connector(config_file, new_journal)?;
     let actor = support_actor(&args.actor);
     let reason = args.reason.clone().unwrap_or_else(|| {
         if args.accept {
@@ -408,8 +477,12 @@ pub async fn link(config_file: &Path, args: &crate::cli::LinkArgs) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn reconcile(config_file: &Path, args: &crate::cli::ReconcileArgs) -> Result<ExitCode> {
-    let connector = open_connector(config_file)?;
+pub async fn reconcile(
+    config_file: &Path,
+    args: &crate::cli::ReconcileArgs,
+    new_journal: bool,
+) -> Result<ExitCode> {
+    let connector = open_connector(config_file, new_journal)?;
     let drift = connector.engine(Arc::new(Quiet)).reconcile().await?;
     output::drift(&mut std::io::stdout().lock(), &drift, args.json)
         .context("cannot write output")?;
@@ -421,8 +494,12 @@ pub async fn reconcile(config_file: &Path, args: &crate::cli::ReconcileArgs) -> 
     }))
 }
 
-pub async fn export_customer(config_file: &Path, args: &ExportCustomerArgs) -> Result<ExitCode> {
-    let connector = open_connector(config_file)?;
+pub async fn export_customer(
+    config_file: &Path,
+    args: &ExportCustomerArgs,
+    new_journal: bool,
+) -> Result<ExitCode> {
+    let connector = open_connector(config_file, new_journal)?;
     let actor = support_actor(&args.actor);
     let document = support::export(&connector, &args.customer, &actor, &args.reason).await?;
     let mut out = std::io::stdout().lock();

@@ -51,6 +51,7 @@ pub(super) fn compact_locked(dir: &Path) -> anyhow::Result<u64> {
     std::fs::File::open(dir)?.sync_all()?;
     std::fs::remove_file(&done)?;
     std::fs::remove_dir_all(&old)?;
+    super::folder::tighten(dir)?;
     Ok(folder_size(&live))
 }
 
@@ -103,7 +104,7 @@ fn folder_size(path: &Path) -> u64 {
 /// at the same speed.
 const SLED_CACHE_BYTES: u64 = 1024 * 1024;
 
-fn sled_config(path: &Path) -> sled::Config {
+pub(super) fn sled_config(path: &Path) -> sled::Config {
     sled::Config::new()
         .path(path)
         .cache_capacity(SLED_CACHE_BYTES)
@@ -118,9 +119,20 @@ const SLED_RELEASE_WAIT: RetryPolicy = RetryPolicy {
     max_server_wait: Duration::ZERO,
 };
 
+/// sled panics on some damaged logs while it opens them: that is damage to report, not
+/// a crash.
+fn open_unwinding(path: &Path) -> sled::Result<sled::Db> {
+    let open = std::panic::AssertUnwindSafe(|| sled_config(path).open());
+    std::panic::catch_unwind(open).unwrap_or_else(|_| {
+        Err(sled::Error::ReportableBug(
+            "sled stopped while reading its log".into(),
+        ))
+    })
+}
+
 /// Opens sled, waiting up to a second for its file lock (`SLED_RELEASE_WAIT`).
 pub(super) fn open_sled(path: &Path) -> sled::Result<sled::Db> {
-    let open = || match sled_config(path).open() {
+    let open = || match open_unwinding(path) {
         Ok(db) => Attempt::Done(db),
         Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
             Attempt::Retryable {

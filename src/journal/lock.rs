@@ -4,8 +4,6 @@ use std::fs::TryLockError;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
-
 use crate::retry::{retry_blocking, Attempt, RetryPolicy};
 
 /// How long `Journal::open` and `compact` wait for another process to let go.
@@ -19,12 +17,17 @@ const LOCK_WAIT: RetryPolicy = RetryPolicy {
 
 /// Takes the journal's lock, waiting up to a few seconds for another process.
 pub(super) fn lock_journal(dir: &Path) -> anyhow::Result<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("journal.lock"))
-        .with_context(|| format!("cannot create the lock file in {}", dir.display()))?;
+    let path = dir.join("journal.lock");
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options
+        .open(&path)
+        .map_err(|e| super::folder::io_error(&path, &e))?;
     let try_lock = || match file.try_lock() {
         Ok(()) => Attempt::Done(()),
         Err(TryLockError::WouldBlock) => Attempt::Retryable {

@@ -5,6 +5,7 @@ use anyhow::Context;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::folder::sled_error;
 use super::store::{
     customer_key, decode, encode_event, sequence_number, state_key, CHAIN_HEAD, NEXT_SEQ,
 };
@@ -35,6 +36,8 @@ impl IntentBatch {
 /// requests are in flight. Only valid while its `Journal` is open.
 #[derive(Clone)]
 pub struct Recorder {
+    /// The journal folder, for errors.
+    dir: std::sync::Arc<std::path::Path>,
     db: sled::Db,
     events: sled::Tree,
     by_customer: sled::Tree,
@@ -185,7 +188,7 @@ impl Recorder {
                 Ok(seqs) => return Ok(seqs),
                 Err(TransactionError::Abort(why)) if why == CHAIN_MOVED => continue,
                 Err(TransactionError::Abort(why)) => return Err(anyhow::anyhow!("journal: {why}")),
-                Err(TransactionError::Storage(e)) => return Err(e).context("journal write failed"),
+                Err(TransactionError::Storage(e)) => return Err(sled_error(&self.dir, &e)),
             }
         }
         Err(anyhow::anyhow!(
@@ -212,7 +215,7 @@ impl Recorder {
         batch.len = intents.len();
         self.intents
             .insert(batch.key.as_bytes(), encoding::encode(&intents))
-            .context("journal write failed")?;
+            .map_err(|e| sled_error(&self.dir, &e))?;
         Ok(())
     }
 
@@ -220,13 +223,13 @@ impl Recorder {
     pub fn drop_intents(&self, batch: &IntentBatch) -> anyhow::Result<()> {
         self.intents
             .remove(batch.key.as_bytes())
-            .context("journal write failed")?;
+            .map_err(|e| sled_error(&self.dir, &e))?;
         Ok(())
     }
 
     /// Makes everything written so far durable, blocking the calling thread.
     pub fn flush(&self) -> anyhow::Result<()> {
-        self.db.flush().context("journal flush failed")?;
+        self.db.flush().map_err(|e| sled_error(&self.dir, &e))?;
         Ok(())
     }
 }
@@ -261,6 +264,7 @@ impl Journal {
     /// A handle that records events, for another thread.
     pub fn recorder(&self) -> Recorder {
         Recorder {
+            dir: self.dir.as_path().into(),
             db: self.db.clone(),
             events: self.events.clone(),
             by_customer: self.by_customer.clone(),
@@ -301,7 +305,7 @@ impl Journal {
         if any {
             self.intents
                 .apply_batch(split)
-                .context("journal write failed")?;
+                .map_err(|e| sled_error(&self.dir, &e))?;
         }
         Ok(())
     }
@@ -323,7 +327,7 @@ impl Journal {
         self.db
             .flush_async()
             .await
-            .context("journal flush failed")?;
+            .map_err(|e| sled_error(&self.dir, &e))?;
         Ok(())
     }
 }

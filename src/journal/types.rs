@@ -48,6 +48,9 @@ pub enum Operation {
     Link,
     /// Support: a person decided that this customer is never sent (`link --skip`).
     Skip,
+    /// A suppression carried from the suppression file into a new journal (the one that
+    /// recorded its purge was lost).
+    Suppress,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +82,7 @@ impl encoding::Variants for Operation {
         Operation::Export,
         Operation::Link,
         Operation::Skip,
+        Operation::Suppress,
     ];
 }
 

@@ -14,6 +14,7 @@ mod first_impressions;
 mod hostile_opter;
 mod incremental;
 mod journal_fixture;
+mod journal_safety;
 mod messages;
 mod oauth;
 mod onboarding;

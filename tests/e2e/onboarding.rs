@@ -249,7 +249,10 @@ async fn onboarding_unchanged_reads_the_register_once(kind: &'static Register) {
     std::fs::remove_dir_all(setup.journal_dir().join("sled")).unwrap();
     setup.clear_requests().await;
 
+    // Without --new-journal the folder's lost database is refused.
     let out = setup.run(&["sync", "--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = setup.run(&["sync", "--dry-run", "--json", "--new-journal"]);
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["onboarding"]["linked_unchanged"], created, "{plan}");
     assert_eq!(plan["onboarding"]["created"], 0, "{plan}");

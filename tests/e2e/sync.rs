@@ -416,8 +416,9 @@ async fn a_customer_already_in_the_register_is_adopted_not_duplicated() {
     setup.put_opter_customer(&changed).await;
     setup.clear_requests().await;
 
-    let (code, report) = setup.sync_json();
-    assert_eq!(code, 0, "{report}");
+    let out = setup.run(&["sync", "--json", "--new-journal"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
     assert_eq!(
         (report["updated"].as_u64(), report["unchanged"].as_u64()),
         (Some(1), Some(2))

@@ -495,7 +495,7 @@ async fn opter(report: &mut Report, config: &Config, env: &dyn Env) {
                 Ok(page) => report.push(
                     "opter",
                     Status::Ok,
-                    match page.total_count {
+                    match page.total {
                         Some(n) => {
                             format!("the API key reads the customer register ({n} customers)")
                         }
@@ -519,7 +519,22 @@ async fn opter(report: &mut Report, config: &Config, env: &dyn Env) {
         }
         SourceConfig::OpterExport(source) => {
             let read = match OpterExportSource::new(source) {
-                Ok(files) => files.read_all(None, |_, _| {}).await,
+                // Counted page by page, never kept.
+                Ok(files) => tokio::task::spawn_blocking(move || {
+                    let mut customers = 0;
+                    files
+                        .read_into(None, |page| {
+                            customers += page.len();
+                            true
+                        })
+                        .map(|()| customers)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(Error::Other(anyhow::anyhow!(
+                        "reading the export failed: {e}"
+                    )))
+                }),
                 Err(e) => Err(e),
             };
             match read {
@@ -528,7 +543,7 @@ async fn opter(report: &mut Report, config: &Config, env: &dyn Env) {
                     Status::Ok,
                     format!(
                         "the export files read: {} customers ({}, {})",
-                        customers.len(),
+                        customers,
                         file_name(&source.customers),
                         file_name(&source.references)
                     ),

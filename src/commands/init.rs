@@ -233,6 +233,7 @@ customers_path = "/Customers"          # the customer register endpoint below ba
 # and grant it the customer register on its Access tab.
 api_key_env = "OPTER_API_KEY"
 page_size = 500                        # customers per request, 1 to 1000
+# max_customers = 1000000              # a read past this stops and writes nothing
 "#;
 
 const SOURCE_EXPORT: &str = r#"# Where customers come from: Opter's exports (File > Export to Excel, the "Customers"
@@ -241,6 +242,10 @@ const SOURCE_EXPORT: &str = r#"# Where customers come from: Opter's exports (Fil
 kind = "opter-export"
 customers = "export/customers.xlsx"    # CHANGE to where the exports are dropped
 references = "export/references.xlsx"  # CHANGE
+# A file past these stops the read and writes nothing (defaults shown):
+# max_rows = 2000000                   # rows per file
+# max_unpacked_mb = 512                # what an .xlsx may unpack to
+# max_shared_strings = 10000000        # texts in an .xlsx's shared table
 # Only where your headings differ; English and Swedish exports are recognised as they
 # are:
 # [source.columns]

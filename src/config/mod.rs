@@ -198,8 +198,11 @@ impl Config {
         if self.tenant.trim().is_empty() {
             return bad("tenant", "must not be empty".into());
         }
-        if let SourceConfig::OpterApi(source) = &self.source {
-            self.validate_opter_api(source)?;
+        match &self.source {
+            SourceConfig::OpterApi(source) => self.validate_opter_api(source)?,
+            SourceConfig::OpterExport(source) => {
+                source.check_bounds().or_else(|(key, why)| bad(key, why))?
+            }
         }
         if let Err((key, why)) = self.sink.product.validate() {
             return bad(key, why);
@@ -264,12 +267,7 @@ impl Config {
                 "must start with '/', e.g. \"/Customers\"".into(),
             );
         }
-        if !(1..=MAX_PAGE_SIZE).contains(&source.page_size) {
-            return bad(
-                "[source] page_size",
-                format!("is {}; use 1 to {MAX_PAGE_SIZE}", source.page_size),
-            );
-        }
+        source.check_bounds().or_else(|(key, why)| bad(key, why))?;
         check_env_name(&source.api_key_env).or_else(|why| bad("[source] api_key_env", why))?;
         Ok(())
     }

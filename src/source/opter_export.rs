@@ -63,10 +63,11 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use calamine::{Data, Reader, Xlsx};
+use calamine::{DataRef, Reader, Xlsx};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Deserialize;
 
+use super::{Page, Unreadable};
 use crate::error::{Error, Result};
 use crate::record::{SourceCustomer, SourceReference};
 
@@ -82,9 +83,87 @@ pub struct OpterExportConfig {
     /// Headings that differ from the defaults.
     #[serde(default)]
     pub columns: ColumnNames,
+    /// Rows read from each file at most (headings not counted).
+    #[serde(default = "default_max_rows")]
+    pub max_rows: u64,
+    /// What an `.xlsx` file may unpack to, in megabytes (10^6 bytes), all its parts
+    /// together; it is also the largest `.xlsx` file read.
+    #[serde(default = "default_max_unpacked_mb")]
+    pub max_unpacked_mb: u64,
+    /// Texts in an `.xlsx` file's shared table at most.
+    #[serde(default = "default_max_shared_strings")]
+    pub max_shared_strings: u64,
+}
+
+pub const DEFAULT_MAX_ROWS: u64 = 2_000_000;
+pub const DEFAULT_MAX_UNPACKED_MB: u64 = 512;
+pub const DEFAULT_MAX_SHARED_STRINGS: u64 = 10_000_000;
+const MOST_MAX_ROWS: u64 = 50_000_000;
+const MOST_MAX_UNPACKED_MB: u64 = 16_000;
+const MOST_MAX_SHARED_STRINGS: u64 = 200_000_000;
+
+fn default_max_rows() -> u64 {
+    DEFAULT_MAX_ROWS
+}
+fn default_max_unpacked_mb() -> u64 {
+    DEFAULT_MAX_UNPACKED_MB
+}
+fn default_max_shared_strings() -> u64 {
+    DEFAULT_MAX_SHARED_STRINGS
+}
+
+/// The longest line of a tab-separated export: far more than a row of Opter's columns.
+const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// Parts of an `.xlsx` file at most: a workbook of two sheets has about a dozen.
+const MAX_ZIP_ENTRIES: usize = 1000;
+
+/// Customers handed on at a time.
+const PAGE_ROWS: usize = 1000;
+
+/// The limits a read keeps to.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    rows: u64,
+    unpacked_bytes: u64,
+    shared_strings: u64,
 }
 
 impl OpterExportConfig {
+    /// These two files, with the default headings and limits.
+    pub fn files(customers: PathBuf, references: PathBuf) -> Self {
+        OpterExportConfig {
+            customers,
+            references,
+            columns: ColumnNames::default(),
+            max_rows: DEFAULT_MAX_ROWS,
+            max_unpacked_mb: DEFAULT_MAX_UNPACKED_MB,
+            max_shared_strings: DEFAULT_MAX_SHARED_STRINGS,
+        }
+    }
+
+    /// Checks the limits; answers the key and why.
+    pub fn check_bounds(&self) -> std::result::Result<(), (&'static str, String)> {
+        for (key, value, most) in [
+            ("[source] max_rows", self.max_rows, MOST_MAX_ROWS),
+            (
+                "[source] max_unpacked_mb",
+                self.max_unpacked_mb,
+                MOST_MAX_UNPACKED_MB,
+            ),
+            (
+                "[source] max_shared_strings",
+                self.max_shared_strings,
+                MOST_MAX_SHARED_STRINGS,
+            ),
+        ] {
+            if !(1..=most).contains(&value) {
+                return Err((key, format!("is {value}; use 1 to {most}")));
+            }
+        }
+        Ok(())
+    }
+
     /// Makes relative paths relative to `base_dir` (the config file's folder).
     pub fn resolve(&mut self, base_dir: &Path) {
         self.customers = base_dir.join(&self.customers);
@@ -240,10 +319,31 @@ pub struct OpterExportSource {
     references: PathBuf,
     customer_columns: Vec<Wanted>,
     reference_columns: Vec<Wanted>,
+    limits: Limits,
+}
+
+/// A reference row kept until its customer's row is read.
+struct Kept {
+    row: usize,
+    /// The customer's sales ledger number, when the References file gives it.
+    number: Option<String>,
+    reference: SourceReference,
+    used: bool,
+}
+
+/// The references of one customer code.
+#[derive(Default)]
+struct KeptFor {
+    rows: Vec<Kept>,
+    /// Why a reference row of this code could not be read: its customer is rejected.
+    unreadable: Option<String>,
+    /// Whether the Customers file has this code.
+    seen: bool,
 }
 
 impl OpterExportSource {
-    /// Checks the file types and the heading overrides; the files are read by `read`.
+    /// Checks the file types, the limits and the heading overrides; the files are read
+    /// by `read_pages`.
     pub fn new(config: &OpterExportConfig) -> Result<Self> {
         for (key, path) in [
             ("customers", &config.customers),
@@ -256,6 +356,9 @@ impl OpterExportSource {
                 )));
             }
         }
+        config
+            .check_bounds()
+            .map_err(|(key, why)| Error::config(format!("{key}: {why}")))?;
         let wanted = |cols: &[Col]| -> Result<Vec<Wanted>> {
             cols.iter()
                 .map(|&col| {
@@ -275,72 +378,154 @@ impl OpterExportSource {
             references: config.references.clone(),
             customer_columns: wanted(&CUSTOMER_COLUMNS)?,
             reference_columns: wanted(&REFERENCE_COLUMNS)?,
+            limits: Limits {
+                rows: config.max_rows,
+                unpacked_bytes: config.max_unpacked_mb.saturating_mul(1_000_000),
+                shared_strings: config.max_shared_strings,
+            },
         })
     }
 
-    /// Reads both files (with `changed_since`, only customers whose Updated is later);
-    /// `on_page` hears once (customers read, total), like the API source's last page.
-    pub async fn read_all(
+    /// Sends the customers (with `changed_since`, only those whose Updated is later) to
+    /// `pages` as the Customers file is read, a page at a time; the References file is
+    /// read first. An error may come after pages were sent (a reference whose customer
+    /// never came): the read is then incomplete.
+    pub async fn read_pages(
         &self,
         changed_since: Option<DateTime<Utc>>,
-        mut on_page: impl FnMut(usize, Option<u64>),
-    ) -> Result<Vec<SourceCustomer>> {
+        pages: &tokio::sync::mpsc::Sender<Page>,
+    ) -> Result<()> {
         let this = self.clone();
-        let customers = tokio::task::spawn_blocking(move || this.read(changed_since))
-            .await
-            .map_err(|e| Error::Other(anyhow::anyhow!("reading the Opter export failed: {e}")))??;
-        on_page(customers.len(), Some(customers.len() as u64));
-        Ok(customers)
+        let pages = pages.clone();
+        tokio::task::spawn_blocking(move || {
+            this.read_into(changed_since, |page| pages.blocking_send(page).is_ok())
+        })
+        .await
+        .map_err(|e| Error::Other(anyhow::anyhow!("reading the Opter export failed: {e}")))?
     }
 
-    /// `read_all` without the progress report, blocking.
-    pub fn read(&self, changed_since: Option<DateTime<Utc>>) -> Result<Vec<SourceCustomer>> {
-        let sheet = read_sheet(&self.customers, &CUSTOMER_SHEETS, &self.customer_columns)?;
-        let mut customers = sheet
-            .rows
-            .iter()
-            .map(|row| customer(&sheet, row))
-            .collect::<Result<Vec<_>>>()?;
+    /// Every customer in one page, blocking (`check` and tests).
+    pub fn read(&self, changed_since: Option<DateTime<Utc>>) -> Result<Page> {
+        let mut all = Page::default();
+        self.read_into(changed_since, |page| {
+            all.customers.extend(page.customers);
+            all.unreadable.extend(page.unreadable);
+            true
+        })?;
+        all.total = Some(all.len() as u64);
+        Ok(all)
+    }
 
-        let mut by_code: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, c) in customers.iter().enumerate() {
-            by_code.entry(c.code.clone()).or_default().push(i);
+    /// Reads both files, handing customers to `hand_on` a page at a time until it
+    /// answers false; blocking.
+    pub fn read_into(
+        &self,
+        changed_since: Option<DateTime<Utc>>,
+        mut hand_on: impl FnMut(Page) -> bool,
+    ) -> Result<()> {
+        let mut page = Page::default();
+        let mut kept: HashMap<String, KeptFor> = HashMap::new();
+        read_sheet(
+            &self.references,
+            &REFERENCE_SHEETS,
+            &self.reference_columns,
+            self.limits,
+            |sheet, row| {
+                match reference(sheet, &row) {
+                    Ok((code, number, reference)) => {
+                        kept.entry(code).or_default().rows.push(Kept {
+                            row: row.number,
+                            number,
+                            reference,
+                            used: false,
+                        })
+                    }
+                    Err((Some(code), reason)) => {
+                        kept.entry(code)
+                            .or_default()
+                            .unreadable
+                            .get_or_insert(reason);
+                    }
+                    Err((None, reason)) => page.unreadable.push(Unreadable { code: None, reason }),
+                }
+                Ok(true)
+            },
+        )?;
+        let mut open = true;
+        read_sheet(
+            &self.customers,
+            &CUSTOMER_SHEETS,
+            &self.customer_columns,
+            self.limits,
+            |sheet, row| {
+                match customer(sheet, &row) {
+                    Ok(mut c) => {
+                        let mut unreadable = None;
+                        if let Some(refs) = kept.get_mut(&c.code) {
+                            refs.seen = true;
+                            for r in refs
+                                .rows
+                                .iter_mut()
+                                .filter(|r| r.number.is_none() || r.number == c.number)
+                            {
+                                r.used = true;
+                                c.references.push(r.reference.clone());
+                            }
+                            unreadable = refs.unreadable.clone();
+                        }
+                        let changed =
+                            changed_since.is_none_or(|since| c.updated.is_some_and(|t| t > since));
+                        match unreadable {
+                            Some(reason) => page.unreadable.push(Unreadable {
+                                code: Some(c.code),
+                                reason,
+                            }),
+                            None if changed => page.customers.push(c),
+                            None => {}
+                        }
+                    }
+                    Err((code, reason)) => {
+                        if let Some(refs) = code.as_ref().and_then(|c| kept.get_mut(c)) {
+                            refs.seen = true;
+                            refs.rows.iter_mut().for_each(|r| r.used = true);
+                        }
+                        page.unreadable.push(Unreadable { code, reason });
+                    }
+                }
+                if page.len() >= PAGE_ROWS {
+                    open = hand_on(std::mem::take(&mut page));
+                }
+                Ok(open)
+            },
+        )?;
+        if !open {
+            return Ok(());
         }
-        let sheet = read_sheet(&self.references, &REFERENCE_SHEETS, &self.reference_columns)?;
-        for row in &sheet.rows {
-            let (code, number, reference) = reference(&sheet, row)?;
-            let Some(candidates) = by_code.get(&code) else {
-                return Err(Error::config(format!(
-                    "{}: row {}: customer code {code:?} is not in {}",
-                    sheet.file.display(),
-                    row.number,
-                    self.customers.display()
-                )));
-            };
-            let owners: Vec<usize> = match number {
-                Some(n) if candidates.len() > 1 => candidates
+        // A reference no customer took: its code, or the number it names, is not there.
+        let stray = kept
+            .iter()
+            .flat_map(|(code, refs)| {
+                refs.rows
                     .iter()
-                    .copied()
-                    .filter(|&i| customers[i].number.as_deref() == Some(n.as_str()))
-                    .collect(),
-                _ => candidates.clone(),
+                    .filter(|r| !r.used)
+                    .map(move |r| (r.row, code, refs.seen))
+            })
+            .min_by_key(|(row, ..)| *row);
+        if let Some((row, code, seen)) = stray {
+            let why = match seen {
+                false => format!("customer code {code:?} is not in"),
+                true => format!("no customer with code {code:?} has this sales ledger number in"),
             };
-            if owners.is_empty() {
-                return Err(Error::config(format!(
-                    "{}: row {}: no customer with code {code:?} has this sales ledger number in {}",
-                    sheet.file.display(),
-                    row.number,
-                    self.customers.display()
-                )));
-            }
-            for i in owners {
-                customers[i].references.push(reference.clone());
-            }
+            return Err(Error::config(format!(
+                "{}: row {row}: {why} {}",
+                self.references.display(),
+                self.customers.display()
+            )));
         }
-        if let Some(since) = changed_since {
-            customers.retain(|c| c.updated.is_some_and(|t| t > since));
+        if !page.is_empty() {
+            hand_on(page);
         }
-        Ok(customers)
+        Ok(())
     }
 }
 
@@ -356,19 +541,22 @@ enum Cell {
     Time(Option<NaiveDateTime>),
     /// An Excel error value (`#N/A`) or a duration.
     Unusable,
+    /// Text that is not UTF-8 (a tab-separated file).
+    NotUtf8,
 }
 
 impl Cell {
-    fn from_data(data: &Data) -> Cell {
+    fn from_data(data: &DataRef) -> Cell {
         match data {
-            Data::Empty => Cell::Empty,
-            Data::String(s) | Data::DateTimeIso(s) => text_cell(s),
-            Data::Int(i) => Cell::Int(*i),
+            DataRef::Empty => Cell::Empty,
+            DataRef::String(s) | DataRef::DateTimeIso(s) => text_cell(s),
+            DataRef::SharedString(s) => text_cell(s),
+            DataRef::Int(i) => Cell::Int(*i),
             // Excel stores every number as a float; whole ones are integers to us.
-            Data::Float(f) if f.fract() == 0.0 && f.abs() < 9e15 => Cell::Int(*f as i64),
-            Data::Float(f) => Cell::Float(*f),
-            Data::Bool(b) => Cell::Bool(*b),
-            Data::DateTime(dt) if dt.is_datetime() => {
+            DataRef::Float(f) if f.fract() == 0.0 && f.abs() < 9e15 => Cell::Int(*f as i64),
+            DataRef::Float(f) => Cell::Float(*f),
+            DataRef::Bool(b) => Cell::Bool(*b),
+            DataRef::DateTime(dt) if dt.is_datetime() => {
                 let (y, mo, d, h, mi, s, ms) = dt.to_ymd_hms_milli();
                 Cell::Time(
                     NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into()).and_then(|date| {
@@ -376,7 +564,7 @@ impl Cell {
                     }),
                 )
             }
-            Data::DateTime(_) | Data::DurationIso(_) | Data::Error(_) => Cell::Unusable,
+            DataRef::DateTime(_) | DataRef::DurationIso(_) | DataRef::Error(_) => Cell::Unusable,
         }
     }
 
@@ -398,6 +586,7 @@ impl Cell {
             Cell::Bool(b) => Some(b.to_string()),
             Cell::Time(_) => return Err("is a date, not text"),
             Cell::Unusable => return Err("holds an Excel error or duration, not text"),
+            Cell::NotUtf8 => return Err("is not valid UTF-8 text"),
         })
     }
 }
@@ -457,12 +646,11 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     .map(|t| t.and_utc())
 }
 
-/// The read columns of one file: the heading found for each (`None` for an absent
-/// optional one) and the rows, each with one cell per read column.
+/// One file's read columns: the heading found for each (`None` for an absent optional
+/// one).
 struct Sheet {
     file: PathBuf,
     headings: Vec<Option<String>>,
-    rows: Vec<Row>,
 }
 
 struct Row {
@@ -471,150 +659,426 @@ struct Row {
     cells: Vec<Cell>,
 }
 
+/// Why a row cannot be read, and the customer code, if that could be read.
+type RowError = (Option<String>, String);
+
 impl Sheet {
-    fn error(&self, row: &Row, slot: usize, what: &str) -> Error {
-        Error::config(format!(
+    /// Where a cell is and what is wrong with it; never its value.
+    fn reason(&self, row: &Row, slot: usize, what: &str) -> String {
+        format!(
             "{}: row {}, column {:?}: {what}",
             self.file.display(),
             row.number,
             self.headings[slot].as_deref().unwrap_or_default()
-        ))
+        )
     }
 
-    fn text(&self, row: &Row, slot: usize) -> Result<Option<String>> {
+    fn text(&self, row: &Row, slot: usize) -> Result<Option<String>, String> {
         row.cells[slot]
             .text()
-            .map_err(|what| self.error(row, slot, what))
+            .map_err(|what| self.reason(row, slot, what))
     }
 
     /// A code or number: trimmed, `None` when blank.
-    fn key(&self, row: &Row, slot: usize) -> Result<Option<String>> {
+    fn key(&self, row: &Row, slot: usize) -> Result<Option<String>, String> {
         Ok(self
             .text(row, slot)?
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty()))
     }
 
-    fn code(&self, row: &Row, slot: usize) -> Result<String> {
-        self.key(row, slot)?
-            .ok_or_else(|| self.error(row, slot, "has no customer code"))
+    fn code(&self, row: &Row, slot: usize) -> Result<String, RowError> {
+        match self.key(row, slot) {
+            Ok(Some(code)) => Ok(code),
+            Ok(None) => Err((None, self.reason(row, slot, "has no customer code"))),
+            Err(why) => Err((None, why)),
+        }
     }
 }
 
-fn customer(sheet: &Sheet, row: &Row) -> Result<SourceCustomer> {
+fn customer(sheet: &Sheet, row: &Row) -> Result<SourceCustomer, RowError> {
     let code = sheet.code(row, 0)?;
-    let at = |slot, what| sheet.error(row, slot, &format!("{what} (customer {code:?})"));
-    Ok(SourceCustomer {
-        number: sheet.key(row, 1)?,
-        name: sheet.text(row, 2)?.unwrap_or_default(),
-        is_active: flag(&row.cells[3])
-            .map_err(|what| at(3, what))?
-            .ok_or_else(|| at(3, "is empty; expected yes or no"))?,
-        updated: time(&row.cells[4]).map_err(|what| at(4, what))?,
-        references: Vec::new(),
-        code,
-    })
+    let fields = || -> Result<_, String> {
+        let at = |slot, what| sheet.reason(row, slot, what);
+        Ok((
+            sheet.key(row, 1)?,
+            sheet.text(row, 2)?.unwrap_or_default(),
+            flag(&row.cells[3])
+                .map_err(|what| at(3, what))?
+                .ok_or_else(|| at(3, "is empty; expected yes or no"))?,
+            time(&row.cells[4]).map_err(|what| at(4, what))?,
+        ))
+    };
+    match fields() {
+        Ok((number, name, is_active, updated)) => Ok(SourceCustomer {
+            number,
+            name,
+            is_active,
+            updated,
+            references: Vec::new(),
+            code,
+        }),
+        Err(why) => Err((Some(code), why)),
+    }
 }
 
 /// A reference row: its customer code, the customer's sales ledger number if given, and
 /// the reference.
-fn reference(sheet: &Sheet, row: &Row) -> Result<(String, Option<String>, SourceReference)> {
+fn reference(
+    sheet: &Sheet,
+    row: &Row,
+) -> Result<(String, Option<String>, SourceReference), RowError> {
     let code = sheet.code(row, 0)?;
-    let reference = SourceReference {
-        name: sheet.text(row, 2)?,
-        email: sheet.text(row, 3)?,
-        is_default: flag(&row.cells[4])
-            .map_err(|what| sheet.error(row, 4, what))?
-            .unwrap_or(false),
+    let fields = || -> Result<_, String> {
+        let reference = SourceReference {
+            name: sheet.text(row, 2)?,
+            email: sheet.text(row, 3)?,
+            is_default: flag(&row.cells[4])
+                .map_err(|what| sheet.reason(row, 4, what))?
+                .unwrap_or(false),
+        };
+        Ok((sheet.key(row, 1)?, reference))
     };
-    Ok((code, sheet.key(row, 1)?, reference))
-}
-
-fn read_sheet(path: &Path, sheet_names: &[&str], wanted: &[Wanted]) -> Result<Sheet> {
-    let file = File::open(path)
-        .map_err(|e| Error::config(format!("cannot read {}: {e}", path.display())))?;
-    let unreadable = |why: String| Error::config(format!("cannot read {}: {why}", path.display()));
-    let (headings, rows) = match format_of(path) {
-        Some(Format::Xlsx) => {
-            let mut book = Xlsx::new(BufReader::new(file))
-                .map_err(|e| unreadable(format!("not an .xlsx workbook ({e})")))?;
-            let names = book.sheet_names();
-            let name = names
-                .iter()
-                .find(|n| sheet_names.iter().any(|w| n.trim().eq_ignore_ascii_case(w)))
-                .or(names.first())
-                .cloned()
-                .ok_or_else(|| unreadable("the workbook has no sheet".into()))?;
-            let range = book
-                .worksheet_range(&name)
-                .map_err(|e| unreadable(format!("sheet {name:?}: {e}")))?;
-            let first_row = range.start().map_or(0, |(row, _)| row as usize);
-            let mut lines = range.rows();
-            let found: Vec<String> = lines
-                .next()
-                .map(|r| r.iter().map(heading_of).collect())
-                .unwrap_or_default();
-            let (headings, slots) = locate(path, &found, wanted)?;
-            let rows = lines
-                .enumerate()
-                .map(|(i, cells)| Row {
-                    // The heading row is `first_row` (0-based); its number is one more.
-                    number: first_row + i + 2,
-                    cells: slots
-                        .iter()
-                        .map(|s| {
-                            s.and_then(|s| cells.get(s))
-                                .map_or(Cell::Empty, Cell::from_data)
-                        })
-                        .collect(),
-                })
-                .collect();
-            (headings, rows)
-        }
-        Some(Format::Text) => read_text(path, file, wanted)?,
-        None => return Err(unreadable("not an .xlsx, .txt or .tsv file".into())),
-    };
-    let rows = rows
-        .into_iter()
-        .filter(|r: &Row| !r.cells.iter().all(Cell::is_empty))
-        .collect();
-    Ok(Sheet {
-        file: path.to_path_buf(),
-        headings,
-        rows,
-    })
-}
-
-fn heading_of(cell: &Data) -> String {
-    match cell {
-        Data::String(s) => s.clone(),
-        Data::Empty => String::new(),
-        other => other.to_string(),
+    match fields() {
+        Ok((number, reference)) => Ok((code, number, reference)),
+        Err(why) => Err((Some(code), why)),
     }
 }
 
-type Located = (Vec<Option<String>>, Vec<Option<usize>>);
+/// Reads one file's rows (those with a read cell that is not empty) into `on_row`, one at
+/// a time, until it answers false; at most `limits.rows` of them.
+fn read_sheet(
+    path: &Path,
+    sheet_names: &[&str],
+    wanted: &[Wanted],
+    limits: Limits,
+    mut on_row: impl FnMut(&Sheet, Row) -> Result<bool>,
+) -> Result<()> {
+    let file = File::open(path)
+        .map_err(|e| Error::config(format!("cannot read {}: {e}", path.display())))?;
+    let mut rows = 0u64;
+    let mut counted = |sheet: &Sheet, row: Row| -> Result<bool> {
+        rows += 1;
+        if rows > limits.rows {
+            return Err(Error::config(format!(
+                "{}: more than {} rows ([source] max_rows); raise it if the export really \
+                 has that many",
+                path.display(),
+                limits.rows
+            )));
+        }
+        if row.cells.iter().all(Cell::is_empty) {
+            return Ok(true);
+        }
+        on_row(sheet, row)
+    };
+    match format_of(path) {
+        Some(Format::Xlsx) => read_xlsx(path, file, sheet_names, wanted, limits, &mut counted),
+        Some(Format::Text) => read_text(path, file, wanted, &mut counted),
+        None => Err(Error::config(format!(
+            "cannot read {}: not an .xlsx, .txt or .tsv file",
+            path.display()
+        ))),
+    }
+}
+
+/// Refuses an `.xlsx` file that unpacks to more than the limits allow, by what its parts
+/// declare and by what they really hold, before the Excel reader (which loads the shared
+/// texts whole) opens it.
+fn check_xlsx(path: &Path, file: &mut File, limits: Limits) -> Result<()> {
+    use std::io::{Read, Seek};
+    let too_large = || {
+        Error::config(format!(
+            "{}: the workbook unpacks to more than {} MB ([source] max_unpacked_mb); refused \
+             unread",
+            path.display(),
+            limits.unpacked_bytes / 1_000_000
+        ))
+    };
+    let unreadable = |why: String| Error::config(format!("cannot read {}: {why}", path.display()));
+    let size = file
+        .metadata()
+        .map_err(|e| unreadable(e.to_string()))?
+        .len();
+    if size > limits.unpacked_bytes {
+        return Err(too_large());
+    }
+    // The number of parts, from the end of the file, before the zip reader reads a table
+    // of them all.
+    let tail_len = size.min(65_557);
+    let mut tail = vec![0; tail_len as usize];
+    file.seek(std::io::SeekFrom::End(-(tail_len as i64)))
+        .and_then(|_| file.read_exact(&mut tail))
+        .map_err(|e| unreadable(e.to_string()))?;
+    let end = tail
+        .windows(4)
+        .rposition(|w| w == [0x50, 0x4b, 0x05, 0x06])
+        .filter(|&i| i + 22 <= tail.len())
+        .ok_or_else(|| unreadable("not an .xlsx workbook (no zip directory)".into()))?;
+    let entries = u16::from_le_bytes([tail[end + 10], tail[end + 11]]);
+    if usize::from(entries) > MAX_ZIP_ENTRIES {
+        return Err(unreadable(format!(
+            "the workbook has more than {MAX_ZIP_ENTRIES} parts"
+        )));
+    }
+    file.rewind().map_err(|e| unreadable(e.to_string()))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(&mut *file))
+        .map_err(|e| unreadable(format!("not an .xlsx workbook ({e})")))?;
+    if zip.len() > MAX_ZIP_ENTRIES {
+        return Err(unreadable(format!(
+            "the workbook has more than {MAX_ZIP_ENTRIES} parts"
+        )));
+    }
+    let declared = (0..zip.len()).try_fold(0u64, |sum, i| {
+        let part = zip
+            .by_index_raw(i)
+            .map_err(|e| unreadable(format!("part {}: {e}", i + 1)))?;
+        Ok::<u64, Error>(sum.saturating_add(part.size()))
+    })?;
+    if declared > limits.unpacked_bytes {
+        return Err(too_large());
+    }
+    // What the parts really unpack to: read through, never kept.
+    let mut left = limits.unpacked_bytes;
+    for i in 0..zip.len() {
+        let mut part = zip
+            .by_index(i)
+            .map_err(|e| unreadable(format!("part {}: {e}", i + 1)))?;
+        let shared = part
+            .name()
+            .is_ok_and(|name| name.ends_with("sharedStrings.xml"));
+        let mut counter = Counter {
+            shared_strings: 0,
+            carry: [0; 3],
+            count_strings: shared,
+            bytes: 0,
+        };
+        std::io::copy(&mut (&mut part).take(left + 1), &mut counter)
+            .map_err(|e| unreadable(format!("part {}: {e}", i + 1)))?;
+        if counter.bytes > left {
+            return Err(too_large());
+        }
+        left -= counter.bytes;
+        if counter.shared_strings > limits.shared_strings {
+            return Err(Error::config(format!(
+                "{}: the workbook holds more than {} shared texts ([source] \
+                 max_shared_strings); refused unread",
+                path.display(),
+                limits.shared_strings
+            )));
+        }
+    }
+    drop(zip);
+    file.rewind().map_err(|e| unreadable(e.to_string()))?;
+    Ok(())
+}
+
+/// Counts bytes written, and the shared texts (`<si>` or `<si ...>`) among them.
+struct Counter {
+    bytes: u64,
+    count_strings: bool,
+    shared_strings: u64,
+    /// The last bytes of the previous write, for a tag split between two.
+    carry: [u8; 3],
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        if self.count_strings {
+            let mut joined = Vec::with_capacity(buf.len() + 3);
+            joined.extend_from_slice(&self.carry);
+            joined.extend_from_slice(buf);
+            self.shared_strings += joined
+                .windows(4)
+                .filter(|w| {
+                    &w[..3] == b"<si" && matches!(w[3], b'>' | b' ' | b'\t' | b'\r' | b'\n')
+                })
+                .count() as u64;
+            let n = joined.len();
+            self.carry.copy_from_slice(&joined[n - 3..]);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn read_xlsx(
+    path: &Path,
+    mut file: File,
+    sheet_names: &[&str],
+    wanted: &[Wanted],
+    limits: Limits,
+    on_row: &mut dyn FnMut(&Sheet, Row) -> Result<bool>,
+) -> Result<()> {
+    check_xlsx(path, &mut file, limits)?;
+    // The Excel reader is not written for hostile files (a cell reference past its
+    // arithmetic panics in a debug build): a panic in it is this file's error.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_workbook(path, file, sheet_names, wanted, on_row)
+    }))
+    .unwrap_or_else(|_| {
+        Err(Error::config(format!(
+            "cannot read {}: the Excel reader failed on it; is it an .xlsx workbook?",
+            path.display()
+        )))
+    })
+}
+
+fn read_workbook(
+    path: &Path,
+    file: File,
+    sheet_names: &[&str],
+    wanted: &[Wanted],
+    on_row: &mut dyn FnMut(&Sheet, Row) -> Result<bool>,
+) -> Result<()> {
+    let unreadable = |why: String| Error::config(format!("cannot read {}: {why}", path.display()));
+    let mut book = Xlsx::new(BufReader::new(file))
+        .map_err(|e| unreadable(format!("not an .xlsx workbook ({})", kind_of(&e))))?;
+    let names = book.sheet_names();
+    let name = names
+        .iter()
+        .find(|n| sheet_names.iter().any(|w| n.trim().eq_ignore_ascii_case(w)))
+        .or(names.first())
+        .cloned()
+        .ok_or_else(|| unreadable("the workbook has no sheet".into()))?;
+    let mut cells = book
+        .worksheet_cells_reader(&name)
+        .map_err(|e| unreadable(format!("its sheet cannot be read ({})", kind_of(&e))))?;
+    let bad_cell =
+        |e: calamine::XlsxError| unreadable(format!("its sheet cannot be read ({})", kind_of(&e)));
+    // The headings: the first row with a cell that is not empty.
+    let mut found: Vec<String> = Vec::new();
+    let mut heading_row = None;
+    let mut next = None;
+    while let Some(cell) = cells.next_cell().map_err(bad_cell)? {
+        let (r, c) = cell.get_position();
+        if matches!(cell.get_value(), DataRef::Empty) {
+            continue;
+        }
+        match heading_row {
+            None => heading_row = Some(r),
+            Some(h) if h != r => {
+                next = Some(cell);
+                break;
+            }
+            Some(_) => {}
+        }
+        let c = c as usize;
+        if c >= found.len() {
+            found.resize(c + 1, String::new());
+        }
+        found[c] = heading_of(cell.get_value());
+    }
+    let (headings, slots) = locate(path, &found, wanted)?;
+    let sheet = Sheet {
+        file: path.to_path_buf(),
+        headings,
+    };
+    let mut slot_at = vec![None; found.len()];
+    for (slot, position) in slots.iter().enumerate() {
+        if let Some(p) = position {
+            slot_at[*p] = Some(slot);
+        }
+    }
+    drop(found);
+    let mut row: Option<Row> = None;
+    let mut cell = next;
+    while let Some(c) = cell.take() {
+        let (r, col) = c.get_position();
+        let number = r as usize + 1;
+        if row.as_ref().is_some_and(|row| row.number != number) {
+            if let Some(done) = row.take() {
+                if !on_row(&sheet, done)? {
+                    return Ok(());
+                }
+            }
+        }
+        let current = row.get_or_insert_with(|| Row {
+            number,
+            cells: vec![Cell::Empty; wanted.len()],
+        });
+        if let Some(Some(slot)) = slot_at.get(col as usize) {
+            current.cells[*slot] = Cell::from_data(c.get_value());
+        }
+        cell = cells.next_cell().map_err(bad_cell)?;
+    }
+    if let Some(done) = row {
+        on_row(&sheet, done)?;
+    }
+    Ok(())
+}
+
+/// What kind of problem the Excel reader met, by the name of its error: its messages
+/// quote the file's text.
+fn kind_of(e: &calamine::XlsxError) -> String {
+    let debug = format!("{e:?}");
+    let name = debug
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or_default();
+    format!("Excel reader: {name}")
+}
+
+fn heading_of(cell: &DataRef) -> String {
+    match cell {
+        DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => s.clone(),
+        DataRef::SharedString(s) => s.to_string(),
+        DataRef::Int(i) => i.to_string(),
+        DataRef::Float(f) => f.to_string(),
+        DataRef::Bool(b) => b.to_string(),
+        _ => String::new(),
+    }
+}
 
 fn read_text(
     path: &Path,
     file: File,
     wanted: &[Wanted],
-) -> Result<(Vec<Option<String>>, Vec<Row>)> {
-    let mut lines = BufReader::new(file).lines();
-    let line_error = |n: usize, e: std::io::Error| {
-        Error::config(format!("cannot read {}: line {n}: {e}", path.display()))
+    on_row: &mut dyn FnMut(&Sheet, Row) -> Result<bool>,
+) -> Result<()> {
+    use std::io::Read;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    // One line, cut off (as an error) past `MAX_LINE_BYTES`, so a file without line
+    // breaks is never read whole; `false` at the end of the file.
+    let mut next_line = |line: &mut Vec<u8>, number: usize| -> Result<bool> {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', line)
+            .map_err(|e| {
+                Error::config(format!(
+                    "cannot read {}: line {number}: {e}",
+                    path.display()
+                ))
+            })?;
+        if line.len() > MAX_LINE_BYTES {
+            return Err(Error::config(format!(
+                "{}: line {number} is longer than {} KiB; is this a tab-separated export?",
+                path.display(),
+                MAX_LINE_BYTES / 1024
+            )));
+        }
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        Ok(n > 0)
     };
-    let header = match lines.next() {
-        Some(line) => line.map_err(|e| line_error(1, e))?,
-        None => String::new(),
-    };
-    let header = header.strip_prefix('\u{feff}').unwrap_or(&header);
+    next_line(&mut line, 1)?;
+    let header = line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&line);
     let found: Vec<String> = header
-        .trim_end_matches('\r')
-        .split('\t')
-        .map(str::to_string)
+        .split(|&b| b == b'\t')
+        .map(|h| String::from_utf8_lossy(h).into_owned())
         .collect();
     let (headings, slots) = locate(path, &found, wanted)?;
+    let sheet = Sheet {
+        file: path.to_path_buf(),
+        headings,
+    };
     // Field position -> slot, so a line's other fields are skipped, never copied.
     let mut slot_at = vec![None; found.len()];
     for (slot, position) in slots.iter().enumerate() {
@@ -622,22 +1086,30 @@ fn read_text(
             slot_at[*p] = Some(slot);
         }
     }
-    let mut rows = Vec::new();
-    for (i, line) in lines.enumerate() {
-        let number = i + 2;
-        let line = line.map_err(|e| line_error(number, e))?;
+    drop(found);
+    let mut number = 1;
+    loop {
+        number += 1;
+        if !next_line(&mut line, number)? {
+            return Ok(());
+        }
         let mut cells = vec![Cell::Empty; wanted.len()];
-        for (field, slot) in line.trim_end_matches('\r').split('\t').zip(&slot_at) {
+        for (field, slot) in line.split(|&b| b == b'\t').zip(&slot_at) {
             if let Some(slot) = slot {
-                cells[*slot] = text_cell(field);
+                cells[*slot] = match std::str::from_utf8(field) {
+                    Ok(text) => text_cell(text),
+                    Err(_) => Cell::NotUtf8,
+                };
             }
         }
-        rows.push(Row { number, cells });
+        if !on_row(&sheet, Row { number, cells })? {
+            return Ok(());
+        }
     }
-    Ok((headings, rows))
 }
 
-/// Finds each wanted column among the file's headings.
+/// Finds each wanted column among the file's headings. Messages name the headings
+/// expected and column positions, never the file's own text.
 fn locate(path: &Path, found: &[String], wanted: &[Wanted]) -> Result<Located> {
     let same = |a: &str, b: &str| a.trim().to_lowercase() == b.trim().to_lowercase();
     let mut headings = Vec::with_capacity(wanted.len());
@@ -648,14 +1120,14 @@ fn locate(path: &Path, found: &[String], wanted: &[Wanted]) -> Result<Located> {
             .collect();
         match matches.as_slice() {
             [] if w.col.required() => {
-                let listed = if found.iter().all(|h| h.trim().is_empty()) {
-                    "none (is the first row empty?)".to_string()
-                } else {
-                    quoted(found.iter().filter(|h| !h.trim().is_empty()), ", ")
+                let headed = found.iter().filter(|h| !h.trim().is_empty()).count();
+                let has = match headed {
+                    0 => "the first row is empty".to_string(),
+                    n => format!("the first row heads {n} columns"),
                 };
                 return Err(Error::config(format!(
-                    "{}: no column headed {}; the headings are {listed}. \
-                     Set [source.columns] {} to the heading this export uses.",
+                    "{}: no column headed {} ({has}). Set [source.columns] {} to the heading \
+                     this export uses.",
                     path.display(),
                     quoted(&w.headings, " or "),
                     w.col.key()
@@ -666,14 +1138,18 @@ fn locate(path: &Path, found: &[String], wanted: &[Wanted]) -> Result<Located> {
                 slots.push(None);
             }
             [i] => {
-                headings.push(Some(found[*i].trim().to_string()));
+                // One of the expected headings, as configured: the file's own spelling
+                // is not repeated.
+                let h = w.headings.iter().find(|h| same(h, &found[*i]));
+                headings.push(h.map(|h| h.trim().to_string()));
                 slots.push(Some(*i));
             }
             _ => {
+                let columns: Vec<String> = matches.iter().map(|i| (i + 1).to_string()).collect();
                 return Err(Error::config(format!(
-                    "{}: {} columns are headed {}; set [source.columns] {} to the one to read",
+                    "{}: columns {} are headed {}; set [source.columns] {} to the one to read",
                     path.display(),
-                    matches.len(),
+                    columns.join(" and "),
                     quoted(&w.headings, " or "),
                     w.col.key()
                 )));
@@ -682,6 +1158,8 @@ fn locate(path: &Path, found: &[String], wanted: &[Wanted]) -> Result<Located> {
     }
     Ok((headings, slots))
 }
+
+type Located = (Vec<Option<String>>, Vec<Option<usize>>);
 
 fn quoted<S: AsRef<str>>(items: impl IntoIterator<Item = S>, sep: &str) -> String {
     items

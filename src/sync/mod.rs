@@ -99,7 +99,7 @@ impl Engine {
             let tasks = self
                 .onboard(tasks, numbers, &run_id, &options.actor, &mut report, true)
                 .await?;
-            self.plan_dry(&tasks, &mut report)?;
+            self.plan_dry(tasks, &mut report)?;
             report.sort();
             return Ok((report, None));
         }
@@ -188,7 +188,9 @@ impl Engine {
     /// Customers refused before sending are part of the run's row-level log too.
     fn record_refused(&self, report: &Report, run_id: &str, actor: &str) -> Result<()> {
         let mut refused = Vec::with_capacity(report.rejections.len());
-        for rejection in &report.rejections {
+        // A customer whose code could not be read has no journal timeline to join: it is
+        // in the report and the run's summary only.
+        for rejection in report.rejections.iter().filter(|r| !r.customer.is_empty()) {
             let known = self
                 .journal
                 .state(self.sink_name(), &rejection.customer)?

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::journal::{HoldKind, Outcome, Rejection, Sent, State};
 use crate::mapping::MappedRecord;
 use crate::record::SourceCustomer;
+use crate::source::Unreadable;
 
 /// One write the plan asks for.
 pub(super) enum Task {
@@ -166,8 +167,12 @@ pub(super) struct Planner<'e> {
     /// Digests of further distinct copies of a code (see `Seen::others`).
     other_copies: Vec<Vec<u64>>,
     seed: foldhash::fast::FixedState,
-    /// Why customers were rejected by the mapping (see `Verdict::Rejected`).
+    /// Why customers were rejected by the mapping or could not be read (see
+    /// `Verdict::Rejected`).
     reasons: Vec<String>,
+    /// Why customers whose code could not be read were rejected; each names where the
+    /// customer stood.
+    unplaced: Vec<String>,
     /// Whether any customer is held at all, per `HoldKind::ALL`.
     holds: [bool; 4],
     tasks: Vec<Task>,
@@ -190,6 +195,7 @@ impl<'e> Planner<'e> {
             other_copies: Vec::new(),
             seed: foldhash::fast::FixedState::with_seed(rand::random()),
             reasons: Vec::new(),
+            unplaced: Vec::new(),
             holds: HoldKind::ALL.map(|kind| engine.journal.any_hold(kind)),
             tasks: Vec::new(),
             read: 0,
@@ -222,15 +228,7 @@ impl<'e> Planner<'e> {
             return Ok(());
         }
         let digest = digest_of(&self.seed, &c);
-        if let Some(seen) = self.seen.get_mut(&self.seed, &c.code) {
-            if seen.others == 0 {
-                self.other_copies.push(Vec::new());
-                seen.others = self.other_copies.len() as u32;
-            }
-            let others = &mut self.other_copies[seen.others as usize - 1];
-            if seen.first != digest && !others.contains(&digest) {
-                others.push(digest);
-            }
+        if self.again(&c.code, digest) {
             return Ok(());
         }
         let engine = self.engine;
@@ -238,15 +236,7 @@ impl<'e> Planner<'e> {
         let permitted = c.into_permitted();
         // First of all: what is held is not looked at further (not even rejected, which
         // would force full reads forever).
-        let mut hold = None;
-        for (kind, present) in HoldKind::ALL.into_iter().zip(self.holds) {
-            if present {
-                if let Some(h) = journal.hold(kind, &permitted.code)? {
-                    hold = Some((kind, h));
-                    break;
-                }
-            }
-        }
+        let mut hold = self.hold_of(&permitted.code)?;
         // A conflict is about the number it was found under: renumbered in Opter, the
         // customer is planned afresh.
         if let Some((HoldKind::Conflict, h)) = &hold {
@@ -320,6 +310,74 @@ impl<'e> Planner<'e> {
         Ok(())
     }
 
+    /// A customer the source could not read: rejected with the source's reason (unless
+    /// held), by code when it has one. It is never unchanged, so the next run reads it
+    /// again (a run with rejections is followed by a full read).
+    pub(super) fn add_unreadable(&mut self, u: Unreadable) -> Result<()> {
+        self.read += 1;
+        let Some(code) = u.code else {
+            self.unplaced.push(u.reason);
+            return Ok(());
+        };
+        if self.replay.is_some_and(|codes| !codes.contains(&code)) {
+            return Ok(());
+        }
+        let digest = digest_of(&self.seed, &(&code, &u.reason));
+        if self.again(&code, digest) {
+            return Ok(());
+        }
+        let verdict = match self.hold_of(&code)? {
+            Some((HoldKind::Conflict, h)) => {
+                self.reasons.push(h.reason);
+                Verdict::Conflict(self.reasons.len() as u32 - 1)
+            }
+            Some((kind, _)) => Verdict::Held(kind),
+            None => {
+                self.reasons.push(u.reason);
+                Verdict::Rejected(self.reasons.len() as u32 - 1)
+            }
+        };
+        self.seen.insert(
+            &self.seed,
+            &code,
+            Seen {
+                first: digest,
+                others: 0,
+                number: NO_NUMBER,
+                verdict,
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether `code` was read before; a further distinct copy is noted for `finish`.
+    fn again(&mut self, code: &str, digest: u64) -> bool {
+        let Some(seen) = self.seen.get_mut(&self.seed, code) else {
+            return false;
+        };
+        if seen.others == 0 {
+            self.other_copies.push(Vec::new());
+            seen.others = self.other_copies.len() as u32;
+        }
+        let others = &mut self.other_copies[seen.others as usize - 1];
+        if seen.first != digest && !others.contains(&digest) {
+            others.push(digest);
+        }
+        true
+    }
+
+    /// The first hold on `code`, looked up only for the kinds anything is held for.
+    fn hold_of(&self, code: &str) -> Result<Option<(HoldKind, crate::journal::Hold)>> {
+        for (kind, present) in HoldKind::ALL.into_iter().zip(self.holds) {
+            if present {
+                if let Some(h) = self.engine.journal.hold(kind, code)? {
+                    return Ok(Some((kind, h)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Rejects duplicates, counts what is held or unchanged, returns what to write and
     /// the register number of every customer mapped.
     pub(super) fn finish(self, report: &mut Report) -> Result<(Vec<Task>, Texts)> {
@@ -330,6 +388,7 @@ impl<'e> Planner<'e> {
             other_copies,
             tasks,
             mut reasons,
+            unplaced,
             ..
         } = self;
         // Register numbers that several customers map to: sort the numbers, count runs.
@@ -403,6 +462,10 @@ impl<'e> Planner<'e> {
                 Verdict::Write(_) => {}
             }
         }
+        // No code to name them by: listed by position, with no customer code.
+        for reason in unplaced {
+            rejected("", reason);
+        }
         report.counts.suppressed += held.0;
         report.counts.restricted += held.1;
         report.counts.skipped += held.2;
@@ -417,10 +480,13 @@ impl<'e> Planner<'e> {
 
 impl Engine {
     /// What a dry run shows and counts of the writes it would make.
-    pub(super) fn plan_dry(&self, tasks: &[Task], report: &mut Report) -> Result<()> {
+    /// Each write is dropped once described, so that the writes and their descriptions
+    /// are not all held at once.
+    pub(super) fn plan_dry(&self, tasks: Vec<Task>, report: &mut Report) -> Result<()> {
+        report.plan.reserve(tasks.len());
         for task in tasks {
-            report.plan.push(self.planned(task)?);
-            match task {
+            report.plan.push(self.planned(&task)?);
+            match &task {
                 Task::Create(_) => report.counts.created += 1,
                 Task::Update { .. } => report.counts.updated += 1,
             }

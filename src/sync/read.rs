@@ -109,7 +109,7 @@ impl Engine {
     ) -> Result<(Vec<Task>, Texts, Option<DateTime<Utc>>)> {
         self.observer.reading();
         let latest = Utc::now() + CLOCK_TOLERANCE;
-        let (pages, mut incoming) = tokio::sync::mpsc::channel(2);
+        let (pages, incoming) = tokio::sync::mpsc::channel(2);
         let reading = async move {
             let result = self.source.read_pages(read.changed_since(), &pages).await;
             drop(pages);
@@ -118,18 +118,27 @@ impl Engine {
         let mut planner = Planner::new(self, replay);
         planner.latest = latest;
         let planning = async {
-            while let Some((customers, total)) = incoming.recv().await {
-                if let Some(total) = total {
+            // Owned here, so that a planner that stops drops the channel, and a reader
+            // waiting to hand on a page stops too instead of waiting for ever.
+            let mut incoming = incoming;
+            while let Some(page) = incoming.recv().await {
+                if let Some(total) = page.total {
                     self.observer.read_total(total);
                     planner.expect(total);
                 }
-                for customer in customers {
+                for customer in page.customers {
                     planner.add(customer)?;
+                }
+                for unreadable in page.unreadable {
+                    planner.add_unreadable(unreadable)?;
                 }
                 self.observer.read_so_far(planner.read as u64);
             }
             Ok::<(), Error>(())
         };
+        // Nothing is written before both are done: a read that stopped part-way (a bound
+        // reached, a page that cannot be read) ends the run here, whatever pages the
+        // planner already saw.
         let (read_result, plan_result) = tokio::join!(reading, planning);
         read_result?;
         plan_result?;

@@ -31,7 +31,8 @@ pub struct Drift {
     /// Opter customers neither in the journal nor in the register: the next sync
     /// creates them.
     pub not_in_register: Vec<String>,
-    /// Opter customers the mapping rejects (the next sync reports why).
+    /// Opter customers the mapping rejects, or that cannot be read (the next sync
+    /// reports why).
     pub rejected_by_mapping: u64,
 }
 
@@ -61,8 +62,9 @@ impl Engine {
         let mut rejected = 0;
         let mapping = &self.mapping;
         let collecting = async {
-            while let Some((customers, _)) = incoming.recv().await {
-                for c in customers {
+            while let Some(page) = incoming.recv().await {
+                rejected += page.unreadable.len() as u64;
+                for c in page.customers {
                     let permitted = c.into_permitted();
                     match mapping.check_and_hash(&permitted) {
                         Ok(checked) => {

@@ -172,11 +172,7 @@ fn write_exports(dir: &Path, customers: &[(&str, &str, &str)]) -> OpterExportCon
     }
     std::fs::write(dir.join("customers.txt"), c).unwrap();
     std::fs::write(dir.join("references.txt"), r).unwrap();
-    OpterExportConfig {
-        customers: dir.join("customers.txt"),
-        references: dir.join("references.txt"),
-        columns: Default::default(),
-    }
+    OpterExportConfig::files(dir.join("customers.txt"), dir.join("references.txt"))
 }
 
 struct Fixture {

@@ -375,3 +375,60 @@ impl Mapped for opter_visma_sync::mapping::Mapping {
         self.check_and_hash(customer).map(|c| c.into_record())
     }
 }
+
+/// How a run of the binary ended, with its own peak resident memory.
+pub struct Watched {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub peak_kib: u64,
+    pub took: std::time::Duration,
+}
+
+/// Runs `cmd` to its end, killed after `limit`. Its peak memory is the highest `VmHWM`
+/// read from /proc while it runs (every 10 ms): the kernel's own peak of the program
+/// after exec (a parent's pages, which `wait4`'s counts include, are not in it).
+pub fn watched(mut cmd: std::process::Command, limit: std::time::Duration) -> Watched {
+    use std::io::Read;
+    use std::process::Stdio;
+    let started = std::time::Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            r.read_to_end(&mut text).unwrap();
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            let hwm = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+            peak_kib = peak_kib.max(hwm.unwrap_or(0));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    Watched {
+        code: status.code(),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+        peak_kib,
+        took: started.elapsed(),
+    }
+}

@@ -129,8 +129,11 @@ pub fn without_values(message: &str) -> String {
 /// A TOML error as `FILE: line L, column C: what is wrong`, without the file's lines
 /// (toml's own display quotes them, and a file given by mistake may hold a secret).
 pub fn toml_error(file: &std::path::Path, text: &str, error: &toml::de::Error) -> String {
+    // A key missing from the top level points at the file's start: no line says where.
+    let top_level_missing = error.message().starts_with("missing field");
     let at = error
         .span()
+        .filter(|span| !(top_level_missing && span.start == 0))
         .map(|span| {
             let before = &text.as_bytes()[..span.start.min(text.len())];
             let line = before.iter().filter(|b| **b == b'\n').count() + 1;

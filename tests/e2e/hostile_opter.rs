@@ -403,9 +403,11 @@ async fn an_answer_larger_than_a_page_can_be_is_refused_unread() {
         run.stderr
     );
     assert!(run.peak_kib < 200 * 1024, "{} KiB", run.peak_kib);
-    // Read up to the cap and a little more (what was in flight), not on and on.
+    // Read up to the cap and what loopback's socket buffers held in flight (they
+    // grow to several MiB under load), not on and on: unread, the stream would run
+    // to gigabytes within the watch.
     assert!(
-        sent.load(Ordering::SeqCst) < 2048 / 64 * 4,
+        sent.load(Ordering::SeqCst) < 64 * 1024 / 64,
         "{}",
         sent.load(Ordering::SeqCst)
     );

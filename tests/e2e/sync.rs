@@ -452,17 +452,29 @@ async fn a_customer_already_in_the_register_is_adopted_not_duplicated() {
 fn config_errors_name_the_key_and_the_file_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "tenant = \"x\"\n[source]\nkind = \"opter-api\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_opter-visma-sync"))
-        .arg("--config")
-        .arg(&file)
-        .arg("sync")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let run = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_opter-visma-sync"))
+            .arg("--config")
+            .arg(&file)
+            .arg("sync")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("bad.toml"), "{stderr}");
+        stderr
+    };
+    let stderr =
+        run("tenant = \"x\"\n[source]\nkind = \"opter-api\"\n[sink]\n[journal]\npath = \"j\"\n");
     assert!(
-        stderr.contains("bad.toml") && stderr.contains("base_url"),
+        stderr.contains("[source]") && stderr.contains("base_url"),
+        "{stderr}"
+    );
+    // A table missing from the top level is named, with no line that would mislead.
+    let stderr = run("tenant = \"x\"\n[source]\nkind = \"opter-api\"\n");
+    assert!(
+        stderr.contains("`sink`") && !stderr.contains("line 1"),
         "{stderr}"
     );
 

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             Command::Export(args) => commands::export_customer(&cli.config, args).await,
             Command::Link(args) => commands::link(&cli.config, args).await,
             Command::Reconcile(args) => commands::reconcile(&cli.config, args).await,
+            Command::Serve => commands::serve::serve(&cli.config).await,
         }
     });
     match result {

@@ -17,6 +17,7 @@ mod journal_fixture;
 mod messages;
 mod oauth;
 mod onboarding;
+mod serve;
 mod sinks;
 mod support;
 mod sync;

@@ -444,7 +444,8 @@ async fn serve_syncs_three_tenants_reports_them_and_lets_the_cli_purge_meanwhile
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_tenant_backs_off_and_recovers_and_a_login_needed_pauses_without_holding_others()
 {
-    let mut folder = Folder::new("workers = 1\nbackoff_secs = 1\nmax_backoff_secs = 4");
+    let mut folder =
+        Folder::new("workers = 1\nbackoff_secs = 1\nmax_backoff_secs = 4\nrescan_secs = 1");
     let every = "every = \"1s\"\njitter = \"0s\"";
     let good = folder
         .tenant("good", &visma_net::REGISTER, customers(3), "", every)
@@ -545,7 +546,17 @@ async fn a_failing_tenant_backs_off_and_recovers_and_a_login_needed_pauses_witho
     let paused_runs = serve.tenant("login").await["runs"].as_u64().unwrap();
     let (status, body) = serve.post("/tenants/login/resume").await;
     assert_eq!(status, 202, "{body}");
-    until("login to run and pause again", 30, || async {
+    let paused_runs = until("login to run and pause again", 30, || async {
+        let t = serve.tenant("login").await;
+        let runs = t["runs"].as_u64().unwrap();
+        (runs > paused_runs && t["state"] == "paused").then_some(runs)
+    })
+    .await;
+    // So does a change to its config file.
+    let file = folder.tenant_file("login");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}# login renewed\n")).unwrap();
+    until("login to run after its file changed", 30, || async {
         let t = serve.tenant("login").await;
         (t["runs"].as_u64().unwrap() > paused_runs && t["state"] == "paused").then_some(())
     })
@@ -609,6 +620,45 @@ async fn sigterm_mid_run_exits_0_in_bounded_time_and_a_restart_writes_nothing_tw
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_run_under_way_finish_and_commit_within_the_grace() {
+    let mut folder = Folder::new("shutdown_grace_secs = 30");
+    let t = folder
+        .tenant(
+            "steady",
+            &visma_net::REGISTER,
+            SandboxOptions {
+                faults: Faults {
+                    latency_ms: 40,
+                    ..Faults::default()
+                },
+                ..customers(60)
+            },
+            "",
+            "every = \"1h\"\njitter = \"0s\"",
+        )
+        .await;
+    folder.add(&t);
+    let mut serve = folder.start();
+    until("the first creates", 60, || async {
+        (!t.numbers().is_empty()).then_some(())
+    })
+    .await;
+    serve.signal(libc::SIGTERM);
+    let status = serve.exit_within(30);
+    assert_eq!(status.code(), Some(0), "{}", serve.log());
+    assert_eq!(t.numbers().len(), 60, "the run went on to its end");
+    let out = t
+        .cli(&folder, &["journal", "runs", "--json"])
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1, "no new run started after SIGTERM: {runs:?}");
+    assert!(runs[0]["finished"].is_string(), "committed: {runs:?}");
+    assert_eq!(runs[0]["counts"]["created"], 60, "{runs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

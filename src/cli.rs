@@ -240,6 +240,23 @@ pub enum Command {
         .edited_in_register"
     )]
     Reconcile(ReconcileArgs),
+
+    /// Run many tenants on their schedules, with health, metrics and run-now over HTTP.
+    #[command(
+        long_about = "Run every tenant config in a folder on its [schedule] (every 15 \
+        minutes by default), in one process: at most [service] workers runs at once, one \
+        per tenant at a time. --config names the service file (not a tenant's):\n\n  \
+        [service]\n  listen = \"127.0.0.1:8787\"\n  tenants = \"tenants\"   # one TOML \
+        file per tenant; the id is the file name without .toml\n\n\
+        Endpoints: GET /healthz, /readyz, /metrics (Prometheus), /tenants; POST \
+        /tenants/ID/run (run now), /tenants/ID/resume (after a pause). Tenant files added, \
+        changed or removed are picked up without a restart (or at once on SIGHUP). \
+        SIGTERM lets runs under way finish for [service] shutdown_grace_secs, then \
+        exits 0. A tenant's journal is open only during its runs, so every other \
+        command works on a tenant while serve runs.\n\n\
+        Example:\n  opter-visma-sync serve --config /etc/ovs/service.toml"
+    )]
+    Serve,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ pub mod record;
 pub mod retry;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod service;
 pub mod sink;
 pub mod source;
 pub mod support;

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             Command::Export(args) => commands::export_customer(&cli.config, args, new).await,
             Command::Link(args) => commands::link(&cli.config, args, new).await,
             Command::Reconcile(args) => commands::reconcile(&cli.config, args, new).await,
+            Command::Serve => commands::serve::serve(&cli.config).await,
         }
     });
     match result {

@@ -5,6 +5,7 @@ pub mod init;
 mod progress;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod serve;
 
 use std::io::Write;
 use std::path::Path;

@@ -4,6 +4,7 @@
 //! variables that do, and secrets are read into `SecretString`s, whose `Debug` prints
 //! `[REDACTED]`, only when a command needs them.
 
+pub mod schedule;
 pub mod values;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,8 @@ pub struct Config {
     pub source: SourceConfig,
     pub sink: SinkConfig,
     pub journal: JournalConfig,
+    /// When `serve` runs this tenant (`[schedule]`, optional).
+    pub schedule: schedule::Schedule,
 }
 
 /// The `[source]` table, by its `kind`.
@@ -106,6 +109,7 @@ struct RawConfig {
     source: toml::Table,
     sink: toml::Table,
     journal: JournalConfig,
+    schedule: Option<toml::Table>,
 }
 
 fn default_max_retry_wait_secs() -> u64 {
@@ -171,12 +175,14 @@ impl Config {
             .map_err(|e| Error::config(format!("{}: [source]: {}", file.display(), e.trim())))?;
         let sink = parse_sink(raw.sink)
             .map_err(|e| Error::config(format!("{}: [sink]: {}", file.display(), e.trim())))?;
+        let schedule = schedule::Schedule::parse(raw.schedule, file)?;
         let mut config = Config {
             file: file.to_path_buf(),
             tenant: raw.tenant,
             source,
             sink,
             journal: raw.journal,
+            schedule,
         };
         config.journal.path = base.join(&config.journal.path);
         config.sink.mapping = base.join(&config.sink.mapping);

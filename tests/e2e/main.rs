@@ -18,6 +18,7 @@ mod journal_safety;
 mod messages;
 mod oauth;
 mod onboarding;
+mod serve;
 mod sinks;
 mod support;
 mod sync;

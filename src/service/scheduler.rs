@@ -1,0 +1,769 @@
+//! The tenants table and the loop that runs them: at most `workers` runs at once, the
+//! longest-waiting tenant first, one run per tenant at a time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use super::config::ServiceConfig;
+use super::metrics::{Metrics, TenantLabels};
+use super::tenants::{self, Loaded};
+use crate::app::Connector;
+use crate::config::{Config, ProcessEnv};
+use crate::error::{Error, Result};
+use crate::journal::Counts;
+use crate::sync::{Quiet, Report, SyncOptions, SYNC_ACTOR};
+
+/// How soon a run waits again when another process holds the tenant's journal.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+/// How long a budget pause lasts when the message names no time.
+const BUDGET_RETRY: Duration = Duration::from_secs(3600);
+/// How long aborted runs get to let go of their journals after the grace period.
+const ABORT_WAIT: Duration = Duration::from_secs(3);
+
+pub(super) struct Shared {
+    pub config: ServiceConfig,
+    table: Mutex<Table>,
+    pub wake: Notify,
+    pub metrics: Metrics,
+    /// The first scan of the folder is done.
+    pub loaded: AtomicBool,
+    stopping: AtomicBool,
+}
+
+#[derive(Default)]
+pub(super) struct Table {
+    pub tenants: BTreeMap<String, Tenant>,
+    running: usize,
+}
+
+pub(super) struct Tenant {
+    pub file: PathBuf,
+    digest: [u8; 32],
+    pub loaded: Result<Loaded, String>,
+    pub running: bool,
+    /// Its file is gone; it leaves the table when its run ends.
+    removed: bool,
+    /// Whether its journal opens: `None` until looked at.
+    pub journal: Option<Result<(), String>>,
+    /// When its last run started, for the schedule.
+    last_started: Option<DateTime<Utc>>,
+    pub next_run: Option<DateTime<Utc>>,
+    /// A run-now request waiting, since when.
+    pub requested: Option<DateTime<Utc>>,
+    pub pause: Option<Pause>,
+    pub failures: u32,
+    /// Runs since the service started.
+    pub runs: u64,
+    pub last_run: Option<LastRun>,
+    pub last_success: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct Pause {
+    /// `needs-login`, `budget` or `config`.
+    pub reason: &'static str,
+    pub message: String,
+    pub since: DateTime<Utc>,
+    /// When it lifts by itself (the budget); otherwise a changed config file or a
+    /// resume request lifts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct LastRun {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Counts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Tenant {
+    fn new(file: PathBuf, digest: [u8; 32], loaded: Result<Loaded, String>) -> Tenant {
+        Tenant {
+            file,
+            digest,
+            loaded,
+            running: false,
+            removed: false,
+            journal: None,
+            last_started: None,
+            next_run: None,
+            requested: None,
+            pause: None,
+            failures: 0,
+            runs: 0,
+            last_run: None,
+            last_success: None,
+        }
+    }
+
+    pub fn register(&self) -> &'static str {
+        self.loaded.as_ref().map_or("unknown", |l| l.register)
+    }
+
+    pub fn labels(&self, id: &str) -> TenantLabels {
+        TenantLabels {
+            tenant: id.to_string(),
+            register: self.register().to_string(),
+        }
+    }
+
+    /// `idle`, `queued`, `running`, `paused` or `invalid`.
+    pub fn state(&self) -> &'static str {
+        match () {
+            _ if self.running => "running",
+            _ if self.loaded.is_err() => "invalid",
+            _ if self.pause.is_some() => "paused",
+            _ if self.requested.is_some() => "queued",
+            _ => "idle",
+        }
+    }
+
+    /// Sets the next scheduled run from the schedule, at least `backoff` from now.
+    fn schedule(&mut self, now: DateTime<Utc>, backoff: Option<Duration>) {
+        let Ok(loaded) = &self.loaded else {
+            self.next_run = None;
+            return;
+        };
+        let schedule = &loaded.schedule;
+        let mut due = schedule.next_after(self.last_started, now);
+        if let Some(wait) = backoff.and_then(|w| chrono::TimeDelta::from_std(w).ok()) {
+            due = due.max(schedule.after_quiet_hours(now + wait));
+        }
+        let jitter = schedule.jitter.mul_f64(rand::random::<f64>());
+        self.next_run = Some(due + chrono::TimeDelta::from_std(jitter).unwrap_or_default());
+    }
+
+    /// Whether a run may start now.
+    fn due(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let ready = !self.running
+            && !self.removed
+            && self.loaded.is_ok()
+            && self.pause.is_none()
+            && self.journal.is_some();
+        if !ready {
+            return None;
+        }
+        match (self.requested, self.next_run) {
+            (Some(at), _) => Some(at),
+            (None, Some(at)) if at <= now => Some(at),
+            _ => None,
+        }
+    }
+}
+
+impl Shared {
+    pub fn table(&self) -> MutexGuard<'_, Table> {
+        // A panic elsewhere while holding it leaves plain data behind.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Refreshes the per-tenant gauges from the table.
+    pub fn refresh_gauges(&self) {
+        let table = self.table();
+        for (id, t) in table.tenants.iter().filter(|(_, t)| t.loaded.is_ok()) {
+            let reason = t.pause.as_ref().map(|p| p.reason);
+            self.metrics.state(
+                &t.labels(id),
+                t.next_run.filter(|_| t.pause.is_none()),
+                reason == Some("needs-login"),
+                reason == Some("budget"),
+            );
+        }
+    }
+}
+
+/// Runs the service until SIGTERM or Ctrl-C.
+pub async fn serve(config: ServiceConfig) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| {
+            Error::config(format!(
+                "{}: [service] listen: cannot listen there: {e}",
+                config.file.display()
+            ))
+        })?;
+    let addr = listener.local_addr().map_err(|e| Error::Other(e.into()))?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "listening on http://{addr} (tenants from {})",
+            config.tenants.display()
+        );
+        let _ = out.flush();
+    }
+    let shared = Arc::new(Shared {
+        config,
+        table: Mutex::new(Table::default()),
+        wake: Notify::new(),
+        metrics: Metrics::new(),
+        loaded: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
+    });
+    let stop_http = Arc::new(Notify::new());
+    let server = tokio::spawn({
+        let app = super::http::router(shared.clone());
+        let stop = stop_http.clone();
+        async move {
+            let stopped = async move { stop.notified().await };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::error!("the HTTP server stopped: {e}");
+            }
+        }
+    });
+    let mut signals = Signals::new()?;
+    let mut runs = JoinSet::new();
+    rescan(&shared).await;
+    shared.loaded.store(true, Ordering::SeqCst);
+    let rescan_every = shared.config.rescan;
+    let mut next_scan = tokio::time::Instant::now() + rescan_every;
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        if tokio::time::Instant::now() >= next_scan {
+            rescan(&shared).await;
+            next_scan = tokio::time::Instant::now() + rescan_every;
+        }
+        for (id, file) in dispatch(&shared) {
+            runs.spawn(run_tenant(shared.clone(), id, file));
+        }
+        let wake_at = next_wake(&shared).min(next_scan);
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake_at) => {}
+            _ = shared.wake.notified() => {}
+            Some(_) = runs.join_next(), if !runs.is_empty() => {}
+            signal = signals.recv() => match signal {
+                Signal::Stop => {
+                    tracing::warn!("stopping: no new runs; waiting for the runs under way");
+                    shared.stopping.store(true, Ordering::SeqCst);
+                }
+                Signal::Rescan => next_scan = tokio::time::Instant::now(),
+            },
+        }
+    }
+    let grace = shared.config.shutdown_grace;
+    let drained =
+        tokio::time::timeout(grace, async { while runs.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            "runs still under way after shutdown_grace_secs: stopped; the next run settles \
+             what they left open"
+        );
+        runs.abort_all();
+        let _ = tokio::time::timeout(ABORT_WAIT, async {
+            while runs.join_next().await.is_some() {}
+        })
+        .await;
+    }
+    stop_http.notify_one();
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    Ok(())
+}
+
+/// The tenants whose run starts now, longest waiting first, as many as workers are free.
+fn dispatch(shared: &Shared) -> Vec<(String, PathBuf)> {
+    let now = Utc::now();
+    let mut table = shared.table();
+    for t in table.tenants.values_mut() {
+        if t.pause
+            .as_ref()
+            .and_then(|p| p.until)
+            .is_some_and(|u| u <= now)
+        {
+            t.pause = None;
+            t.schedule(now, None);
+        }
+    }
+    let free = shared.config.workers.saturating_sub(table.running);
+    let mut due: Vec<(DateTime<Utc>, String)> = table
+        .tenants
+        .iter()
+        .filter_map(|(id, t)| t.due(now).map(|at| (at, id.clone())))
+        .collect();
+    due.sort();
+    let mut started = Vec::new();
+    for (_, id) in due.into_iter().take(free) {
+        if let Some(t) = table.tenants.get_mut(&id) {
+            t.running = true;
+            t.requested = None;
+            started.push((id, t.file.clone()));
+        }
+    }
+    table.running += started.len();
+    started
+}
+
+/// When the loop must look again: the earliest scheduled run or pause end.
+fn next_wake(shared: &Shared) -> tokio::time::Instant {
+    let now = Utc::now();
+    let table = shared.table();
+    let earliest = table
+        .tenants
+        .values()
+        .filter(|t| !t.running)
+        .filter_map(|t| match &t.pause {
+            Some(pause) => pause.until,
+            None => t.next_run,
+        })
+        .min();
+    let wait = earliest
+        .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO))
+        .unwrap_or(Duration::from_secs(3600));
+    tokio::time::Instant::now() + wait.max(Duration::from_millis(5))
+}
+
+/// Reads the tenants folder again: new tenants are added (their journal looked at
+/// first), changed ones take their new config (which lifts a pause), removed ones go.
+async fn rescan(shared: &Arc<Shared>) {
+    let known: HashMap<String, [u8; 32]> = shared
+        .table()
+        .tenants
+        .iter()
+        .filter(|(_, t)| !t.removed)
+        .map(|(id, t)| (id.clone(), t.digest))
+        .collect();
+    let folder = shared.config.tenants.clone();
+    let scan = match tokio::task::spawn_blocking(move || tenants::scan(&folder, &known)).await {
+        Ok(Ok(scan)) => scan,
+        Ok(Err(e)) => {
+            tracing::warn!("{e:#}");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("reading the tenants folder stopped: {e}");
+            return;
+        }
+    };
+    let now = Utc::now();
+    let mut to_probe = Vec::new();
+    {
+        let mut table = shared.table();
+        let present: std::collections::HashSet<&String> =
+            scan.found.keys().chain(scan.unchanged.iter()).collect();
+        let gone: Vec<String> = table
+            .tenants
+            .keys()
+            .filter(|id| !present.contains(id))
+            .cloned()
+            .collect();
+        for id in gone {
+            let running = table.tenants.get(&id).is_some_and(|t| t.running);
+            if running {
+                if let Some(t) = table.tenants.get_mut(&id) {
+                    t.removed = true;
+                }
+            } else if let Some(t) = table.tenants.remove(&id) {
+                shared.metrics.forget(&t.labels(&id));
+                tracing::warn!(tenant = %id, "tenant removed: its file is gone");
+            }
+        }
+        for (id, found) in scan.found {
+            if let Err(why) = &found.loaded {
+                tracing::warn!(tenant = %id, "tenant config does not load: {why}");
+            }
+            match table.tenants.get_mut(&id) {
+                Some(t) => {
+                    let register = t.register();
+                    t.file = found.file;
+                    t.digest = found.digest;
+                    t.loaded = found.loaded;
+                    t.removed = false;
+                    t.pause = None;
+                    t.failures = 0;
+                    if t.register() != register {
+                        shared.metrics.forget(&TenantLabels {
+                            tenant: id.clone(),
+                            register: register.to_string(),
+                        });
+                    }
+                    if t.journal.is_none() || matches!(t.journal, Some(Err(_))) {
+                        to_probe.push(id.clone());
+                    } else if !t.running {
+                        t.schedule(now, None);
+                    }
+                }
+                None => {
+                    table.tenants.insert(
+                        id.clone(),
+                        Tenant::new(found.file, found.digest, found.loaded),
+                    );
+                    to_probe.push(id);
+                }
+            }
+        }
+        // A journal that did not open is looked at again on every scan.
+        for (id, t) in &table.tenants {
+            if matches!(t.journal, Some(Err(_))) && !t.running && !to_probe.contains(id) {
+                to_probe.push(id.clone());
+            }
+        }
+    }
+    for id in to_probe {
+        let target = {
+            let table = shared.table();
+            table
+                .tenants
+                .get(&id)
+                .and_then(|t| match (&t.loaded, t.running) {
+                    (Ok(loaded), false) => Some((loaded.journal.clone(), loaded.register)),
+                    _ => None,
+                })
+        };
+        let Some((journal, register)) = target else {
+            continue;
+        };
+        let probed =
+            tokio::task::spawn_blocking(move || tenants::probe_journal(&journal, register))
+                .await
+                .unwrap_or_else(|e| Err(format!("looking at the journal stopped: {e}")));
+        let mut table = shared.table();
+        if let Some(t) = table.tenants.get_mut(&id) {
+            match probed {
+                Ok(last) => {
+                    t.journal = Some(Ok(()));
+                    t.last_started = t.last_started.max(last);
+                    if !t.running {
+                        t.schedule(Utc::now(), None);
+                    }
+                }
+                Err(why) => {
+                    tracing::warn!(tenant = %id, "journal does not open: {why}");
+                    t.journal = Some(Err(why));
+                }
+            }
+        }
+    }
+    shared.wake();
+}
+
+/// Marks a run over when its task ends, also when it is aborted.
+struct RunGuard {
+    shared: Arc<Shared>,
+    id: String,
+    done: bool,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut table = self.shared.table();
+        table.running = table.running.saturating_sub(1);
+        if let Some(t) = table.tenants.get_mut(&self.id) {
+            t.running = false;
+        }
+    }
+}
+
+/// One run of one tenant: its config read again and its connector (and journal) open
+/// for the run only.
+async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
+    let mut guard = RunGuard {
+        shared: shared.clone(),
+        id: id.clone(),
+        done: false,
+    };
+    let started = Utc::now();
+    let busy = {
+        let journal = shared
+            .table()
+            .tenants
+            .get(&id)
+            .and_then(|t| t.loaded.as_ref().ok().map(|l| l.journal.clone()));
+        match journal {
+            Some(journal) => tokio::task::spawn_blocking(move || tenants::journal_busy(&journal))
+                .await
+                .unwrap_or(false),
+            None => false,
+        }
+    };
+    if busy {
+        tracing::info!(tenant = %id, "journal in use by another process: the run waits");
+        guard.done = true;
+        let mut table = shared.table();
+        table.running = table.running.saturating_sub(1);
+        if let Some(t) = table.tenants.get_mut(&id) {
+            t.running = false;
+            t.next_run =
+                Some(Utc::now() + chrono::TimeDelta::from_std(BUSY_RETRY).unwrap_or_default());
+        }
+        drop(table);
+        shared.wake();
+        return;
+    }
+    let result = run_once(file).await;
+    let finished = Utc::now();
+    let (outcome, counts, run_id, error) = match &result {
+        Ok((report, None)) => {
+            let c = &report.counts;
+            let outcome = match c.rejected + c.failed + c.conflict {
+                0 => "succeeded",
+                _ => "partial",
+            };
+            (outcome, Some(c.clone()), Some(report.run_id.clone()), None)
+        }
+        Ok((report, Some(e))) => (
+            outcome_of(e),
+            Some(report.counts.clone()),
+            Some(report.run_id.clone()),
+            Some(e),
+        ),
+        Err(e) => (outcome_of(e), None, None, Some(e)),
+    };
+    match error {
+        Some(e) => tracing::warn!(tenant = %id, outcome, "run stopped: {e}"),
+        None => tracing::info!(tenant = %id, outcome, "run done"),
+    }
+    guard.done = true;
+    let mut table = shared.table();
+    table.running = table.running.saturating_sub(1);
+    let mut forget = None;
+    if let Some(t) = table.tenants.get_mut(&id) {
+        t.running = false;
+        t.runs += 1;
+        t.last_started = Some(started);
+        t.last_run = Some(LastRun {
+            run_id,
+            started,
+            finished,
+            outcome,
+            counts: counts.clone(),
+            error: error.map(|e| e.to_string()),
+        });
+        let labels = t.labels(&id);
+        shared.metrics.run_done(&labels, outcome, counts.as_ref());
+        let pause = |reason, until| Pause {
+            reason,
+            message: error.map(|e| e.to_string()).unwrap_or_default(),
+            since: finished,
+            until,
+        };
+        match error {
+            None => {
+                t.failures = 0;
+                t.journal = Some(Ok(()));
+                t.last_success = Some(started);
+                shared.metrics.succeeded_at(&labels, started);
+                t.schedule(finished, None);
+            }
+            Some(Error::NeedsLogin(_)) => {
+                t.pause = Some(pause("needs-login", None));
+                t.next_run = None;
+            }
+            Some(Error::Config(_)) => {
+                t.pause = Some(pause("config", None));
+                t.next_run = None;
+            }
+            Some(Error::Corrupt(_)) => {
+                t.pause = Some(pause("journal-damaged", None));
+                t.next_run = None;
+            }
+            Some(Error::Budget(message)) => {
+                let until = budget_until(message, finished);
+                t.pause = Some(pause("budget", Some(until)));
+                t.next_run = Some(until);
+            }
+            Some(Error::Other(_)) => {
+                t.failures = t.failures.saturating_add(1);
+                let wait = shared.config.backoff_after(t.failures);
+                t.schedule(finished, Some(wait));
+            }
+        }
+        if t.removed {
+            forget = Some(labels);
+        }
+    }
+    if let Some(labels) = forget {
+        table.tenants.remove(&id);
+        shared.metrics.forget(&labels);
+    }
+    drop(table);
+    shared.wake();
+}
+
+async fn run_once(file: PathBuf) -> Result<(Report, Option<Error>)> {
+    let opened = tokio::task::spawn_blocking(move || {
+        let config = Config::load(&file)?;
+        Connector::open(config, &ProcessEnv)
+    })
+    .await
+    .map_err(|e| Error::Other(anyhow::anyhow!("opening the tenant stopped: {e}")))??;
+    let options = SyncOptions {
+        actor: SYNC_ACTOR.to_string(),
+        ..SyncOptions::default()
+    };
+    let result = opened.engine(Arc::new(Quiet)).run(options).await;
+    // Rewrites the journal when values were removed, then lets it go.
+    let finished = tokio::task::spawn_blocking(move || opened.finish())
+        .await
+        .map_err(|e| Error::Other(anyhow::anyhow!("closing the journal stopped: {e}")));
+    let (report, stopped) = result?;
+    match (stopped, finished) {
+        (Some(e), _) => Ok((report, Some(e))),
+        (None, Ok(Ok(()))) => Ok((report, None)),
+        (None, Ok(Err(e)) | Err(e)) => Ok((report, Some(e))),
+    }
+}
+
+fn outcome_of(error: &Error) -> &'static str {
+    match error {
+        Error::NeedsLogin(_) => "needs-login",
+        Error::Budget(_) => "budget",
+        Error::Config(_) => "config",
+        Error::Corrupt(_) => "journal-damaged",
+        Error::Other(_) => "failed",
+    }
+}
+
+/// The time a budget message says the tenant can run again ("from 2026-12-03 14:05
+/// UTC"), or an hour from now.
+fn budget_until(message: &str, now: DateTime<Utc>) -> DateTime<Utc> {
+    let fallback = now + chrono::TimeDelta::from_std(BUDGET_RETRY).unwrap_or_default();
+    let Some(at) = message.find("from 2") else {
+        return fallback;
+    };
+    let text: String = message[at + 5..].chars().take(16).collect();
+    chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M")
+        .map(|t| t.and_utc().max(now))
+        .unwrap_or(fallback)
+}
+
+/// Lifts a tenant's pause and queues a run; `Err` with the status and why not.
+pub(super) fn resume(shared: &Shared, id: &str) -> Result<(), (u16, String)> {
+    let mut table = shared.table();
+    let Some(t) = table.tenants.get_mut(id).filter(|t| !t.removed) else {
+        return Err((404, "no such tenant".into()));
+    };
+    if t.pause.is_none() {
+        return Err((409, "the tenant is not paused".into()));
+    }
+    t.pause = None;
+    t.failures = 0;
+    t.requested.get_or_insert(Utc::now());
+    drop(table);
+    shared.wake();
+    Ok(())
+}
+
+/// Queues one run of a tenant (a second request while one is queued adds none).
+pub(super) fn run_now(shared: &Shared, id: &str) -> Result<bool, (u16, String)> {
+    let mut table = shared.table();
+    let Some(t) = table.tenants.get_mut(id).filter(|t| !t.removed) else {
+        return Err((404, "no such tenant".into()));
+    };
+    if t.loaded.is_err() {
+        return Err((
+            409,
+            "the tenant's config does not load; see GET /tenants".into(),
+        ));
+    }
+    if let Some(pause) = &t.pause {
+        return Err((
+            409,
+            format!(
+                "the tenant is paused ({}); fix it, then POST /tenants/{id}/resume",
+                pause.reason
+            ),
+        ));
+    }
+    let newly = t.requested.is_none();
+    t.requested.get_or_insert(Utc::now());
+    drop(table);
+    shared.wake();
+    Ok(newly)
+}
+
+enum Signal {
+    Stop,
+    Rescan,
+}
+
+/// SIGTERM and Ctrl-C stop the service; SIGHUP reads the tenants folder again.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |kind| {
+                signal(kind)
+                    .map_err(|e| Error::Other(anyhow::anyhow!("cannot listen for signals: {e}")))
+            };
+            Ok(Signals {
+                term: listen(SignalKind::terminate())?,
+                hup: listen(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn recv(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => Signal::Stop,
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = self.hup.recv() => Signal::Rescan,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_pause_lasts_until_the_time_the_message_names() {
+        let now = DateTime::parse_from_rfc3339("2026-12-03T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let message = "e-conomic: the daily call budget is used up: ... It can run again \
+                       from 2026-12-03 14:05 UTC, when the oldest calls leave";
+        assert_eq!(
+            budget_until(message, now).to_rfc3339(),
+            "2026-12-03T14:05:00+00:00"
+        );
+        assert_eq!(
+            budget_until("never with this budget", now),
+            now + chrono::TimeDelta::hours(1)
+        );
+    }
+}

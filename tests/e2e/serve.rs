@@ -1,0 +1,835 @@
+//! `serve`: the real binary runs a folder of tenants, each against its own sandbox, and
+//! is driven and watched over its HTTP endpoints.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use opter_visma_sync::sandbox::{
+    bundled_customers, simulator, write_sandbox_config_for, Faults, Sandbox, SandboxOptions,
+};
+use opter_visma_sync::sink::{eaccounting, economic, visma_net, Register};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_opter-visma-sync");
+
+/// A folder with `service.toml` and `tenants/`, and each tenant's home (mapping,
+/// journal) outside `tenants/`.
+struct Folder {
+    dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+struct Tenant {
+    id: String,
+    kind: &'static Register,
+    sandbox: Sandbox,
+    file: PathBuf,
+    env: HashMap<String, String>,
+}
+
+impl Folder {
+    fn new(service: &str) -> Folder {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tenants")).unwrap();
+        std::fs::write(
+            dir.path().join("service.toml"),
+            format!("[service]\nlisten = \"127.0.0.1:0\"\ntenants = \"tenants\"\n{service}\n"),
+        )
+        .unwrap();
+        Folder {
+            dir,
+            env: HashMap::new(),
+        }
+    }
+
+    fn service_file(&self) -> PathBuf {
+        self.dir.path().join("service.toml")
+    }
+
+    /// A sandbox of its own with `customers`, and the tenant's config written to a
+    /// staging file (`tenant_file` puts it in the folder).
+    async fn tenant(
+        &mut self,
+        id: &str,
+        kind: &'static Register,
+        options: SandboxOptions,
+        extra_sink: &str,
+        schedule: &str,
+    ) -> Tenant {
+        let sandbox = Sandbox::start(SandboxOptions {
+            eaccounting_rate_limit_per_minute: 0,
+            visma_net_rate_limit_per_hour: 0,
+            economic_rate_limit_per_minute: 0,
+            ..options
+        })
+        .await
+        .unwrap();
+        let home = self.dir.path().join("homes").join(id);
+        let staged = home.join("sync.toml");
+        let env = write_sandbox_config_for(&staged, &sandbox, kind, 0).unwrap();
+        let text = std::fs::read_to_string(&staged).unwrap();
+        let mapping = format!("{}-mapping.toml", kind.name);
+        let text = text
+            .replace(
+                &format!("mapping = \"{mapping}\""),
+                &format!("mapping = \"{}\"", home.join(&mapping).display()),
+            )
+            .replace(
+                "path = \"journal\"",
+                &format!("path = \"{}\"", home.join("journal").display()),
+            )
+            .replace("[journal]", &format!("{extra_sink}\n[journal]"));
+        let text = format!("{text}\n[schedule]\n{schedule}\n");
+        std::fs::write(&staged, &text).unwrap();
+        self.env.extend(env.clone());
+        Tenant {
+            id: id.to_string(),
+            kind,
+            sandbox,
+            file: staged,
+            env,
+        }
+    }
+
+    /// Puts the tenant's config in the tenants folder.
+    fn add(&self, tenant: &Tenant) -> PathBuf {
+        let file = self.tenant_file(&tenant.id);
+        std::fs::copy(&tenant.file, &file).unwrap();
+        file
+    }
+
+    fn tenant_file(&self, id: &str) -> PathBuf {
+        self.dir.path().join("tenants").join(format!("{id}.toml"))
+    }
+
+    fn start(&self) -> Serve {
+        Serve::start(&self.service_file(), &self.env, self.dir.path())
+    }
+}
+
+impl Tenant {
+    /// The register's customer numbers, whatever the product's shape.
+    fn numbers(&self) -> Vec<String> {
+        let key = match self.kind.name {
+            "eaccounting" => "CustomerNumber",
+            "visma-net" => "number",
+            _ => "customerNumber",
+        };
+        (simulator(self.kind).customers)(&self.sandbox)
+            .iter()
+            .map(|c| match &c[key] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect()
+    }
+
+    /// The binary with this tenant's config (in the folder) and secrets.
+    fn cli(&self, folder: &Folder, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(folder.tenant_file(&self.id))
+            .args(args)
+            .envs(&self.env)
+            .env_remove("OPTER_VISMA_SYNC_CONFIG");
+        cmd
+    }
+}
+
+/// A running `serve`.
+struct Serve {
+    child: Child,
+    base: String,
+    log: PathBuf,
+    client: reqwest::Client,
+    started: DateTime<Utc>,
+}
+
+impl Serve {
+    fn start(service: &Path, env: &HashMap<String, String>, dir: &Path) -> Serve {
+        let log = dir.join(format!("serve-{}.log", Utc::now().timestamp_micros()));
+        let started = Utc::now();
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(service)
+            .arg("serve")
+            .envs(env)
+            .env("RUST_LOG", "opter_visma_sync=info")
+            .env_remove("OPTER_VISMA_SYNC_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("serve printed no address: {}", read(&log)));
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Serve {
+            child,
+            base,
+            log,
+            client: reqwest::Client::new(),
+            started,
+        }
+    }
+
+    fn log(&self) -> String {
+        read(&self.log)
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let reply = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (reply.status().as_u16(), reply.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str) -> (u16, Value) {
+        let reply = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status().as_u16();
+        (status, reply.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn tenants(&self) -> Vec<Value> {
+        let (status, body) = self.get("/tenants").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn tenant(&self, id: &str) -> Value {
+        self.tenants()
+            .await
+            .into_iter()
+            .find(|t| t["tenant"] == id)
+            .unwrap_or(Value::Null)
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = self.child.id() as i32;
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Waits for the process to exit, at most `secs`.
+    fn exit_within(&mut self, secs: u64) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit within {secs} s: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Polls `check` until it gives a value, failing after `secs`.
+async fn until<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A metric's value, by its name and labels as printed.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn runs_metric(tenant: &Tenant, outcome: &str) -> String {
+    format!(
+        "opter_visma_sync_runs_total{{tenant=\"{}\",register=\"{}\",outcome=\"{outcome}\"}}",
+        tenant.id, tenant.kind.name
+    )
+}
+
+fn customers(n: usize) -> SandboxOptions {
+    SandboxOptions {
+        customers: bundled_customers()[..n].to_vec(),
+        ..SandboxOptions::default()
+    }
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    value
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("not a time: {value}"))
+        .with_timezone(&Utc)
+}
+
+/// A loopback port nothing listens on (bound, then let go).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_syncs_three_tenants_reports_them_and_lets_the_cli_purge_meanwhile() {
+    let mut folder = Folder::new("rescan_secs = 1");
+    let every = "every = \"1s\"\njitter = \"0s\"";
+    let mut tenants = Vec::new();
+    for (id, kind) in [
+        ("alpha", &eaccounting::REGISTER),
+        ("beta", &visma_net::REGISTER),
+        ("gamma", &economic::REGISTER),
+    ] {
+        let t = folder.tenant(id, kind, customers(6), "", every).await;
+        folder.add(&t);
+        tenants.push(t);
+    }
+    let serve = folder.start();
+    for t in &tenants {
+        until(
+            &format!("{}'s register to hold 6 customers", t.id),
+            60,
+            || async { (t.numbers().len() == 6).then_some(()) },
+        )
+        .await;
+    }
+    let (status, body) = until("/readyz", 30, || async {
+        let (status, body) = serve.get("/readyz").await;
+        (status == 200).then_some((status, body))
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, health) = serve.get("/healthz").await;
+    assert_eq!(status, 200, "{health}");
+
+    // Every tenant has runs in the metrics, its customers counted by outcome.
+    let text = until("two runs of each tenant in /metrics", 30, || async {
+        let (_, text) = serve.get("/metrics").await;
+        tenants
+            .iter()
+            .all(|t| metric(&text, &runs_metric(t, "succeeded")).is_some_and(|n| n >= 2.0))
+            .then_some(text)
+    })
+    .await;
+    for t in &tenants {
+        let created = format!(
+            "opter_visma_sync_customers_total{{tenant=\"{}\",register=\"{}\",outcome=\"created\"}}",
+            t.id, t.kind.name
+        );
+        assert_eq!(metric(&text, &created), Some(6.0), "{text}");
+        let next = format!(
+            "opter_visma_sync_next_run_timestamp_seconds{{tenant=\"{}\",register=\"{}\"}}",
+            t.id, t.kind.name
+        );
+        assert!(metric(&text, &next).is_some_and(|n| n > 0.0), "{text}");
+        let login = format!(
+            "opter_visma_sync_needs_login{{tenant=\"{}\",register=\"{}\"}}",
+            t.id, t.kind.name
+        );
+        assert_eq!(metric(&text, &login), Some(0.0), "{text}");
+    }
+
+    // GET /tenants names no customer.
+    let listing = serve.get("/tenants").await.1;
+    for c in &bundled_customers()[..6] {
+        assert!(!listing.contains(c["name"].as_str().unwrap()), "{listing}");
+        assert!(
+            !listing.contains(c["customerCode"].as_str().unwrap()),
+            "{listing}"
+        );
+    }
+    let beta = serve.tenant("beta").await;
+    assert_eq!(beta["register"], "visma-net");
+    assert_eq!(beta["last_run"]["outcome"], "succeeded", "{beta}");
+
+    // A support command on a tenant while serve keeps running it every second
+    // (eAccounting's erasure deletes the customer).
+    let beta = &tenants[0];
+    let code = bundled_customers()[2]["customerCode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let begun = Instant::now();
+    let out = beta
+        .cli(
+            &folder,
+            &[
+                "purge",
+                "--customer",
+                &code,
+                "--reason",
+                "ticket 1",
+                "--yes",
+                "--json",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "purge: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        serve.log()
+    );
+    assert!(
+        begun.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        begun.elapsed()
+    );
+    assert_eq!(beta.numbers().len(), 5, "deleted in the register");
+    // Runs go on after it, and the purged customer stays away.
+    let runs = serve.tenant("alpha").await["runs"].as_u64().unwrap();
+    until("a run of alpha after the purge", 30, || async {
+        let t = serve.tenant("alpha").await;
+        (t["runs"].as_u64().unwrap() >= runs + 2 && t["last_run"]["outcome"] == "succeeded")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(beta.numbers().len(), 5, "not created again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_tenant_backs_off_and_recovers_and_a_login_needed_pauses_without_holding_others()
+{
+    let mut folder =
+        Folder::new("workers = 1\nbackoff_secs = 1\nmax_backoff_secs = 4\nrescan_secs = 1");
+    let every = "every = \"1s\"\njitter = \"0s\"";
+    let good = folder
+        .tenant("good", &visma_net::REGISTER, customers(3), "", every)
+        .await;
+    folder.add(&good);
+    // Its sandbox is stopped after the config is written, and comes back later.
+    let port = closed_port();
+    let down = folder
+        .tenant(
+            "down",
+            &visma_net::REGISTER,
+            SandboxOptions {
+                port,
+                ..customers(4)
+            },
+            "retry_budget_secs = 1",
+            every,
+        )
+        .await;
+    folder.add(&down);
+    let Tenant { sandbox, .. } = down;
+    sandbox.shutdown().await;
+    let login = folder
+        .tenant("login", &eaccounting::REGISTER, customers(2), "", every)
+        .await;
+    folder.add(&login);
+    folder
+        .env
+        .insert("VISMA_REFRESH_TOKEN".into(), "not-a-grant".into());
+    let serve = folder.start();
+
+    let down_state = until("three failed runs of down", 60, || async {
+        let t = serve.tenant("down").await;
+        (t["failures"].as_u64() >= Some(3)).then_some(t)
+    })
+    .await;
+    assert_eq!(down_state["last_run"]["outcome"], "failed", "{down_state}");
+    // Backing off: the wait after n failures is 1, 2, 4 s (capped at 4), not `every`.
+    let failures = down_state["failures"].as_u64().unwrap() as u32;
+    let wait = 2i64.pow(failures - 1).min(4);
+    let gap = time(&down_state["next_run"]) - time(&down_state["last_run"]["finished"]);
+    assert!(
+        gap >= chrono::TimeDelta::milliseconds(wait * 1000 - 50),
+        "{gap} after {failures} failures: {down_state}"
+    );
+    let login_state = until("login to pause", 30, || async {
+        let t = serve.tenant("login").await;
+        (t["state"] == "paused").then_some(t)
+    })
+    .await;
+    assert_eq!(
+        login_state["paused"]["reason"], "needs-login",
+        "{login_state}"
+    );
+    assert_eq!(login_state["next_run"], Value::Null);
+    let (_, text) = serve.get("/metrics").await;
+    assert_eq!(
+        metric(
+            &text,
+            "opter_visma_sync_needs_login{tenant=\"login\",register=\"eaccounting\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let (status, body) = serve.post("/tenants/login/run").await;
+    assert_eq!(status, 409, "a paused tenant is resumed, not run: {body}");
+
+    // One worker, and still the good tenant runs on every second.
+    let good_runs = until("the good tenant to keep running", 30, || async {
+        let t = serve.tenant("good").await;
+        (t["runs"].as_u64() >= Some(4)).then_some(t)
+    })
+    .await;
+    assert_eq!(good_runs["last_run"]["outcome"], "succeeded", "{good_runs}");
+    assert_eq!(good.numbers().len(), 3);
+    let (_, text) = serve.get("/metrics").await;
+    let failed = metric(&text, &runs_metric(&good, "failed")).unwrap_or(0.0);
+    assert_eq!(failed, 0.0, "{text}");
+
+    // Opter and the register come back: the failing tenant recovers by itself.
+    let back = Sandbox::start(SandboxOptions {
+        port,
+        eaccounting_rate_limit_per_minute: 0,
+        visma_net_rate_limit_per_hour: 0,
+        economic_rate_limit_per_minute: 0,
+        ..customers(4)
+    })
+    .await
+    .unwrap();
+    until("down to recover", 30, || async {
+        let t = serve.tenant("down").await;
+        (t["last_run"]["outcome"] == "succeeded" && t["failures"] == 0).then_some(())
+    })
+    .await;
+    assert_eq!(back.visma_net_customers().len(), 4);
+
+    // A resume request runs the paused tenant again (still no login: paused again).
+    let paused_runs = serve.tenant("login").await["runs"].as_u64().unwrap();
+    let (status, body) = serve.post("/tenants/login/resume").await;
+    assert_eq!(status, 202, "{body}");
+    let paused_runs = until("login to run and pause again", 30, || async {
+        let t = serve.tenant("login").await;
+        let runs = t["runs"].as_u64().unwrap();
+        (runs > paused_runs && t["state"] == "paused").then_some(runs)
+    })
+    .await;
+    // So does a change to its config file.
+    let file = folder.tenant_file("login");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}# login renewed\n")).unwrap();
+    until("login to run after its file changed", 30, || async {
+        let t = serve.tenant("login").await;
+        (t["runs"].as_u64().unwrap() > paused_runs && t["state"] == "paused").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_exits_0_in_bounded_time_and_a_restart_writes_nothing_twice() {
+    let mut folder = Folder::new("shutdown_grace_secs = 1");
+    let t = folder
+        .tenant(
+            "slow",
+            &visma_net::REGISTER,
+            SandboxOptions {
+                faults: Faults {
+                    latency_ms: 60,
+                    ..Faults::default()
+                },
+                ..customers(150)
+            },
+            "",
+            "every = \"1h\"\njitter = \"0s\"",
+        )
+        .await;
+    folder.add(&t);
+    let mut serve = folder.start();
+    until("the first creates", 60, || async {
+        (t.numbers().len() >= 8).then_some(())
+    })
+    .await;
+    let begun = Instant::now();
+    serve.signal(libc::SIGTERM);
+    let status = serve.exit_within(15);
+    assert_eq!(status.code(), Some(0), "{}", serve.log());
+    assert!(
+        begun.elapsed() < Duration::from_secs(8),
+        "grace 1 s: {:?}",
+        begun.elapsed()
+    );
+    let written = t.numbers().len();
+    assert!(written < 150, "stopped mid-run: {written}");
+
+    t.sandbox.set_faults(Faults::default());
+    let serve = folder.start();
+    until("the restarted run to finish", 60, || async {
+        let s = serve.tenant("slow").await;
+        (s["last_run"]["outcome"] == "succeeded").then_some(())
+    })
+    .await;
+    let mut numbers = t.numbers();
+    numbers.sort();
+    let total = numbers.len();
+    numbers.dedup();
+    assert_eq!(numbers.len(), total, "a customer created twice");
+    assert_eq!(total, 150);
+    drop(serve);
+    let out = t.cli(&folder, &["journal", "verify"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_run_under_way_finish_and_commit_within_the_grace() {
+    let mut folder = Folder::new("shutdown_grace_secs = 30");
+    let t = folder
+        .tenant(
+            "steady",
+            &visma_net::REGISTER,
+            SandboxOptions {
+                faults: Faults {
+                    latency_ms: 40,
+                    ..Faults::default()
+                },
+                ..customers(60)
+            },
+            "",
+            "every = \"1h\"\njitter = \"0s\"",
+        )
+        .await;
+    folder.add(&t);
+    let mut serve = folder.start();
+    until("the first creates", 60, || async {
+        (!t.numbers().is_empty()).then_some(())
+    })
+    .await;
+    serve.signal(libc::SIGTERM);
+    let status = serve.exit_within(30);
+    assert_eq!(status.code(), Some(0), "{}", serve.log());
+    assert_eq!(t.numbers().len(), 60, "the run went on to its end");
+    let out = t
+        .cli(&folder, &["journal", "runs", "--json"])
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1, "no new run started after SIGTERM: {runs:?}");
+    assert!(runs[0]["finished"].is_string(), "committed: {runs:?}");
+    assert_eq!(runs[0]["counts"]["created"], 60, "{runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_missed_while_the_service_was_down_is_made_once() {
+    let mut folder = Folder::new("");
+    let t = folder
+        .tenant(
+            "missed",
+            &visma_net::REGISTER,
+            customers(3),
+            "",
+            "every = \"2s\"\njitter = \"0s\"",
+        )
+        .await;
+    folder.add(&t);
+    let out = t.cli(&folder, &["sync"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // The service is down for more than two runs' time.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let serve = folder.start();
+    let state = until("the catch-up run", 60, || async {
+        let s = serve.tenant("missed").await;
+        (s["runs"] == 1 && s["state"] == "idle").then_some(s)
+    })
+    .await;
+    let started = time(&state["last_run"]["started"]);
+    assert!(
+        started - serve.started < chrono::TimeDelta::seconds(5),
+        "at once, not a whole interval later: {state}"
+    );
+    // One run made up for all that were missed: the next is a whole interval after it.
+    assert_eq!(
+        time(&state["next_run"]) - started,
+        chrono::TimeDelta::seconds(2),
+        "{state}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_queues_exactly_one_run() {
+    let mut folder = Folder::new("");
+    let t = folder
+        .tenant(
+            "busy",
+            &visma_net::REGISTER,
+            SandboxOptions {
+                faults: Faults {
+                    latency_ms: 60,
+                    ..Faults::default()
+                },
+                ..customers(80)
+            },
+            "",
+            "every = \"1h\"\njitter = \"0s\"",
+        )
+        .await;
+    folder.add(&t);
+    let serve = folder.start();
+    until("the first run to be under way", 60, || async {
+        (serve.tenant("busy").await["state"] == "running").then_some(())
+    })
+    .await;
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        replies.push(serve.post("/tenants/busy/run").await);
+    }
+    for (status, body) in &replies {
+        assert_eq!(*status, 202, "{body}");
+    }
+    assert_eq!(replies[0].1["already_queued"], false, "{replies:?}");
+    assert_eq!(replies[1].1["already_queued"], true, "{replies:?}");
+    assert_eq!(replies[2].1["already_queued"], true, "{replies:?}");
+    let state = until("the queued run to end", 60, || async {
+        let s = serve.tenant("busy").await;
+        (s["runs"].as_u64() >= Some(2) && s["state"] == "idle").then_some(s)
+    })
+    .await;
+    assert_eq!(state["runs"], 2, "{state}");
+    assert_eq!(state["run_requested"], false, "{state}");
+    assert!(
+        time(&state["next_run"]) - time(&state["last_run"]["started"])
+            >= chrono::TimeDelta::minutes(59),
+        "{state}"
+    );
+    assert_eq!(serve.post("/tenants/nobody/run").await.0, 404);
+    assert_eq!(serve.post("/tenants/bad.id/run").await.0, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_files_added_changed_or_removed_are_picked_up_on_sighup() {
+    // No rescan for an hour: only SIGHUP reads the folder again.
+    let mut folder = Folder::new("rescan_secs = 3600");
+    let t = folder
+        .tenant(
+            "late",
+            &visma_net::REGISTER,
+            customers(3),
+            "",
+            "every = \"1s\"\njitter = \"0s\"",
+        )
+        .await;
+    let serve = folder.start();
+    let (status, body) = until("/readyz with no tenants", 30, || async {
+        let (status, body) = serve.get("/readyz").await;
+        (status == 200).then_some((status, body))
+    })
+    .await;
+    assert!(body.contains("\"tenants\":0"), "{status} {body}");
+    assert_eq!(serve.post("/tenants/late/run").await.0, 404);
+
+    let file = folder.add(&t);
+    serve.signal(libc::SIGHUP);
+    until("the added tenant's customers", 60, || async {
+        (t.numbers().len() == 3).then_some(())
+    })
+    .await;
+
+    // A config made invalid shows as such, naming the key, and stops its runs.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("every = \"1s\"", "every = \"0s\"")).unwrap();
+    serve.signal(libc::SIGHUP);
+    let state = until("the tenant to be invalid", 30, || async {
+        let s = serve.tenant("late").await;
+        (s["state"] == "invalid").then_some(s)
+    })
+    .await;
+    let error = state["error"].as_str().unwrap();
+    assert!(
+        error.contains("[schedule] every") && error.contains("late.toml"),
+        "{error}"
+    );
+    assert_eq!(serve.get("/readyz").await.0, 503);
+
+    std::fs::remove_file(&file).unwrap();
+    serve.signal(libc::SIGHUP);
+    until("the tenant to be gone", 30, || async {
+        serve.tenants().await.is_empty().then_some(())
+    })
+    .await;
+    let (_, text) = serve.get("/metrics").await;
+    assert!(!text.contains("tenant=\"late\""), "{text}");
+}
+
+#[test]
+fn a_bad_service_file_is_refused_with_exit_2_naming_file_and_key() {
+    let folder = Folder::new("workers = 0");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(folder.service_file())
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("service.toml") && stderr.contains("[service] workers"),
+        "{stderr}"
+    );
+    std::fs::write(
+        folder.service_file(),
+        "[service]\ntenants = \"tenants\"\nlisten = \"LEAK-secret\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(folder.service_file())
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[service] listen"), "{stderr}");
+    assert!(!stderr.contains("LEAK"), "{stderr}");
+}

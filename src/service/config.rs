@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::alerts::{AlertsConfig, RawAlerts};
+use crate::config::values::{Env, ProcessEnv};
 use crate::error::{toml_error, Error, Result};
 
 /// Loopback, so that nothing outside the machine sees the endpoints unless asked.
@@ -30,12 +32,15 @@ pub struct ServiceConfig {
     pub backoff: Duration,
     /// The longest wait after failures.
     pub max_backoff: Duration,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
     service: RawService,
+    #[serde(default)]
+    alerts: RawAlerts,
 }
 
 #[derive(Deserialize)]
@@ -97,12 +102,14 @@ impl ServiceConfig {
                 file.display()
             ))
         })?;
-        Self::parse(&text, file)
+        Self::parse(&text, file, &ProcessEnv)
     }
 
-    pub fn parse(text: &str, file: &Path) -> Result<ServiceConfig> {
+    /// `env` gives the secrets `[alerts]` names.
+    pub fn parse(text: &str, file: &Path, env: &dyn Env) -> Result<ServiceConfig> {
         let raw: RawFile =
             toml::from_str(text).map_err(|e| Error::config(toml_error(file, text, &e)))?;
+        let alerts = raw.alerts.resolve(file, env)?;
         let raw = raw.service;
         let bad = |key: &str, why: &str| {
             Error::config(format!("{}: [service] {key}: {why}", file.display()))
@@ -140,6 +147,7 @@ impl ServiceConfig {
             rescan: Duration::from_secs(rescan),
             backoff: Duration::from_secs(backoff),
             max_backoff: Duration::from_secs(max_backoff),
+            alerts,
         })
     }
 
@@ -159,7 +167,8 @@ mod tests {
     fn parse(text: &str) -> Result<ServiceConfig> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tenants")).unwrap();
-        ServiceConfig::parse(text, &dir.path().join("service.toml"))
+        let env = std::collections::HashMap::new();
+        ServiceConfig::parse(text, &dir.path().join("service.toml"), &env)
     }
 
     #[test]

@@ -23,13 +23,14 @@ pub struct OutcomeLabels {
 }
 
 /// A run's outcomes, as `runs_total` labels them.
-pub const RUN_OUTCOMES: [&str; 6] = [
+pub const RUN_OUTCOMES: [&str; 7] = [
     "succeeded",
     "partial",
     "failed",
     "needs-login",
     "budget",
     "config",
+    "journal-damaged",
 ];
 
 /// A run's customers by what came of them: the `Report` counts by their names.

@@ -7,6 +7,7 @@
 //! able to take the journal's lock between runs). The table of tenants is one `Mutex`,
 //! never held across an `.await`.
 
+pub mod alerts;
 pub mod config;
 mod http;
 pub mod metrics;

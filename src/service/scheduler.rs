@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use super::alerts::{not_written, Alert, Alerted, Alerter, Condition};
 use super::config::ServiceConfig;
 use super::metrics::{Metrics, TenantLabels};
 use super::tenants::{self, Loaded};
@@ -19,6 +20,7 @@ use crate::app::Connector;
 use crate::config::{Config, ProcessEnv};
 use crate::error::{Error, Result};
 use crate::journal::Counts;
+use crate::retry::RetryPolicy;
 use crate::sync::{Quiet, Report, SyncOptions, SYNC_ACTOR};
 
 /// How soon a run waits again when another process holds the tenant's journal.
@@ -27,6 +29,15 @@ const BUSY_RETRY: Duration = Duration::from_secs(1);
 const BUDGET_RETRY: Duration = Duration::from_secs(3600);
 /// How long aborted runs get to let go of their journals after the grace period.
 const ABORT_WAIT: Duration = Duration::from_secs(3);
+/// How long alerts still queued at shutdown get to go out.
+const ALERT_WAIT: Duration = Duration::from_secs(2);
+/// How long one alert is retried while its channel is down.
+const ALERT_RETRY: RetryPolicy = RetryPolicy {
+    initial_interval: Duration::from_secs(1),
+    max_interval: Duration::from_secs(60),
+    budget: Duration::from_secs(3600),
+    max_server_wait: Duration::from_secs(60),
+};
 
 pub(super) struct Shared {
     pub config: ServiceConfig,
@@ -36,6 +47,7 @@ pub(super) struct Shared {
     /// The first scan of the folder is done.
     pub loaded: AtomicBool,
     stopping: AtomicBool,
+    alerter: Alerter,
 }
 
 #[derive(Default)]
@@ -64,6 +76,8 @@ pub(super) struct Tenant {
     pub runs: u64,
     pub last_run: Option<LastRun>,
     pub last_success: Option<DateTime<Utc>>,
+    /// What it was last alerted about.
+    alerted: Alerted,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +122,7 @@ impl Tenant {
             runs: 0,
             last_run: None,
             last_success: None,
+            alerted: Alerted::default(),
         }
     }
 
@@ -172,6 +187,24 @@ impl Shared {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Alerts when `now` changes what `t` was last alerted about.
+    fn tell(
+        &self,
+        id: &str,
+        t: &mut Tenant,
+        now: Condition,
+        count: u64,
+        run_id: Option<String>,
+        detail: &str,
+    ) {
+        if let Some((told, before)) = t.alerted.next(now, count) {
+            t.alerted = told;
+            let register = t.register();
+            self.alerter
+                .send(Alert::new(id, register, now, before, run_id, detail));
+        }
+    }
+
     fn wake(&self) {
         self.wake.notify_one();
     }
@@ -212,6 +245,7 @@ pub async fn serve(config: ServiceConfig) -> Result<()> {
         );
         let _ = out.flush();
     }
+    let alerter = Alerter::start(&config.alerts, ALERT_RETRY)?;
     let shared = Arc::new(Shared {
         config,
         table: Mutex::new(Table::default()),
@@ -219,6 +253,7 @@ pub async fn serve(config: ServiceConfig) -> Result<()> {
         metrics: Metrics::new(),
         loaded: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
+        alerter,
     });
     let stop_http = Arc::new(Notify::new());
     let server = tokio::spawn({
@@ -279,6 +314,7 @@ pub async fn serve(config: ServiceConfig) -> Result<()> {
         })
         .await;
     }
+    shared.alerter.finish(ALERT_WAIT).await;
     stop_http.notify_one();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(())
@@ -385,6 +421,10 @@ async fn rescan(shared: &Arc<Shared>) {
             if let Err(why) = &found.loaded {
                 tracing::warn!(tenant = %id, "tenant config does not load: {why}");
             }
+            let condition = match &found.loaded {
+                Ok(_) => None,
+                Err(why) => Some((Condition::Config, why.clone())),
+            };
             match table.tenants.get_mut(&id) {
                 Some(t) => {
                     let register = t.register();
@@ -411,8 +451,11 @@ async fn rescan(shared: &Arc<Shared>) {
                         id.clone(),
                         Tenant::new(found.file, found.digest, found.loaded),
                     );
-                    to_probe.push(id);
+                    to_probe.push(id.clone());
                 }
+            }
+            if let (Some((condition, why)), Some(t)) = (condition, table.tenants.get_mut(&id)) {
+                shared.tell(&id, t, condition, 0, None, &why);
             }
         }
         // A journal that did not open is looked at again on every scan.
@@ -594,6 +637,22 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
                 t.schedule(finished, Some(wait));
             }
         }
+        let condition =
+            Condition::of_run(error, counts.as_ref(), shared.config.alerts.rejections_at);
+        let not_written = counts.as_ref().map_or(0, not_written);
+        let run = t.last_run.as_ref().and_then(|r| r.run_id.clone());
+        let detail = match (error, condition) {
+            (Some(e), _) => e.to_string(),
+            (None, Condition::Rejections) => format!(
+                "{not_written} customer(s) not written in the last run (rejected, failed or \
+                 in conflict); see `journal log{}`",
+                run.as_deref()
+                    .map(|r| format!(" --run {r}"))
+                    .unwrap_or_default()
+            ),
+            (None, _) => String::new(),
+        };
+        shared.tell(&id, t, condition, not_written, run, &detail);
         if t.removed {
             forget = Some(labels);
         }

@@ -833,3 +833,208 @@ fn a_bad_service_file_is_refused_with_exit_2_naming_file_and_key() {
     assert!(stderr.contains("[service] listen"), "{stderr}");
     assert!(!stderr.contains("LEAK"), "{stderr}");
 }
+
+/// A webhook receiver: answers 503 to the first request (so the alert must be
+/// retried), then 200, keeping what it accepted.
+async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::http::StatusCode;
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook/secret-path",
+        axum::routing::post({
+            let accepted = accepted.clone();
+            move |axum::Json(body): axum::Json<Value>| async move {
+                if tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                accepted.lock().unwrap().push(body);
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook/secret-path", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, accepted)
+}
+
+/// An SMTP server that takes every message (RFC 5321's happy path, no TLS), keeping
+/// each message's data.
+async fn smtp_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let kept = messages.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 localhost ESMTP test\r\n").await?;
+                while let Some(line) = lines.next_line().await? {
+                    let verb = line.get(..4).unwrap_or(&line).to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250 localhost\r\n",
+                        "DATA" => {
+                            write.write_all(b"354 go ahead\r\n").await?;
+                            let mut data = String::new();
+                            while let Some(line) = lines.next_line().await? {
+                                if line == "." {
+                                    break;
+                                }
+                                data.push_str(&line);
+                                data.push('\n');
+                            }
+                            kept.lock().unwrap().push(data);
+                            b"250 queued\r\n"
+                        }
+                        "QUIT" => {
+                            write.write_all(b"221 bye\r\n").await?;
+                            break;
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    write.write_all(reply).await?;
+                }
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    (port, messages)
+}
+
+/// The values of `keys` in the first `n` bundled customers.
+fn values_of(n: usize, keys: &[&str]) -> Vec<String> {
+    fn walk(value: &Value, keys: &[&str], out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match value {
+                        Value::String(s) if keys.contains(&key.as_str()) => out.push(s.clone()),
+                        _ => walk(value, keys, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, keys, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    bundled_customers()[..n]
+        .iter()
+        .for_each(|c| walk(c, keys, &mut out));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_going_down_and_coming_back_is_alerted_once_each_way_on_every_channel() {
+    let (hook, accepted) = webhook_receiver().await;
+    let (smtp, mails) = smtp_server().await;
+    let mut folder = Folder::new(&format!(
+        "backoff_secs = 1\nmax_backoff_secs = 1\n\n[alerts]\n\
+         [[alerts.webhook]]\nurl_env = \"ALERT_HOOK\"\nformat = \"json\"\n\
+         [[alerts.email]]\nhost = \"127.0.0.1\"\nport = {smtp}\nsecurity = \"none\"\n\
+         from = \"sync@carrier.example\"\nto = [\"ops@carrier.example\"]\n"
+    ));
+    folder.env.insert("ALERT_HOOK".into(), hook.clone());
+    let every = "every = \"1s\"\njitter = \"0s\"";
+    let port = closed_port();
+    let tenant = folder
+        .tenant(
+            "flaky",
+            &visma_net::REGISTER,
+            SandboxOptions {
+                port,
+                ..customers(3)
+            },
+            "retry_budget_secs = 1",
+            every,
+        )
+        .await;
+    folder.add(&tenant);
+    let Tenant { sandbox, .. } = tenant;
+    let mut serve = folder.start();
+    until("a first good run", 60, || async {
+        let t = serve.tenant("flaky").await;
+        (t["last_run"]["outcome"] == "succeeded").then_some(())
+    })
+    .await;
+    sandbox.shutdown().await;
+    // Several failed runs: the change is told once, not once per run.
+    until("three failed runs", 60, || async {
+        let t = serve.tenant("flaky").await;
+        (t["failures"].as_u64() >= Some(3)).then_some(())
+    })
+    .await;
+    let back = Sandbox::start(SandboxOptions {
+        port,
+        eaccounting_rate_limit_per_minute: 0,
+        visma_net_rate_limit_per_hour: 0,
+        economic_rate_limit_per_minute: 0,
+        ..customers(3)
+    })
+    .await
+    .unwrap();
+    let runs = until("a good run after it came back", 60, || async {
+        let t = serve.tenant("flaky").await;
+        (t["last_run"]["outcome"] == "succeeded" && t["failures"] == 0)
+            .then(|| t["runs"].as_u64().unwrap())
+    })
+    .await;
+    until("two more good runs", 30, || async {
+        let t = serve.tenant("flaky").await;
+        (t["runs"].as_u64().unwrap() >= runs + 2).then_some(())
+    })
+    .await;
+    // The webhook's first answer was a 503: the down alert is retried, and both are
+    // delivered before SIGTERM's exit.
+    until("both alerts on the webhook", 30, || async {
+        (accepted.lock().unwrap().len() >= 2).then_some(())
+    })
+    .await;
+    serve.signal(libc::SIGTERM);
+    assert!(serve.exit_within(30).success(), "{}", serve.log());
+    drop(back);
+
+    let hooks = accepted.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 2, "{hooks:?}");
+    let (down, up) = (&hooks[0], &hooks[1]);
+    assert_eq!(down["tenant"], "flaky");
+    assert_eq!(down["register"], "visma-net");
+    assert_eq!(down["state"], "unreachable", "{down}");
+    assert_eq!(down["recovered"], false, "{down}");
+    assert_eq!(up["state"], "ok", "{up}");
+    assert_eq!(up["previous"], down["state"], "{up}");
+    assert_eq!(up["recovered"], true, "{up}");
+    assert!(
+        up["text"].as_str().unwrap().contains("syncing again"),
+        "{up}"
+    );
+
+    let mails = mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    assert!(
+        mails[0].contains("Subject: opter-visma-sync: tenant flaky (visma-net)")
+            && !mails[0].contains("recovered"),
+        "{}",
+        mails[0]
+    );
+    assert!(mails[1].contains("recovered"), "{}", mails[1]);
+
+    // Alerts name no customer at all; the log names them by code at most.
+    let alerts = format!("{hooks:?}{mails:?}");
+    let told = format!("{alerts}{}", serve.log());
+    for value in values_of(
+        3,
+        &["name", "email", "phone", "street", "corporateIdNumber"],
+    ) {
+        assert!(!told.contains(&value), "a personal value was told: {value}");
+    }
+    for code in values_of(3, &["customerCode"]) {
+        assert!(!alerts.contains(&code), "an alert names customer {code}");
+    }
+    assert!(!told.contains("secret-path"), "the webhook URL was logged");
+}

@@ -254,9 +254,47 @@ pub enum Command {
         SIGTERM lets runs under way finish for [service] shutdown_grace_secs, then \
         exits 0. A tenant's journal is open only during its runs, so every other \
         command works on a tenant while serve runs.\n\n\
-        Example:\n  opter-visma-sync serve --config /etc/ovs/service.toml"
+        With --shard INDEX/COUNT, only the tenants of that shard run here (see \
+        shard-of), so COUNT processes (a StatefulSet's pods, each with its own volume for \
+        journals) share one folder of tenant files.\n\n\
+        Example:\n  opter-visma-sync serve --config /etc/ovs/service.toml\n  \
+        opter-visma-sync serve --config /config/service.toml --shard hostname/3"
     )]
-    Serve,
+    Serve(ServeArgs),
+
+    /// Print the shard a tenant belongs to, of COUNT, for `serve --shard`.
+    #[command(
+        long_about = "Print the shard (0 to COUNT-1) that `serve --shard INDEX/COUNT` runs \
+        TENANT in: the first 8 bytes of the SHA-256 of the tenant id (its file name \
+        without .toml), read as a big-endian number, modulo COUNT. It depends on the \
+        id and COUNT only, so it can be computed anywhere; when COUNT changes, a tenant \
+        whose shard changes needs its journal moved to the new shard's volume.\n\n\
+        Example:\n  opter-visma-sync shard-of akerinord --count 3\n  \
+        for f in tenants/*.toml; do t=$(basename \"$f\" .toml); \
+        [ \"$(opter-visma-sync shard-of $t --count 3)\" = \"$(opter-visma-sync shard-of $t \
+        --count 4)\" ] || echo \"$t moves\"; done"
+    )]
+    ShardOf(ShardOfArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Run only this shard's tenants: INDEX/COUNT, INDEX from 0; `hostname/COUNT`
+    /// takes INDEX from the number the host name ends in (pod name-2 is shard 2).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShardOfArgs {
+    /// The tenant id: its config file's name without .toml.
+    pub tenant: String,
+    /// How many shards there are.
+    #[arg(long)]
+    pub count: u64,
+    /// Print {"tenant", "count", "shard"} as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -47,7 +47,8 @@ fn main() -> ExitCode {
             Command::Export(args) => commands::export_customer(&cli.config, args, new).await,
             Command::Link(args) => commands::link(&cli.config, args, new).await,
             Command::Reconcile(args) => commands::reconcile(&cli.config, args, new).await,
-            Command::Serve => commands::serve::serve(&cli.config).await,
+            Command::Serve(args) => commands::serve::serve(&cli.config, args).await,
+            Command::ShardOf(args) => commands::serve::shard_of(args),
         }
     });
     match result {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::alerts::{AlertsConfig, RawAlerts};
+use super::shard::Shard;
 use crate::config::values::{Env, ProcessEnv};
 use crate::error::{toml_error, Error, Result};
 
@@ -33,6 +34,8 @@ pub struct ServiceConfig {
     /// The longest wait after failures.
     pub max_backoff: Duration,
     pub alerts: AlertsConfig,
+    /// Only the tenants of this shard run here (`serve --shard`); all when `None`.
+    pub shard: Option<Shard>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +151,7 @@ impl ServiceConfig {
             backoff: Duration::from_secs(backoff),
             max_backoff: Duration::from_secs(max_backoff),
             alerts,
+            shard: None,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod config;
 mod http;
 pub mod metrics;
 mod scheduler;
+pub mod shard;
 pub mod tenants;
 
 pub use config::ServiceConfig;

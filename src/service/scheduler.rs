@@ -238,9 +238,13 @@ pub async fn serve(config: ServiceConfig) -> Result<()> {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
+        let shard = match config.shard {
+            Some(s) => format!(", shard {} of 0..{}", s.index, s.count - 1),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "listening on http://{addr} (tenants from {})",
+            "listening on http://{addr} (tenants from {}{shard})",
             config.tenants.display()
         );
         let _ = out.flush();
@@ -383,17 +387,19 @@ async fn rescan(shared: &Arc<Shared>) {
         .map(|(id, t)| (id.clone(), t.digest))
         .collect();
     let folder = shared.config.tenants.clone();
-    let scan = match tokio::task::spawn_blocking(move || tenants::scan(&folder, &known)).await {
-        Ok(Ok(scan)) => scan,
-        Ok(Err(e)) => {
-            tracing::warn!("{e:#}");
-            return;
-        }
-        Err(e) => {
-            tracing::warn!("reading the tenants folder stopped: {e}");
-            return;
-        }
-    };
+    let shard = shared.config.shard;
+    let scan =
+        match tokio::task::spawn_blocking(move || tenants::scan(&folder, &known, shard)).await {
+            Ok(Ok(scan)) => scan,
+            Ok(Err(e)) => {
+                tracing::warn!("{e:#}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("reading the tenants folder stopped: {e}");
+                return;
+            }
+        };
     let now = Utc::now();
     let mut to_probe = Vec::new();
     {

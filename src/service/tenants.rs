@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::config::MOST_FILE_BYTES;
+use super::shard::Shard;
 use crate::config::schedule::Schedule;
 use crate::config::Config;
 
@@ -40,7 +41,12 @@ pub struct Loaded {
 /// Reads the folder: every `*.toml` file whose stem is a valid id. Files whose content
 /// did not change since `known` (by digest) are not parsed again (`loaded` is then
 /// `Err` empty and must not be used: `unchanged` says so).
-pub fn scan(folder: &Path, known: &HashMap<String, [u8; 32]>) -> anyhow::Result<Scan> {
+/// With `shard`, only its tenants are read; the other files are left alone.
+pub fn scan(
+    folder: &Path,
+    known: &HashMap<String, [u8; 32]>,
+    shard: Option<Shard>,
+) -> anyhow::Result<Scan> {
     let mut found = HashMap::new();
     let mut unchanged = Vec::new();
     let entries = std::fs::read_dir(folder)
@@ -59,6 +65,9 @@ pub fn scan(folder: &Path, known: &HashMap<String, [u8; 32]>) -> anyhow::Result<
                 file = %crate::output::printable(&path.display().to_string()),
                 "left out: a tenant file's name must be letters, digits, '-' or '_' (at most 64) before .toml"
             );
+            continue;
+        }
+        if shard.is_some_and(|shard| !shard.holds(id)) {
             continue;
         }
         if found.len() + unchanged.len() >= MOST_TENANTS {

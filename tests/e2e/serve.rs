@@ -1038,3 +1038,88 @@ async fn a_register_going_down_and_coming_back_is_alerted_once_each_way_on_every
     }
     assert!(!told.contains("secret-path"), "the webhook URL was logged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_split_the_tenants_folder_as_shard_of_says() {
+    let folder = Folder::new("");
+    let ids: Vec<String> = (0..8).map(|n| format!("carrier-{n}")).collect();
+    for id in &ids {
+        // Configs that do not load still show in /tenants: enough to see who has them.
+        std::fs::write(folder.tenant_file(id), "[source]\n").unwrap();
+    }
+    let shard_of = |id: &str| -> u64 {
+        let out = Command::new(BIN)
+            .args(["shard-of", id, "--count", "2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let serve_shard = |index: u64| {
+        let log = folder.dir.path().join(format!("shard-{index}.log"));
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(folder.service_file())
+            .args(["serve", "--shard", &format!("{index}/2")])
+            .env_remove("OPTER_VISMA_SYNC_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains(&format!("shard {index} of 0..1")), "{line}");
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap()
+            .to_string();
+        Serve {
+            child,
+            base,
+            log,
+            client: reqwest::Client::new(),
+            started: Utc::now(),
+        }
+    };
+    let shards = [serve_shard(0), serve_shard(1)];
+    let mut seen = Vec::new();
+    for (index, serve) in shards.iter().enumerate() {
+        let expected: Vec<String> = ids
+            .iter()
+            .filter(|id| shard_of(id) == index as u64)
+            .cloned()
+            .collect();
+        assert!(!expected.is_empty(), "these ids fall in both shards");
+        // The address is printed before the folder's first scan ends.
+        let held: Vec<String> = until("the first scan", 10, || async {
+            let held: Vec<String> = serve
+                .tenants()
+                .await
+                .iter()
+                .map(|t| t["tenant"].as_str().unwrap().to_string())
+                .collect();
+            (held.len() >= expected.len()).then_some(held)
+        })
+        .await;
+        assert_eq!(held, expected, "shard {index}");
+        seen.extend(held);
+    }
+    seen.sort();
+    assert_eq!(seen, ids, "every tenant in exactly one shard");
+
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(folder.service_file())
+        .args(["serve", "--shard", "2/2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--shard"));
+}

@@ -50,6 +50,17 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Log lines as text, or as one JSON object each (for log collectors; under
+    /// `serve`, a run's lines carry its tenant in `span.tenant`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "OPTER_VISMA_SYNC_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
     /// Start a new journal where the journal folder's database is gone (without this,
     /// such a folder is refused: restore it with `journal restore`). Purged customers
     /// listed in its suppression file stay suppressed.
@@ -275,6 +286,12 @@ pub enum Command {
         --count 4)\" ] || echo \"$t moves\"; done"
     )]
     ShardOf(ShardOfArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -1,13 +1,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use opter_visma_sync::cli::{Cli, Command};
+use opter_visma_sync::cli::{Cli, Command, LogFormat};
 use opter_visma_sync::commands;
 use opter_visma_sync::journal::HoldKind;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     owner_only_files();
     let new = cli.new_journal;
     // One thread: the work is I/O-bound and per-customer ordered, and on small machines
@@ -70,7 +70,9 @@ fn owner_only_files() {
 /// Logs go to stderr. `RUST_LOG` wins; otherwise -v / -vv raise this crate's level
 /// while dependencies stay at warn. Colours only on a terminal, and not with `NO_COLOR`
 /// set (no-color.org): a file or a pipe gets plain text for grep and log collectors.
-fn init_logging(verbose: u8) {
+/// JSON: one object per line, the event's fields at the top, the span's (a tenant
+/// under `serve`) in `span`.
+fn init_logging(verbose: u8, format: LogFormat) {
     use std::io::IsTerminal;
     let level = match verbose {
         0 => "warn",
@@ -80,10 +82,19 @@ fn init_logging(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && !no_color)
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::alerts::{not_written, Alert, Alerted, Alerter, Condition};
 use super::config::ServiceConfig;
@@ -288,7 +289,8 @@ pub async fn serve(config: ServiceConfig) -> Result<()> {
             next_scan = tokio::time::Instant::now() + rescan_every;
         }
         for (id, file) in dispatch(&shared) {
-            runs.spawn(run_tenant(shared.clone(), id, file));
+            let span = tracing::info_span!("tenant", tenant = %id);
+            runs.spawn(run_tenant(shared.clone(), id, file).instrument(span));
         }
         let wake_at = next_wake(&shared).min(next_scan);
         tokio::select! {
@@ -672,7 +674,10 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
 }
 
 async fn run_once(file: PathBuf) -> Result<(Report, Option<Error>)> {
+    // Blocking threads do not inherit the task's span: each line names its tenant.
+    let span = tracing::Span::current();
     let opened = tokio::task::spawn_blocking(move || {
+        let _tenant = span.enter();
         let config = Config::load(&file)?;
         Connector::open(config, &ProcessEnv)
     })
@@ -684,7 +689,8 @@ async fn run_once(file: PathBuf) -> Result<(Report, Option<Error>)> {
     };
     let result = opened.engine(Arc::new(Quiet)).run(options).await;
     // Rewrites the journal when values were removed, then lets it go.
-    let finished = tokio::task::spawn_blocking(move || opened.finish())
+    let span = tracing::Span::current();
+    let finished = tokio::task::spawn_blocking(move || span.in_scope(|| opened.finish()))
         .await
         .map_err(|e| Error::Other(anyhow::anyhow!("closing the journal stopped: {e}")));
     let (report, stopped) = result?;

@@ -397,8 +397,11 @@ impl OpterExportSource {
     ) -> Result<()> {
         let this = self.clone();
         let pages = pages.clone();
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
-            this.read_into(changed_since, |page| pages.blocking_send(page).is_ok())
+            span.in_scope(|| {
+                this.read_into(changed_since, |page| pages.blocking_send(page).is_ok())
+            })
         })
         .await
         .map_err(|e| Error::Other(anyhow::anyhow!("reading the Opter export failed: {e}")))?

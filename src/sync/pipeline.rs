@@ -287,7 +287,9 @@ impl Engine {
         let mut key = IntentBatch::new(sink, run_id, number);
         let intents: Vec<_> = batch.iter().map(|t| t.intent(sink, run_id)).collect();
         let recorder = self.journal.recorder();
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
             if !intents.is_empty() {
                 recorder.open_intents(&mut key, &intents)?;
                 recorder.flush()?;
@@ -308,7 +310,9 @@ impl Engine {
             None => Ok(()),
         };
         let recorder = self.journal.recorder();
+        let span = tracing::Span::current();
         let committing = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
             recorder.record_batch(batch.outcomes, &batch.intents, &batch.closed)?;
             recorder.flush()
         });

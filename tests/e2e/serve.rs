@@ -152,12 +152,23 @@ struct Serve {
 
 impl Serve {
     fn start(service: &Path, env: &HashMap<String, String>, dir: &Path) -> Serve {
+        Serve::start_with(service, env, dir, &[])
+    }
+
+    /// With `args` after the command.
+    fn start_with(
+        service: &Path,
+        env: &HashMap<String, String>,
+        dir: &Path,
+        args: &[&str],
+    ) -> Serve {
         let log = dir.join(format!("serve-{}.log", Utc::now().timestamp_micros()));
         let started = Utc::now();
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(service)
             .arg("serve")
+            .args(args)
             .envs(env)
             .env("RUST_LOG", "opter_visma_sync=info")
             .env_remove("OPTER_VISMA_SYNC_CONFIG")
@@ -1122,4 +1133,56 @@ async fn shards_split_the_tenants_folder_as_shard_of_says() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--shard"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line_and_a_run_s_lines_name_its_tenant() {
+    let mut folder = Folder::new("");
+    let every = "every = \"1s\"\njitter = \"0s\"";
+    let tenant = folder
+        .tenant("nordfrakt", &economic::REGISTER, customers(2), "", every)
+        .await;
+    folder.add(&tenant);
+    let mut serve = Serve::start_with(
+        &folder.service_file(),
+        &folder.env,
+        folder.dir.path(),
+        &["--log-format", "json"],
+    );
+    until("two runs", 60, || async {
+        let t = serve.tenant("nordfrakt").await;
+        (t["runs"].as_u64() >= Some(2)).then_some(())
+    })
+    .await;
+    serve.signal(libc::SIGTERM);
+    assert!(serve.exit_within(30).success(), "{}", serve.log());
+    let log = serve.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}"))
+        })
+        .collect();
+    let done: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "run done")
+        .collect();
+    assert!(done.len() >= 2, "{log}");
+    for line in &done {
+        assert_eq!(line["span"]["tenant"], "nordfrakt", "{line}");
+        assert_eq!(line["outcome"], "succeeded", "{line}");
+        assert!(
+            line["timestamp"].is_string() && line["level"] == "INFO",
+            "{line}"
+        );
+    }
+    for value in values_of(
+        2,
+        &["name", "email", "phone", "street", "corporateIdNumber"],
+    ) {
+        assert!(
+            !log.contains(&value),
+            "a personal value was logged: {value}"
+        );
+    }
 }

@@ -1186,3 +1186,190 @@ async fn json_logs_are_one_object_a_line_and_a_run_s_lines_name_its_tenant() {
         );
     }
 }
+
+/// The register holds exactly one customer per Opter customer, with Opter's current
+/// name; the tenant's journal has no open intent and one create-or-adopt per customer.
+fn assert_tenant_converged(folder: &Folder, tenant: &Tenant) {
+    use opter_visma_sync::journal::{Journal, Operation, Outcome};
+    let (number_key, name_key) = match tenant.kind.name {
+        "eaccounting" => ("CustomerNumber", "Name"),
+        "visma-net" => ("number", "name"),
+        _ => ("customerNumber", "name"),
+    };
+    let opter_number = match tenant.kind.name {
+        "economic" => "customerNumber",
+        _ => "customerCode",
+    };
+    let opter_customers = tenant.sandbox.opter_customers();
+    let opter: std::collections::BTreeMap<String, String> = opter_customers
+        .iter()
+        .map(|c| {
+            (
+                c[opter_number].as_str().unwrap().to_string(),
+                c["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for c in (simulator(tenant.kind).customers)(&tenant.sandbox) {
+        let number = match &c[number_key] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        assert!(
+            seen.insert(number.clone()),
+            "{}: customer {number} exists twice in the register",
+            tenant.id
+        );
+        assert_eq!(
+            c[name_key].as_str(),
+            opter.get(&number).map(String::as_str),
+            "{}: {number} is stale",
+            tenant.id
+        );
+    }
+    assert_eq!(
+        seen,
+        opter.keys().cloned().collect(),
+        "{}: lost or extra customers",
+        tenant.id
+    );
+    let journal = Journal::open(
+        &folder
+            .dir
+            .path()
+            .join("homes")
+            .join(&tenant.id)
+            .join("journal"),
+    )
+    .unwrap();
+    assert_eq!(
+        journal.pending_intents(tenant.kind.name).unwrap(),
+        vec![],
+        "{}: open intents",
+        tenant.id
+    );
+    for code in opter_customers
+        .iter()
+        .map(|c| c["customerCode"].as_str().unwrap())
+    {
+        let arrivals = journal
+            .events(Some(code), None)
+            .unwrap()
+            .iter()
+            .filter(|e| e.outcome == Outcome::Succeeded)
+            .filter(|e| matches!(e.operation, Operation::Create | Operation::Adopt))
+            .count();
+        assert_eq!(
+            arrivals, 1,
+            "{}: {code} arrived {arrivals} times",
+            tenant.id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_killed_at_random_moments_over_three_tenants_loses_and_duplicates_nothing() {
+    use opter_visma_sync::sandbox::generate::generate_customers;
+    use rand::{Rng, SeedableRng};
+    let seed = 20261204u64;
+    let mut folder =
+        Folder::new("workers = 3\nbackoff_secs = 1\nmax_backoff_secs = 2\nrescan_secs = 1");
+    let every = "every = \"1s\"\njitter = \"0s\"";
+    let mut tenants = Vec::new();
+    for (i, (id, kind)) in [
+        ("north", &visma_net::REGISTER),
+        ("south", &economic::REGISTER),
+        ("west", &visma_net::REGISTER),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // e-conomic rejects customers without a sales ledger number: left out.
+        let customers: Vec<Value> = generate_customers(150, seed + i as u64)
+            .into_iter()
+            .filter(|c| kind != &economic::REGISTER || c["customerNumber"].is_string())
+            .collect();
+        let options = SandboxOptions {
+            customers,
+            ..SandboxOptions::default()
+        };
+        let tenant = folder.tenant(id, kind, options, "", every).await;
+        // Latency keeps runs long enough for kills to land mid-write.
+        tenant.sandbox.set_faults(Faults {
+            seed: seed + i as u64,
+            latency_ms: 4,
+            drop_after_commit_rate: 0.02,
+            ..Faults::default()
+        });
+        folder.add(&tenant);
+        tenants.push(tenant);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut kills = 0;
+    while kills < 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "{kills} kills so far"
+        );
+        // Work keeps coming: a few customers change in each Opter before each start.
+        for tenant in &tenants {
+            let customers = tenant.sandbox.opter_customers();
+            for _ in 0..5 {
+                let mut c = customers[rng.gen_range(0..customers.len())].clone();
+                let code = c["customerCode"].as_str().unwrap().to_string();
+                c["name"] = format!("Kund {code} v{kills}").into();
+                c["updated"] = Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    .into();
+                client
+                    .put(format!(
+                        "{}/_sandbox/opter/customers/{code}",
+                        tenant.sandbox.base_url()
+                    ))
+                    .json(&c)
+                    .send()
+                    .await
+                    .unwrap()
+                    .error_for_status()
+                    .unwrap();
+            }
+        }
+        let mut serve = folder.start();
+        until("a run under way", 30, || async {
+            let running = serve
+                .tenants()
+                .await
+                .iter()
+                .any(|t| t["state"] == "running");
+            running.then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..400))).await;
+        serve.child.kill().unwrap(); // SIGKILL: no cleanup, no flush
+        serve.child.wait().unwrap();
+        kills += 1;
+    }
+    // Started once more, each tenant settles what the kills left open.
+    let mut serve = folder.start();
+    for tenant in &tenants {
+        until("a clean run of each tenant", 120, || async {
+            let t = serve.tenant(&tenant.id).await;
+            let clean = t["last_run"]["outcome"] == "succeeded"
+                && time(&t["last_run"]["started"]) > serve.started;
+            clean.then_some(())
+        })
+        .await;
+    }
+    serve.signal(libc::SIGTERM);
+    assert!(serve.exit_within(30).success(), "{}", serve.log());
+    for tenant in &tenants {
+        assert_tenant_converged(&folder, tenant);
+    }
+    eprintln!(
+        "{kills} kills of serve over 3 tenants in {:?}",
+        started.elapsed()
+    );
+}

@@ -7,7 +7,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::journal::Counts;
+use crate::sink::counters::RunCounters;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabels {
@@ -57,6 +60,10 @@ pub struct Metrics {
     next_run: Family<TenantLabels, Gauge>,
     needs_login: Family<TenantLabels, Gauge>,
     budget_paused: Family<TenantLabels, Gauge>,
+    requests: Family<TenantLabels, Counter>,
+    throttled: Family<TenantLabels, Counter>,
+    retry_wait: Family<TenantLabels, Counter<f64, AtomicU64>>,
+    token_refreshes: Family<TenantLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -77,6 +84,10 @@ impl Metrics {
             next_run: Family::default(),
             needs_login: Family::default(),
             budget_paused: Family::default(),
+            requests: Family::default(),
+            throttled: Family::default(),
+            retry_wait: Family::default(),
+            token_refreshes: Family::default(),
         };
         registry.register("runs", "Runs of a tenant by outcome", metrics.runs.clone());
         registry.register(
@@ -109,6 +120,26 @@ impl Metrics {
             "1 while the tenant is paused because the register's daily call budget is used up",
             metrics.budget_paused.clone(),
         );
+        registry.register(
+            "register_requests",
+            "Requests the tenant's runs sent to the register (token requests not counted)",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "register_throttled",
+            "Register requests answered 429 Too Many Requests",
+            metrics.throttled.clone(),
+        );
+        registry.register(
+            "retry_wait_seconds",
+            "Time the tenant's runs waited before retrying register requests",
+            metrics.retry_wait.clone(),
+        );
+        registry.register(
+            "token_refreshes",
+            "Access tokens the tenant's runs obtained from the register's token endpoint",
+            metrics.token_refreshes.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -133,6 +164,23 @@ impl Metrics {
                 .get_or_create(who)
                 .set(i64::try_from(counts.conflict).unwrap_or(i64::MAX));
         }
+    }
+
+    /// What a run's register requests came to.
+    pub fn requests_done(&self, who: &TenantLabels, counters: &RunCounters) {
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        self.requests
+            .get_or_create(who)
+            .inc_by(n(&counters.requests));
+        self.throttled
+            .get_or_create(who)
+            .inc_by(n(&counters.throttled));
+        self.retry_wait
+            .get_or_create(who)
+            .inc_by(n(&counters.retry_wait_ms) as f64 / 1000.0);
+        self.token_refreshes
+            .get_or_create(who)
+            .inc_by(n(&counters.token_refreshes));
     }
 
     pub fn succeeded_at(&self, who: &TenantLabels, at: chrono::DateTime<chrono::Utc>) {
@@ -172,6 +220,10 @@ impl Metrics {
         ] {
             family.remove(who);
         }
+        for family in [&self.requests, &self.throttled, &self.token_refreshes] {
+            family.remove(who);
+        }
+        self.retry_wait.remove(who);
     }
 }
 

@@ -22,6 +22,7 @@ use crate::config::{Config, ProcessEnv};
 use crate::error::{Error, Result};
 use crate::journal::Counts;
 use crate::retry::RetryPolicy;
+use crate::sink::counters::{counted, RunCounters};
 use crate::sync::{Quiet, Report, SyncOptions, SYNC_ACTOR};
 
 /// How soon a run waits again when another process holds the tenant's journal.
@@ -567,7 +568,8 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
         shared.wake();
         return;
     }
-    let result = run_once(file).await;
+    let counters = Arc::new(RunCounters::default());
+    let result = counted(counters.clone(), run_once(file)).await;
     let finished = Utc::now();
     let (outcome, counts, run_id, error) = match &result {
         Ok((report, None)) => {
@@ -608,6 +610,7 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
         });
         let labels = t.labels(&id);
         shared.metrics.run_done(&labels, outcome, counts.as_ref());
+        shared.metrics.requests_done(&labels, &counters);
         let pause = |reason, until| Pause {
             reason,
             message: error.map(|e| e.to_string()).unwrap_or_default(),

@@ -286,7 +286,9 @@ impl TokenProvider {
             None => {
                 let refreshed = self.refresh().await;
                 current.note(&refreshed);
-                refreshed?
+                let refreshed = refreshed?;
+                super::counters::token_refresh();
+                refreshed
             }
         };
         let lacking = self.lacking(scopes.as_deref());
@@ -643,6 +645,7 @@ impl ClientCredentials {
         .await;
         current.note(&requested);
         let token = requested?;
+        super::counters::token_refresh();
         let lifetime = token.expires_in().unwrap_or(Duration::from_secs(3600));
         let secret = SecretString::from(token.access_token().secret().clone());
         Ok(current.replace(secret, lifetime))

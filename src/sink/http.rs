@@ -220,7 +220,10 @@ impl Http {
         retry::retry(
             &self.retry,
             || self.attempt(method.clone(), url, body, headers, &refreshed),
-            |e, wait| tracing::info!("{product}: {e}; retrying in {wait:?}"),
+            |e, wait| {
+                super::counters::retry_wait(wait);
+                tracing::info!("{product}: {e}; retrying in {wait:?}")
+            },
         )
         .await
     }
@@ -303,7 +306,9 @@ impl Http {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let mut response = match request.send().await {
+        let sent = request.send().await;
+        super::counters::request(sent.as_ref().ok().map(|r| r.status().as_u16()));
+        let mut response = match sent {
             Ok(r) => r,
             Err(e) => {
                 return Attempt::Retryable {

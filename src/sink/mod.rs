@@ -4,6 +4,7 @@
 //! layer built from permitted fields and constants; it has no way to reach Opter data.
 pub mod auth;
 pub mod budget;
+pub mod counters;
 pub mod eaccounting;
 pub mod economic;
 pub mod http;

@@ -390,6 +390,22 @@ async fn serve_syncs_three_tenants_reports_them_and_lets_the_cli_purge_meanwhile
             t.id, t.kind.name
         );
         assert_eq!(metric(&text, &login), Some(0.0), "{text}");
+        // Six creates at least; tokens from the token endpoint where the register
+        // has one (e-conomic takes fixed headers).
+        let series = |name: &str| {
+            format!(
+                "opter_visma_sync_{name}_total{{tenant=\"{}\",register=\"{}\"}}",
+                t.id, t.kind.name
+            )
+        };
+        let requests = metric(&text, &series("register_requests"));
+        assert!(requests.is_some_and(|n| n >= 6.0), "{text}");
+        assert_eq!(metric(&text, &series("register_throttled")), Some(0.0));
+        let tokens = metric(&text, &series("token_refreshes")).unwrap();
+        match t.kind.name {
+            "economic" => assert_eq!(tokens, 0.0, "{text}"),
+            _ => assert!(tokens >= 1.0, "{text}"),
+        }
     }
 
     // GET /tenants names no customer.
@@ -1372,4 +1388,40 @@ async fn serve_killed_at_random_moments_over_three_tenants_loses_and_duplicates_
         "{kills} kills of serve over 3 tenants in {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_requests_and_retry_waits_are_counted_per_tenant() {
+    let mut folder = Folder::new("");
+    let every = "every = \"1s\"\njitter = \"0s\"";
+    let tenant = folder
+        .tenant("busy", &visma_net::REGISTER, customers(6), "", every)
+        .await;
+    tenant.sandbox.set_faults(Faults {
+        seed: 7,
+        fail_rate: 0.4,
+        statuses: vec![429],
+        retry_after_secs: 0,
+        ..Faults::default()
+    });
+    folder.add(&tenant);
+    let serve = folder.start();
+    let series = |name: &str| {
+        format!("opter_visma_sync_{name}_total{{tenant=\"busy\",register=\"visma-net\"}}")
+    };
+    let text = until("a 429 counted", 60, || async {
+        let (_, text) = serve.get("/metrics").await;
+        metric(&text, &series("register_throttled"))
+            .is_some_and(|n| n >= 1.0)
+            .then_some(text)
+    })
+    .await;
+    let requests = metric(&text, &series("register_requests")).unwrap();
+    let throttled = metric(&text, &series("register_throttled")).unwrap();
+    assert!(requests > throttled, "{text}");
+    let waited = metric(
+        &text,
+        "opter_visma_sync_retry_wait_seconds_total{tenant=\"busy\",register=\"visma-net\"}",
+    );
+    assert!(waited.is_some_and(|s| s > 0.0), "{text}");
 }

@@ -33,6 +33,9 @@ fn load_customers(args: &SandboxArgs) -> Result<Vec<serde_json::Value>> {
 }
 
 pub async fn sandbox(args: &SandboxArgs) -> Result<ExitCode> {
+    if args.tenants > 1 {
+        return sandbox_tenants(args).await;
+    }
     let customers = load_customers(args)?;
     let count = customers.len();
     let faults = Faults {
@@ -106,6 +109,101 @@ pub async fn sandbox(args: &SandboxArgs) -> Result<ExitCode> {
         _ = sandbox.wait() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sandbox --tenants N`: N sandboxes, one per tenant, and a folder for `serve`.
+async fn sandbox_tenants(args: &SandboxArgs) -> Result<ExitCode> {
+    use crate::sink::{economic, visma_net};
+    let Some(dir) = &args.write_config else {
+        return Err(Error::config(
+            "--tenants: give --write-config DIR, the folder to write service.toml and the \
+             tenant configs in"
+                .to_string(),
+        ));
+    };
+    humantime::parse_duration(&args.every)
+        .map_err(|_| Error::config("--every: a duration such as 30s or 15m".to_string()))?;
+    let faults = Faults {
+        seed: args.fault_seed,
+        fail_rate: args.fail_rate,
+        statuses: args.fail_statuses.clone(),
+        latency_ms: args.latency_ms,
+        drop_after_commit_rate: args.drop_after_commit_rate,
+        ..Faults::default()
+    };
+    faults
+        .validate()
+        .map_err(|e| Error::config(format!("sandbox fault options: {e}")))?;
+    let registers = [
+        &eaccounting::REGISTER,
+        &visma_net::REGISTER,
+        &economic::REGISTER,
+    ];
+    let mut sandboxes = Vec::new();
+    for i in 0..args.tenants {
+        // Each tenant its own customers: generated with its own seed, or the fixtures.
+        let customers = match args.customers {
+            Some(n) => crate::sandbox::generate::generate_customers(n, args.seed + u64::from(i)),
+            None => load_customers(args)?,
+        };
+        let port = match args.port {
+            0 => 0,
+            port => port.checked_add(i).ok_or_else(|| {
+                Error::config("--port: the tenants' ports run past 65535".to_string())
+            })?,
+        };
+        let sandbox = Sandbox::start(SandboxOptions {
+            customers,
+            port,
+            eaccounting_rate_limit_per_minute: args.rate_limit,
+            faults: Faults {
+                seed: args.fault_seed + u64::from(i),
+                ..faults.clone()
+            },
+            ..SandboxOptions::default()
+        })
+        .await?;
+        let register = registers[usize::from(i) % registers.len()];
+        eprintln!(
+            "tenant carrier-{} ({}): sandbox on {}, register content at {}/_sandbox/{}/customers",
+            i + 1,
+            register.name,
+            sandbox.base_url(),
+            sandbox.base_url(),
+            simulator(register).control
+        );
+        sandboxes.push((sandbox, register));
+    }
+    let pairs: Vec<_> = sandboxes.iter().map(|(s, r)| (s, *r)).collect();
+    let secrets =
+        crate::sandbox::tenant::write_service_folder(dir, &pairs, &args.every, args.rate_limit)?;
+    let mut out = std::io::stdout().lock();
+    let mut names: Vec<_> = secrets.keys().collect();
+    names.sort();
+    for name in names {
+        writeln!(out, "export {name}={}", secrets[name]).context("cannot write output")?;
+    }
+    let service = dir.join("service.toml");
+    writeln!(
+        out,
+        "# then: {}",
+        this_program(&["--config", &service.to_string_lossy(), "serve"])
+    )
+    .context("cannot write output")?;
+    out.flush().context("cannot write output")?;
+    drop(out);
+    eprintln!(
+        "wrote {} and {} tenant configs in {}; run the export lines above, then serve \
+         (its /tenants and /metrics on 127.0.0.1:8787)",
+        service.display(),
+        args.tenants,
+        dir.join("tenants").display()
+    );
+    eprintln!("press Ctrl-C to stop");
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -157,3 +157,60 @@ pub fn customers_file(dir: &Path) -> Result<Vec<Value>> {
         ))
     })
 }
+
+/// Writes a folder `serve` can run: `service.toml`, one tenant config per sandbox in
+/// `tenants/` (ids `carrier-1`, `carrier-2`, ...), and each tenant's mapping and
+/// journal under `homes/ID/`. Each tenant's secrets get its id as a prefix
+/// (`CARRIER_1_OPTER_API_KEY`), since one process holds them all; returns them.
+pub fn write_service_folder(
+    dir: &Path,
+    tenants: &[(&Sandbox, &'static Register)],
+    every: &str,
+    rate_limit: u32,
+) -> Result<HashMap<String, String>> {
+    let tenants_dir = dir.join("tenants");
+    std::fs::create_dir_all(&tenants_dir)
+        .with_context(|| format!("cannot create {}", tenants_dir.display()))?;
+    let service = dir.join("service.toml");
+    std::fs::write(
+        &service,
+        format!(
+            "# opter-visma-sync serve: {} sandbox tenants\n[service]\nlisten = \"127.0.0.1:8787\"\n\
+             tenants = \"tenants\"\nrescan_secs = 5\nbackoff_secs = 5\nmax_backoff_secs = 60\n",
+            tenants.len()
+        ),
+    )
+    .with_context(|| format!("cannot write {}", service.display()))?;
+    let mut all = HashMap::new();
+    for (i, (sandbox, register)) in tenants.iter().enumerate() {
+        let id = format!("carrier-{}", i + 1);
+        let prefix = id.to_ascii_uppercase().replace('-', "_");
+        let home = dir.join("homes").join(&id);
+        let staged = home.join("sync.toml");
+        let secrets = write_sandbox_config_for(&staged, sandbox, register, rate_limit)?;
+        let mut text = std::fs::read_to_string(&staged)
+            .with_context(|| format!("cannot read {}", staged.display()))?;
+        std::fs::remove_file(&staged)
+            .with_context(|| format!("cannot remove {}", staged.display()))?;
+        for (name, value) in secrets {
+            let renamed = format!("{prefix}_{name}");
+            text = text.replace(&format!("\"{name}\""), &format!("\"{renamed}\""));
+            all.insert(renamed, value);
+        }
+        let mapping = format!("{}-mapping.toml", register.name);
+        // Relative paths in a tenant file are relative to it.
+        text = text
+            .replace(
+                &format!("mapping = \"{mapping}\""),
+                &format!("mapping = \"../homes/{id}/{mapping}\""),
+            )
+            .replace(
+                "path = \"journal\"",
+                &format!("path = \"../homes/{id}/journal\""),
+            );
+        text.push_str(&format!("\n[schedule]\nevery = \"{every}\"\n"));
+        let file = tenants_dir.join(format!("{id}.toml"));
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(all)
+}

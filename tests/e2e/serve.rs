@@ -1425,3 +1425,75 @@ async fn throttled_requests_and_retry_waits_are_counted_per_tenant() {
     );
     assert!(waited.is_some_and(|s| s > 0.0), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_tenants_writes_a_folder_that_serve_runs_as_a_user_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("service");
+    let mut sandbox = Command::new(BIN)
+        .arg("sandbox")
+        .args(["--tenants", "3", "--customers", "12", "--rate-limit", "0"])
+        .args(["--every", "1s", "--write-config"])
+        .arg(&folder)
+        .env_remove("OPTER_VISMA_SYNC_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = sandbox.stdout.take().unwrap();
+    let sandbox = Killed(sandbox);
+    let mut env = HashMap::new();
+    let mut then = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(export) = line.strip_prefix("export ") {
+            let (name, value) = export.split_once('=').unwrap();
+            env.insert(name.to_string(), value.to_string());
+        } else if let Some(command) = line.strip_prefix("# then: ") {
+            then = Some(command.to_string());
+            break;
+        }
+    }
+    let then = then.expect("the sandbox says what to run");
+    assert!(then.contains("serve"), "{then}");
+    // Each tenant's secrets by its own names, so one process can hold them all.
+    for id in ["CARRIER_1", "CARRIER_2", "CARRIER_3"] {
+        assert!(
+            env.keys().any(|k| k.starts_with(&format!("{id}_"))),
+            "{env:?}"
+        );
+    }
+    // On a free port rather than 8787, which another test run may hold.
+    let service = folder.join("service.toml");
+    let text = std::fs::read_to_string(&service).unwrap();
+    std::fs::write(&service, text.replace("127.0.0.1:8787", "127.0.0.1:0")).unwrap();
+    let serve = Serve::start(&service, &env, dir.path());
+    let tenants = until("each tenant to sync", 60, || async {
+        let tenants = serve.tenants().await;
+        let synced = tenants.len() == 3
+            && tenants
+                .iter()
+                .all(|t| t["last_run"]["counts"]["created"].as_u64() >= Some(1));
+        synced.then_some(tenants)
+    })
+    .await;
+    let registers: Vec<&str> = tenants
+        .iter()
+        .map(|t| t["register"].as_str().unwrap())
+        .collect();
+    assert_eq!(registers, ["eaccounting", "visma-net", "economic"]);
+    for id in ["carrier-1", "carrier-2", "carrier-3"] {
+        assert!(
+            folder.join("homes").join(id).join("journal").is_dir(),
+            "{id} has its own journal"
+        );
+    }
+    drop(sandbox);
+}

@@ -480,6 +480,10 @@ pub struct DemoArgs {
     /// the same customers into the demo folder).
     #[arg(long, value_enum, default_value = "opter-api")]
     pub source: DemoSource,
+    /// Show `serve` instead: three tenants (eAccounting, Visma.net, e-conomic, the last
+    /// with faults) syncing every 10 seconds, until Ctrl-C; it prints where to look.
+    #[arg(long, conflicts_with_all = ["sink", "source"])]
+    pub serve: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -112,6 +112,65 @@ pub async fn sandbox(args: &SandboxArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `demo --serve`: three tenants under `serve`, one of them with a register that fails
+/// a fifth of its calls, until Ctrl-C or SIGTERM.
+async fn demo_serve(dir: &Path) -> Result<ExitCode> {
+    use crate::sink::{economic, visma_net};
+    let faulty = Faults {
+        seed: 1,
+        fail_rate: 0.2,
+        statuses: vec![429, 503],
+        ..Faults::default()
+    };
+    let mut sandboxes = Vec::new();
+    for (register, faults) in [
+        (&eaccounting::REGISTER, Faults::default()),
+        (&visma_net::REGISTER, Faults::default()),
+        (&economic::REGISTER, faulty),
+    ] {
+        let sandbox = Sandbox::start(SandboxOptions {
+            customers: bundled_customers(),
+            eaccounting_rate_limit_per_minute: DEMO_RATE_LIMIT,
+            faults,
+            ..SandboxOptions::default()
+        })
+        .await?;
+        sandboxes.push((sandbox, register));
+    }
+    let pairs: Vec<_> = sandboxes.iter().map(|(s, r)| (s, *r)).collect();
+    let env = crate::sandbox::tenant::write_service_folder(dir, &pairs, "10s", DEMO_RATE_LIMIT)?;
+    let file = dir.join("service.toml");
+    // Any free port: the address is printed when serve listens. Ctrl-C should not
+    // wait long for the faulty tenant's run.
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .replace("127.0.0.1:8787", "127.0.0.1:0")
+        + "shutdown_grace_secs = 3\n";
+    std::fs::write(&file, &text).with_context(|| format!("cannot write {}", file.display()))?;
+    let config = crate::service::ServiceConfig::parse(&text, &file, &env)?;
+    eprintln!(
+        "Three tenants in {}: carrier-1 (eAccounting), carrier-2 (Visma.net) and carrier-3 \
+         (e-conomic, whose register answers a fifth of its calls with 429 or 503), each \
+         syncing every 10 seconds.",
+        dir.join("tenants").display()
+    );
+    eprintln!(
+        "Where to look, at the address below: /tenants (each tenant's state, last and next \
+         run), /metrics (Prometheus), /readyz. Register contents: {}. Ctrl-C to stop.",
+        sandboxes
+            .iter()
+            .map(|(s, r)| format!(
+                "{}/_sandbox/{}/customers",
+                s.base_url(),
+                simulator(r).control
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    crate::service::serve_with(config, Arc::new(env)).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `sandbox --tenants N`: N sandboxes, one per tenant, and a folder for `serve`.
 async fn sandbox_tenants(args: &SandboxArgs) -> Result<ExitCode> {
     use crate::sink::{economic, visma_net};
@@ -219,6 +278,9 @@ pub async fn demo(args: &DemoArgs) -> Result<ExitCode> {
             chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
         )),
     };
+    if args.serve {
+        return demo_serve(&dir).await;
+    }
     let sandbox = Sandbox::start(SandboxOptions {
         customers: bundled_customers(),
         eaccounting_rate_limit_per_minute: DEMO_RATE_LIMIT,

@@ -16,4 +16,4 @@ pub mod shard;
 pub mod tenants;
 
 pub use config::ServiceConfig;
-pub use scheduler::serve;
+pub use scheduler::{serve, serve_with};

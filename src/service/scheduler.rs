@@ -18,6 +18,7 @@ use super::config::ServiceConfig;
 use super::metrics::{Metrics, TenantLabels};
 use super::tenants::{self, Loaded};
 use crate::app::Connector;
+use crate::config::values::Env;
 use crate::config::{Config, ProcessEnv};
 use crate::error::{Error, Result};
 use crate::journal::Counts;
@@ -50,6 +51,8 @@ pub(super) struct Shared {
     pub loaded: AtomicBool,
     stopping: AtomicBool,
     alerter: Alerter,
+    /// Where tenants' secrets come from: the process environment, but for the demo.
+    env: Arc<dyn Env>,
 }
 
 #[derive(Default)]
@@ -228,6 +231,11 @@ impl Shared {
 
 /// Runs the service until SIGTERM or Ctrl-C.
 pub async fn serve(config: ServiceConfig) -> Result<()> {
+    serve_with(config, Arc::new(ProcessEnv)).await
+}
+
+/// `serve` with the tenants' secrets from `env`.
+pub async fn serve_with(config: ServiceConfig, env: Arc<dyn Env>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| {
@@ -260,6 +268,7 @@ pub async fn serve(config: ServiceConfig) -> Result<()> {
         loaded: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         alerter,
+        env,
     });
     let stop_http = Arc::new(Notify::new());
     let server = tokio::spawn({
@@ -569,7 +578,7 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
         return;
     }
     let counters = Arc::new(RunCounters::default());
-    let result = counted(counters.clone(), run_once(file)).await;
+    let result = counted(counters.clone(), run_once(file, shared.env.clone())).await;
     let finished = Utc::now();
     let (outcome, counts, run_id, error) = match &result {
         Ok((report, None)) => {
@@ -676,13 +685,13 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
     shared.wake();
 }
 
-async fn run_once(file: PathBuf) -> Result<(Report, Option<Error>)> {
+async fn run_once(file: PathBuf, env: Arc<dyn Env>) -> Result<(Report, Option<Error>)> {
     // Blocking threads do not inherit the task's span: each line names its tenant.
     let span = tracing::Span::current();
     let opened = tokio::task::spawn_blocking(move || {
         let _tenant = span.enter();
         let config = Config::load(&file)?;
-        Connector::open(config, &ProcessEnv)
+        Connector::open(config, env.as_ref())
     })
     .await
     .map_err(|e| Error::Other(anyhow::anyhow!("opening the tenant stopped: {e}")))??;

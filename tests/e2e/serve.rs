@@ -1497,3 +1497,60 @@ async fn sandbox_tenants_writes_a_folder_that_serve_runs_as_a_user_would() {
     }
     drop(sandbox);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_shows_three_tenants_syncing_one_with_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("demo.log");
+    let mut child = Command::new(BIN)
+        .args(["demo", "--serve", "--dir"])
+        .arg(dir.path().join("demo"))
+        .env("RUST_LOG", "opter_visma_sync=info")
+        .env_remove("OPTER_VISMA_SYNC_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}: {}", read(&log)))
+        .to_string();
+    let mut serve = Serve {
+        child,
+        base,
+        log,
+        client: reqwest::Client::new(),
+        started: Utc::now(),
+    };
+    let said = serve.log();
+    assert!(
+        said.contains("/metrics") && said.contains("/tenants"),
+        "{said}"
+    );
+    // The two healthy tenants finish their first runs; the faulty one's register
+    // is seen failing and retried, under its own tenant's name.
+    until("the healthy demo tenants to sync", 60, || async {
+        let tenants = serve.tenants().await;
+        let synced = tenants.len() == 3
+            && tenants[..2]
+                .iter()
+                .all(|t| t["last_run"]["counts"]["created"].as_u64() >= Some(1));
+        synced.then_some(())
+    })
+    .await;
+    until("the faulty tenant's retries", 60, || async {
+        serve
+            .log()
+            .lines()
+            .any(|l| l.contains("tenant{tenant=carrier-3}") && l.contains("retrying"))
+            .then_some(())
+    })
+    .await;
+    serve.signal(libc::SIGTERM);
+    assert!(serve.exit_within(30).success(), "{}", serve.log());
+}

@@ -557,11 +557,11 @@ pub struct SandboxArgs {
     /// The register --write-config points at (the sandbox serves all three).
     #[arg(long, default_value = "eaccounting", value_parser = register_parser())]
     pub sink: &'static Register,
-    /// Serve N independent tenants (each its own Opter and registers, customers,
-    /// credentials and faults, on ports one after another from --port), taking
-    /// eAccounting, Visma.net and e-conomic in turn; --write-config then names a folder
-    /// that gets `service.toml` and one tenant config each, for `serve`.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=50))]
+    /// Serve N independent tenants on the one port, each under /carrier-N with its own
+    /// Opter and registers, customers, credentials and faults, taking eAccounting,
+    /// Visma.net and e-conomic in turn; --write-config then names a folder that gets
+    /// `service.toml` and one tenant config each, for `serve`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub tenants: u16,
     /// With --tenants: how often each tenant runs under `serve`.
     #[arg(long, default_value = "30s", requires = "write_config")]

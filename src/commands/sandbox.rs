@@ -14,7 +14,7 @@ use crate::cli::{DemoArgs, DemoSource, SandboxArgs};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::output;
-use crate::sandbox::tenant::customers_file;
+use crate::sandbox::tenant::{customers_file, tenant_id};
 use crate::sandbox::{
     bundled_customers, simulator, write_sandbox_config_for, write_tenant_config, Faults, Sandbox,
     SandboxOptions, TenantSource,
@@ -122,30 +122,42 @@ async fn demo_serve(dir: &Path) -> Result<ExitCode> {
         statuses: vec![429, 503],
         ..Faults::default()
     };
-    let mut sandboxes = Vec::new();
-    for (register, faults) in [
+    let tenants = [
         (&eaccounting::REGISTER, Faults::default()),
         (&visma_net::REGISTER, Faults::default()),
         (&economic::REGISTER, faulty),
-    ] {
-        let sandbox = Sandbox::start(SandboxOptions {
-            customers: bundled_customers(),
-            eaccounting_rate_limit_per_minute: DEMO_RATE_LIMIT,
-            faults,
-            ..SandboxOptions::default()
+    ];
+    let options = tenants
+        .iter()
+        .enumerate()
+        .map(|(i, (_, faults))| {
+            let opts = SandboxOptions {
+                customers: bundled_customers(),
+                eaccounting_rate_limit_per_minute: DEMO_RATE_LIMIT,
+                faults: faults.clone(),
+                ..SandboxOptions::default()
+            };
+            (tenant_id(i), opts)
         })
-        .await?;
-        sandboxes.push((sandbox, register));
-    }
+        .collect();
+    let sandboxes: Vec<_> = Sandbox::start_many(0, options)
+        .await?
+        .into_iter()
+        .zip(tenants.iter().map(|(r, _)| *r))
+        .collect();
     let pairs: Vec<_> = sandboxes.iter().map(|(s, r)| (s, *r)).collect();
     let env = crate::sandbox::tenant::write_service_folder(dir, &pairs, "10s", DEMO_RATE_LIMIT)?;
+    let mut env = env;
+    let alerts = alert_receiver().await?;
+    env.insert(DEMO_ALERTS_ENV.to_string(), alerts.clone());
     let file = dir.join("service.toml");
     // Any free port: the address is printed when serve listens. Ctrl-C should not
     // wait long for the faulty tenant's run.
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?
         .replace("127.0.0.1:8787", "127.0.0.1:0")
-        + "shutdown_grace_secs = 3\n";
+        + "shutdown_grace_secs = 3\n\n[alerts]\n[[alerts.webhook]]\n"
+        + &format!("url_env = \"{DEMO_ALERTS_ENV}\"\nformat = \"json\"\n");
     std::fs::write(&file, &text).with_context(|| format!("cannot write {}", file.display()))?;
     let config = crate::service::ServiceConfig::parse(&text, &file, &env)?;
     eprintln!(
@@ -156,7 +168,8 @@ async fn demo_serve(dir: &Path) -> Result<ExitCode> {
     );
     eprintln!(
         "Where to look, at the address below: /tenants (each tenant's state, last and next \
-         run), /metrics (Prometheus), /readyz. Register contents: {}. Ctrl-C to stop.",
+         run), /metrics (Prometheus), /readyz; the alerts serve sends to a webhook \
+         ({alerts}) are printed below as they arrive. Register contents: {}. Ctrl-C to stop.",
         sandboxes
             .iter()
             .map(|(s, r)| format!(
@@ -171,7 +184,38 @@ async fn demo_serve(dir: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sandbox --tenants N`: N sandboxes, one per tenant, and a folder for `serve`.
+/// The env var `demo --serve`'s service config names for its alert webhook.
+const DEMO_ALERTS_ENV: &str = "DEMO_ALERTS_URL";
+
+/// A webhook on a free loopback port that prints each alert `serve` posts to it (the
+/// `json` format's `text`); returns its URL.
+async fn alert_receiver() -> Result<String> {
+    use axum::routing::post;
+    async fn received(axum::Json(alert): axum::Json<serde_json::Value>) -> &'static str {
+        let text = alert["text"].as_str().unwrap_or("(an alert without text)");
+        eprintln!("alert received: {}", output::printable(text));
+        "ok"
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .context("cannot listen for the demo's alerts")?;
+    let url = format!(
+        "http://{}/alerts",
+        listener
+            .local_addr()
+            .context("cannot listen for the demo's alerts")?
+    );
+    let app = axum::Router::new().route("/alerts", post(received));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the demo's alert webhook stopped: {e}");
+        }
+    });
+    Ok(url)
+}
+
+/// `sandbox --tenants N`: N sandboxes on one port, one per tenant, and a folder for
+/// `serve`.
 async fn sandbox_tenants(args: &SandboxArgs) -> Result<ExitCode> {
     use crate::sink::{economic, visma_net};
     let Some(dir) = &args.write_config else {
@@ -199,34 +243,38 @@ async fn sandbox_tenants(args: &SandboxArgs) -> Result<ExitCode> {
         &visma_net::REGISTER,
         &economic::REGISTER,
     ];
-    let mut sandboxes = Vec::new();
+    let mut options = Vec::new();
     for i in 0..args.tenants {
         // Each tenant its own customers: generated with its own seed, or the fixtures.
         let customers = match args.customers {
             Some(n) => crate::sandbox::generate::generate_customers(n, args.seed + u64::from(i)),
             None => load_customers(args)?,
         };
-        let port = match args.port {
-            0 => 0,
-            port => port.checked_add(i).ok_or_else(|| {
-                Error::config("--port: the tenants' ports run past 65535".to_string())
-            })?,
-        };
-        let sandbox = Sandbox::start(SandboxOptions {
-            customers,
-            port,
-            eaccounting_rate_limit_per_minute: args.rate_limit,
-            faults: Faults {
-                seed: args.fault_seed + u64::from(i),
-                ..faults.clone()
+        options.push((
+            tenant_id(usize::from(i)),
+            SandboxOptions {
+                customers,
+                eaccounting_rate_limit_per_minute: args.rate_limit,
+                faults: Faults {
+                    seed: args.fault_seed + u64::from(i),
+                    ..faults.clone()
+                },
+                ..SandboxOptions::default()
             },
-            ..SandboxOptions::default()
-        })
-        .await?;
-        let register = registers[usize::from(i) % registers.len()];
+        ));
+    }
+    let started = Sandbox::start_many(args.port, options).await?;
+    eprintln!(
+        "{} sandboxes listening on http://{}, each under /carrier-N",
+        started.len(),
+        started[0].addr()
+    );
+    let mut sandboxes = Vec::new();
+    for (i, sandbox) in started.into_iter().enumerate() {
+        let register = registers[i % registers.len()];
         eprintln!(
-            "tenant carrier-{} ({}): sandbox on {}, register content at {}/_sandbox/{}/customers",
-            i + 1,
+            "tenant {} ({}): {}, register content at {}/_sandbox/{}/customers",
+            tenant_id(i),
             register.name,
             sandbox.base_url(),
             sandbox.base_url(),

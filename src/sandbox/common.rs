@@ -59,12 +59,18 @@ pub(crate) fn header_is(headers: &HeaderMap, name: &str, want: &str) -> bool {
         .is_some_and(|v| v == want)
 }
 
-/// The `Host` the client addressed, `localhost` when it sent none.
-pub(crate) fn host(headers: &HeaderMap) -> &str {
-    headers
+/// The `Host` the client addressed (`localhost` when it sent none), followed by the
+/// path prefix the sandbox is served under, if any: where its own URLs start.
+pub(crate) fn origin(headers: &HeaderMap) -> String {
+    let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost")
+        .unwrap_or("localhost");
+    let prefix = headers
+        .get(super::PREFIX_HEADER)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    format!("{host}{prefix}")
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

@@ -856,7 +856,7 @@ fn idempotency_key(headers: &HeaderMap) -> Option<String> {
 
 /// The API's own root as the client addressed it, for links.
 fn base_of(headers: &HeaderMap) -> String {
-    format!("http://{}/economic/api", common::host(headers))
+    format!("http://{}/economic/api", common::origin(headers))
 }
 
 fn parse_number(s: &str) -> Option<i64> {

@@ -12,6 +12,7 @@ pub mod tenant;
 pub mod visma_net;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -94,22 +95,42 @@ pub struct SandboxCredentials {
     pub economic_agreement_grant_token: String,
 }
 
-/// A running sandbox. Dropping it stops the server, like `shutdown` without waiting.
+/// A running sandbox. Dropping it (the last of them, for `start_many`) stops the server,
+/// like `shutdown` without waiting.
 pub struct Sandbox {
     addr: SocketAddr,
+    /// The path its routes sit under: empty alone, `/NAME` beside others on one port.
+    prefix: String,
     credentials: SandboxCredentials,
     opter: opter::SharedOpter,
     visma: eaccounting::SharedVisma,
     visma_net: visma_net::SharedVismaNet,
     economic: economic::SharedEconomic,
-    stop: oneshot::Sender<()>,
-    server: JoinHandle<()>,
+    server: Arc<Server>,
 }
 
-impl Sandbox {
-    /// Binds, spawns the server on the current tokio runtime and returns once listening.
-    /// Fails, among other reasons, when `opts.faults` is invalid.
-    pub async fn start(opts: SandboxOptions) -> anyhow::Result<Sandbox> {
+/// The one server behind one or more sandboxes.
+struct Server {
+    /// Dropping it (with the last sandbox) stops the server too.
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A sandbox's state and routes, before it is served.
+struct Built {
+    credentials: SandboxCredentials,
+    opter: opter::SharedOpter,
+    visma: eaccounting::SharedVisma,
+    visma_net: visma_net::SharedVismaNet,
+    economic: economic::SharedEconomic,
+}
+
+/// The request header that tells the simulators the prefix they are served under, so
+/// the URLs they answer with (e-conomic's `self`, Visma.net's `Location`) lead back.
+pub(crate) const PREFIX_HEADER: &str = "x-sandbox-prefix";
+
+impl Built {
+    fn new(opts: SandboxOptions) -> anyhow::Result<(Built, Router)> {
         let opter = opter::new_state(opts.customers);
         let (visma, refresh) = eaccounting::new_state(eaccounting::VismaConfig {
             rate_limit_per_minute: opts.eaccounting_rate_limit_per_minute,
@@ -131,35 +152,15 @@ impl Sandbox {
         });
         let sites = all_sites(&visma, &visma_net, &economic);
         (sites.set)(opts.faults).map_err(|e| anyhow::anyhow!("invalid sandbox faults: {e}"))?;
-        let app = Router::new()
+        let router = Router::new()
             .route("/_sandbox/health", get(health))
             .merge(opter::router(opter.clone()))
             .merge(eaccounting::router(visma.clone()))
             .merge(visma_net::router(visma_net.clone()))
             .merge(economic::router(economic.clone()))
             .merge(faults::router(sites))
-            .fallback(no_route)
-            // Each request carries its connection's abort handle, for dropped writes.
-            .into_make_service_with_connect_info::<faults::Conn>();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
-        let addr = listener.local_addr()?;
-        let listener = faults::FaultListener::new(listener);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            // Resolves on `shutdown` and also when the Sandbox is dropped.
-            let signal = async {
-                let _ = stopped.await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
-            {
-                tracing::error!("sandbox server stopped: {e}");
-            }
-        });
-        tracing::info!("sandbox listening on http://{addr}");
-        Ok(Sandbox {
-            addr,
+            .fallback(no_route);
+        let built = Built {
             credentials: SandboxCredentials {
                 opter_api_key: SANDBOX_OPTER_API_KEY.to_string(),
                 visma_client_id: SANDBOX_CLIENT_ID.to_string(),
@@ -175,17 +176,98 @@ impl Sandbox {
             visma,
             visma_net,
             economic,
-            stop,
+        };
+        Ok((built, router))
+    }
+}
+
+/// `router`, telling the simulators the prefix they sit under (any such header a client
+/// sent is replaced).
+fn under(router: Router, prefix: &str) -> Router {
+    let value = axum::http::HeaderValue::from_str(prefix).expect("prefixes are checked");
+    router.layer(axum::middleware::from_fn(
+        move |mut req: axum::extract::Request, next: axum::middleware::Next| {
+            req.headers_mut().insert(PREFIX_HEADER, value.clone());
+            next.run(req)
+        },
+    ))
+}
+
+/// A name a sandbox can be served under beside others: lower-case letters, digits and
+/// `-`, starting with a letter, as a tenant id is.
+fn is_sandbox_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+impl Sandbox {
+    /// Binds, spawns the server on the current tokio runtime and returns once listening.
+    /// Fails, among other reasons, when `opts.faults` is invalid.
+    pub async fn start(opts: SandboxOptions) -> anyhow::Result<Sandbox> {
+        let port = opts.port;
+        let (built, router) = Built::new(opts)?;
+        let (addr, server) = serve(under(router, ""), port).await?;
+        Ok(Sandbox::from_built(built, addr, String::new(), server))
+    }
+
+    /// Independent sandboxes on one port, each under `/NAME`: their own customers,
+    /// credentials, rate limits and faults (each `opts.port` is ignored). `/_sandbox/sandboxes`
+    /// lists the names.
+    pub async fn start_many(
+        port: u16,
+        sandboxes: Vec<(String, SandboxOptions)>,
+    ) -> anyhow::Result<Vec<Sandbox>> {
+        let mut app = Router::new();
+        let mut built = Vec::new();
+        let mut names = Vec::new();
+        for (name, opts) in sandboxes {
+            anyhow::ensure!(
+                is_sandbox_name(&name) && !names.contains(&name),
+                "sandbox names are distinct, of lower-case letters, digits and '-'"
+            );
+            let prefix = format!("/{name}");
+            let (b, router) = Built::new(opts)?;
+            app = app.nest(&prefix, under(router, &prefix));
+            built.push((prefix, b));
+            names.push(name);
+        }
+        let app = app
+            .route("/_sandbox/health", get(health))
+            .route(
+                "/_sandbox/sandboxes",
+                get(move || async move { Json(json!({ "sandboxes": names })) }),
+            )
+            .fallback(no_route);
+        let (addr, server) = serve(app, port).await?;
+        Ok(built
+            .into_iter()
+            .map(|(prefix, b)| Sandbox::from_built(b, addr, prefix, server.clone()))
+            .collect())
+    }
+
+    fn from_built(built: Built, addr: SocketAddr, prefix: String, server: Arc<Server>) -> Sandbox {
+        Sandbox {
+            addr,
+            prefix,
+            credentials: built.credentials,
+            opter: built.opter,
+            visma: built.visma,
+            visma_net: built.visma_net,
+            economic: built.economic,
             server,
-        })
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// Where its routes start: `http://ADDR`, or `http://ADDR/NAME` beside others.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}{}", self.addr, self.prefix)
     }
 
     pub fn opter_api_base(&self) -> String {
@@ -275,23 +357,63 @@ impl Sandbox {
         opter::lock(&self.opter).customers.clone()
     }
 
-    /// Graceful stop; connections still open after a few seconds are dropped.
+    /// Graceful stop of the server (of every sandbox on its port); connections still
+    /// open after a few seconds are dropped.
     pub async fn shutdown(self) {
-        let Sandbox { stop, server, .. } = self;
-        let _ = stop.send(());
-        let abort = server.abort_handle();
-        if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
-            abort.abort();
+        if let Some(stop) = lock(&self.server.stop).take() {
+            let _ = stop.send(());
+        }
+        let task = lock(&self.server.task).take();
+        if let Some(task) = task {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                abort.abort();
+            }
         }
     }
 
     /// Serves until the process is stopped (the `sandbox` CLI command).
     pub async fn wait(self) {
-        // Keep `stop` alive: dropping it would stop the server.
-        let Sandbox { stop, server, .. } = self;
-        let _ = server.await;
-        drop(stop);
+        // `self` keeps `stop` alive: dropping it would stop the server.
+        let task = lock(&self.server.task).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Binds 127.0.0.1:`port` (0: any free one) and serves `app` on the current runtime.
+async fn serve(app: Router, port: u16) -> anyhow::Result<(SocketAddr, Arc<Server>)> {
+    // Each request carries its connection's abort handle, for dropped writes.
+    let app = app.into_make_service_with_connect_info::<faults::Conn>();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let listener = faults::FaultListener::new(listener);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        // Resolves on `shutdown` and also when the last Sandbox is dropped.
+        let signal = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await
+        {
+            tracing::error!("sandbox server stopped: {e}");
+        }
+    });
+    tracing::info!("sandbox listening on http://{addr}");
+    Ok((
+        addr,
+        Arc::new(Server {
+            stop: Mutex::new(Some(stop)),
+            task: Mutex::new(Some(task)),
+        }),
+    ))
 }
 
 /// The three registers' faults, set and read together.

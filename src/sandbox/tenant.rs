@@ -158,6 +158,12 @@ pub fn customers_file(dir: &Path) -> Result<Vec<Value>> {
     })
 }
 
+/// The id of the `i`th (from 0) tenant of a folder `write_service_folder` writes, and
+/// the name its sandbox is served under beside the others.
+pub fn tenant_id(i: usize) -> String {
+    format!("carrier-{}", i + 1)
+}
+
 /// Writes a folder `serve` can run: `service.toml`, one tenant config per sandbox in
 /// `tenants/` (ids `carrier-1`, `carrier-2`, ...), and each tenant's mapping and
 /// journal under `homes/ID/`. Each tenant's secrets get its id as a prefix
@@ -183,7 +189,7 @@ pub fn write_service_folder(
     .with_context(|| format!("cannot write {}", service.display()))?;
     let mut all = HashMap::new();
     for (i, (sandbox, register)) in tenants.iter().enumerate() {
-        let id = format!("carrier-{}", i + 1);
+        let id = tenant_id(i);
         let prefix = id.to_ascii_uppercase().replace('-', "_");
         let home = dir.join("homes").join(&id);
         let staged = home.join("sync.toml");

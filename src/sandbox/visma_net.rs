@@ -888,7 +888,7 @@ async fn create_customer(
 
 /// `http://{host}/visma-net/api/v1/customer/{number}`, the number path-encoded.
 fn location(headers: &HeaderMap, number: &str) -> String {
-    let host = common::host(headers);
+    let host = common::origin(headers);
     match url::Url::parse(&format!("http://{host}/visma-net/api/v1/customer")) {
         Ok(mut url) => {
             if let Ok(mut segments) = url.path_segments_mut() {

@@ -1489,12 +1489,23 @@ async fn sandbox_tenants_writes_a_folder_that_serve_runs_as_a_user_would() {
         .map(|t| t["register"].as_str().unwrap())
         .collect();
     assert_eq!(registers, ["eaccounting", "visma-net", "economic"]);
+    let mut origins = Vec::new();
     for id in ["carrier-1", "carrier-2", "carrier-3"] {
         assert!(
             folder.join("homes").join(id).join("journal").is_dir(),
             "{id} has its own journal"
         );
+        // One port, each tenant under its own path.
+        let config = read(&folder.join("tenants").join(format!("{id}.toml")));
+        let base = config
+            .lines()
+            .find_map(|l| l.strip_prefix("base_url = \""))
+            .unwrap_or_else(|| panic!("{config}"));
+        let (origin, path) = base["http://".len()..].split_once('/').unwrap();
+        assert!(path.starts_with(&format!("{id}/")), "{base}");
+        origins.push(origin.to_string());
     }
+    assert!(origins.windows(2).all(|w| w[0] == w[1]), "{origins:?}");
     drop(sandbox);
 }
 
@@ -1548,6 +1559,21 @@ async fn demo_serve_shows_three_tenants_syncing_one_with_faults() {
             .log()
             .lines()
             .any(|l| l.contains("tenant{tenant=carrier-3}") && l.contains("retrying"))
+            .then_some(())
+    })
+    .await;
+    // The demo's own webhook prints what serve tells it: the fixtures hold customers
+    // the registers refuse, so each healthy tenant's first run is told as rejections.
+    until("the demo's alerts", 60, || async {
+        let log = serve.log();
+        ["carrier-1", "carrier-2"]
+            .iter()
+            .all(|t| {
+                log.lines().any(|l| {
+                    l.starts_with(&format!("alert received: Tenant {t} "))
+                        && l.contains("not written")
+                })
+            })
             .then_some(())
     })
     .await;

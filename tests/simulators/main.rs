@@ -5,5 +5,6 @@ mod sandbox_support;
 
 mod faults;
 mod http;
+mod many;
 mod opter_export;
 mod visma_connect;

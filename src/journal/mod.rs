@@ -166,6 +166,13 @@ impl Journal {
         store::sequence_number(stored.as_deref()).unwrap_or(0)
     }
 
+    /// How many events the journal holds (purged ones included: a purge redacts, it
+    /// does not delete), and the bytes its database takes on disk.
+    pub fn size(&self) -> (u64, u64) {
+        let bytes = self.db.size_on_disk().unwrap_or(0);
+        (self.next_event().saturating_sub(1), bytes)
+    }
+
     /// Whether this open created the database (a first run, or `--new-journal`).
     pub fn created(&self) -> bool {
         self.created

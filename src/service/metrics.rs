@@ -64,6 +64,9 @@ pub struct Metrics {
     throttled: Family<TenantLabels, Counter>,
     retry_wait: Family<TenantLabels, Counter<f64, AtomicU64>>,
     token_refreshes: Family<TenantLabels, Counter>,
+    headroom: Family<TenantLabels, Gauge<f64, AtomicU64>>,
+    journal_events: Family<TenantLabels, Gauge>,
+    journal_bytes: Family<TenantLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -88,6 +91,9 @@ impl Metrics {
             throttled: Family::default(),
             retry_wait: Family::default(),
             token_refreshes: Family::default(),
+            headroom: Family::default(),
+            journal_events: Family::default(),
+            journal_bytes: Family::default(),
         };
         registry.register("runs", "Runs of a tenant by outcome", metrics.runs.clone());
         registry.register(
@@ -140,6 +146,23 @@ impl Metrics {
             "Access tokens the tenant's runs obtained from the register's token endpoint",
             metrics.token_refreshes.clone(),
         );
+        registry.register(
+            "rate_limit_headroom_ratio",
+            "The least share of its rate allowance the register said was left during the \
+             tenant's last run that sent it requests (Visma.net's X-RateLimit-Remaining, \
+             e-conomic's X-RateLimiting; absent for a register that does not say)",
+            metrics.headroom.clone(),
+        );
+        registry.register(
+            "journal_events",
+            "Events the tenant's journal holds, after its last run",
+            metrics.journal_events.clone(),
+        );
+        registry.register(
+            "journal_bytes",
+            "Bytes the tenant's journal database takes on disk, after its last run",
+            metrics.journal_bytes.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -181,6 +204,17 @@ impl Metrics {
         self.token_refreshes
             .get_or_create(who)
             .inc_by(n(&counters.token_refreshes));
+        // A run that sent the register nothing (a no-op) leaves the last figure.
+        if let Some(left) = counters.headroom() {
+            self.headroom.get_or_create(who).set(left);
+        }
+    }
+
+    /// The journal's size after a run.
+    pub fn journal_size(&self, who: &TenantLabels, events: u64, bytes: u64) {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.journal_events.get_or_create(who).set(n(events));
+        self.journal_bytes.get_or_create(who).set(n(bytes));
     }
 
     pub fn succeeded_at(&self, who: &TenantLabels, at: chrono::DateTime<chrono::Utc>) {
@@ -217,6 +251,8 @@ impl Metrics {
             &self.next_run,
             &self.needs_login,
             &self.budget_paused,
+            &self.journal_events,
+            &self.journal_bytes,
         ] {
             family.remove(who);
         }
@@ -224,6 +260,7 @@ impl Metrics {
             family.remove(who);
         }
         self.retry_wait.remove(who);
+        self.headroom.remove(who);
     }
 }
 

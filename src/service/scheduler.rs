@@ -580,6 +580,8 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
     let counters = Arc::new(RunCounters::default());
     let result = counted(counters.clone(), run_once(file, shared.env.clone())).await;
     let finished = Utc::now();
+    let journal_size = result.as_ref().ok().and_then(|r| r.journal_size);
+    let result = result.map(|r| (r.report, r.stopped));
     let (outcome, counts, run_id, error) = match &result {
         Ok((report, None)) => {
             let c = &report.counts;
@@ -620,6 +622,9 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
         let labels = t.labels(&id);
         shared.metrics.run_done(&labels, outcome, counts.as_ref());
         shared.metrics.requests_done(&labels, &counters);
+        if let Some((events, bytes)) = journal_size {
+            shared.metrics.journal_size(&labels, events, bytes);
+        }
         let pause = |reason, until| Pause {
             reason,
             message: error.map(|e| e.to_string()).unwrap_or_default(),
@@ -685,7 +690,7 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
     shared.wake();
 }
 
-async fn run_once(file: PathBuf, env: Arc<dyn Env>) -> Result<(Report, Option<Error>)> {
+async fn run_once(file: PathBuf, env: Arc<dyn Env>) -> Result<Ran> {
     // Blocking threads do not inherit the task's span: each line names its tenant.
     let span = tracing::Span::current();
     let opened = tokio::task::spawn_blocking(move || {
@@ -702,15 +707,37 @@ async fn run_once(file: PathBuf, env: Arc<dyn Env>) -> Result<(Report, Option<Er
     let result = opened.engine(Arc::new(Quiet)).run(options).await;
     // Rewrites the journal when values were removed, then lets it go.
     let span = tracing::Span::current();
-    let finished = tokio::task::spawn_blocking(move || span.in_scope(|| opened.finish()))
-        .await
-        .map_err(|e| Error::Other(anyhow::anyhow!("closing the journal stopped: {e}")));
+    let finished = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            let size = opened.journal.size();
+            opened.finish().map(|()| size)
+        })
+    })
+    .await
+    .map_err(|e| Error::Other(anyhow::anyhow!("closing the journal stopped: {e}")));
     let (report, stopped) = result?;
-    match (stopped, finished) {
-        (Some(e), _) => Ok((report, Some(e))),
-        (None, Ok(Ok(()))) => Ok((report, None)),
-        (None, Ok(Err(e)) | Err(e)) => Ok((report, Some(e))),
-    }
+    let size = match &finished {
+        Ok(Ok(size)) => Some(*size),
+        _ => None,
+    };
+    let stopped = match (stopped, finished) {
+        (Some(e), _) => Some(e),
+        (None, Ok(Ok(_))) => None,
+        (None, Ok(Err(e)) | Err(e)) => Some(e),
+    };
+    Ok(Ran {
+        report,
+        stopped,
+        journal_size: size,
+    })
+}
+
+/// What `run_once` came to: the report, what stopped the run (if anything), and the
+/// journal's events and bytes as the run left them.
+struct Ran {
+    report: Report,
+    stopped: Option<Error>,
+    journal_size: Option<(u64, u64)>,
 }
 
 fn outcome_of(error: &Error) -> &'static str {

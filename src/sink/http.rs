@@ -424,6 +424,15 @@ impl Http {
     /// a call costing what this one did (`X-CallCost`) fits again.
     fn note_rate_headers(&self, headers: &HeaderMap) {
         let number = |name| header(headers, name).and_then(|v| v.trim().parse::<u64>().ok());
+        match (number("x-ratelimit-remaining"), number("x-ratelimit-limit")) {
+            (Some(left), Some(limit)) => super::counters::headroom(left, limit),
+            _ => {
+                if let Some((used, limit)) = header(headers, "x-ratelimiting").and_then(bucket_use)
+                {
+                    super::counters::headroom(limit.saturating_sub(used), limit);
+                }
+            }
+        }
         let wait = match (number("x-ratelimit-remaining"), number("x-ratelimit-reset")) {
             (Some(0), Some(reset)) => Some(Duration::from_secs(reset)),
             _ => header(headers, "x-ratelimiting")
@@ -566,6 +575,18 @@ fn burst_for(per_minute: NonZeroU32) -> NonZeroU32 {
 /// does not now; `None` while it fits or the header is not that. The window may be
 /// fractional (the sandbox scales it down).
 fn bucket_refill_wait(value: &str, cost: u64) -> Option<Duration> {
+    let (used, limit, seconds) = bucket(value)?;
+    // An overdrawn bucket (used above the limit) waits for all of it.
+    let short = (used + cost.min(limit))
+        .checked_sub(limit)
+        .filter(|s| *s > 0)?;
+    Some(Duration::from_secs_f64(
+        seconds * short as f64 / limit as f64,
+    ))
+}
+
+/// An `X-RateLimiting` value's tokens used, bucket size and refill seconds.
+fn bucket(value: &str) -> Option<(u64, u64, f64)> {
     let (rule, state) = value.split_once(':')?;
     let (used, _) = state.trim().split_once('/')?;
     let used: u64 = used.trim().parse().ok()?;
@@ -576,13 +597,12 @@ fn bucket_refill_wait(value: &str, cost: u64) -> Option<Duration> {
     if limit == 0 || !seconds.is_finite() || seconds <= 0.0 {
         return None;
     }
-    // An overdrawn bucket (used above the limit) waits for all of it.
-    let short = (used + cost.min(limit))
-        .checked_sub(limit)
-        .filter(|s| *s > 0)?;
-    Some(Duration::from_secs_f64(
-        seconds * short as f64 / limit as f64,
-    ))
+    Some((used, limit, seconds))
+}
+
+/// An `X-RateLimiting` value's tokens used and bucket size.
+fn bucket_use(value: &str) -> Option<(u64, u64)> {
+    bucket(value).map(|(used, limit, _)| (used, limit))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

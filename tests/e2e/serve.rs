@@ -61,14 +61,26 @@ impl Folder {
         extra_sink: &str,
         schedule: &str,
     ) -> Tenant {
-        let sandbox = Sandbox::start(SandboxOptions {
+        let unlimited = SandboxOptions {
             eaccounting_rate_limit_per_minute: 0,
             visma_net_rate_limit_per_hour: 0,
             economic_rate_limit_per_minute: 0,
             ..options
-        })
-        .await
-        .unwrap();
+        };
+        self.tenant_limited(id, kind, unlimited, extra_sink, schedule)
+            .await
+    }
+
+    /// Like `tenant`, with the register's rate limits as `options` gives them.
+    async fn tenant_limited(
+        &mut self,
+        id: &str,
+        kind: &'static Register,
+        options: SandboxOptions,
+        extra_sink: &str,
+        schedule: &str,
+    ) -> Tenant {
+        let sandbox = Sandbox::start(options).await.unwrap();
         let home = self.dir.path().join("homes").join(id);
         let staged = home.join("sync.toml");
         let env = write_sandbox_config_for(&staged, &sandbox, kind, 0).unwrap();
@@ -1395,7 +1407,7 @@ async fn throttled_requests_and_retry_waits_are_counted_per_tenant() {
     let mut folder = Folder::new("");
     let every = "every = \"1s\"\njitter = \"0s\"";
     let tenant = folder
-        .tenant("busy", &visma_net::REGISTER, customers(6), "", every)
+        .tenant_limited("busy", &visma_net::REGISTER, customers(6), "", every)
         .await;
     tenant.sandbox.set_faults(Faults {
         seed: 7,
@@ -1424,6 +1436,18 @@ async fn throttled_requests_and_retry_waits_are_counted_per_tenant() {
         "opter_visma_sync_retry_wait_seconds_total{tenant=\"busy\",register=\"visma-net\"}",
     );
     assert!(waited.is_some_and(|s| s > 0.0), "{text}");
+    // Visma.net says what is left of its allowance; the run used some of it.
+    let gauge = |name: &str| {
+        metric(
+            &text,
+            &format!("opter_visma_sync_{name}{{tenant=\"busy\",register=\"visma-net\"}}"),
+        )
+    };
+    let headroom = gauge("rate_limit_headroom_ratio").unwrap_or_else(|| panic!("{text}"));
+    assert!(headroom > 0.0 && headroom < 1.0, "{headroom}: {text}");
+    // Six creates at least, each an event, in a database of some size.
+    assert!(gauge("journal_events").is_some_and(|n| n >= 6.0), "{text}");
+    assert!(gauge("journal_bytes").is_some_and(|n| n > 0.0), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

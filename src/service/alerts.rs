@@ -45,6 +45,9 @@ pub enum Condition {
     /// The tenant's config does not load or a run refused it.
     Config,
     JournalDamaged,
+    /// `journal verify`, at the end of a run, found the journal changed after it was
+    /// written or a support action cut off.
+    VerifyFailed,
     /// Customers rejected, failed or in conflict, at least `rejections_at` of them.
     Rejections,
 }
@@ -59,6 +62,7 @@ impl Condition {
             Condition::Budget => "budget",
             Condition::Config => "config",
             Condition::JournalDamaged => "journal-damaged",
+            Condition::VerifyFailed => "journal-verify",
             Condition::Rejections => "rejections",
         }
     }
@@ -72,6 +76,7 @@ impl Condition {
             Condition::Budget => "used up the register's daily call budget and is paused",
             Condition::Config => "has a config that does not load",
             Condition::JournalDamaged => "has a journal that cannot be read whole",
+            Condition::VerifyFailed => "failed `journal verify` and is paused",
             Condition::Rejections => "has customers that were not written",
         }
     }
@@ -263,6 +268,7 @@ fn condition_named(name: &str) -> Condition {
         Condition::Budget,
         Condition::Config,
         Condition::JournalDamaged,
+        Condition::VerifyFailed,
         Condition::Rejections,
     ]
     .into_iter()

@@ -34,6 +34,9 @@ pub struct ServiceConfig {
     /// The longest wait after failures.
     pub max_backoff: Duration,
     pub alerts: AlertsConfig,
+    /// How often a tenant's run ends with `journal verify` (its first run after the
+    /// service starts does too); `None`: never.
+    pub verify_every: Option<Duration>,
     /// Only the tenants of this shard run here (`serve --shard`); all when `None`.
     pub shard: Option<Shard>,
 }
@@ -62,6 +65,8 @@ struct RawService {
     backoff_secs: u64,
     #[serde(default = "default_max_backoff_secs")]
     max_backoff_secs: u64,
+    #[serde(default = "default_verify_every_secs")]
+    verify_every_secs: u64,
 }
 
 fn default_listen() -> String {
@@ -78,6 +83,9 @@ fn default_rescan_secs() -> u64 {
 }
 fn default_backoff_secs() -> u64 {
     30
+}
+fn default_verify_every_secs() -> u64 {
+    86_400
 }
 fn default_max_backoff_secs() -> u64 {
     3600
@@ -133,6 +141,16 @@ impl ServiceConfig {
         let rescan = range("rescan_secs", raw.rescan_secs, 1, 3600)?;
         let backoff = range("backoff_secs", raw.backoff_secs, 1, 86_400)?;
         let max_backoff = range("max_backoff_secs", raw.max_backoff_secs, backoff, 604_800)?;
+        // 0 turns it off; otherwise at least a minute, at most a year.
+        let verify_every = match raw.verify_every_secs {
+            0 => None,
+            secs => Some(Duration::from_secs(range(
+                "verify_every_secs",
+                secs,
+                60,
+                31_536_000,
+            )?)),
+        };
         let base = file.parent().unwrap_or(Path::new("."));
         let tenants = base.join(&raw.tenants);
         if !tenants.is_dir() {
@@ -151,6 +169,7 @@ impl ServiceConfig {
             backoff: Duration::from_secs(backoff),
             max_backoff: Duration::from_secs(max_backoff),
             alerts,
+            verify_every,
             shard: None,
         })
     }
@@ -181,6 +200,9 @@ mod tests {
         assert!(c.listen.ip().is_loopback());
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
         assert_eq!(c.workers, 4);
+        assert_eq!(c.verify_every, Some(Duration::from_secs(86_400)));
+        let never = parse("[service]\ntenants = \"tenants\"\nverify_every_secs = 0\n").unwrap();
+        assert_eq!(never.verify_every, None);
     }
 
     #[test]
@@ -211,6 +233,10 @@ mod tests {
             (
                 "[service]\ntenants = \"tenants\"\nbackoff_secs = 60\nmax_backoff_secs = 10",
                 "[service] max_backoff_secs",
+            ),
+            (
+                "[service]\ntenants = \"tenants\"\nverify_every_secs = 59",
+                "[service] verify_every_secs",
             ),
             ("[service]\ntenants = \"nowhere\"", "[service] tenants"),
             ("[service]\ntenants = \"tenants\"\nworkers = -1", "workers"),

@@ -93,6 +93,7 @@ async fn tenants(State(shared): State<Arc<Shared>>) -> Response {
                 "next_run": t.next_run.filter(|_| t.pause.is_none() && t.loaded.is_ok()),
                 "last_run": t.last_run,
                 "last_success": t.last_success,
+                "last_verified": t.last_verified,
                 "failures": t.failures,
                 "runs": t.runs,
             })

@@ -81,6 +81,8 @@ pub(super) struct Tenant {
     pub runs: u64,
     pub last_run: Option<LastRun>,
     pub last_success: Option<DateTime<Utc>>,
+    /// When a run last ended with `journal verify` passing.
+    pub last_verified: Option<DateTime<Utc>>,
     /// What it was last alerted about.
     alerted: Alerted,
 }
@@ -127,6 +129,7 @@ impl Tenant {
             runs: 0,
             last_run: None,
             last_success: None,
+            last_verified: None,
             alerted: Alerted::default(),
         }
     }
@@ -577,10 +580,22 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
         shared.wake();
         return;
     }
+    let verify = shared.config.verify_every.is_some_and(|every| {
+        shared
+            .table()
+            .tenants
+            .get(&id)
+            .and_then(|t| t.last_verified)
+            .is_none_or(|at| {
+                started.signed_duration_since(at)
+                    >= chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::MAX)
+            })
+    });
     let counters = Arc::new(RunCounters::default());
-    let result = counted(counters.clone(), run_once(file, shared.env.clone())).await;
+    let result = counted(counters.clone(), run_once(file, shared.env.clone(), verify)).await;
     let finished = Utc::now();
     let journal_size = result.as_ref().ok().and_then(|r| r.journal_size);
+    let verified = result.as_ref().ok().and_then(|r| r.verified.clone());
     let result = result.map(|r| (r.report, r.stopped));
     let (outcome, counts, run_id, error) = match &result {
         Ok((report, None)) => {
@@ -662,12 +677,30 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
                 t.schedule(finished, Some(wait));
             }
         }
-        let condition =
+        let mut condition =
             Condition::of_run(error, counts.as_ref(), shared.config.alerts.rejections_at);
+        let mut verify_failed = None;
+        match verified {
+            Some(Ok(())) => t.last_verified = Some(finished),
+            // A journal that fails verify is held until a person looks.
+            Some(Err(why)) if error.is_none() => {
+                t.pause = Some(Pause {
+                    reason: "journal-verify",
+                    message: why.clone(),
+                    since: finished,
+                    until: None,
+                });
+                t.next_run = None;
+                condition = Condition::VerifyFailed;
+                verify_failed = Some(why);
+            }
+            _ => {}
+        }
         let not_written = counts.as_ref().map_or(0, not_written);
         let run = t.last_run.as_ref().and_then(|r| r.run_id.clone());
         let detail = match (error, condition) {
             (Some(e), _) => e.to_string(),
+            (None, Condition::VerifyFailed) => verify_failed.unwrap_or_default(),
             (None, Condition::Rejections) => format!(
                 "{not_written} customer(s) not written in the last run (rejected, failed or \
                  in conflict); see `journal log{}`",
@@ -690,7 +723,8 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
     shared.wake();
 }
 
-async fn run_once(file: PathBuf, env: Arc<dyn Env>) -> Result<Ran> {
+/// One run; with `verify`, a run that ends well ends with `journal verify`.
+async fn run_once(file: PathBuf, env: Arc<dyn Env>, verify: bool) -> Result<Ran> {
     // Blocking threads do not inherit the task's span: each line names its tenant.
     let span = tracing::Span::current();
     let opened = tokio::task::spawn_blocking(move || {
@@ -707,15 +741,22 @@ async fn run_once(file: PathBuf, env: Arc<dyn Env>) -> Result<Ran> {
     let result = opened.engine(Arc::new(Quiet)).run(options).await;
     // Rewrites the journal when values were removed, then lets it go.
     let span = tracing::Span::current();
+    let verify = verify && matches!(&result, Ok((_, None)));
     let finished = tokio::task::spawn_blocking(move || {
         span.in_scope(|| {
+            let verified = verify.then(|| verified(&opened.journal));
             let size = opened.journal.size();
-            opened.finish().map(|()| size)
+            opened.finish().map(|()| (size, verified))
         })
     })
     .await
     .map_err(|e| Error::Other(anyhow::anyhow!("closing the journal stopped: {e}")));
     let (report, stopped) = result?;
+    let (finished, verified) = match finished {
+        Ok(Ok((size, verified))) => (Ok(Ok(size)), verified),
+        Ok(Err(e)) => (Ok(Err(e)), None),
+        Err(e) => (Err(e), None),
+    };
     let size = match &finished {
         Ok(Ok(size)) => Some(*size),
         _ => None,
@@ -729,7 +770,31 @@ async fn run_once(file: PathBuf, env: Arc<dyn Env>) -> Result<Ran> {
         report,
         stopped,
         journal_size: size,
+        verified,
     })
+}
+
+/// `journal verify` of a run's journal: `Err` says what it found, by kind and event
+/// number only (a problem's own text can name a customer's code).
+fn verified(journal: &crate::journal::Journal) -> std::result::Result<(), String> {
+    use crate::journal::Kind;
+    let found = journal
+        .verify()
+        .map_err(|e| format!("journal verify could not read the journal: {e}"))?;
+    let Some(first) = found.problems.first() else {
+        return Ok(());
+    };
+    let kind = match first.kind {
+        Kind::Corrupt => "its files are damaged: restore it from a backup",
+        Kind::Tampered => "it was changed after it was written",
+        Kind::Unfinished => "a support action (a purge) was cut off: run it again",
+    };
+    Err(format!(
+        "journal verify found {} problem(s), the first at event {}: {kind}; run `journal \
+         verify` on the tenant for the list, then resume it",
+        found.problems.len(),
+        first.seq
+    ))
 }
 
 /// What `run_once` came to: the report, what stopped the run (if anything), and the
@@ -738,6 +803,8 @@ struct Ran {
     report: Report,
     stopped: Option<Error>,
     journal_size: Option<(u64, u64)>,
+    /// What `journal verify` at the run's end found, if it ran.
+    verified: Option<std::result::Result<(), String>>,
 }
 
 fn outcome_of(error: &Error) -> &'static str {
@@ -769,10 +836,14 @@ pub(super) fn resume(shared: &Shared, id: &str) -> Result<(), (u16, String)> {
     let Some(t) = table.tenants.get_mut(id).filter(|t| !t.removed) else {
         return Err((404, "no such tenant".into()));
     };
-    if t.pause.is_none() {
+    let Some(pause) = t.pause.take() else {
         return Err((409, "the tenant is not paused".into()));
+    };
+    // Resuming a journal that failed verify accepts it as it is: the next check waits
+    // its interval instead of pausing the tenant again at once.
+    if pause.reason == "journal-verify" {
+        t.last_verified = Some(Utc::now());
     }
-    t.pause = None;
     t.failures = 0;
     t.requested.get_or_insert(Utc::now());
     drop(table);

@@ -1604,3 +1604,114 @@ async fn demo_serve_shows_three_tenants_syncing_one_with_faults() {
     serve.signal(libc::SIGTERM);
     assert!(serve.exit_within(30).success(), "{}", serve.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_that_fails_verify_pauses_its_tenant_alerts_once_and_resumes_on_request() {
+    let (hook, accepted) = webhook_receiver().await;
+    let mut folder = Folder::new(
+        "verify_every_secs = 3600\n\n[alerts]\n\
+         [[alerts.webhook]]\nurl_env = \"ALERT_HOOK\"\nformat = \"json\"\n",
+    );
+    folder.env.insert("ALERT_HOOK".into(), hook);
+    let every = "every = \"1h\"\njitter = \"0s\"";
+    let audited = folder
+        .tenant("audited", &eaccounting::REGISTER, customers(4), "", every)
+        .await;
+    let other = folder
+        .tenant("other", &economic::REGISTER, customers(2), "", every)
+        .await;
+    folder.add(&audited);
+    folder.add(&other);
+
+    // The first run after the service starts ends with `journal verify`.
+    let mut serve = folder.start();
+    for id in ["audited", "other"] {
+        until("a first good, verified run", 60, || async {
+            let t = serve.tenant(id).await;
+            (t["last_run"]["outcome"] == "succeeded" && t["last_verified"].is_string())
+                .then_some(())
+        })
+        .await;
+    }
+    serve.signal(libc::SIGTERM);
+    assert!(serve.exit_within(30).success(), "{}", serve.log());
+
+    // An event taken out of the journal while the service was down.
+    let sled = folder.dir.path().join("homes/audited/journal/sled");
+    {
+        let db = sled::open(&sled).unwrap();
+        let events = db.open_tree("events").unwrap();
+        assert!(events.remove(2u64.to_be_bytes()).unwrap().is_some());
+        db.flush().unwrap();
+    }
+    let cli = audited
+        .cli(&folder, &["journal", "verify"])
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(5), "the CLI sees the removal too");
+
+    // Its next run is an hour away: one is asked for.
+    let serve = folder.start();
+    until("the tenants loaded", 30, || async {
+        (serve.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    for id in ["audited", "other"] {
+        let (status, body) = serve.post(&format!("/tenants/{id}/run")).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let paused = until("the tenant paused for its journal", 60, || async {
+        let t = serve.tenant("audited").await;
+        (t["paused"]["reason"] == "journal-verify").then_some(t)
+    })
+    .await;
+    assert_eq!(paused["state"], "paused", "{paused}");
+    assert!(paused["next_run"].is_null(), "{paused}");
+    let why = paused["paused"]["message"].as_str().unwrap();
+    assert!(why.contains("event 2") && why.contains("changed"), "{why}");
+    // The other tenant is not held by it.
+    until("the other tenant's verified run", 60, || async {
+        let t = serve.tenant("other").await;
+        (t["last_run"]["outcome"] == "succeeded" && t["last_verified"].is_string()).then_some(())
+    })
+    .await;
+    // Paused means paused: a run request is refused with what to do.
+    let (status, body) = serve.post("/tenants/audited/run").await;
+    assert_eq!(status, 409, "{body}");
+    until("the alert", 30, || async {
+        (!accepted.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+
+    // A person looked and resumes it: it syncs again without pausing at once.
+    let runs = paused["runs"].as_u64().unwrap();
+    let (status, body) = serve.post("/tenants/audited/resume").await;
+    assert_eq!(status, 202, "{body}");
+    until("a good run after the resume", 60, || async {
+        let t = serve.tenant("audited").await;
+        (t["runs"].as_u64().unwrap() > runs && t["last_run"]["outcome"] == "succeeded")
+            .then_some(())
+    })
+    .await;
+    until("the recovery alert", 30, || async {
+        (accepted.lock().unwrap().len() >= 2).then_some(())
+    })
+    .await;
+    let t = serve.tenant("audited").await;
+    assert!(t["paused"].is_null(), "{t}");
+    let mut serve = serve;
+    serve.signal(libc::SIGTERM);
+    assert!(serve.exit_within(30).success(), "{}", serve.log());
+
+    let hooks = accepted.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 2, "{hooks:?}");
+    assert_eq!(hooks[0]["tenant"], "audited", "{}", hooks[0]);
+    assert_eq!(hooks[0]["state"], "journal-verify", "{}", hooks[0]);
+    assert_eq!(hooks[0]["recovered"], false, "{}", hooks[0]);
+    assert_eq!(hooks[1]["state"], "ok", "{}", hooks[1]);
+    assert_eq!(hooks[1]["recovered"], true, "{}", hooks[1]);
+    // The alert names the event, never a customer.
+    for code in values_of(4, &["customerCode"]) {
+        assert!(!format!("{hooks:?}").contains(&code), "{code} in an alert");
+    }
+}

@@ -89,7 +89,8 @@ pub(super) struct Tenant {
 
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct Pause {
-    /// `needs-login`, `budget` or `config`.
+    /// `needs-login`, `budget`, `config`, `journal-damaged` or `journal-verify`: the
+    /// name of the condition alerted.
     pub reason: &'static str,
     pub message: String,
     pub since: DateTime<Utc>,
@@ -685,7 +686,7 @@ async fn run_tenant(shared: Arc<Shared>, id: String, file: PathBuf) {
             // A journal that fails verify is held until a person looks.
             Some(Err(why)) if error.is_none() => {
                 t.pause = Some(Pause {
-                    reason: "journal-verify",
+                    reason: Condition::VerifyFailed.name(),
                     message: why.clone(),
                     since: finished,
                     until: None,
@@ -752,14 +753,9 @@ async fn run_once(file: PathBuf, env: Arc<dyn Env>, verify: bool) -> Result<Ran>
     .await
     .map_err(|e| Error::Other(anyhow::anyhow!("closing the journal stopped: {e}")));
     let (report, stopped) = result?;
-    let (finished, verified) = match finished {
-        Ok(Ok((size, verified))) => (Ok(Ok(size)), verified),
-        Ok(Err(e)) => (Ok(Err(e)), None),
-        Err(e) => (Err(e), None),
-    };
-    let size = match &finished {
-        Ok(Ok(size)) => Some(*size),
-        _ => None,
+    let (size, verified) = match &finished {
+        Ok(Ok((size, verified))) => (Some(*size), verified.clone()),
+        _ => (None, None),
     };
     let stopped = match (stopped, finished) {
         (Some(e), _) => Some(e),
@@ -841,7 +837,7 @@ pub(super) fn resume(shared: &Shared, id: &str) -> Result<(), (u16, String)> {
     };
     // Resuming a journal that failed verify accepts it as it is: the next check waits
     // its interval instead of pausing the tenant again at once.
-    if pause.reason == "journal-verify" {
+    if pause.reason == Condition::VerifyFailed.name() {
         t.last_verified = Some(Utc::now());
     }
     t.failures = 0;

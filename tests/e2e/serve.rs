@@ -1675,6 +1675,17 @@ async fn a_journal_that_fails_verify_pauses_its_tenant_alerts_once_and_resumes_o
         (t["last_run"]["outcome"] == "succeeded" && t["last_verified"].is_string()).then_some(())
     })
     .await;
+    // Within verify_every_secs, a run does not verify again.
+    let first = serve.tenant("other").await;
+    let (status, body) = serve.post("/tenants/other/run").await;
+    assert_eq!(status, 202, "{body}");
+    until("the other tenant's second run", 60, || async {
+        let t = serve.tenant("other").await;
+        (t["runs"].as_u64() > first["runs"].as_u64() && t["state"] == "idle").then_some(t)
+    })
+    .await;
+    let again = serve.tenant("other").await;
+    assert_eq!(again["last_verified"], first["last_verified"], "{again}");
     // Paused means paused: a run request is refused with what to do.
     let (status, body) = serve.post("/tenants/audited/run").await;
     assert_eq!(status, 409, "{body}");

@@ -1,0 +1,876 @@
+//! The web console: server-rendered pages under `/` on `serve`'s listener, for admins
+//! and support staff, with local accounts (`users`), server-side sessions and roles.
+//!
+//! Invariants: every page and action goes through `Console::who` (a live session, the
+//! user still in the users file with the role and tenants it gives now, the CSRF token
+//! on every POST); a tenant the user may not see answers as if it did not exist; no
+//! personal value goes into a URL (customers by code only), a log line or the audit log
+//! but the reason a person typed; everything from Opter or the register is escaped by
+//! the templates; logins and reveals go to the audit log, support actions to the
+//! tenant's journal as the CLI's do.
+
+mod pages;
+pub mod users;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+
+use super::scheduler::{self, Shared};
+use super::tenants::valid_id;
+use crate::error::{Error, Result};
+use crate::journal::{Journal, Opening};
+pub use users::{Role, Users};
+
+const SESSION_COOKIE: &str = "ovs_session";
+const LOGIN_COOKIE: &str = "ovs_login";
+/// A form is a few fields: a reason, a code, a token.
+const MOST_FORM_BYTES: usize = 16 * 1024;
+/// The longest reason kept.
+const MOST_REASON_CHARS: usize = 500;
+/// Login attempts per user name and per client address: a burst, then one a minute.
+const LOGIN_BURST: u32 = 5;
+
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// The users file (`opter-visma-sync users`).
+    pub users: PathBuf,
+    /// Where logins, failed logins and reveals are appended, one JSON object a line.
+    pub audit: PathBuf,
+    /// A session not used for this long ends.
+    pub session_idle: Duration,
+    /// A session ends this long after its login, however used.
+    pub session_max: Duration,
+    /// Cookies are marked `Secure` (a proxy terminates TLS before this listener).
+    pub secure_cookies: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsole {
+    #[serde(default = "default_users")]
+    users: PathBuf,
+    #[serde(default = "default_audit")]
+    audit: PathBuf,
+    #[serde(default = "default_idle")]
+    session_idle_secs: u64,
+    #[serde(default = "default_max")]
+    session_max_secs: u64,
+    /// Serve the console on a non-loopback address without TLS of its own: only behind
+    /// a proxy that terminates TLS.
+    #[serde(default)]
+    behind_tls_proxy: bool,
+}
+
+fn default_users() -> PathBuf {
+    "users.toml".into()
+}
+fn default_audit() -> PathBuf {
+    "console-audit.jsonl".into()
+}
+fn default_idle() -> u64 {
+    1800
+}
+fn default_max() -> u64 {
+    43_200
+}
+
+impl RawConsole {
+    pub(super) fn resolve(self, file: &Path, listen: SocketAddr) -> Result<ConsoleConfig> {
+        let bad = |key: &str, why: &str| {
+            Error::config(format!("{}: [console] {key}: {why}", file.display()))
+        };
+        let range = |key: &str, value: u64, least: u64, most: u64| {
+            match (least..=most).contains(&value) {
+                true => Ok(value),
+                false => Err(bad(key, &format!("is {value}; use {least} to {most}"))),
+            }
+        };
+        let idle = range("session_idle_secs", self.session_idle_secs, 1, 86_400)?;
+        let max = range("session_max_secs", self.session_max_secs, idle, 604_800)?;
+        if !listen.ip().is_loopback() && !self.behind_tls_proxy {
+            return Err(bad(
+                "behind_tls_proxy",
+                "the console sends passwords and session cookies, and [service] listen is \
+                 not a loopback address: listen on 127.0.0.1 behind a proxy that \
+                 terminates TLS, or set behind_tls_proxy = true if one is in front",
+            ));
+        }
+        let base = file.parent().unwrap_or(Path::new("."));
+        Ok(ConsoleConfig {
+            users: base.join(self.users),
+            audit: base.join(self.audit),
+            session_idle: Duration::from_secs(idle),
+            session_max: Duration::from_secs(max),
+            secure_cookies: self.behind_tls_proxy,
+        })
+    }
+}
+
+/// The console's state: sessions and login throttles (in memory: a restart logs
+/// everyone out).
+pub(super) struct Console {
+    config: ConsoleConfig,
+    sessions: Mutex<HashMap<String, Session>>,
+    by_user: DefaultKeyedRateLimiter<String>,
+    by_address: DefaultKeyedRateLimiter<IpAddr>,
+    audit: Mutex<()>,
+}
+
+struct Session {
+    user: String,
+    csrf: String,
+    created: Instant,
+    seen: Instant,
+    /// Erasure receipts this session may download, by id.
+    receipts: HashMap<String, serde_json::Value>,
+}
+
+/// The user behind a request, as the users file says now.
+pub(super) struct Who {
+    pub name: String,
+    pub role: Role,
+    tenants: BTreeSet<String>,
+    pub csrf: String,
+    session: String,
+}
+
+impl Who {
+    pub fn may_see(&self, tenant: &str) -> bool {
+        self.tenants.is_empty() || self.tenants.contains(tenant)
+    }
+    fn actor(&self) -> String {
+        format!("console:{}", self.name)
+    }
+}
+
+impl Console {
+    pub(super) fn new(config: ConsoleConfig) -> Console {
+        let quota = Quota::per_minute(NonZeroU32::MIN)
+            .allow_burst(NonZeroU32::new(LOGIN_BURST).unwrap_or(NonZeroU32::MIN));
+        Console {
+            config,
+            sessions: Mutex::default(),
+            by_user: RateLimiter::keyed(quota),
+            by_address: RateLimiter::keyed(quota),
+            audit: Mutex::new(()),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends one line to the audit log, flushed to disk; a failure is logged, the
+    /// action it records has already happened.
+    fn audit(&self, entry: serde_json::Value) {
+        use std::io::Write;
+        let _one_at_a_time = self.audit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut line = entry;
+        line["time"] = chrono::Utc::now().to_rfc3339().into();
+        let written = (|| {
+            let mut options = std::fs::OpenOptions::new();
+            options.append(true).create(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&self.config.audit)?;
+            writeln!(file, "{line}")?;
+            file.sync_data()
+        })();
+        if let Err(e) = written {
+            tracing::error!(
+                "cannot append to the console's audit log {}: {e}",
+                self.config.audit.display()
+            );
+        }
+    }
+
+    fn users(&self) -> std::result::Result<Users, Response> {
+        Users::load(&self.config.users).map_err(|e| {
+            tracing::error!("{e:#}");
+            pages::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The users file cannot be read",
+                "The service's log says why.",
+            )
+        })
+    }
+
+    /// The request's user, if its session is live and the user still exists; POSTs
+    /// must carry the session's CSRF token.
+    fn who(&self, headers: &HeaderMap, csrf: Option<&str>) -> std::result::Result<Who, Response> {
+        let to_login = || Redirect::to("/login").into_response();
+        let Some(token) = cookie(headers, SESSION_COOKIE) else {
+            return Err(to_login());
+        };
+        let (name, session_csrf) = {
+            let mut sessions = self.sessions();
+            let now = Instant::now();
+            let live = sessions.get(&token).is_some_and(|s| {
+                now.duration_since(s.seen) < self.config.session_idle
+                    && now.duration_since(s.created) < self.config.session_max
+            });
+            if !live {
+                sessions.remove(&token);
+                return Err(to_login());
+            }
+            let session = sessions.get_mut(&token).expect("checked live");
+            session.seen = now;
+            (session.user.clone(), session.csrf.clone())
+        };
+        if let Some(given) = csrf.map(str::as_bytes) {
+            if !constant_time_eq(given, session_csrf.as_bytes()) {
+                return Err(pages::problem(
+                    StatusCode::FORBIDDEN,
+                    "This form has expired",
+                    "Go back, reload the page and send it again.",
+                ));
+            }
+        }
+        let users = self.users()?;
+        let Some(user) = users.get(&name) else {
+            self.sessions().remove(&token);
+            return Err(to_login());
+        };
+        Ok(Who {
+            name,
+            role: user.role,
+            tenants: user.tenants.clone(),
+            csrf: session_csrf,
+            session: token,
+        })
+    }
+
+    fn set_cookie(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
+        let secure = if self.config.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        };
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            max_age.as_secs()
+        ))
+        .expect("cookie values are hex")
+    }
+}
+
+fn random_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The console's routes; `serve` adds them when `[console]` is configured.
+pub(super) fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/assets/console.css", get(stylesheet))
+        .route("/t/{tenant}", get(dashboard))
+        .route("/t/{tenant}/runs/{run}", get(run_page))
+        .route("/t/{tenant}/customer", get(customer_page))
+        .route("/t/{tenant}/customer/{code}/reveal", post(reveal))
+        .route("/t/{tenant}/customer/{code}/purge", post(purge))
+        .route("/t/{tenant}/receipts/{id}", get(receipt))
+        .route("/t/{tenant}/verify", post(verify))
+        .route("/t/{tenant}/run", post(run_now))
+        .layer(DefaultBodyLimit::max(MOST_FORM_BYTES))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// On every console answer: no inline script or style, no framing, no sniffing, no
+/// caching of pages that hold customer data, no referrer leaving the page.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    let set = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    for (name, value) in set {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn console(shared: &Shared) -> &Console {
+    shared
+        .console
+        .as_ref()
+        .expect("console routes are only added with a console")
+}
+
+/// The tenant's journal folder, if the tenant exists, loads and `who` may see it.
+fn tenant_journal(shared: &Shared, who: &Who, id: &str) -> std::result::Result<PathBuf, Response> {
+    let not_found = || {
+        pages::problem(
+            StatusCode::NOT_FOUND,
+            "No such tenant",
+            "The tenants page lists those you may see.",
+        )
+    };
+    if !valid_id(id) || !who.may_see(id) {
+        return Err(not_found());
+    }
+    let table = shared.table();
+    match table.tenants.get(id).map(|t| &t.loaded) {
+        Some(Ok(loaded)) => Ok(loaded.journal.clone()),
+        Some(Err(_)) => Err(pages::problem(
+            StatusCode::CONFLICT,
+            "This tenant's config does not load",
+            "GET /tenants names the file and key.",
+        )),
+        None => Err(not_found()),
+    }
+}
+
+/// Reads the tenant's journal on a blocking thread, open only for this read.
+async fn read_journal<T: Send + 'static>(
+    dir: PathBuf,
+    read: impl FnOnce(&Journal) -> anyhow::Result<T> + Send + 'static,
+) -> std::result::Result<T, Response> {
+    let done = tokio::task::spawn_blocking(move || {
+        let journal = Journal::open_as(&dir, Opening::Read)?;
+        read(&journal)
+    })
+    .await;
+    match done {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            tracing::warn!("the console could not read a journal: {e:#}");
+            Err(pages::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The journal cannot be read now",
+                "A run may hold it: try again in a moment. The service's log says more.",
+            ))
+        }
+        Err(_) => Err(pages::problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Reading the journal stopped",
+            "The service's log says more.",
+        )),
+    }
+}
+
+fn forbidden(what: &str) -> Response {
+    pages::problem(
+        StatusCode::FORBIDDEN,
+        "Not allowed",
+        &format!("Your role does not allow {what}; ask an admin."),
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+    password: String,
+    login: String,
+}
+
+async fn login_page(State(shared): State<Arc<Shared>>) -> Response {
+    let c = console(&shared);
+    let token = random_token();
+    let mut page = pages::login(&token, None).into_response();
+    page.headers_mut().append(
+        header::SET_COOKIE,
+        c.set_cookie(LOGIN_COOKIE, &token, Duration::from_secs(3600)),
+    );
+    page
+}
+
+async fn login(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let c = console(&shared);
+    // The login form's own token, against a login forged from another site.
+    let pre = cookie(&headers, LOGIN_COOKIE);
+    if !pre.is_some_and(|t| constant_time_eq(t.as_bytes(), form.login.as_bytes())) {
+        return pages::problem(
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "Reload the login page and log in again.",
+        );
+    }
+    let name = form.user.trim().to_string();
+    let known_name = users::valid_name(&name);
+    let address = peer.ip();
+    let throttled = c.by_address.check_key(&address).is_err()
+        || (known_name && c.by_user.check_key(&name).is_err());
+    if throttled {
+        c.audit(serde_json::json!({
+            "event": "login-throttled",
+            "user": known_name.then_some(&name),
+            "address": address.to_string(),
+        }));
+        return pages::problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many logins",
+            "Too many attempts for this user or from this address: wait a minute and try \
+             again.",
+        );
+    }
+    let users = match c.users() {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let checked = {
+        let name = name.clone();
+        let password = form.password;
+        tokio::task::spawn_blocking(move || {
+            users
+                .check(&name, &password)
+                .map(|u| (u.name.clone(), u.role))
+        })
+        .await
+        .ok()
+        .flatten()
+    };
+    let Some((user, role)) = checked else {
+        c.audit(serde_json::json!({
+            "event": "login-failed",
+            "user": known_name.then_some(&name),
+            "address": address.to_string(),
+        }));
+        let token = random_token();
+        let mut page = (
+            StatusCode::UNAUTHORIZED,
+            pages::login(&token, Some("That user name and password do not match.")),
+        )
+            .into_response();
+        page.headers_mut().append(
+            header::SET_COOKIE,
+            c.set_cookie(LOGIN_COOKIE, &token, Duration::from_secs(3600)),
+        );
+        return page;
+    };
+    let token = random_token();
+    let now = Instant::now();
+    {
+        let mut sessions = c.sessions();
+        sessions.retain(|_, s| {
+            now.duration_since(s.seen) < c.config.session_idle
+                && now.duration_since(s.created) < c.config.session_max
+        });
+        sessions.insert(
+            token.clone(),
+            Session {
+                user: user.clone(),
+                csrf: random_token(),
+                created: now,
+                seen: now,
+                receipts: HashMap::new(),
+            },
+        );
+    }
+    c.audit(serde_json::json!({
+        "event": "login",
+        "user": user,
+        "role": role.name(),
+        "address": address.to_string(),
+    }));
+    tracing::info!(user = %user, "console login");
+    let mut to = Redirect::to("/").into_response();
+    let h = to.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        c.set_cookie(SESSION_COOKIE, &token, c.config.session_max),
+    );
+    h.append(
+        header::SET_COOKIE,
+        c.set_cookie(LOGIN_COOKIE, "", Duration::ZERO),
+    );
+    to
+}
+
+#[derive(Deserialize)]
+struct Csrf {
+    csrf: String,
+}
+
+async fn logout(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Form(form): Form<Csrf>,
+) -> Response {
+    let c = console(&shared);
+    let who = match c.who(&headers, Some(&form.csrf)) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    c.sessions().remove(&who.session);
+    c.audit(serde_json::json!({ "event": "logout", "user": who.name }));
+    let mut to = Redirect::to("/login").into_response();
+    to.headers_mut().append(
+        header::SET_COOKIE,
+        c.set_cookie(SESSION_COOKIE, "", Duration::ZERO),
+    );
+    to
+}
+
+async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        pages::STYLESHEET,
+    )
+        .into_response()
+}
+
+async fn overview(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let who = match console(&shared).who(&headers, None) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let rows = scheduler::summaries(&shared, |id| who.may_see(id));
+    pages::overview(&who, &rows).into_response()
+}
+
+async fn dashboard(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath(tenant): UrlPath<String>,
+) -> Response {
+    let who = match console(&shared).who(&headers, None) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let dir = match tenant_journal(&shared, &who, &tenant) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let summary = scheduler::summaries(&shared, |id| id == tenant)
+        .into_iter()
+        .next();
+    let runs = match read_journal(dir, |j| j.runs()).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    pages::dashboard(&who, &tenant, summary.as_ref(), &runs).into_response()
+}
+
+async fn run_page(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath((tenant, run)): UrlPath<(String, String)>,
+) -> Response {
+    let who = match console(&shared).who(&headers, None) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let dir = match tenant_journal(&shared, &who, &tenant) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if run.len() > 100 {
+        return pages::problem(StatusCode::NOT_FOUND, "No such run", "");
+    }
+    let wanted = run.clone();
+    let found = read_journal(dir, move |j| {
+        let runs = j.runs()?;
+        let Some(run) = runs.into_iter().find(|r| r.id == wanted) else {
+            return Ok(None);
+        };
+        let events = j.events(None, Some(&wanted))?;
+        Ok(Some((run, events)))
+    })
+    .await;
+    match found {
+        Ok(Some((run, events))) => pages::run(&who, &tenant, &run, &events).into_response(),
+        Ok(None) => pages::problem(
+            StatusCode::NOT_FOUND,
+            "No such run",
+            "The tenant's page lists its runs.",
+        ),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct Search {
+    code: Option<String>,
+}
+
+/// A customer code as typed: printable, bounded; what the journal is searched for.
+fn customer_code(text: &str) -> Option<String> {
+    let code = text.trim();
+    ((1..=100).contains(&code.len()) && !code.chars().any(char::is_control))
+        .then(|| code.to_string())
+}
+
+async fn customer_page(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath(tenant): UrlPath<String>,
+    Query(search): Query<Search>,
+) -> Response {
+    let who = match console(&shared).who(&headers, None) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let dir = match tenant_journal(&shared, &who, &tenant) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let Some(code) = search.code.as_deref().and_then(customer_code) else {
+        return pages::problem(
+            StatusCode::BAD_REQUEST,
+            "Which customer?",
+            "Search by a customer's code (up to 100 printable characters).",
+        );
+    };
+    let wanted = code.clone();
+    match read_journal(dir, move |j| j.events(Some(&wanted), None)).await {
+        Ok(events) => pages::customer(&who, &tenant, &code, &events, None).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct Reason {
+    csrf: String,
+    reason: String,
+}
+
+/// A reason as typed: required, one line, bounded.
+fn reason_of(text: &str) -> Option<String> {
+    let reason = text.trim();
+    (!reason.is_empty()
+        && reason.chars().count() <= MOST_REASON_CHARS
+        && !reason.chars().any(char::is_control))
+    .then(|| reason.to_string())
+}
+
+async fn reveal(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath((tenant, code)): UrlPath<(String, String)>,
+    Form(form): Form<Reason>,
+) -> Response {
+    let c = console(&shared);
+    let who = match c.who(&headers, Some(&form.csrf)) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let dir = match tenant_journal(&shared, &who, &tenant) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if who.role < Role::Support {
+        return forbidden("revealing values");
+    }
+    let (Some(code), Some(reason)) = (customer_code(&code), reason_of(&form.reason)) else {
+        return pages::problem(
+            StatusCode::BAD_REQUEST,
+            "A reason is needed",
+            "Say why you need to see the values (one line, up to 500 characters).",
+        );
+    };
+    let wanted = code.clone();
+    let events = match read_journal(dir, move |j| j.events(Some(&wanted), None)).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    c.audit(serde_json::json!({
+        "event": "reveal",
+        "user": who.name,
+        "tenant": tenant,
+        "customer": code,
+        "reason": reason,
+    }));
+    pages::customer(&who, &tenant, &code, &events, Some(&reason)).into_response()
+}
+
+#[derive(Deserialize)]
+struct PurgeForm {
+    csrf: String,
+    reason: String,
+    confirm: String,
+}
+
+async fn purge(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath((tenant, code)): UrlPath<(String, String)>,
+    Form(form): Form<PurgeForm>,
+) -> Response {
+    let c = console(&shared);
+    let who = match c.who(&headers, Some(&form.csrf)) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    if let Err(r) = tenant_journal(&shared, &who, &tenant) {
+        return r;
+    }
+    if who.role < Role::Support {
+        return forbidden("purging customers");
+    }
+    let Some(code) = customer_code(&code) else {
+        return pages::problem(StatusCode::BAD_REQUEST, "Which customer?", "");
+    };
+    if form.confirm.trim() != code {
+        return pages::problem(
+            StatusCode::BAD_REQUEST,
+            "Not confirmed",
+            "Type the customer's code exactly to confirm; nothing was done.",
+        );
+    }
+    let Some(reason) = reason_of(&form.reason) else {
+        return pages::problem(
+            StatusCode::BAD_REQUEST,
+            "A reason is needed",
+            "Say why the customer is erased (one line, up to 500 characters); nothing was \
+             done.",
+        );
+    };
+    let receipt = match scheduler::purge(&shared, &tenant, &code, &who.actor(), &reason).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(tenant = %tenant, customer = %code, "a console purge failed: {e}");
+            return pages::problem(
+                StatusCode::CONFLICT,
+                "The purge did not complete",
+                &format!(
+                    "{}. Run it again; what was done is kept and a second run finishes it.",
+                    crate::output::printable(&first_line(&e.to_string()))
+                ),
+            );
+        }
+    };
+    let value = serde_json::to_value(&receipt).expect("receipts serialise");
+    let id = random_token();
+    if let Some(s) = c.sessions().get_mut(&who.session) {
+        s.receipts.insert(id.clone(), value.clone());
+    }
+    pages::receipt(&who, &tenant, &value, &id).into_response()
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().chars().take(300).collect()
+}
+
+async fn receipt(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath((tenant, id)): UrlPath<(String, String)>,
+) -> Response {
+    let c = console(&shared);
+    let who = match c.who(&headers, None) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let found = c
+        .sessions()
+        .get(&who.session)
+        .and_then(|s| s.receipts.get(&id).cloned())
+        .filter(|_| who.may_see(&tenant));
+    let Some(receipt) = found else {
+        return pages::problem(
+            StatusCode::NOT_FOUND,
+            "No such receipt",
+            "A receipt can be downloaded in the session that purged; the journal keeps the \
+             purge event for good.",
+        );
+    };
+    let customer = receipt["customer"].as_str().unwrap_or("customer");
+    let file: String = customer
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/json".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"erasure-receipt-{tenant}-{file}.json\""),
+            ),
+        ],
+        serde_json::to_string_pretty(&receipt).expect("serialises"),
+    )
+        .into_response()
+}
+
+async fn verify(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath(tenant): UrlPath<String>,
+    Form(form): Form<Csrf>,
+) -> Response {
+    let who = match console(&shared).who(&headers, Some(&form.csrf)) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let dir = match tenant_journal(&shared, &who, &tenant) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    match read_journal(dir, |j| j.verify()).await {
+        Ok(found) => pages::verified(&who, &tenant, &found).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn run_now(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath(tenant): UrlPath<String>,
+    Form(form): Form<Csrf>,
+) -> Response {
+    let c = console(&shared);
+    let who = match c.who(&headers, Some(&form.csrf)) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    if let Err(r) = tenant_journal(&shared, &who, &tenant) {
+        return r;
+    }
+    if who.role < Role::Admin {
+        return forbidden("starting runs");
+    }
+    match scheduler::run_now(&shared, &tenant) {
+        Ok(_) => {
+            c.audit(serde_json::json!({
+                "event": "run-now", "user": who.name, "tenant": tenant,
+            }));
+            Redirect::to(&format!("/t/{tenant}")).into_response()
+        }
+        Err((_, why)) => pages::problem(StatusCode::CONFLICT, "Not queued", &why),
+    }
+}

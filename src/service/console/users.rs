@@ -1,0 +1,291 @@
+//! The console's local accounts: a TOML file of users, each with a role, an argon2id
+//! password hash and optionally the tenants they may see. Written whole to a temporary
+//! file and renamed, owner-only; a hash never leaves this module but to be checked.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::{Deserialize, Serialize};
+
+/// The most bytes a users file may hold.
+const MOST_FILE_BYTES: u64 = 1024 * 1024;
+/// The longest password taken: argon2 hashes any length, the limit bounds the work.
+pub const MOST_PASSWORD_BYTES: usize = 1024;
+pub const LEAST_PASSWORD_CHARS: usize = 12;
+
+/// What a user may do; each role may do all the one before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Runs, dashboards, masked timelines.
+    Viewer,
+    /// Also reveal values (with a reason), purge and the other support actions.
+    Support,
+    /// Also run now.
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Support => "support",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        [Role::Viewer, Role::Support, Role::Admin]
+            .into_iter()
+            .find(|r| r.name() == text)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    /// The tenants this user may see; every tenant when empty.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub tenants: BTreeSet<String>,
+    /// argon2id, in the PHC string format.
+    hash: String,
+}
+
+impl User {
+    pub fn may_see(&self, tenant: &str) -> bool {
+        self.tenants.is_empty() || self.tenants.contains(tenant)
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default, rename = "user")]
+    users: Vec<User>,
+}
+
+/// The users file, as read.
+#[derive(Debug)]
+pub struct Users {
+    path: PathBuf,
+    users: Vec<User>,
+}
+
+/// A user name: what the audit log and the journal's actor name.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+}
+
+impl Users {
+    /// Reads the file; a missing file is no users.
+    pub fn load(path: &Path) -> anyhow::Result<Users> {
+        let text = match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => bail!("cannot read the users file {}: {e}", path.display()),
+            Ok(m) if m.len() > MOST_FILE_BYTES => bail!(
+                "the users file {} is larger than {MOST_FILE_BYTES} bytes",
+                path.display()
+            ),
+            Ok(_) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the users file {}", path.display()))?,
+        };
+        // The parser's message quotes the line: only where it is is told.
+        let file: File = toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| format!(" at byte {}", s.start))
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "the users file {} is not valid{at}; edit it with `opter-visma-sync users`",
+                path.display()
+            )
+        })?;
+        let mut seen = BTreeSet::new();
+        for (i, u) in file.users.iter().enumerate() {
+            if !valid_name(&u.name) || !seen.insert(u.name.clone()) {
+                bail!(
+                    "the users file {}: user {} has a bad or repeated name",
+                    path.display(),
+                    i + 1
+                );
+            }
+            if PasswordHash::new(&u.hash).is_err() {
+                bail!(
+                    "the users file {}: user {} has no valid password hash; set one with \
+                     `users passwd`",
+                    path.display(),
+                    u.name
+                );
+            }
+        }
+        Ok(Users {
+            path: path.to_path_buf(),
+            users: file.users,
+        })
+    }
+
+    pub fn list(&self) -> &[User] {
+        &self.users
+    }
+
+    pub fn get(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The user, if the password is theirs. A missing user costs as much time as a wrong
+    /// password, so timing does not tell which names exist.
+    pub fn check(&self, name: &str, password: &str) -> Option<&User> {
+        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let user = self.get(name);
+        let hash = match user {
+            Some(u) => u.hash.clone(),
+            None => DUMMY
+                .get_or_init(|| hash("not a password of anyone").unwrap_or_default())
+                .clone(),
+        };
+        let parsed = PasswordHash::new(&hash).ok()?;
+        let good = password.len() <= MOST_PASSWORD_BYTES
+            && Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok();
+        user.filter(|_| good)
+    }
+
+    pub fn add(
+        &mut self,
+        name: &str,
+        role: Role,
+        tenants: BTreeSet<String>,
+        password: &str,
+    ) -> anyhow::Result<()> {
+        if !valid_name(name) {
+            bail!("a user name is 1 to 64 letters, digits or - _ . @");
+        }
+        if self.get(name).is_some() {
+            bail!("user {name} exists; change the password with `users passwd {name}`");
+        }
+        self.users.push(User {
+            name: name.to_string(),
+            role,
+            tenants,
+            hash: hash(password)?,
+        });
+        self.save()
+    }
+
+    pub fn remove(&mut self, name: &str) -> anyhow::Result<()> {
+        let before = self.users.len();
+        self.users.retain(|u| u.name != name);
+        if self.users.len() == before {
+            bail!("no user {name}; `users list` shows them");
+        }
+        self.save()
+    }
+
+    pub fn passwd(&mut self, name: &str, password: &str) -> anyhow::Result<()> {
+        let hashed = hash(password)?;
+        let Some(user) = self.users.iter_mut().find(|u| u.name == name) else {
+            bail!("no user {name}; `users list` shows them");
+        };
+        user.hash = hashed;
+        self.save()
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let text = toml::to_string(&File {
+            users: self.users.clone(),
+        })?;
+        let tmp = self.path.with_extension("toml.new");
+        write_owner_only(&tmp, text.as_bytes())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("cannot replace the users file {}", self.path.display()))
+    }
+}
+
+fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// A password's argon2id hash (the crate's default parameters: OWASP's minimum).
+fn hash(password: &str) -> anyhow::Result<String> {
+    if password.chars().count() < LEAST_PASSWORD_CHARS {
+        bail!("a password has at least {LEAST_PASSWORD_CHARS} characters");
+    }
+    if password.len() > MOST_PASSWORD_BYTES {
+        bail!("a password has at most {MOST_PASSWORD_BYTES} bytes");
+    }
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn added_users_log_in_with_their_password_only_and_the_file_is_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        let mut users = Users::load(&path).unwrap();
+        assert!(users.list().is_empty());
+        let only = BTreeSet::from(["carrier-1".to_string()]);
+        users
+            .add("eva", Role::Support, only, "correct horse battery")
+            .unwrap();
+        assert!(users
+            .add("eva", Role::Admin, BTreeSet::new(), "another long one")
+            .is_err());
+        assert!(users
+            .add("short", Role::Viewer, BTreeSet::new(), "short")
+            .is_err());
+        let users = Users::load(&path).unwrap();
+        let eva = users.check("eva", "correct horse battery").unwrap();
+        assert_eq!(eva.role, Role::Support);
+        assert!(eva.may_see("carrier-1") && !eva.may_see("carrier-2"));
+        assert!(users.check("eva", "correct horse batterx").is_none());
+        assert!(users.check("nobody", "correct horse battery").is_none());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("$argon2id$") && !text.contains("correct horse"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let mut users = users;
+        users.passwd("eva", "a new long password").unwrap();
+        assert!(users.check("eva", "correct horse battery").is_none());
+        assert!(users.check("eva", "a new long password").is_some());
+        users.remove("eva").unwrap();
+        assert!(Users::load(&path).unwrap().list().is_empty());
+    }
+
+    #[test]
+    fn a_broken_file_is_told_without_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        std::fs::write(&path, "[[user]]\nname = \"LEAK-VALUE\nrole = 1\n").unwrap();
+        let e = Users::load(&path).unwrap_err().to_string();
+        assert!(e.contains("users.toml") && !e.contains("LEAK"), "{e}");
+    }
+}

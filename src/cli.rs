@@ -273,6 +273,27 @@ pub enum Command {
     )]
     Serve(ServeArgs),
 
+    /// Manage the web console's accounts: add, list, remove, passwd.
+    #[command(
+        subcommand,
+        long_about = "Manage the local accounts of the web console that `serve` shows when \
+        its service file has a [console] table. --config names that service file; the \
+        accounts are kept in the file its [console] users key names (users.toml beside it \
+        by default), owner-only, each with an argon2id hash of its password, never the \
+        password.\n\n\
+        Roles: viewer (tenants, runs, dashboards, masked customer timelines), support (also \
+        reveal values with a reason, purge), admin (also run now). --tenant limits a user \
+        to some tenants (repeat it); without it the user sees every tenant.\n\n\
+        Passwords are read from stdin, one line of at least 12 characters; on a terminal \
+        without echo, asked twice. A change takes effect on the user's next request, and \
+        removing a user ends their sessions.\n\n\
+        Examples:\n  opter-visma-sync --config service.toml users add eva --role admin\n  \
+        printf '%s\\n' \"$PW\" | opter-visma-sync --config service.toml users add ola \
+        --role support --tenant akerinord\n  \
+        opter-visma-sync --config service.toml users list --json"
+    )]
+    Users(UsersCommand),
+
     /// Print the shard a tenant belongs to, of COUNT, for `serve --shard`.
     #[command(
         long_about = "Print the shard (0 to COUNT-1) that `serve --shard INDEX/COUNT` runs \
@@ -300,6 +321,41 @@ pub struct ServeArgs {
     /// takes INDEX from the number the host name ends in (pod name-2 is shard 2).
     #[arg(long, value_name = "INDEX/COUNT")]
     pub shard: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user with a role; the password is read from stdin.
+    Add(UserAddArgs),
+    /// List the users: name, role and tenants (never a hash).
+    List {
+        /// Print a JSON array of {"name", "role", "tenants"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user; their sessions end at their next request.
+    Remove {
+        /// The user's name.
+        name: String,
+    },
+    /// Set a user's password, read from stdin.
+    Passwd {
+        /// The user's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    /// The user's name: 1 to 64 letters, digits or - _ . @ (what the audit log and the
+    /// journal record as the actor, `console:NAME`).
+    pub name: String,
+    /// viewer, support or admin.
+    #[arg(long, value_parser = ["viewer", "support", "admin"])]
+    pub role: String,
+    /// A tenant id the user may see (repeat for more); every tenant when left out.
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             Command::Reconcile(args) => commands::reconcile(&cli.config, args, new).await,
             Command::Serve(args) => commands::serve::serve(&cli.config, args).await,
             Command::ShardOf(args) => commands::serve::shard_of(args),
+            Command::Users(command) => commands::users::users(&cli.config, command),
         }
     });
     match result {

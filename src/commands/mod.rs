@@ -6,6 +6,7 @@ mod progress;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod serve;
+pub mod users;
 
 use std::io::Write;
 use std::path::Path;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::alerts::{AlertsConfig, RawAlerts};
+use super::console::{ConsoleConfig, RawConsole};
 use super::shard::Shard;
 use crate::config::values::{Env, ProcessEnv};
 use crate::error::{toml_error, Error, Result};
@@ -39,6 +40,8 @@ pub struct ServiceConfig {
     pub verify_every: Option<Duration>,
     /// Only the tenants of this shard run here (`serve --shard`); all when `None`.
     pub shard: Option<Shard>,
+    /// The web console, when `[console]` is in the file.
+    pub console: Option<ConsoleConfig>,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +50,7 @@ struct RawFile {
     service: RawService,
     #[serde(default)]
     alerts: RawAlerts,
+    console: Option<RawConsole>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +125,7 @@ impl ServiceConfig {
         let raw: RawFile =
             toml::from_str(text).map_err(|e| Error::config(toml_error(file, text, &e)))?;
         let alerts = raw.alerts.resolve(file, env)?;
+        let console = raw.console;
         let raw = raw.service;
         let bad = |key: &str, why: &str| {
             Error::config(format!("{}: [service] {key}: {why}", file.display()))
@@ -151,6 +156,7 @@ impl ServiceConfig {
                 31_536_000,
             )?)),
         };
+        let console = console.map(|c| c.resolve(file, listen)).transpose()?;
         let base = file.parent().unwrap_or(Path::new("."));
         let tenants = base.join(&raw.tenants);
         if !tenants.is_dir() {
@@ -171,6 +177,7 @@ impl ServiceConfig {
             alerts,
             verify_every,
             shard: None,
+            console,
         })
     }
 

@@ -15,6 +15,10 @@ use super::scheduler::{self, Shared};
 use super::tenants::valid_id;
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
+    let console = match shared.console {
+        Some(_) => super::console::router(),
+        None => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -22,6 +26,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/tenants", get(tenants))
         .route("/tenants/{tenant}/run", post(run_now))
         .route("/tenants/{tenant}/resume", post(resume))
+        .merge(console)
         .fallback(|| async { message(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(shared)
 }

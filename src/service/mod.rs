@@ -9,6 +9,7 @@
 
 pub mod alerts;
 pub mod config;
+pub mod console;
 mod http;
 pub mod metrics;
 mod scheduler;

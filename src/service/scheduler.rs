@@ -53,6 +53,8 @@ pub(super) struct Shared {
     alerter: Alerter,
     /// Where tenants' secrets come from: the process environment, but for the demo.
     env: Arc<dyn Env>,
+    /// The web console's sessions, when `[console]` is configured.
+    pub console: Option<super::console::Console>,
 }
 
 #[derive(Default)]
@@ -264,6 +266,7 @@ pub async fn serve_with(config: ServiceConfig, env: Arc<dyn Env>) -> Result<()> 
         let _ = out.flush();
     }
     let alerter = Alerter::start(&config.alerts, ALERT_RETRY)?;
+    let console = config.console.clone().map(super::console::Console::new);
     let shared = Arc::new(Shared {
         config,
         table: Mutex::new(Table::default()),
@@ -273,6 +276,7 @@ pub async fn serve_with(config: ServiceConfig, env: Arc<dyn Env>) -> Result<()> 
         stopping: AtomicBool::new(false),
         alerter,
         env,
+        console,
     });
     let stop_http = Arc::new(Notify::new());
     let server = tokio::spawn({
@@ -280,6 +284,7 @@ pub async fn serve_with(config: ServiceConfig, env: Arc<dyn Env>) -> Result<()> 
         let stop = stop_http.clone();
         async move {
             let stopped = async move { stop.notified().await };
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(stopped)
                 .await
@@ -824,6 +829,92 @@ fn budget_until(message: &str, now: DateTime<Utc>) -> DateTime<Utc> {
     chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M")
         .map(|t| t.and_utc().max(now))
         .unwrap_or(fallback)
+}
+
+/// One tenant at a glance, for the console's pages.
+pub(super) struct Summary {
+    pub id: String,
+    pub register: &'static str,
+    /// As `Tenant::state`.
+    pub state: &'static str,
+    /// What a person should know first: `ok`, `failing`, `needs-login`, `paused`,
+    /// `conflicts`, `invalid` or `new` (not run since the service started).
+    pub health: &'static str,
+    pub pause: Option<Pause>,
+    pub last_run: Option<LastRun>,
+    pub next_run: Option<DateTime<Utc>>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_verified: Option<DateTime<Utc>>,
+    pub failures: u32,
+    /// Why its config does not load (file and key, never a value).
+    pub error: Option<String>,
+}
+
+/// The tenants `show` keeps, in id order.
+pub(super) fn summaries(shared: &Shared, show: impl Fn(&str) -> bool) -> Vec<Summary> {
+    let table = shared.table();
+    table
+        .tenants
+        .iter()
+        .filter(|(id, t)| !t.removed && show(id))
+        .map(|(id, t)| {
+            let conflicts = t
+                .last_run
+                .as_ref()
+                .and_then(|r| r.counts.as_ref())
+                .is_some_and(|c| c.conflict > 0);
+            let health = match () {
+                _ if t.loaded.is_err() => "invalid",
+                _ if t.pause.as_ref().is_some_and(|p| p.reason == "needs-login") => "needs-login",
+                _ if t.pause.is_some() => "paused",
+                _ if t.failures > 0 => "failing",
+                _ if conflicts => "conflicts",
+                _ if t.last_run.is_none() => "new",
+                _ => "ok",
+            };
+            Summary {
+                id: id.clone(),
+                register: t.register(),
+                state: t.state(),
+                health,
+                pause: t.pause.clone(),
+                last_run: t.last_run.clone(),
+                next_run: t.next_run.filter(|_| t.pause.is_none() && t.loaded.is_ok()),
+                last_success: t.last_success,
+                last_verified: t.last_verified,
+                failures: t.failures,
+                error: t.loaded.as_ref().err().cloned(),
+            }
+        })
+        .collect()
+}
+
+/// `purge` of one customer of a tenant, as the CLI's: the tenant's config and secrets
+/// as its runs use them; its journal's lock keeps it from overlapping a run.
+pub(super) async fn purge(
+    shared: &Shared,
+    id: &str,
+    code: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<crate::support::Receipt> {
+    let file = {
+        let table = shared.table();
+        let found = table
+            .tenants
+            .get(id)
+            .filter(|t| !t.removed && t.loaded.is_ok());
+        found.map(|t| t.file.clone())
+    };
+    let file = file.ok_or_else(|| Error::config(format!("no tenant {id} loads")))?;
+    let env = shared.env.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let config = Config::load(&file)?;
+        Connector::open(config, env.as_ref())
+    })
+    .await
+    .map_err(|e| Error::Other(anyhow::anyhow!("opening the tenant stopped: {e}")))??;
+    crate::support::purge(opened, code, actor, reason).await
 }
 
 /// Lifts a tenant's pause and queues a run; `Err` with the status and why not.

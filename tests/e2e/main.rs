@@ -7,6 +7,7 @@ mod common;
 mod audit;
 mod check;
 mod cli;
+mod console;
 mod exactly_once;
 mod export_source;
 mod fidelity;

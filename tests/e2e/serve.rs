@@ -19,21 +19,21 @@ const BIN: &str = env!("CARGO_BIN_EXE_opter-visma-sync");
 
 /// A folder with `service.toml` and `tenants/`, and each tenant's home (mapping,
 /// journal) outside `tenants/`.
-struct Folder {
-    dir: tempfile::TempDir,
-    env: HashMap<String, String>,
+pub(crate) struct Folder {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) env: HashMap<String, String>,
 }
 
-struct Tenant {
-    id: String,
-    kind: &'static Register,
-    sandbox: Sandbox,
-    file: PathBuf,
-    env: HashMap<String, String>,
+pub(crate) struct Tenant {
+    pub(crate) id: String,
+    pub(crate) kind: &'static Register,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) file: PathBuf,
+    pub(crate) env: HashMap<String, String>,
 }
 
 impl Folder {
-    fn new(service: &str) -> Folder {
+    pub(crate) fn new(service: &str) -> Folder {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tenants")).unwrap();
         std::fs::write(
@@ -47,13 +47,13 @@ impl Folder {
         }
     }
 
-    fn service_file(&self) -> PathBuf {
+    pub(crate) fn service_file(&self) -> PathBuf {
         self.dir.path().join("service.toml")
     }
 
     /// A sandbox of its own with `customers`, and the tenant's config written to a
     /// staging file (`tenant_file` puts it in the folder).
-    async fn tenant(
+    pub(crate) async fn tenant(
         &mut self,
         id: &str,
         kind: &'static Register,
@@ -109,24 +109,24 @@ impl Folder {
     }
 
     /// Puts the tenant's config in the tenants folder.
-    fn add(&self, tenant: &Tenant) -> PathBuf {
+    pub(crate) fn add(&self, tenant: &Tenant) -> PathBuf {
         let file = self.tenant_file(&tenant.id);
         std::fs::copy(&tenant.file, &file).unwrap();
         file
     }
 
-    fn tenant_file(&self, id: &str) -> PathBuf {
+    pub(crate) fn tenant_file(&self, id: &str) -> PathBuf {
         self.dir.path().join("tenants").join(format!("{id}.toml"))
     }
 
-    fn start(&self) -> Serve {
+    pub(crate) fn start(&self) -> Serve {
         Serve::start(&self.service_file(), &self.env, self.dir.path())
     }
 }
 
 impl Tenant {
     /// The register's customer numbers, whatever the product's shape.
-    fn numbers(&self) -> Vec<String> {
+    pub(crate) fn numbers(&self) -> Vec<String> {
         let key = match self.kind.name {
             "eaccounting" => "CustomerNumber",
             "visma-net" => "number",
@@ -142,7 +142,7 @@ impl Tenant {
     }
 
     /// The binary with this tenant's config (in the folder) and secrets.
-    fn cli(&self, folder: &Folder, args: &[&str]) -> Command {
+    pub(crate) fn cli(&self, folder: &Folder, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("--config")
             .arg(folder.tenant_file(&self.id))
@@ -154,11 +154,11 @@ impl Tenant {
 }
 
 /// A running `serve`.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     log: PathBuf,
-    client: reqwest::Client,
+    pub(crate) client: reqwest::Client,
     started: DateTime<Utc>,
 }
 
@@ -215,11 +215,11 @@ impl Serve {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         read(&self.log)
     }
 
-    async fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, String) {
         let reply = self
             .client
             .get(format!("{}{path}", self.base))
@@ -229,7 +229,7 @@ impl Serve {
         (reply.status().as_u16(), reply.text().await.unwrap())
     }
 
-    async fn post(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str) -> (u16, Value) {
         let reply = self
             .client
             .post(format!("{}{path}", self.base))
@@ -240,13 +240,13 @@ impl Serve {
         (status, reply.json().await.unwrap_or(Value::Null))
     }
 
-    async fn tenants(&self) -> Vec<Value> {
+    pub(crate) async fn tenants(&self) -> Vec<Value> {
         let (status, body) = self.get("/tenants").await;
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
 
-    async fn tenant(&self, id: &str) -> Value {
+    pub(crate) async fn tenant(&self, id: &str) -> Value {
         self.tenants()
             .await
             .into_iter()
@@ -283,12 +283,12 @@ impl Drop for Serve {
     }
 }
 
-fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Polls `check` until it gives a value, failing after `secs`.
-async fn until<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
+pub(crate) async fn until<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -321,7 +321,7 @@ fn runs_metric(tenant: &Tenant, outcome: &str) -> String {
     )
 }
 
-fn customers(n: usize) -> SandboxOptions {
+pub(crate) fn customers(n: usize) -> SandboxOptions {
     SandboxOptions {
         customers: bundled_customers()[..n].to_vec(),
         ..SandboxOptions::default()

@@ -9,6 +9,9 @@
 //! the templates; logins and reveals go to the audit log, support actions to the
 //! tenant's journal as the CLI's do.
 
+// Handlers answer a refusal with the page that says so: the error is the response.
+#![allow(clippy::result_large_err)]
+
 mod pages;
 pub mod users;
 
@@ -39,8 +42,12 @@ const LOGIN_COOKIE: &str = "ovs_login";
 const MOST_FORM_BYTES: usize = 16 * 1024;
 /// The longest reason kept.
 const MOST_REASON_CHARS: usize = 500;
-/// Login attempts per user name and per client address: a burst, then one a minute.
+/// Login attempts per user name: a burst, then one a minute.
 const LOGIN_BURST: u32 = 5;
+/// Login attempts per client address (an office behind one address has many users): a
+/// burst, then this many a minute.
+const ADDRESS_BURST: u32 = 30;
+const ADDRESS_PER_MINUTE: u32 = 10;
 
 #[derive(Debug, Clone)]
 pub struct ConsoleConfig {
@@ -91,12 +98,11 @@ impl RawConsole {
         let bad = |key: &str, why: &str| {
             Error::config(format!("{}: [console] {key}: {why}", file.display()))
         };
-        let range = |key: &str, value: u64, least: u64, most: u64| {
-            match (least..=most).contains(&value) {
+        let range =
+            |key: &str, value: u64, least: u64, most: u64| match (least..=most).contains(&value) {
                 true => Ok(value),
                 false => Err(bad(key, &format!("is {value}; use {least} to {most}"))),
-            }
-        };
+            };
         let idle = range("session_idle_secs", self.session_idle_secs, 1, 86_400)?;
         let max = range("session_max_secs", self.session_max_secs, idle, 604_800)?;
         if !listen.ip().is_loopback() && !self.behind_tls_proxy {
@@ -157,13 +163,14 @@ impl Who {
 
 impl Console {
     pub(super) fn new(config: ConsoleConfig) -> Console {
-        let quota = Quota::per_minute(NonZeroU32::MIN)
-            .allow_burst(NonZeroU32::new(LOGIN_BURST).unwrap_or(NonZeroU32::MIN));
+        let n = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        let per_user = Quota::per_minute(NonZeroU32::MIN).allow_burst(n(LOGIN_BURST));
+        let per_address = Quota::per_minute(n(ADDRESS_PER_MINUTE)).allow_burst(n(ADDRESS_BURST));
         Console {
             config,
             sessions: Mutex::default(),
-            by_user: RateLimiter::keyed(quota),
-            by_address: RateLimiter::keyed(quota),
+            by_user: RateLimiter::keyed(per_user),
+            by_address: RateLimiter::keyed(per_address),
             audit: Mutex::new(()),
         }
     }
@@ -397,6 +404,7 @@ fn forbidden(what: &str) -> Response {
 struct LoginForm {
     user: String,
     password: String,
+    #[serde(default)]
     login: String,
 }
 
@@ -520,6 +528,7 @@ async fn login(
 
 #[derive(Deserialize)]
 struct Csrf {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -662,6 +671,7 @@ async fn customer_page(
 
 #[derive(Deserialize)]
 struct Reason {
+    #[serde(default)]
     csrf: String,
     reason: String,
 }
@@ -717,6 +727,7 @@ async fn reveal(
 
 #[derive(Deserialize)]
 struct PurgeForm {
+    #[serde(default)]
     csrf: String,
     reason: String,
     confirm: String,
@@ -780,7 +791,12 @@ async fn purge(
 }
 
 fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().chars().take(300).collect()
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
 }
 
 async fn receipt(
@@ -813,10 +829,7 @@ async fn receipt(
         .collect();
     (
         [
-            (
-                header::CONTENT_TYPE,
-                "application/json".to_string(),
-            ),
+            (header::CONTENT_TYPE, "application/json".to_string()),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"erasure-receipt-{tenant}-{file}.json\""),

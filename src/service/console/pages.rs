@@ -185,7 +185,7 @@ fn chart(runs: &[&Run]) -> Markup {
         .unwrap_or(0)
         .max(1);
     let slot = (WIDTH - LEFT) / runs.len().max(1) as f64;
-    let bar = (slot * 0.8).max(1.0);
+    let bar = (slot * 0.8).clamp(1.0, 24.0);
     html! {
         figure.chart {
             svg xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (WIDTH) " " (HEIGHT + 20.0) }

@@ -14,18 +14,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use secrecy::SecretString;
 
 use crate::app::Connector;
 use crate::cli::{
     AuthCommand, ExportCustomerArgs, ExportFormat, JournalArgs, JournalCommand, LogArgs, PurgeArgs,
     ReplayArgs, SupportArgs, SyncArgs,
 };
-use crate::config::{Config, Env};
+use crate::config::Config;
 use crate::error::{exit, Error, Result};
 use crate::journal::{HoldKind, Journal, Opening};
 use crate::output;
-use crate::sink::auth::{login, Grant, LoginSettings};
+use crate::sink::auth::{login, Grant};
 use crate::sink::eaccounting::{self, EAccountingConfig, GRANT_FILE};
 use crate::support;
 use crate::sync::{Observer, Quiet, Report, SyncOptions};
@@ -257,38 +256,8 @@ pub async fn auth(config_file: &Path, command: &AuthCommand) -> Result<ExitCode>
     match command {
         AuthCommand::Login(args) => {
             let env = crate::config::ProcessEnv;
-            let settings = LoginSettings {
-                product: eaccounting::PRODUCT,
-                authorize_url: sink.authorize_url().ok_or_else(|| {
-                    Error::config(format!(
-                        "{}: [sink] authorize_url is needed for auth login (token_url does not \
-                         end in /token, so it cannot be derived)",
-                        config.file.display()
-                    ))
-                })?,
-                token_url: sink.token_url.clone(),
-                client_id: sink.client_id.clone(),
-                client_secret: config.secret(
-                    &env,
-                    "[sink] client_secret_env",
-                    &sink.client_secret_env,
-                )?,
-                redirect_uri: url::Url::parse(&sink.redirect_uri).map_err(|e| {
-                    Error::config(format!(
-                        "{}: [sink] redirect_uri: {e}",
-                        config.file.display()
-                    ))
-                })?,
-                scopes: sink.scopes.clone(),
-                seed: env
-                    .var(&sink.refresh_token_env)
-                    .filter(|v| !v.is_empty())
-                    .map(SecretString::from),
-                authorize_params: match args.default_company {
-                    true => Vec::new(),
-                    false => crate::sink::auth::choose_company(eaccounting::SERVICE_ID),
-                },
-            };
+            let (settings, _) =
+                eaccounting::login_settings(&config, sink, &env, !args.default_company)?;
             let announce = |url: &str| {
                 eprintln!(
                     "Open this URL in a browser and log in to {}:",

@@ -266,7 +266,10 @@ pub async fn serve_with(config: ServiceConfig, env: Arc<dyn Env>) -> Result<()> 
         let _ = out.flush();
     }
     let alerter = Alerter::start(&config.alerts, ALERT_RETRY)?;
-    let console = config.console.clone().map(super::console::Console::new);
+    let console = config
+        .console
+        .clone()
+        .map(|c| super::console::Console::new(c, addr));
     let shared = Arc::new(Shared {
         config,
         table: Mutex::new(Table::default()),
@@ -898,15 +901,7 @@ pub(super) async fn purge(
     actor: &str,
     reason: &str,
 ) -> Result<crate::support::Receipt> {
-    let file = {
-        let table = shared.table();
-        let found = table
-            .tenants
-            .get(id)
-            .filter(|t| !t.removed && t.loaded.is_ok());
-        found.map(|t| t.file.clone())
-    };
-    let file = file.ok_or_else(|| Error::config(format!("no tenant {id} loads")))?;
+    let file = loaded_file(shared, id).map_err(|(_, why)| Error::config(why))?;
     let env = shared.env.clone();
     let opened = tokio::task::spawn_blocking(move || {
         let config = Config::load(&file)?;
@@ -915,6 +910,92 @@ pub(super) async fn purge(
     .await
     .map_err(|e| Error::Other(anyhow::anyhow!("opening the tenant stopped: {e}")))??;
     crate::support::purge(opened, code, actor, reason).await
+}
+
+/// The file of a tenant that exists and loads.
+fn loaded_file(shared: &Shared, id: &str) -> Result<PathBuf, (u16, String)> {
+    let table = shared.table();
+    match table.tenants.get(id).filter(|t| !t.removed) {
+        None => Err((404, "no such tenant".into())),
+        Some(t) if t.loaded.is_err() => Err((409, "the tenant's config does not load".into())),
+        Some(t) => Ok(t.file.clone()),
+    }
+}
+
+/// What the console's Connect to Visma needs for a tenant on eAccounting: its login
+/// settings (the console sets the redirect) and the grant's file.
+pub(super) async fn login_settings(
+    shared: &Shared,
+    id: &str,
+) -> Result<(crate::sink::auth::LoginSettings, PathBuf), (u16, String)> {
+    use crate::sink::eaccounting::{self, EAccountingConfig};
+    let file = loaded_file(shared, id)?;
+    let env = shared.env.clone();
+    let settings = tokio::task::spawn_blocking(move || {
+        let config = Config::load(&file).map_err(|e| (409, e.to_string()))?;
+        let Some(sink) = config.settings::<EAccountingConfig>() else {
+            return Err((
+                409,
+                format!(
+                    "{} needs no login: its credentials come from the environment variables \
+                     named in [sink]",
+                    config.sink.register.product()
+                ),
+            ));
+        };
+        eaccounting::login_settings(&config, sink, env.as_ref(), true)
+            .map_err(|e| (409, e.to_string()))
+    });
+    settings
+        .await
+        .unwrap_or_else(|_| Err((500, "reading the tenant's config stopped".into())))
+}
+
+/// A tenant's connection to its register, as the console shows it.
+pub(super) enum Connection {
+    /// Credentials come from environment variables: nothing to connect.
+    FromEnv,
+    /// eAccounting: the stored grant's origin and last refresh, if one is stored.
+    Login(Option<(String, DateTime<Utc>)>),
+    Unknown(String),
+}
+
+pub(super) async fn connection(shared: &Shared, id: &str) -> Connection {
+    use crate::sink::eaccounting::{EAccountingConfig, GRANT_FILE};
+    let file = match loaded_file(shared, id) {
+        Ok(f) => f,
+        Err((_, why)) => return Connection::Unknown(why),
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        let config = Config::load(&file).map_err(|e| e.to_string())?;
+        if config.settings::<EAccountingConfig>().is_none() {
+            return Ok(Connection::FromEnv);
+        }
+        let store = crate::journal::credentials_dir(&config.journal.path)
+            .map_err(|e| e.to_string())?
+            .join(GRANT_FILE);
+        let grant = crate::sink::auth::Grant::load(&store).map_err(|e| e.to_string())?;
+        Ok(Connection::Login(grant.map(|g| (g.origin, g.refreshed_at))))
+    });
+    match read.await {
+        Ok(Ok(c)) => c,
+        Ok(Err(why)) => Connection::Unknown(why),
+        Err(_) => Connection::Unknown("reading the tenant's config stopped".into()),
+    }
+}
+
+/// After a login stored a new grant: lifts a needs-login pause, or queues a run, so the
+/// new connection is used at once.
+pub(super) fn logged_in(shared: &Shared, id: &str) {
+    let needs_login = {
+        let table = shared.table();
+        let pause = table.tenants.get(id).and_then(|t| t.pause.as_ref());
+        pause.is_some_and(|p| p.reason == Condition::NeedsLogin.name())
+    };
+    let _ = match needs_login {
+        true => resume(shared, id),
+        false => run_now(shared, id).map(|_| ()),
+    };
 }
 
 /// Lifts a tenant's pause and queues a run; `Err` with the status and why not.

@@ -69,7 +69,12 @@ impl Grant {
     /// the folder: after a crash there is either the old or the new token, whole.
     fn save(&self, path: &Path) -> anyhow::Result<()> {
         use std::io::Write;
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        // Unique per writer: `serve`'s runs and its console may save in one process.
+        let tmp = path.with_extension(format!(
+            "tmp.{}.{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -725,7 +730,6 @@ pub async fn login(
     announce: impl FnOnce(&str),
 ) -> anyhow::Result<Grant> {
     use anyhow::{bail, Context};
-    use oauth2::{AuthUrl, AuthorizationCode, CsrfToken, PkceCodeChallenge, RedirectUrl, Scope};
 
     let mut redirect = settings.redirect_uri.clone();
     let host = redirect.host_str().unwrap_or("127.0.0.1").to_string();
@@ -740,22 +744,7 @@ pub async fn login(
     let bound = listener.local_addr()?.port();
     redirect.set_port(Some(bound)).ok();
 
-    let client = BasicClient::new(ClientId::new(settings.client_id))
-        .set_client_secret(ClientSecret::new(
-            settings.client_secret.expose_secret().to_string(),
-        ))
-        .set_auth_uri(AuthUrl::new(settings.authorize_url)?)
-        .set_token_uri(TokenUrl::new(settings.token_url)?)
-        .set_redirect_uri(RedirectUrl::new(redirect.to_string())?);
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let mut request = client
-        .authorize_url(CsrfToken::new_random)
-        .add_scopes(settings.scopes.into_iter().map(Scope::new))
-        .set_pkce_challenge(challenge);
-    for (name, value) in settings.authorize_params {
-        request = request.add_extra_param(name, value);
-    }
-    let (authorize, csrf) = request.url();
+    let (authorize, pending) = begin_login(settings, &redirect)?;
     announce(authorize.as_str());
     if open_browser {
         open_in_browser(authorize.as_str());
@@ -789,42 +778,122 @@ pub async fn login(
             timeout.as_secs()
         ),
     };
+    finish_login(pending, &pairs, store).await
+}
+
+/// The client `begin_login` builds: authorize and token endpoints set.
+type LoginClient = BasicClient<
+    oauth2::EndpointSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointSet,
+>;
+
+/// A login under way, between the authorize URL and the redirect back: what the
+/// redirect is checked against and the code exchanged with.
+pub struct PendingLogin {
+    product: &'static str,
+    client: LoginClient,
+    verifier: oauth2::PkceCodeVerifier,
+    state: oauth2::CsrfToken,
+    seed_sha256: Option<String>,
+}
+
+impl PendingLogin {
+    /// The `state` the redirect must carry back.
+    pub fn state(&self) -> &str {
+        self.state.secret()
+    }
+}
+
+/// The authorize URL for a login whose redirect arrives at `redirect` (registered with
+/// the register), and what to finish it with.
+pub fn begin_login(
+    settings: LoginSettings,
+    redirect: &url::Url,
+) -> anyhow::Result<(url::Url, PendingLogin)> {
+    use oauth2::{AuthUrl, CsrfToken, PkceCodeChallenge, RedirectUrl, Scope};
+
+    let client = BasicClient::new(ClientId::new(settings.client_id))
+        .set_client_secret(ClientSecret::new(
+            settings.client_secret.expose_secret().to_string(),
+        ))
+        .set_auth_uri(AuthUrl::new(settings.authorize_url)?)
+        .set_token_uri(TokenUrl::new(settings.token_url)?)
+        .set_redirect_uri(RedirectUrl::new(redirect.to_string())?);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut request = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scopes(settings.scopes.into_iter().map(Scope::new))
+        .set_pkce_challenge(challenge);
+    for (name, value) in settings.authorize_params {
+        request = request.add_extra_param(name, value);
+    }
+    let (authorize, state) = request.url();
+    let pending = PendingLogin {
+        product: settings.product,
+        client,
+        verifier,
+        state,
+        seed_sha256: settings.seed.as_ref().map(sha256_hex),
+    };
+    Ok((authorize, pending))
+}
+
+/// Checks the redirect's query (`pairs`) against the login it answers, exchanges the
+/// code and stores the grant in `store`.
+pub async fn finish_login(
+    pending: PendingLogin,
+    pairs: &[(String, String)],
+    store: &Path,
+) -> anyhow::Result<Grant> {
+    use anyhow::{bail, Context};
+    use oauth2::AuthorizationCode;
+
     let get = |name: &str| {
         pairs
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
+    let product = pending.product;
     if let Some(error) = get("error") {
         bail!(
-            "{} refused the login: {error} {}",
-            settings.product,
+            "{product} refused the login: {} {}",
+            super::http::without_quoted(&error),
             super::http::without_quoted(&get("error_description").unwrap_or_default())
         );
     }
-    if get("state").as_deref() != Some(csrf.secret().as_str()) {
-        bail!("the login redirect carried a wrong state; run `auth login` again");
+    let state = get("state").unwrap_or_default();
+    let expected = pending.state.secret().as_bytes();
+    let same = state.len() == expected.len()
+        && state
+            .bytes()
+            .zip(expected)
+            .fold(0u8, |d, (a, b)| d | (a ^ b))
+            == 0;
+    if !same {
+        bail!("the login redirect carried a wrong state; log in again");
     }
     let code = get("code").context("the login redirect carried no code")?;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
         .build()?;
-    let token = client
+    let token = pending
+        .client
         .exchange_code(AuthorizationCode::new(code))
-        .set_pkce_verifier(verifier)
+        .set_pkce_verifier(pending.verifier)
         .request_async(&http)
         .await
-        .map_err(|e| anyhow::anyhow!("{} refused the code exchange: {e}", settings.product))?;
+        .map_err(|e| anyhow::anyhow!("{product} refused the code exchange: {e}"))?;
     let refresh = token.refresh_token().with_context(|| {
-        format!(
-            "{} returned no refresh token: include offline_access in the scopes",
-            settings.product
-        )
+        format!("{product} returned no refresh token: include offline_access in the scopes")
     })?;
     let grant = Grant {
         refresh_token: refresh.secret().clone(),
-        seed_sha256: settings.seed.as_ref().map(sha256_hex),
+        seed_sha256: pending.seed_sha256,
         origin: "login".into(),
         refreshed_at: Utc::now(),
         access_token: Some(token.access_token().secret().clone()),

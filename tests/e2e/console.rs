@@ -1,6 +1,7 @@
 //! The web console on `serve`'s listener: who may do what, CSRF, sessions, escaping and
 //! headers, driven over HTTP against the real binary and sandboxes.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -736,4 +737,150 @@ fn users_are_managed_from_the_cli_and_the_file_never_shows_a_password() {
         file.contains("$argon2id$") && !file.contains(PASSWORD) && !file.contains("ola"),
         "{file}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_visma_stores_the_login_where_auth_login_does_and_the_paused_tenant_runs() {
+    let mut folder = Folder::new("rescan_secs = 1\n\n[console]\n");
+    let once = "every = \"1h\"\njitter = \"0s\"";
+    let login = folder
+        .tenant("login", &eaccounting::REGISTER, customers(3), "", once)
+        .await;
+    let econ = folder
+        .tenant("econ", &economic::REGISTER, customers(2), "", once)
+        .await;
+    folder.add(&login);
+    folder.add(&econ);
+    folder
+        .env
+        .insert("VISMA_REFRESH_TOKEN".into(), "not-a-grant".into());
+    add_user(&folder, "adam", "admin", &[]);
+    add_user(&folder, "sara", "support", &[]);
+    let serve = folder.start();
+    until("the tenant to need a login", 60, || async {
+        let t = serve.tenant("login").await;
+        (t["paused"]["reason"] == "needs-login").then_some(())
+    })
+    .await;
+    let adam = Session::login(&serve, "adam", PASSWORD).await.ok().unwrap();
+    let sara = Session::login(&serve, "sara", PASSWORD).await.ok().unwrap();
+    let page = adam.get("/t/login").await.body;
+    assert!(
+        page.contains("no login stored") && page.contains("href=\"/t/login/connect\""),
+        "{page}"
+    );
+    assert!(!sara.get("/t/login").await.body.contains("/connect\""));
+    assert_eq!(sara.get("/t/login/connect").await.status, 403);
+    assert_eq!(
+        Session::anonymous(&serve)
+            .get("/t/login/connect")
+            .await
+            .status,
+        303
+    );
+    let other = adam.get("/t/econ/connect").await;
+    assert_eq!(other.status, 409, "{}", other.body);
+    assert!(other.body.contains("needs no login"), "{}", other.body);
+
+    // Start: off to Visma's authorize endpoint with PKCE and the console's callback.
+    let start = adam.get("/t/login/connect").await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    let authorize = url::Url::parse(start.location()).unwrap();
+    let query: HashMap<String, String> = authorize.query_pairs().into_owned().collect();
+    assert_eq!(query["code_challenge_method"], "S256");
+    assert_eq!(
+        query["redirect_uri"],
+        format!("{}/connect/callback", serve.base)
+    );
+    let bound = start
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("ovs_connect="))
+        .unwrap();
+    assert!(
+        bound.contains("SameSite=Lax") && bound.contains("HttpOnly"),
+        "{bound}"
+    );
+    let binding = bound.split(';').next().unwrap().to_string();
+
+    // Visma answers with a redirect back to the console's callback.
+    let visma = client().get(authorize.as_str()).send().await.unwrap();
+    assert_eq!(visma.status(), 302);
+    let back = visma.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        back.starts_with(&format!("{}/connect/callback?", serve.base)),
+        "{back}"
+    );
+    // Not from another browser: the callback needs the cookie of the one that started.
+    let elsewhere = client().get(&back).send().await.unwrap();
+    assert_eq!(elsewhere.status(), 400);
+    // That refusal used the login up (one use only): start again, this time to the end.
+    let start = adam.get("/t/login/connect").await;
+    let binding_now = start
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("ovs_connect="))
+        .map(|v| v.split(';').next().unwrap().to_string())
+        .unwrap();
+    assert_ne!(binding_now, binding);
+    let visma = client().get(start.location()).send().await.unwrap();
+    let back = visma.headers()["location"].to_str().unwrap().to_string();
+    let done = client()
+        .get(&back)
+        .header("cookie", &binding_now)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    assert!(done.text().await.unwrap().contains("Connected to Visma"));
+    let again = client()
+        .get(&back)
+        .header("cookie", &binding_now)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 400, "a callback is used once");
+
+    // Stored where `auth login` keeps it, owner-only, and the paused tenant runs.
+    let grant = folder
+        .dir
+        .path()
+        .join("homes/login/journal/credentials/eaccounting-grant.json");
+    assert_mode_600(&grant);
+    let status = login
+        .cli(&folder, &["auth", "status", "--json"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        (status["stored"].clone(), status["origin"].clone()),
+        (Value::Bool(true), "login".into())
+    );
+    let t = until("the tenant to run with the new login", 60, || async {
+        let t = serve.tenant("login").await;
+        (t["last_run"]["outcome"] != Value::Null && t["state"] == "idle" && t["paused"].is_null())
+            .then_some(t)
+    })
+    .await;
+    assert_ne!(t["last_run"]["outcome"], "failed", "{t}");
+    assert_eq!(login.numbers().len(), 3, "{t}");
+    assert!(adam
+        .get("/t/login")
+        .await
+        .body
+        .contains("login stored (login)"));
+    let events: Vec<Value> = audit(&folder);
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "connect" && e["user"] == "adam" && e["tenant"] == "login"));
+    let text = std::fs::read_to_string(&grant).unwrap();
+    let grant: Value = serde_json::from_str(&text).unwrap();
+    let token = grant["refresh_token"].as_str().unwrap();
+    let audit_text =
+        std::fs::read_to_string(folder.dir.path().join("console-audit.jsonl")).unwrap();
+    assert!(!audit_text.contains(token) && !serve.log().contains(token));
 }

@@ -283,6 +283,26 @@ async fn in_a_browser_support_finds_reveals_and_purges_a_customer_and_a_viewer_c
     assert_eq!(refused.status, 403);
     assert!(alpha.numbers().contains(&"K10006".to_string()));
 
+    // An admin connects the tenant to Visma through the sandbox's Visma Connect.
+    click(&b, "header.top form button").await;
+    wait(&b, "section.login").await;
+    log_in(&b, &base, "adam").await;
+    b.goto(&format!("{base}/t/alpha")).await.unwrap();
+    wait(&b, "a.connect").await;
+    let before = text_of(&b, "dd.connection").await;
+    click(&b, "a.connect").await;
+    wait(&b, "p.ok").await;
+    assert_eq!(text_of(&b, "h1").await, "Connected to Visma");
+    shot(&b, "connected").await;
+    click(&b, "a.button").await;
+    wait(&b, "dd.connection").await;
+    let after = text_of(&b, "dd.connection").await;
+    assert!(
+        after.contains("login stored (login)"),
+        "{before} -> {after}"
+    );
+    assert_ne!(before, after);
+
     b.close().await.unwrap();
     if std::env::var_os("OVS_UPDATE_SCREENSHOTS").is_some() {
         let keep = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/screenshots");

@@ -38,6 +38,14 @@ pub use users::{Role, Users};
 
 const SESSION_COOKIE: &str = "ovs_session";
 const LOGIN_COOKIE: &str = "ovs_login";
+/// Ties Visma's redirect back to the browser that started Connect to Visma. `Lax`, as
+/// the redirect comes from Visma's site, where a `Strict` cookie is not sent.
+const CONNECT_COOKIE: &str = "ovs_connect";
+const CALLBACK_PATH: &str = "/connect/callback";
+/// How long a Connect to Visma may take, from the button to Visma's redirect back.
+const CONNECT_WITHIN: Duration = Duration::from_secs(600);
+/// The most logins to Visma under way at once.
+const MOST_CONNECTS: usize = 64;
 /// A form is a few fields: a reason, a code, a token.
 const MOST_FORM_BYTES: usize = 16 * 1024;
 /// The longest reason kept.
@@ -61,6 +69,9 @@ pub struct ConsoleConfig {
     pub session_max: Duration,
     /// Cookies are marked `Secure` (a proxy terminates TLS before this listener).
     pub secure_cookies: bool,
+    /// Where browsers reach the console (`[console] public_url`), for the redirect of
+    /// Connect to Visma; the listen address when unset and on loopback.
+    pub public_url: Option<url::Url>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +89,8 @@ pub(super) struct RawConsole {
     /// a proxy that terminates TLS.
     #[serde(default)]
     behind_tls_proxy: bool,
+    /// The console's address as browsers reach it, e.g. `https://sync.example.com`.
+    public_url: Option<String>,
 }
 
 fn default_users() -> PathBuf {
@@ -113,8 +126,13 @@ impl RawConsole {
                  terminates TLS, or set behind_tls_proxy = true if one is in front",
             ));
         }
+        let public_url = self
+            .public_url
+            .map(|text| public_url(&text).map_err(|why| bad("public_url", why)))
+            .transpose()?;
         let base = file.parent().unwrap_or(Path::new("."));
         Ok(ConsoleConfig {
+            public_url,
             users: base.join(self.users),
             audit: base.join(self.audit),
             session_idle: Duration::from_secs(idle),
@@ -122,6 +140,31 @@ impl RawConsole {
             secure_cookies: self.behind_tls_proxy,
         })
     }
+}
+
+/// `[console] public_url`: https (or http on loopback), no path, query or fragment.
+fn public_url(text: &str) -> std::result::Result<url::Url, &'static str> {
+    let url =
+        url::Url::parse(text).map_err(|_| "is not a URL such as \"https://sync.example.com\"")?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err("must be https (http only on loopback): Visma sends the login back to it"),
+    }
+    if url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err("is the console's origin only: scheme, host and port, no path");
+    }
+    Ok(url)
 }
 
 /// The console's state: sessions and login throttles (in memory: a restart logs
@@ -132,6 +175,19 @@ pub(super) struct Console {
     by_user: DefaultKeyedRateLimiter<String>,
     by_address: DefaultKeyedRateLimiter<IpAddr>,
     audit: Mutex<()>,
+    /// Logins to Visma under way, by their OAuth `state`.
+    connects: Mutex<HashMap<String, Connecting>>,
+    /// Where Visma sends a login back: `public_url`, or the listen address on loopback.
+    callback: Option<url::Url>,
+}
+
+struct Connecting {
+    tenant: String,
+    user: String,
+    /// The `ovs_connect` cookie's value in the browser that started it.
+    binding: String,
+    started: Instant,
+    login: crate::sink::auth::PendingLogin,
 }
 
 struct Session {
@@ -162,7 +218,15 @@ impl Who {
 }
 
 impl Console {
-    pub(super) fn new(config: ConsoleConfig) -> Console {
+    /// The console of a service listening on `bound`.
+    pub(super) fn new(config: ConsoleConfig, bound: SocketAddr) -> Console {
+        let base = config.public_url.clone().or_else(|| {
+            let loopback = bound.ip().is_loopback();
+            loopback
+                .then(|| url::Url::parse(&format!("http://{bound}")).ok())
+                .flatten()
+        });
+        let callback = base.and_then(|b| b.join(CALLBACK_PATH).ok());
         let n = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
         let per_user = Quota::per_minute(NonZeroU32::MIN).allow_burst(n(LOGIN_BURST));
         let per_address = Quota::per_minute(n(ADDRESS_PER_MINUTE)).allow_burst(n(ADDRESS_BURST));
@@ -172,6 +236,8 @@ impl Console {
             by_user: RateLimiter::keyed(per_user),
             by_address: RateLimiter::keyed(per_address),
             audit: Mutex::new(()),
+            connects: Mutex::default(),
+            callback,
         }
     }
 
@@ -308,6 +374,8 @@ pub(super) fn router() -> Router<Arc<Shared>> {
         .route("/t/{tenant}/receipts/{id}", get(receipt))
         .route("/t/{tenant}/verify", post(verify))
         .route("/t/{tenant}/run", post(run_now))
+        .route("/t/{tenant}/connect", get(connect))
+        .route(CALLBACK_PATH, get(connected))
         .layer(DefaultBodyLimit::max(MOST_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))
 }
@@ -589,7 +657,8 @@ async fn dashboard(
         Ok(r) => r,
         Err(r) => return r,
     };
-    pages::dashboard(&who, &tenant, summary.as_ref(), &runs).into_response()
+    let connection = scheduler::connection(&shared, &tenant).await;
+    pages::dashboard(&who, &tenant, summary.as_ref(), &connection, &runs)
 }
 
 async fn run_page(
@@ -885,5 +954,164 @@ async fn run_now(
             Redirect::to(&format!("/t/{tenant}")).into_response()
         }
         Err((_, why)) => pages::problem(StatusCode::CONFLICT, "Not queued", &why),
+    }
+}
+
+/// Connect to Visma: starts eAccounting's authorization-code flow with PKCE for the
+/// tenant, with the console's own callback as the redirect. A link, not a form: the
+/// answer sends the browser to Visma, which `form-action 'self'` would stop.
+async fn connect(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath(tenant): UrlPath<String>,
+) -> Response {
+    let c = console(&shared);
+    let who = match c.who(&headers, None) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    if let Err(r) = tenant_journal(&shared, &who, &tenant) {
+        return r;
+    }
+    if who.role < Role::Admin {
+        return forbidden("connecting a tenant to Visma");
+    }
+    let Some(callback) = c.callback.clone() else {
+        return pages::problem(
+            StatusCode::CONFLICT,
+            "The console's address is not known",
+            "Set [console] public_url in the service file to the address browsers reach \
+             the console at, and register its /connect/callback with Visma as a redirect URI.",
+        );
+    };
+    let settings = match scheduler::login_settings(&shared, &tenant).await {
+        Ok((settings, _)) => settings,
+        Err((_, why)) => {
+            return pages::problem(
+                StatusCode::CONFLICT,
+                "Cannot connect this tenant",
+                &first_line(&why),
+            )
+        }
+    };
+    let (authorize, login) = match crate::sink::auth::begin_login(settings, &callback) {
+        Ok(started) => started,
+        Err(e) => {
+            return pages::problem(
+                StatusCode::CONFLICT,
+                "Cannot connect this tenant",
+                &first_line(&format!("{e:#}")),
+            )
+        }
+    };
+    let binding = random_token();
+    {
+        let mut connects = c.connects.lock().unwrap_or_else(|e| e.into_inner());
+        connects.retain(|_, p| p.started.elapsed() < CONNECT_WITHIN);
+        if connects.len() >= MOST_CONNECTS {
+            return pages::problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many logins to Visma under way",
+                "Finish or abandon one, or wait ten minutes.",
+            );
+        }
+        connects.insert(
+            login.state().to_string(),
+            Connecting {
+                tenant: tenant.clone(),
+                user: who.name.clone(),
+                binding: binding.clone(),
+                started: Instant::now(),
+                login,
+            },
+        );
+    }
+    c.audit(serde_json::json!({ "event": "connect-start", "user": who.name, "tenant": tenant }));
+    let mut to = Redirect::to(authorize.as_str()).into_response();
+    let secure = if c.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{CONNECT_COOKIE}={binding}; Path={CALLBACK_PATH}; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        CONNECT_WITHIN.as_secs()
+    );
+    to.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("cookie values are hex"),
+    );
+    to
+}
+
+/// Visma's redirect back: the login it answers (by `state`, in the browser that started
+/// it), the code exchanged and the grant stored where `auth login` stores it.
+async fn connected(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let c = console(&shared);
+    let query = query.unwrap_or_default();
+    let pairs: Vec<(String, String)> = match query.len() <= 8 * 1024 {
+        true => url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect(),
+        false => Vec::new(),
+    };
+    let state = pairs
+        .iter()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.as_str());
+    let pending = state.and_then(|s| {
+        let mut connects = c.connects.lock().unwrap_or_else(|e| e.into_inner());
+        connects.remove(s)
+    });
+    let binding = cookie(&headers, CONNECT_COOKIE);
+    let Some(pending) = pending.filter(|p| {
+        p.started.elapsed() < CONNECT_WITHIN
+            && binding.is_some_and(|b| constant_time_eq(b.as_bytes(), p.binding.as_bytes()))
+    }) else {
+        return pages::problem(
+            StatusCode::BAD_REQUEST,
+            "This login to Visma is not one under way here",
+            "It expired, was used already, or was started in another browser. Start it \
+             again with Connect to Visma on the tenant's page.",
+        );
+    };
+    let tenant = pending.tenant.clone();
+    let store = match scheduler::login_settings(&shared, &tenant).await {
+        Ok((_, store)) => store,
+        Err((_, why)) => {
+            return pages::problem(
+                StatusCode::CONFLICT,
+                "Cannot connect this tenant",
+                &first_line(&why),
+            )
+        }
+    };
+    match crate::sink::auth::finish_login(pending.login, &pairs, &store).await {
+        Ok(grant) => {
+            c.audit(serde_json::json!({
+                "event": "connect", "user": pending.user, "tenant": tenant,
+            }));
+            tracing::info!(tenant = %tenant, user = %pending.user, "connected to Visma from the console");
+            scheduler::logged_in(&shared, &tenant);
+            pages::connected(&tenant, grant.refreshed_at)
+        }
+        Err(e) => {
+            c.audit(serde_json::json!({
+                "event": "connect-failed", "user": pending.user, "tenant": tenant,
+            }));
+            tracing::warn!(tenant = %tenant, "a login to Visma from the console failed: {e:#}");
+            pages::problem(
+                StatusCode::BAD_GATEWAY,
+                "Visma did not complete the login",
+                &format!(
+                    "{}. Start it again with Connect to Visma.",
+                    crate::output::printable(&first_line(&format!("{e:#}")))
+                ),
+            )
+        }
     }
 }

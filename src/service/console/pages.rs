@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{Role, Who};
 use crate::journal::{name_of, Event, Run, Verification};
 use crate::output::{event_json, printable};
-use crate::service::scheduler::Summary;
+use crate::service::scheduler::{Connection, Summary};
 
 pub const STYLESHEET: &str = include_str!("console.css");
 
@@ -229,7 +229,14 @@ fn post_button(who: &Who, action: &str, label: &str) -> Markup {
     }
 }
 
-pub fn dashboard(who: &Who, tenant: &str, summary: Option<&Summary>, runs: &[Run]) -> Response {
+pub fn dashboard(
+    who: &Who,
+    tenant: &str,
+    summary: Option<&Summary>,
+    connection: &Connection,
+    runs: &[Run],
+) -> Response {
+    let needs_login = summary.is_some_and(|s| s.health == "needs-login");
     let mut newest: Vec<&Run> = runs.iter().collect();
     newest.sort_by_key(|r| std::cmp::Reverse(r.started));
     newest.truncate(RUNS_SHOWN);
@@ -252,6 +259,20 @@ pub fn dashboard(who: &Who, tenant: &str, summary: Option<&Summary>, runs: &[Run
                 dt { "Journal last verified" } dd { (when(s.last_verified)) }
                 @if let Some(p) = &s.pause {
                     dt { "Paused" } dd { (p.reason) ": " (shown(&p.message)) }
+                }
+                dt { "Visma connection" } dd.connection {
+                    @match connection {
+                        Connection::FromEnv => { "credentials from the environment variables [sink] names" }
+                        Connection::Login(Some((origin, at))) => {
+                            "login stored (" (origin) "), last refreshed " (when(Some(*at)))
+                        }
+                        Connection::Login(None) => { "no login stored" }
+                        Connection::Unknown(why) => { (shown(why)) }
+                    }
+                    @if matches!(connection, Connection::Login(_)) && who.role >= Role::Admin {
+                        " "
+                        a.button.connect.attention[needs_login] href={ "/t/" (tenant) "/connect" } { "Connect to Visma" }
+                    }
                 }
             }
         }
@@ -483,4 +504,18 @@ pub fn verified(who: &Who, tenant: &str, found: &Verification) -> Response {
         }
     };
     page(who, &format!("{tenant}: verify"), body)
+}
+
+/// After Visma's redirect back: shown without the session (its cookie is not sent on a
+/// redirect from another site); the link back to the tenant brings it again.
+pub fn connected(tenant: &str, at: DateTime<Utc>) -> Response {
+    let body = html! {
+        section.problem {
+            h1 { "Connected to Visma" }
+            p.ok role="status" { "The tenant " (tenant) " is connected; the login was stored at " (when(Some(at))) "." }
+            p { "Its next run uses it; a tenant paused for a login runs now." }
+            p { a.button href={ "/t/" (tenant) } { "Back to " (tenant) } }
+        }
+    };
+    layout(None, "Connected to Visma", body).into_response()
 }

@@ -16,7 +16,7 @@ use crate::retry::RetryPolicy;
 
 pub mod probe;
 mod settings;
-pub use settings::{EAccountingConfig, GRANT_FILE};
+pub use settings::{login_settings, EAccountingConfig, GRANT_FILE};
 
 /// This register's descriptor: see `sink::Register`.
 pub static REGISTER: super::Register = super::Register {

@@ -133,3 +133,40 @@ impl SinkSettings for EAccountingConfig {
         self
     }
 }
+
+/// What a login to eAccounting for the tenant of `config` needs (its client, endpoints,
+/// scopes, the env's refresh token if any), with the redirect the config names;
+/// `choose_company` asks Visma which company to connect. Also the grant's file.
+pub fn login_settings(
+    config: &crate::config::Config,
+    sink: &EAccountingConfig,
+    env: &dyn crate::config::values::Env,
+    choose_company: bool,
+) -> Result<(crate::sink::auth::LoginSettings, std::path::PathBuf), Error> {
+    let file = config.file.display();
+    let store = crate::journal::credentials_dir(&config.journal.path)?.join(GRANT_FILE);
+    let settings = crate::sink::auth::LoginSettings {
+        product: PRODUCT,
+        authorize_url: sink.authorize_url().ok_or_else(|| {
+            Error::config(format!(
+                "{file}: [sink] authorize_url is needed to log in (token_url does not end in \
+                 /token, so it cannot be derived)"
+            ))
+        })?,
+        token_url: sink.token_url.clone(),
+        client_id: sink.client_id.clone(),
+        client_secret: config.secret(env, "[sink] client_secret_env", &sink.client_secret_env)?,
+        redirect_uri: url::Url::parse(&sink.redirect_uri)
+            .map_err(|e| Error::config(format!("{file}: [sink] redirect_uri: {e}")))?,
+        scopes: sink.scopes.clone(),
+        seed: env
+            .var(&sink.refresh_token_env)
+            .filter(|v| !v.is_empty())
+            .map(SecretString::from),
+        authorize_params: match choose_company {
+            true => crate::sink::auth::choose_company(super::SERVICE_ID),
+            false => Vec::new(),
+        },
+    };
+    Ok((settings, store))
+}

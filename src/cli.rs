@@ -282,7 +282,8 @@ pub enum Command {
         by default), owner-only, each with an argon2id hash of its password, never the \
         password.\n\n\
         Roles: viewer (tenants, runs, dashboards, masked customer timelines), support (also \
-        reveal values with a reason, purge), admin (also run now). --tenant limits a user \
+        reveal values with a reason, purge, replay, restrict, unrestrict, unsuppress, export \
+        and conflict decisions), admin (also run now and Connect to Visma). --tenant limits a user \
         to some tenants (repeat it); without it the user sees every tenant.\n\n\
         Passwords are read from stdin, one line of at least 12 characters; on a terminal \
         without echo, asked twice. A change takes effect on the user's next request, and \

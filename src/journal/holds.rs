@@ -53,6 +53,19 @@ impl Journal {
         Ok(held)
     }
 
+    /// The customers held this way, by code, at most `most` of them.
+    pub fn held(&self, kind: HoldKind, most: usize) -> anyhow::Result<Vec<(String, Hold)>> {
+        let mut out = Vec::new();
+        for entry in self.holds(kind).iter().take(most) {
+            let (key, value) = entry?;
+            out.push((
+                String::from_utf8_lossy(&key).into_owned(),
+                decode(&value, "hold")?,
+            ));
+        }
+        Ok(out)
+    }
+
     fn listed(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.listed.lock().unwrap_or_else(|e| e.into_inner())
     }

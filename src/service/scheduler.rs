@@ -998,6 +998,133 @@ pub(super) fn logged_in(shared: &Shared, id: &str) {
     };
 }
 
+/// A support action on one customer from the console: what the CLI command of the same
+/// name does, recorded in the tenant's journal with the console user as the actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    Restrict,
+    Unrestrict,
+    Unsuppress,
+    Replay,
+    Export,
+    /// `link --accept`: the register's customer under the number is this one.
+    Accept,
+    /// `link --skip`: this customer is never sent.
+    Skip,
+}
+
+impl Action {
+    pub const ALL: [Action; 7] = [
+        Action::Restrict,
+        Action::Unrestrict,
+        Action::Unsuppress,
+        Action::Replay,
+        Action::Export,
+        Action::Accept,
+        Action::Skip,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Restrict => "restrict",
+            Action::Unrestrict => "unrestrict",
+            Action::Unsuppress => "unsuppress",
+            Action::Replay => "replay",
+            Action::Export => "export",
+            Action::Accept => "accept",
+            Action::Skip => "skip",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == text)
+    }
+}
+
+/// What a support action did: a sentence, or the export's document.
+pub(super) enum Done {
+    Said(String),
+    Exported(serde_json::Value),
+}
+
+pub(super) async fn support_action(
+    shared: &Shared,
+    id: &str,
+    code: &str,
+    action: Action,
+    actor: &str,
+    reason: &str,
+) -> Result<Done> {
+    use crate::journal::HoldKind;
+    use crate::support;
+    let file = loaded_file(shared, id).map_err(|(_, why)| Error::config(why))?;
+    let env = shared.env.clone();
+    let c = tokio::task::spawn_blocking(move || {
+        let config = Config::load(&file)?;
+        Connector::open(config, env.as_ref())
+    })
+    .await
+    .map_err(|e| Error::Other(anyhow::anyhow!("opening the tenant stopped: {e}")))??;
+    let hold = |kind, on, yes: &str, no: &str| {
+        let (yes, no) = (yes.to_string(), no.to_string());
+        let c = &c;
+        async move {
+            let changed = support::set_hold(c, code, actor, reason, kind, on).await?;
+            Ok::<_, Error>(Done::Said(if changed { yes } else { no }))
+        }
+    };
+    let done = match action {
+        Action::Restrict => {
+            hold(
+                HoldKind::Restricted,
+                true,
+                "Restricted: no update is sent until it is lifted.",
+                "It was restricted already.",
+            )
+            .await?
+        }
+        Action::Unrestrict => {
+            hold(
+                HoldKind::Restricted,
+                false,
+                "Restriction lifted: the next run sends its changes.",
+                "It was not restricted.",
+            )
+            .await?
+        }
+        Action::Unsuppress => {
+            hold(
+                HoldKind::Suppressed,
+                false,
+                "Suppression lifted: the next run may create it again.",
+                "It was not suppressed.",
+            )
+            .await?
+        }
+        Action::Replay => {
+            let (report, stopped) =
+                support::replay(&c, vec![code.to_string()], actor, reason).await?;
+            if let Some(e) = stopped {
+                return Err(e);
+            }
+            let n = &report.counts;
+            Done::Said(format!(
+                "Sent again: {} created, {} updated, {} rejected, {} failed.",
+                n.created, n.updated, n.rejected, n.failed
+            ))
+        }
+        Action::Export => Done::Exported(support::export(&c, code, actor, reason).await?),
+        Action::Accept | Action::Skip => {
+            let decided = support::link(&c, code, action == Action::Accept, actor, reason).await?;
+            Done::Said(format!("Decided: {decided}."))
+        }
+    };
+    tokio::task::spawn_blocking(move || c.finish())
+        .await
+        .map_err(|e| Error::Other(anyhow::anyhow!("closing the journal stopped: {e}")))??;
+    Ok(done)
+}
+
 /// Lifts a tenant's pause and queues a run; `Err` with the status and why not.
 pub(super) fn resume(shared: &Shared, id: &str) -> Result<(), (u16, String)> {
     let mut table = shared.table();

@@ -166,88 +166,17 @@ impl Setup {
     /// A token response of our own (as a person logging in), via the authorize flow, so
     /// the connector's refresh-token chain is left alone.
     pub async fn login_tokens(&self) -> Value {
-        self.login_tokens_with_scopes("ea:api offline_access ea:sales")
-            .await
+        login_tokens(&self.sandbox, "ea:api offline_access ea:sales").await
     }
 
     /// Like `login_tokens`, consenting to `scopes` only.
     pub async fn login_tokens_with_scopes(&self, scopes: &str) -> Value {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let creds = self.sandbox.credentials();
-        let redirect = "http://127.0.0.1:9/callback";
-        let authorize = client
-            .get(self.sandbox.visma_authorize_url())
-            .query(&[
-                ("response_type", "code"),
-                ("client_id", creds.visma_client_id.as_str()),
-                ("redirect_uri", redirect),
-                ("state", "s"),
-                ("scope", scopes),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let location = authorize.headers()["location"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        let code = url::Url::parse(&location)
-            .unwrap()
-            .query_pairs()
-            .find(|(k, _)| k == "code")
-            .unwrap()
-            .1
-            .to_string();
-        client
-            .post(self.sandbox.visma_token_url())
-            .basic_auth(&creds.visma_client_id, Some(&creds.visma_client_secret))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", redirect),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        login_tokens(&self.sandbox, scopes).await
     }
 
-    /// A customer the accountant entered in eAccounting before the integration: POSTed
-    /// with a login of our own, as the accountant's program would. Answers the
-    /// register's customer.
+    /// A customer the accountant entered in eAccounting before the integration.
     pub async fn accountant_adds(&self, customer: Value) -> Value {
-        let token = self.login_tokens().await["access_token"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let mut body = serde_json::json!({
-            "IsPrivatePerson": false,
-            "IsActive": true,
-            "InvoiceCity": "Borås",
-            "InvoicePostalCode": "503 46",
-            "TermsOfPaymentId": "8f3c2a61-1b7e-4d2a-9c55-3e0f6a1d2b30",
-        });
-        for (k, v) in customer.as_object().unwrap() {
-            body[k] = v.clone();
-        }
-        let reply = reqwest::Client::new()
-            .post(format!("{}/visma/v2/customers", self.sandbox.base_url()))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            reply.status().is_success(),
-            "{}",
-            reply.text().await.unwrap()
-        );
-        reply.json().await.unwrap()
+        accountant_adds(&self.sandbox, customer).await
     }
 
     /// Adds `line` (e.g. `retry_budget_secs = 1`) to the config's `[sink]` or
@@ -431,4 +360,85 @@ pub fn watched(mut cmd: std::process::Command, limit: std::time::Duration) -> Wa
         peak_kib,
         took: started.elapsed(),
     }
+}
+
+/// A token response of a person logging in to the sandbox's eAccounting, consenting to
+/// `scopes`, via the authorize flow, so a connector's refresh-token chain is left alone.
+pub async fn login_tokens(sandbox: &Sandbox, scopes: &str) -> Value {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let creds = sandbox.credentials();
+    let redirect = "http://127.0.0.1:9/callback";
+    let authorize = client
+        .get(sandbox.visma_authorize_url())
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", creds.visma_client_id.as_str()),
+            ("redirect_uri", redirect),
+            ("state", "s"),
+            ("scope", scopes),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let location = authorize.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let code = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .to_string();
+    client
+        .post(sandbox.visma_token_url())
+        .basic_auth(&creds.visma_client_id, Some(&creds.visma_client_secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A customer the accountant entered in the sandbox's eAccounting before the
+/// integration: POSTed with a login of our own, as the accountant's program would.
+/// Answers the register's customer.
+pub async fn accountant_adds(sandbox: &Sandbox, customer: Value) -> Value {
+    let token = login_tokens(sandbox, "ea:api offline_access ea:sales").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut body = serde_json::json!({
+        "IsPrivatePerson": false,
+        "IsActive": true,
+        "InvoiceCity": "Borås",
+        "InvoicePostalCode": "503 46",
+        "TermsOfPaymentId": "8f3c2a61-1b7e-4d2a-9c55-3e0f6a1d2b30",
+    });
+    for (k, v) in customer.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let reply = reqwest::Client::new()
+        .post(format!("{}/visma/v2/customers", sandbox.base_url()))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        reply.status().is_success(),
+        "{}",
+        reply.text().await.unwrap()
+    );
+    reply.json().await.unwrap()
 }

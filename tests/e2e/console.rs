@@ -884,3 +884,246 @@ async fn connect_to_visma_stores_the_login_where_auth_login_does_and_the_paused_
         std::fs::read_to_string(folder.dir.path().join("console-audit.jsonl")).unwrap();
     assert!(!audit_text.contains(token) && !serve.log().contains(token));
 }
+
+/// The `journal log` events of one customer.
+fn journal_log(tenant: &Tenant, folder: &Folder, code: &str) -> Vec<Value> {
+    let out = tenant
+        .cli(folder, &["journal", "log", "--customer", code, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The register's eAccounting customer under `number`.
+fn register_customer(tenant: &Tenant, number: &str) -> Value {
+    tenant
+        .sandbox
+        .visma_customers()
+        .into_iter()
+        .find(|c| c["CustomerNumber"] == number)
+        .unwrap_or_else(|| panic!("{number} is not in the register"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_decides_conflicts_and_acts_on_one_customer_and_the_journal_names_them() {
+    let mut folder = Folder::new("rescan_secs = 1\n\n[console]\n");
+    let once = "every = \"1h\"\njitter = \"0s\"";
+    let gamma = folder
+        .tenant("gamma", &eaccounting::REGISTER, customers(4), "", once)
+        .await;
+    // The accountant's own customers under two of our numbers: conflicts.
+    for number in ["K10001", "K10002"] {
+        crate::common::accountant_adds(
+            &gamma.sandbox,
+            serde_json::json!({
+                "CustomerNumber": number,
+                "Name": "Annan Kund AB",
+                "ContactPersonName": "Other Person",
+                "ContactPersonEmail": "other@annankund.se",
+            }),
+        )
+        .await;
+    }
+    folder.add(&gamma);
+    add_user(&folder, "vera", "viewer", &[]);
+    add_user(&folder, "sara", "support", &[]);
+    let serve = folder.start();
+    let first = until("the first run", 90, || async {
+        let t = serve.tenant("gamma").await;
+        (t["runs"].as_u64() >= Some(1) && t["state"] == "idle").then_some(t)
+    })
+    .await;
+    assert_eq!(first["last_run"]["counts"]["conflict"], 2, "{first}");
+    let vera = Session::login(&serve, "vera", PASSWORD).await.ok().unwrap();
+    let sara = Session::login(&serve, "sara", PASSWORD).await.ok().unwrap();
+
+    // Both see what waits for a decision; only support may decide.
+    let dashboard = vera.get("/t/gamma").await.body;
+    assert!(
+        dashboard.contains("Waiting for a decision")
+            && dashboard.contains("href=\"/t/gamma/customer?code=K10001\"")
+            && dashboard.contains("href=\"/t/gamma/customer?code=K10002\""),
+        "{dashboard}"
+    );
+    let viewed = vera.get("/t/gamma/customer?code=K10001").await.body;
+    assert!(!viewed.contains("/act/"), "{viewed}");
+    let page = sara.get("/t/gamma/customer?code=K10001").await.body;
+    for action in ["accept", "skip", "replay", "restrict", "export"] {
+        assert!(
+            page.contains(&format!(
+                "formaction=\"/t/gamma/customer/K10001/act/{action}\""
+            )),
+            "{action}: {page}"
+        );
+    }
+    let reason = [("reason", "same company, renamed")];
+    for action in ["accept", "skip", "restrict", "replay", "export"] {
+        let path = format!("/t/gamma/customer/K10001/act/{action}");
+        assert_eq!(vera.post(&path, &reason).await.status, 403, "{action}");
+        let anonymous = Session::anonymous(&serve).post(&path, &reason).await;
+        assert_eq!(anonymous.status, 303, "{action}");
+        assert_eq!(
+            sara.post(&path, &[("reason", "same"), ("csrf", "<none>")])
+                .await
+                .status,
+            403,
+            "{action} without a token"
+        );
+    }
+    let blank = sara
+        .post("/t/gamma/customer/K10001/act/accept", &[("reason", " ")])
+        .await;
+    assert_eq!(blank.status, 400, "{}", blank.body);
+    let unknown = sara
+        .post("/t/gamma/customer/K10001/act/delete", &reason)
+        .await;
+    assert_eq!(unknown.status, 404);
+    let untouched = journal_log(&gamma, &folder, "K10001");
+    assert!(
+        untouched
+            .iter()
+            .all(|e| e["actor"] != "console:vera" && e["actor"] != "console:sara"),
+        "a refused action was journaled: {untouched:?}"
+    );
+
+    // Accept one, skip the other; the next run updates the accepted one only.
+    let accepted = sara
+        .post("/t/gamma/customer/K10001/act/accept", &reason)
+        .await;
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    assert!(accepted.body.contains("Decided"), "{}", accepted.body);
+    let skipped = sara
+        .post(
+            "/t/gamma/customer/K10002/act/skip",
+            &[("reason", "the accountant's own customer")],
+        )
+        .await;
+    assert_eq!(skipped.status, 200, "{}", skipped.body);
+    assert!(
+        !sara
+            .get("/t/gamma")
+            .await
+            .body
+            .contains("Waiting for a decision"),
+        "decided conflicts still wait"
+    );
+    let runs = serve.tenant("gamma").await["runs"].as_u64().unwrap();
+    assert_eq!(serve.post("/tenants/gamma/run").await.0, 202);
+    let t = until("the run after the decisions", 60, || async {
+        let t = serve.tenant("gamma").await;
+        (t["runs"].as_u64() > Some(runs) && t["state"] == "idle").then_some(t)
+    })
+    .await;
+    let counts = &t["last_run"]["counts"];
+    assert_eq!(
+        (counts["updated"].clone(), counts["skipped"].clone()),
+        (serde_json::json!(1), serde_json::json!(1)),
+        "{t}"
+    );
+    assert!(counts["conflict"].as_u64().unwrap_or(0) == 0, "{t}");
+    let opter_name = gamma.sandbox.opter_customers()[0]["name"].clone();
+    assert_eq!(register_customer(&gamma, "K10001")["Name"], opter_name);
+    assert_eq!(register_customer(&gamma, "K10002")["Name"], "Annan Kund AB");
+    let decided: Vec<Value> = journal_log(&gamma, &folder, "K10001")
+        .into_iter()
+        .filter(|e| e["actor"] == "console:sara")
+        .collect();
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    assert_eq!(decided[0]["message"], "same company, renamed");
+
+    // Restrict shows as a hold and is lifted again; each is journaled with its reason.
+    let restricted = sara
+        .post(
+            "/t/gamma/customer/K10003/act/restrict",
+            &[("reason", "disputed data")],
+        )
+        .await;
+    assert_eq!(restricted.status, 200, "{}", restricted.body);
+    assert!(
+        restricted.body.contains("Restricted: no update is sent")
+            && restricted.body.contains("/act/unrestrict"),
+        "{}",
+        restricted.body
+    );
+    let again = sara
+        .post(
+            "/t/gamma/customer/K10003/act/restrict",
+            &[("reason", "disputed data")],
+        )
+        .await;
+    assert!(again.body.contains("restricted already"), "{}", again.body);
+    let lifted = sara
+        .post(
+            "/t/gamma/customer/K10003/act/unrestrict",
+            &[("reason", "resolved")],
+        )
+        .await;
+    assert!(
+        lifted.body.contains("Restriction lifted"),
+        "{}",
+        lifted.body
+    );
+    assert!(lifted.body.contains("/act/restrict"), "{}", lifted.body);
+    let reasons: Vec<Value> = journal_log(&gamma, &folder, "K10003")
+        .into_iter()
+        .filter(|e| e["actor"] == "console:sara")
+        .map(|e| e["message"].clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["resolved", "disputed data", "disputed data"],
+        "newest first: unrestrict, restrict, restrict"
+    );
+    let none = sara
+        .post(
+            "/t/gamma/customer/K10003/act/unsuppress",
+            &[("reason", "returned")],
+        )
+        .await;
+    assert!(none.body.contains("was not suppressed"), "{}", none.body);
+
+    // Replay sends it again though unchanged; export is a download of what is held.
+    let before = gamma.sandbox.visma_requests().len();
+    let replayed = sara
+        .post(
+            "/t/gamma/customer/K10004/act/replay",
+            &[("reason", "edited by hand in Visma")],
+        )
+        .await;
+    assert!(
+        replayed.body.contains("Sent again: 0 created, 1 updated"),
+        "{}",
+        replayed.body
+    );
+    assert!(
+        gamma.sandbox.visma_requests()[before..]
+            .iter()
+            .any(|r| r["method"] == "PUT"),
+        "the replay wrote nothing"
+    );
+    let export = sara
+        .post(
+            "/t/gamma/customer/K10004/act/export",
+            &[("reason", "access request")],
+        )
+        .await;
+    assert_eq!(export.status, 200, "{}", export.body);
+    let disposition = export.headers["content-disposition"].to_str().unwrap();
+    assert_eq!(
+        disposition,
+        "attachment; filename=\"export-gamma-K10004.json\""
+    );
+    let document: Value = serde_json::from_str(&export.body).unwrap();
+    let name = gamma.sandbox.opter_customers()[3]["name"].clone();
+    assert!(export.body.contains(name.as_str().unwrap()), "{document}");
+    let journaled: Vec<Value> = journal_log(&gamma, &folder, "K10004")
+        .into_iter()
+        .filter(|e| e["actor"] == "console:sara")
+        .map(|e| e["operation"].clone())
+        .collect();
+    assert_eq!(journaled, ["export", "update", "replay"], "newest first");
+    let verify = gamma.cli(&folder, &["journal", "verify"]).output().unwrap();
+    assert!(verify.status.success(), "{verify:?}");
+    drop(serve);
+}

@@ -48,6 +48,8 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(600);
 const MOST_CONNECTS: usize = 64;
 /// A form is a few fields: a reason, a code, a token.
 const MOST_FORM_BYTES: usize = 16 * 1024;
+/// The most customers in conflict a tenant's page lists.
+const MOST_CONFLICTS_SHOWN: usize = 200;
 /// The longest reason kept.
 const MOST_REASON_CHARS: usize = 500;
 /// Login attempts per user name: a burst, then one a minute.
@@ -371,6 +373,7 @@ pub(super) fn router() -> Router<Arc<Shared>> {
         .route("/t/{tenant}/customer", get(customer_page))
         .route("/t/{tenant}/customer/{code}/reveal", post(reveal))
         .route("/t/{tenant}/customer/{code}/purge", post(purge))
+        .route("/t/{tenant}/customer/{code}/act/{action}", post(act))
         .route("/t/{tenant}/receipts/{id}", get(receipt))
         .route("/t/{tenant}/verify", post(verify))
         .route("/t/{tenant}/run", post(run_now))
@@ -653,12 +656,23 @@ async fn dashboard(
     let summary = scheduler::summaries(&shared, |id| id == tenant)
         .into_iter()
         .next();
-    let runs = match read_journal(dir, |j| j.runs()).await {
+    let read = read_journal(dir, |j| {
+        let conflicts = j.held(crate::journal::HoldKind::Conflict, MOST_CONFLICTS_SHOWN)?;
+        Ok((j.runs()?, conflicts))
+    });
+    let (runs, conflicts) = match read.await {
         Ok(r) => r,
         Err(r) => return r,
     };
     let connection = scheduler::connection(&shared, &tenant).await;
-    pages::dashboard(&who, &tenant, summary.as_ref(), &connection, &runs)
+    pages::dashboard(
+        &who,
+        &tenant,
+        summary.as_ref(),
+        &connection,
+        &runs,
+        &conflicts,
+    )
 }
 
 async fn run_page(
@@ -731,11 +745,31 @@ async fn customer_page(
             "Search by a customer's code (up to 100 printable characters).",
         );
     };
-    let wanted = code.clone();
-    match read_journal(dir, move |j| j.events(Some(&wanted), None)).await {
-        Ok(events) => pages::customer(&who, &tenant, &code, &events, None).into_response(),
+    match timeline(dir, &code).await {
+        Ok(found) => pages::customer(&who, &tenant, &code, &found, None, None),
         Err(r) => r,
     }
+}
+
+/// A customer's events and holds, as the customer page shows them.
+pub(super) struct Timeline {
+    pub events: Vec<crate::journal::Event>,
+    pub holds: Vec<(crate::journal::HoldKind, crate::journal::Hold)>,
+}
+
+async fn timeline(dir: PathBuf, code: &str) -> std::result::Result<Timeline, Response> {
+    let code = code.to_string();
+    read_journal(dir, move |j| {
+        let events = j.events(Some(&code), None)?;
+        let mut holds = Vec::new();
+        for kind in crate::journal::HoldKind::ALL {
+            if let Some(hold) = j.hold(kind, &code)? {
+                holds.push((kind, hold));
+            }
+        }
+        Ok(Timeline { events, holds })
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -779,9 +813,8 @@ async fn reveal(
             "Say why you need to see the values (one line, up to 500 characters).",
         );
     };
-    let wanted = code.clone();
-    let events = match read_journal(dir, move |j| j.events(Some(&wanted), None)).await {
-        Ok(e) => e,
+    let found = match timeline(dir, &code).await {
+        Ok(found) => found,
         Err(r) => return r,
     };
     c.audit(serde_json::json!({
@@ -791,7 +824,7 @@ async fn reveal(
         "customer": code,
         "reason": reason,
     }));
-    pages::customer(&who, &tenant, &code, &events, Some(&reason)).into_response()
+    pages::customer(&who, &tenant, &code, &found, Some(&reason), None)
 }
 
 #[derive(Deserialize)]
@@ -1113,5 +1146,71 @@ async fn connected(
                 ),
             )
         }
+    }
+}
+
+/// A support action on one customer (restrict, unrestrict, unsuppress, replay, export,
+/// accept, skip), with a reason, as the CLI's command of that name.
+async fn act(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath((tenant, code, action)): UrlPath<(String, String, String)>,
+    Form(form): Form<Reason>,
+) -> Response {
+    let c = console(&shared);
+    let who = match c.who(&headers, Some(&form.csrf)) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let dir = match tenant_journal(&shared, &who, &tenant) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let Some(action) = scheduler::Action::parse(&action) else {
+        return pages::problem(StatusCode::NOT_FOUND, "No such action", "");
+    };
+    if who.role < Role::Support {
+        return forbidden(&format!("{} of customers", action.name()));
+    }
+    let (Some(code), Some(reason)) = (customer_code(&code), reason_of(&form.reason)) else {
+        return pages::problem(
+            StatusCode::BAD_REQUEST,
+            "A reason is needed",
+            "Say why (one line, up to 500 characters); nothing was done.",
+        );
+    };
+    let done =
+        scheduler::support_action(&shared, &tenant, &code, action, &who.actor(), &reason).await;
+    let said = match done {
+        Ok(scheduler::Done::Exported(document)) => {
+            let file: String = code
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            return (
+                [
+                    (header::CONTENT_TYPE, "application/json".to_string()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"export-{tenant}-{file}.json\""),
+                    ),
+                ],
+                serde_json::to_string_pretty(&document).expect("serialises"),
+            )
+                .into_response();
+        }
+        Ok(scheduler::Done::Said(said)) => said,
+        Err(e) => {
+            tracing::warn!(tenant = %tenant, customer = %code, action = action.name(), "a console action failed: {e}");
+            return pages::problem(
+                StatusCode::CONFLICT,
+                &format!("The {} did not complete", action.name()),
+                &crate::output::printable(&first_line(&e.to_string())),
+            );
+        }
+    };
+    match timeline(dir, &code).await {
+        Ok(found) => pages::customer(&who, &tenant, &code, &found, None, Some(&said)),
+        Err(r) => r,
     }
 }

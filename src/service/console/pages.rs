@@ -9,8 +9,8 @@ use maud::{html, Markup, DOCTYPE};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
-use super::{Role, Who};
-use crate::journal::{name_of, Event, Run, Verification};
+use super::{Role, Timeline, Who};
+use crate::journal::{name_of, Event, Hold, HoldKind, Run, Verification};
 use crate::output::{event_json, printable};
 use crate::service::scheduler::{Connection, Summary};
 
@@ -235,6 +235,7 @@ pub fn dashboard(
     summary: Option<&Summary>,
     connection: &Connection,
     runs: &[Run],
+    conflicts: &[(String, Hold)],
 ) -> Response {
     let needs_login = summary.is_some_and(|s| s.health == "needs-login");
     let mut newest: Vec<&Run> = runs.iter().collect();
@@ -284,6 +285,22 @@ pub fn dashboard(
             (post_button(who, &format!("/t/{tenant}/verify"), "Verify the journal"))
             @if who.role >= Role::Admin {
                 (post_button(who, &format!("/t/{tenant}/run"), "Run now"))
+            }
+        }
+        @if !conflicts.is_empty() {
+            h2 { "Waiting for a decision" }
+            p.hint { "The register holds another customer under these numbers, so nothing was written. Open one to accept or skip it." }
+            table.conflicts {
+                thead { tr { th { "Customer" } th { "Since" } th { "Why" } } }
+                tbody {
+                    @for (code, hold) in conflicts {
+                        tr {
+                            td { a href={ "/t/" (tenant) "/customer?code=" (segment(code)) } { (shown(code)) } }
+                            td { (when(Some(hold.since))) }
+                            td { (shown(&hold.reason)) }
+                        }
+                    }
+                }
             }
         }
         h2 { "Runs" }
@@ -414,19 +431,45 @@ pub fn run(who: &Who, tenant: &str, run: &Run, events: &[Event]) -> Response {
     page(who, &format!("{tenant}: run"), body)
 }
 
+fn hold_name(kind: HoldKind) -> &'static str {
+    match kind {
+        HoldKind::Suppressed => "suppressed: purged, never sent again until unsuppressed",
+        HoldKind::Restricted => "restricted: no update is sent",
+        HoldKind::Conflict => {
+            "in conflict: the register holds another customer under its number; accept or skip"
+        }
+        HoldKind::Skipped => "skipped: a person decided it is never sent",
+    }
+}
+
 pub fn customer(
     who: &Who,
     tenant: &str,
     code: &str,
-    events: &[Event],
+    found: &Timeline,
     revealed: Option<&str>,
+    notice: Option<&str>,
 ) -> Response {
     let base = format!("/t/{tenant}/customer/{}", segment(code));
+    let events = &found.events;
+    let held = |kind: HoldKind| found.holds.iter().any(|(k, _)| *k == kind);
+    let act = |name: &str| format!("{base}/act/{name}");
     let body = html! {
         nav.crumbs { a href="/" { "Tenants" } " / " a href={ "/t/" (tenant) } { (tenant) } " / customer" }
         h1 { "Customer " (shown(code)) }
+        @if let Some(notice) = notice { p.ok role="status" { (notice) } }
+        @if !found.holds.is_empty() {
+            ul.holds {
+                @for (kind, hold) in &found.holds {
+                    li {
+                        strong { (hold_name(*kind)) }
+                        " — since " (when(Some(hold.since))) " by " (shown(&hold.actor)) ": " (shown(&hold.reason))
+                    }
+                }
+            }
+        }
         @if events.is_empty() {
-            p { "The journal holds nothing about this code: it was never sent, or it is typed differently." }
+            p { "The journal holds no event about this code: it was never sent, or it is typed differently." }
         } @else {
             @if let Some(reason) = revealed {
                 p.revealed role="status" { "Values shown, recorded with your reason: " (shown(reason)) }
@@ -445,15 +488,39 @@ pub fn customer(
                         button type="submit" name="reveal" { "Reveal values" }
                     }
                 }
-                form.stack.danger method="post" action={ (base) "/purge" } {
+                form.stack.actions method="post" action=(act("replay")) {
                     input type="hidden" name="csrf" value=(who.csrf);
-                    p {
-                        "Purge erases this customer from the register and its values from the journal, "
-                        "and keeps it from being sent again. It cannot be undone."
+                    label { "Reason (recorded in the journal)" input name="reason" required maxlength="500"; }
+                    div.buttons {
+                        @if held(HoldKind::Conflict) {
+                            button type="submit" formaction=(act("accept")) { "Accept: it is this customer" }
+                            button type="submit" formaction=(act("skip")) { "Skip: never send it" }
+                        }
+                        @if !held(HoldKind::Suppressed) && !held(HoldKind::Restricted) {
+                            button type="submit" formaction=(act("replay")) { "Send again" }
+                        }
+                        @if held(HoldKind::Restricted) {
+                            button type="submit" formaction=(act("unrestrict")) { "Lift the restriction" }
+                        } @else if !held(HoldKind::Suppressed) {
+                            button type="submit" formaction=(act("restrict")) { "Restrict" }
+                        }
+                        @if held(HoldKind::Suppressed) {
+                            button type="submit" formaction=(act("unsuppress")) { "Unsuppress" }
+                        }
+                        button type="submit" formaction=(act("export")) { "Export (JSON)" }
                     }
-                    label { "Reason (for the erasure receipt)" input name="reason" required maxlength="500"; }
-                    label { "Type the customer's code to confirm" input name="confirm" required autocomplete="off"; }
-                    button type="submit" name="purge" { "Purge customer" }
+                }
+                @if !held(HoldKind::Suppressed) {
+                    form.stack.danger method="post" action={ (base) "/purge" } {
+                        input type="hidden" name="csrf" value=(who.csrf);
+                        p {
+                            "Purge erases this customer from the register and its values from the journal, "
+                            "and keeps it from being sent again. It cannot be undone."
+                        }
+                        label { "Reason (for the erasure receipt)" input name="reason" required maxlength="500"; }
+                        label { "Type the customer's code to confirm" input name="confirm" required autocomplete="off"; }
+                        button type="submit" name="purge" { "Purge customer" }
+                    }
                 }
             }
         }

@@ -901,15 +901,20 @@ pub(super) async fn purge(
     actor: &str,
     reason: &str,
 ) -> Result<crate::support::Receipt> {
+    crate::support::purge(open_tenant(shared, id).await?, code, actor, reason).await
+}
+
+/// A tenant's `Connector`, opened with its config and secrets as its runs use them; its
+/// journal's lock keeps what is done with it from overlapping a run.
+async fn open_tenant(shared: &Shared, id: &str) -> Result<Connector> {
     let file = loaded_file(shared, id).map_err(|(_, why)| Error::config(why))?;
     let env = shared.env.clone();
-    let opened = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let config = Config::load(&file)?;
         Connector::open(config, env.as_ref())
     })
     .await
-    .map_err(|e| Error::Other(anyhow::anyhow!("opening the tenant stopped: {e}")))??;
-    crate::support::purge(opened, code, actor, reason).await
+    .map_err(|e| Error::Other(anyhow::anyhow!("opening the tenant stopped: {e}")))?
 }
 
 /// The file of a tenant that exists and loads.
@@ -1057,14 +1062,7 @@ pub(super) async fn support_action(
 ) -> Result<Done> {
     use crate::journal::HoldKind;
     use crate::support;
-    let file = loaded_file(shared, id).map_err(|(_, why)| Error::config(why))?;
-    let env = shared.env.clone();
-    let c = tokio::task::spawn_blocking(move || {
-        let config = Config::load(&file)?;
-        Connector::open(config, env.as_ref())
-    })
-    .await
-    .map_err(|e| Error::Other(anyhow::anyhow!("opening the tenant stopped: {e}")))??;
+    let c = open_tenant(shared, id).await?;
     let hold = |kind, on, yes: &str, no: &str| {
         let (yes, no) = (yes.to_string(), no.to_string());
         let c = &c;

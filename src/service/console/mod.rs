@@ -463,6 +463,25 @@ async fn read_journal<T: Send + 'static>(
     }
 }
 
+/// Who asks, on one of their tenants, with at least `role`: the session (and for a form
+/// its CSRF token), then the tenant, then the role, so nothing is read or done for a user
+/// who may not. Answers the user and the tenant's journal folder.
+fn allowed(
+    shared: &Shared,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+    tenant: &str,
+    role: Role,
+    what: &str,
+) -> std::result::Result<(Who, PathBuf), Response> {
+    let who = console(shared).who(headers, csrf)?;
+    let dir = tenant_journal(shared, &who, tenant)?;
+    if who.role < role {
+        return Err(forbidden(what));
+    }
+    Ok((who, dir))
+}
+
 fn forbidden(what: &str) -> Response {
     pages::problem(
         StatusCode::FORBIDDEN,
@@ -795,17 +814,18 @@ async fn reveal(
     Form(form): Form<Reason>,
 ) -> Response {
     let c = console(&shared);
-    let who = match c.who(&headers, Some(&form.csrf)) {
-        Ok(w) => w,
+    let csrf = Some(form.csrf.as_str());
+    let (who, dir) = match allowed(
+        &shared,
+        &headers,
+        csrf,
+        &tenant,
+        Role::Support,
+        "revealing values",
+    ) {
+        Ok(allowed) => allowed,
         Err(r) => return r,
     };
-    let dir = match tenant_journal(&shared, &who, &tenant) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    if who.role < Role::Support {
-        return forbidden("revealing values");
-    }
     let (Some(code), Some(reason)) = (customer_code(&code), reason_of(&form.reason)) else {
         return pages::problem(
             StatusCode::BAD_REQUEST,
@@ -842,16 +862,18 @@ async fn purge(
     Form(form): Form<PurgeForm>,
 ) -> Response {
     let c = console(&shared);
-    let who = match c.who(&headers, Some(&form.csrf)) {
-        Ok(w) => w,
+    let csrf = Some(form.csrf.as_str());
+    let who = match allowed(
+        &shared,
+        &headers,
+        csrf,
+        &tenant,
+        Role::Support,
+        "purging customers",
+    ) {
+        Ok((who, _)) => who,
         Err(r) => return r,
     };
-    if let Err(r) = tenant_journal(&shared, &who, &tenant) {
-        return r;
-    }
-    if who.role < Role::Support {
-        return forbidden("purging customers");
-    }
     let Some(code) = customer_code(&code) else {
         return pages::problem(StatusCode::BAD_REQUEST, "Which customer?", "");
     };
@@ -969,16 +991,18 @@ async fn run_now(
     Form(form): Form<Csrf>,
 ) -> Response {
     let c = console(&shared);
-    let who = match c.who(&headers, Some(&form.csrf)) {
-        Ok(w) => w,
+    let csrf = Some(form.csrf.as_str());
+    let who = match allowed(
+        &shared,
+        &headers,
+        csrf,
+        &tenant,
+        Role::Admin,
+        "starting runs",
+    ) {
+        Ok((who, _)) => who,
         Err(r) => return r,
     };
-    if let Err(r) = tenant_journal(&shared, &who, &tenant) {
-        return r;
-    }
-    if who.role < Role::Admin {
-        return forbidden("starting runs");
-    }
     match scheduler::run_now(&shared, &tenant) {
         Ok(_) => {
             c.audit(serde_json::json!({
@@ -999,16 +1023,11 @@ async fn connect(
     UrlPath(tenant): UrlPath<String>,
 ) -> Response {
     let c = console(&shared);
-    let who = match c.who(&headers, None) {
-        Ok(w) => w,
+    let what = "connecting a tenant to Visma";
+    let who = match allowed(&shared, &headers, None, &tenant, Role::Admin, what) {
+        Ok((who, _)) => who,
         Err(r) => return r,
     };
-    if let Err(r) = tenant_journal(&shared, &who, &tenant) {
-        return r;
-    }
-    if who.role < Role::Admin {
-        return forbidden("connecting a tenant to Visma");
-    }
     let Some(callback) = c.callback.clone() else {
         return pages::problem(
             StatusCode::CONFLICT,
@@ -1157,21 +1176,15 @@ async fn act(
     UrlPath((tenant, code, action)): UrlPath<(String, String, String)>,
     Form(form): Form<Reason>,
 ) -> Response {
-    let c = console(&shared);
-    let who = match c.who(&headers, Some(&form.csrf)) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let dir = match tenant_journal(&shared, &who, &tenant) {
-        Ok(d) => d,
+    let csrf = Some(form.csrf.as_str());
+    let what = "acting on customers";
+    let (who, dir) = match allowed(&shared, &headers, csrf, &tenant, Role::Support, what) {
+        Ok(allowed) => allowed,
         Err(r) => return r,
     };
     let Some(action) = scheduler::Action::parse(&action) else {
         return pages::problem(StatusCode::NOT_FOUND, "No such action", "");
     };
-    if who.role < Role::Support {
-        return forbidden(&format!("{} of customers", action.name()));
-    }
     let (Some(code), Some(reason)) = (customer_code(&code), reason_of(&form.reason)) else {
         return pages::problem(
             StatusCode::BAD_REQUEST,

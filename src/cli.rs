@@ -295,6 +295,10 @@ pub enum Command {
     )]
     Users(UsersCommand),
 
+    /// The tenant's record of processing (GDPR Art. 30), from its config and mapping.
+    #[command(subcommand)]
+    Privacy(PrivacyCommand),
+
     /// Print the shard a tenant belongs to, of COUNT, for `serve --shard`.
     #[command(
         long_about = "Print the shard (0 to COUNT-1) that `serve --shard INDEX/COUNT` runs \
@@ -322,6 +326,33 @@ pub struct ServeArgs {
     /// takes INDEX from the number the host name ends in (pod name-2 is shard 2).
     #[arg(long, value_name = "INDEX/COUNT")]
     pub shard: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// Print the record of processing: categories, recipients, retention, transfers.
+    #[command(
+        long_about = "Print the tenant's record of processing activities (GDPR \
+        Art. 30) as far as this connector can state it: the purpose, the data subjects, the \
+        categories of data (from the mapping file: which permitted Opter fields go to which \
+        register fields, and which of them are personal data), the source, the recipients \
+        (the register and the hosts it is reached at), transfers (where the register's \
+        vendor says it processes data, with the address of its statement), retention (from \
+        [journal] keep_values_days), where the data is stored and the security measures. \
+        What only the controller knows (its name and contact, the legal basis) is listed \
+        at the end, to complete. Reads the config and the mapping only: no customer, no \
+        journal, no network.\n\n\
+        Examples:\n  opter-visma-sync --config sync.toml privacy record\n  \
+        opter-visma-sync --config sync.toml privacy record --json > record.json"
+    )]
+    Record(PrivacyRecordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PrivacyRecordArgs {
+    /// One JSON object instead of the text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

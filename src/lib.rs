@@ -9,6 +9,7 @@ pub mod hash;
 pub mod journal;
 pub mod mapping;
 pub mod output;
+pub mod privacy;
 pub mod record;
 pub mod retry;
 #[cfg(feature = "sandbox")]

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => commands::serve::serve(&cli.config, args).await,
             Command::ShardOf(args) => commands::serve::shard_of(args),
             Command::Users(command) => commands::users::users(&cli.config, command),
+            Command::Privacy(command) => commands::privacy(&cli.config, command),
         }
     });
     match result {

@@ -240,6 +240,11 @@ impl Mapping {
         &self.rules
     }
 
+    /// The register fields the mapping fills with constants.
+    pub fn constant_fields(&self) -> impl Iterator<Item = &str> {
+        self.constants.keys().map(String::as_str)
+    }
+
     /// The constant the mapping sets for register field `field`, if any.
     pub fn constant(&self, field: &str) -> Option<&Value> {
         self.constants.get(field)

@@ -17,8 +17,8 @@ use anyhow::Context;
 
 use crate::app::Connector;
 use crate::cli::{
-    AuthCommand, ExportCustomerArgs, ExportFormat, JournalArgs, JournalCommand, LogArgs, PurgeArgs,
-    ReplayArgs, SupportArgs, SyncArgs,
+    AuthCommand, ExportCustomerArgs, ExportFormat, JournalArgs, JournalCommand, LogArgs,
+    PrivacyCommand, PurgeArgs, ReplayArgs, SupportArgs, SyncArgs,
 };
 use crate::config::Config;
 use crate::error::{exit, Error, Result};
@@ -37,6 +37,21 @@ fn opening(new_journal: bool) -> Opening {
         true => Opening::NewJournal,
         false => Opening::Write,
     }
+}
+
+/// `privacy record`: reads the config and the mapping only.
+pub fn privacy(config_file: &Path, command: &PrivacyCommand) -> Result<ExitCode> {
+    let PrivacyCommand::Record(args) = command;
+    let record = crate::privacy::record(&Config::load(config_file)?)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &record).map_err(anyhow::Error::from)?;
+        writeln!(out)
+    } else {
+        crate::privacy::print(&mut out, &record)
+    }
+    .context("cannot write the record to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn sync(config_file: &Path, args: &SyncArgs, new_journal: bool) -> Result<ExitCode> {

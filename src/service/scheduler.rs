@@ -956,6 +956,20 @@ pub(super) async fn login_settings(
         .unwrap_or_else(|_| Err((500, "reading the tenant's config stopped".into())))
 }
 
+/// The tenant's record of processing, from its config and mapping (no secret, no journal).
+pub(super) async fn privacy_record(
+    shared: &Shared,
+    id: &str,
+) -> Result<crate::privacy::Record, (u16, String)> {
+    let file = loaded_file(shared, id)?;
+    tokio::task::spawn_blocking(move || {
+        let config = Config::load(&file).map_err(|e| (409, e.to_string()))?;
+        crate::privacy::record(&config).map_err(|e| (409, e.to_string()))
+    })
+    .await
+    .unwrap_or_else(|_| Err((500, "reading the tenant's config stopped".into())))
+}
+
 /// A tenant's connection to its register, as the console shows it.
 pub(super) enum Connection {
     /// Credentials come from environment variables: nothing to connect.

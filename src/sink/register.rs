@@ -26,7 +26,30 @@ pub struct Register {
     pub journal_fields: &'static [&'static str],
     /// Reads the product's own keys of `[sink]` (the shared keys removed).
     pub settings: fn(toml::Table) -> Result<Arc<dyn SinkSettings>, String>,
+    /// Where the vendor says the product processes data, for the record of processing.
+    pub processing: Processing,
 }
+
+/// What the register's vendor publishes about where it processes its customers' data.
+/// Only a statement the vendor made, with its address; `None` where none was found, so
+/// the record of processing asks the controller to take it from their agreement instead.
+#[derive(Debug, Clone, Copy)]
+pub struct Processing {
+    pub statement: Option<&'static str>,
+    pub source: Option<&'static str>,
+}
+
+/// Visma's Trust Centre on the products its transparency site covers (among them
+/// eAccounting and Visma.net ERP).
+pub const VISMA_TRUST_CENTRE: Processing = Processing {
+    statement: Some(
+        "Visma's Trust Centre states that data processing takes place in Europe and follows \
+         European data protection rules, with separate data storage in Norway and Sweden \
+         where national law requires it; its hosting and other third-party processors are \
+         registered with their processing location.",
+    ),
+    source: Some("https://www.visma.com/trust-centre/transparency/"),
+};
 
 impl Register {
     /// The register named `name`, if there is one.
@@ -89,6 +112,9 @@ pub trait SinkSettings: std::fmt::Debug + Send + Sync {
 
     /// For commands that only one product has (`auth` for eAccounting).
     fn as_any(&self) -> &dyn Any;
+
+    /// Every URL the connector sends data or credentials to, for the record of processing.
+    fn urls(&self) -> Vec<&str>;
 }
 
 /// Reads a product's settings struct from its `[sink]` keys.

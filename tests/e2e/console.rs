@@ -240,7 +240,7 @@ async fn every_route_answers_each_role_as_it_may_and_refused_actions_change_noth
     let names = ["anonymous", "viewer", "support", "admin", "other tenant's"];
 
     // Reads.
-    let reads: [(String, [u16; 5]); 6] = [
+    let reads: [(String, [u16; 5]); 7] = [
         ("/".into(), [303, 200, 200, 200, 200]),
         ("/t/alpha".into(), [303, 200, 200, 200, 404]),
         (format!("/t/alpha/runs/{run}"), [303, 200, 200, 200, 404]),
@@ -248,6 +248,7 @@ async fn every_route_answers_each_role_as_it_may_and_refused_actions_change_noth
             "/t/alpha/customer?code=K10001".into(),
             [303, 200, 200, 200, 404],
         ),
+        ("/t/alpha/privacy".into(), [303, 200, 200, 200, 404]),
         ("/t/beta".into(), [303, 200, 200, 200, 200]),
         ("/t/nobody".into(), [303, 404, 404, 404, 404]),
     ];
@@ -264,6 +265,14 @@ async fn every_route_answers_each_role_as_it_may_and_refused_actions_change_noth
             }
         }
     }
+    // The record of processing is the tenant's own, from its mapping and config.
+    let record = who[1].get("/t/alpha/privacy").await.body;
+    assert!(
+        record.contains("ContactPersonEmail")
+            && record.contains("href=\"https://www.visma.com/trust-centre/transparency/\"")
+            && record.contains("1095 days"),
+        "{record}"
+    );
     let bobs = bob.get("/").await.body;
     assert!(
         bobs.contains("href=\"/t/beta\"") && !bobs.contains("/t/alpha"),

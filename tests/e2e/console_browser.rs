@@ -177,6 +177,16 @@ async fn in_a_browser_support_finds_reveals_and_purges_a_customer_and_a_viewer_c
     assert!(!bars.is_empty(), "the chart draws no bar");
     shot(&b, "dashboard").await;
 
+    // The record of processing, one click from the dashboard.
+    click(&b, "a[href='/t/alpha/privacy']").await;
+    wait(&b, "table.categories").await;
+    assert!(text_of(&b, "table.categories")
+        .await
+        .contains("ContactPersonEmail"));
+    shot(&b, "privacy-record").await;
+    click(&b, "nav.crumbs a[href='/t/alpha']").await;
+    wait(&b, "figure.chart svg").await;
+
     // Find a customer by code; its values are masked until revealed with a reason.
     fill(&b, "input[name=code]", "K10002").await;
     click(&b, "div.actions form[method=get] button").await;

@@ -20,6 +20,7 @@ mod journal_safety;
 mod messages;
 mod oauth;
 mod onboarding;
+mod privacy;
 mod serve;
 mod sinks;
 mod support;

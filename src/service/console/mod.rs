@@ -378,6 +378,7 @@ pub(super) fn router() -> Router<Arc<Shared>> {
         .route("/t/{tenant}/verify", post(verify))
         .route("/t/{tenant}/run", post(run_now))
         .route("/t/{tenant}/connect", get(connect))
+        .route("/t/{tenant}/privacy", get(privacy_page))
         .route(CALLBACK_PATH, get(connected))
         .layer(DefaultBodyLimit::max(MOST_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))
@@ -728,6 +729,29 @@ async fn run_page(
             "The tenant's page lists its runs.",
         ),
         Err(r) => r,
+    }
+}
+
+/// The record of processing (GDPR Art. 30): every role may read it.
+async fn privacy_page(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath(tenant): UrlPath<String>,
+) -> Response {
+    let who = match console(&shared).who(&headers, None) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    if let Err(r) = tenant_journal(&shared, &who, &tenant) {
+        return r;
+    }
+    match scheduler::privacy_record(&shared, &tenant).await {
+        Ok(record) => pages::privacy(&who, &tenant, &record),
+        Err((status, why)) => pages::problem(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "The record of processing cannot be made",
+            &why,
+        ),
     }
 }
 

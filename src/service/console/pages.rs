@@ -283,6 +283,7 @@ pub fn dashboard(
                 button type="submit" { "Find" }
             }
             (post_button(who, &format!("/t/{tenant}/verify"), "Verify the journal"))
+            a.button href={ "/t/" (tenant) "/privacy" } { "Record of processing" }
             @if who.role >= Role::Admin {
                 (post_button(who, &format!("/t/{tenant}/run"), "Run now"))
             }
@@ -387,6 +388,62 @@ fn value_text(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// The record of processing (GDPR Art. 30), section by section as `privacy record`.
+pub fn privacy(who: &Who, tenant: &str, record: &crate::privacy::Record) -> Response {
+    let body = html! {
+        nav.crumbs { a href="/" { "Tenants" } " / " a href={ "/t/" (tenant) } { (tenant) } " / record of processing" }
+        h1 { "Record of processing" }
+        p.hint {
+            "GDPR Art. 30, as far as the connector can state it, from the tenant's config and mapping file, "
+            (when(Some(record.generated))) ". The same as "
+            code { "opter-visma-sync privacy record" } "."
+        }
+        section.record {
+            h2 { "Purpose" } p { (record.purpose) }
+            h2 { "Controller" } p { (record.controller) }
+            h2 { "Data subjects" }
+            ul { @for s in &record.data_subjects { li { (s) } } }
+            h2 { "Categories of data" }
+            table.categories {
+                thead { tr { th { "Opter field" } th { "Personal data?" } th { "Sent as" } } }
+                tbody {
+                    @for c in &record.categories {
+                        tr {
+                            td { (c.describe) }
+                            td { (c.personal.word()) }
+                            td { (shown(&c.register_fields.join(", "))) }
+                        }
+                    }
+                }
+            }
+            @if !record.constants.is_empty() {
+                p { "Constants, not personal data: " (shown(&record.constants.join(", "))) }
+            }
+            p { strong { "Never processed: " } (record.never_processed) }
+            h2 { "Source" }
+            p { (record.source.kind) ": " (shown(&record.source.from.join(", "))) }
+            h2 { "Recipients" }
+            ul { @for r in &record.recipients { li { (r.name) ", " (r.role) ": " (shown(&r.hosts.join(", "))) } } }
+            h2 { "Transfers" }
+            p { (shown(&record.transfers.connector)) }
+            @match (record.transfers.register, record.transfers.register_source) {
+                (Some(statement), Some(source)) => { p { (statement) " " a href=(source) rel="noreferrer" { "Source" } } }
+                (Some(statement), None) => { p { (statement) } }
+                _ => { p { "Where the register's vendor processes the data: see its data processing agreement (below, to complete)." } }
+            }
+            h2 { "Retention" }
+            p { (record.retention.journal) } p { (record.retention.register) }
+            h2 { "Where it is stored" }
+            ul { @for st in &record.storage { li { code { (shown(&st.place)) } ": " (st.holds) } } }
+            h2 { "Security measures" }
+            ul { @for m in &record.security { li { (m) } } }
+            h2 { "To complete by the controller" }
+            ul.to-complete { @for t in &record.to_complete { li { (t) } } }
+        }
+    };
+    page(who, &format!("{tenant}: record of processing"), body)
 }
 
 pub fn run(who: &Who, tenant: &str, run: &Run, events: &[Event]) -> Response {

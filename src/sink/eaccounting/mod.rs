@@ -36,6 +36,7 @@ pub static REGISTER: super::Register = super::Register {
         "TermsOfPaymentId",
     ],
     settings: super::register::settings_of::<EAccountingConfig>,
+    processing: super::register::VISMA_TRUST_CENTRE,
 };
 
 super::sink_by_inherent_methods!(EAccountingSink, REGISTER);

@@ -132,6 +132,10 @@ impl SinkSettings for EAccountingConfig {
     fn as_any(&self) -> &dyn Any {
         self
     }
+
+    fn urls(&self) -> Vec<&str> {
+        vec![&self.api_base, &self.token_url]
+    }
 }
 
 /// What a login to eAccounting for the tenant of `config` needs (its client, endpoints,

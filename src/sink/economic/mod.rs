@@ -57,6 +57,10 @@ pub static REGISTER: super::Register = super::Register {
         "barred",
     ],
     settings: super::register::settings_of::<EconomicConfig>,
+    processing: super::register::Processing {
+        statement: None,
+        source: None,
+    },
 };
 
 super::sink_by_inherent_methods!(EconomicSink, REGISTER, admit);

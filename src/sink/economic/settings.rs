@@ -103,4 +103,8 @@ impl SinkSettings for EconomicConfig {
     fn as_any(&self) -> &dyn Any {
         self
     }
+
+    fn urls(&self) -> Vec<&str> {
+        vec![&self.api_base]
+    }
 }

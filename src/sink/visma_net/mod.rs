@@ -39,6 +39,7 @@ pub static REGISTER: super::Register = super::Register {
         "mainAddress.countryId",
     ],
     settings: super::register::settings_of::<VismaNetConfig>,
+    processing: super::register::VISMA_TRUST_CENTRE,
 };
 
 super::sink_by_inherent_methods!(VismaNetSink, REGISTER);

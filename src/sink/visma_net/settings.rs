@@ -89,4 +89,8 @@ impl SinkSettings for VismaNetConfig {
     fn as_any(&self) -> &dyn Any {
         self
     }
+
+    fn urls(&self) -> Vec<&str> {
+        vec![&self.api_base, &self.token_url]
+    }
 }

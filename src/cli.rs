@@ -375,6 +375,63 @@ pub enum UsersCommand {
         /// The user's name.
         name: String,
     },
+    /// API tokens for /api/v1: issue, list, revoke.
+    #[command(
+        subcommand,
+        long_about = "API tokens let scripts use the console's JSON API under /api/v1 \
+        (`Authorization: Bearer TOKEN`) as their user. A token carries its own role and \
+        tenants, which narrow the user's and never widen them; the user's current role and \
+        tenants still apply, and removing the user ends its tokens. The token is printed \
+        once, when issued; the users file keeps only its SHA-256.\n\n\
+        Examples:\n  opter-visma-sync --config service.toml users token add ola --role viewer \
+        --label \"nightly report\" --expires-days 90\n  \
+        opter-visma-sync --config service.toml users token list ola\n  \
+        opter-visma-sync --config service.toml users token revoke ola 3f9c0a1b2c4d"
+    )]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token to a user and print it (only this once).
+    Add(TokenAddArgs),
+    /// List a user's tokens: id, label, role, tenants, created, expires (never a secret).
+    List {
+        /// The user's name.
+        name: String,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one of a user's tokens by its id; it is refused from the next request.
+    Revoke {
+        /// The user's name.
+        name: String,
+        /// The token's id (`users token list` shows it).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenAddArgs {
+    /// The user the token acts as.
+    pub name: String,
+    /// The most the token may do: viewer, support or admin (default: the user's role; not
+    /// more than it).
+    #[arg(long, value_parser = ["viewer", "support", "admin"])]
+    pub role: Option<String>,
+    /// A tenant the token may reach (repeat for more); default: every tenant its user may.
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<String>,
+    /// Days until the token expires (1 to 3650).
+    #[arg(long, default_value_t = 90)]
+    pub expires_days: u32,
+    /// What the token is for, shown by `users token list` and in the audit log's entries.
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Print {"id", "token", "expires", ...} as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::cli::UsersCommand;
+use crate::cli::{TokenCommand, UsersCommand};
 use crate::error::{exit, Error, Result};
-use crate::service::console::users::{Role, Users, MOST_PASSWORD_BYTES};
+use crate::service::console::users::{NewToken, Role, Token, Users, MOST_PASSWORD_BYTES};
 use crate::service::tenants::valid_id;
 use crate::service::ServiceConfig;
 
@@ -31,16 +31,7 @@ pub fn users(service_file: &Path, command: &UsersCommand) -> Result<ExitCode> {
     match command {
         UsersCommand::Add(args) => {
             let role = Role::parse(&args.role).ok_or_else(|| Error::config("--role"))?;
-            let mut tenants = BTreeSet::new();
-            for id in &args.tenants {
-                if !valid_id(id) {
-                    return Err(Error::config(
-                        "--tenant: a tenant id is letters, digits, '-' or '_' (at most 64): \
-                         its file's name without .toml",
-                    ));
-                }
-                tenants.insert(id.clone());
-            }
+            let tenants = tenant_ids(&args.tenants)?;
             if users.get(&args.name).is_some() {
                 return Err(Error::config(format!(
                     "user {} exists; change the password with `users passwd {}`",
@@ -101,8 +92,102 @@ pub fn users(service_file: &Path, command: &UsersCommand) -> Result<ExitCode> {
             changed(users.passwd(name, password.expose_secret()))?;
             println!("set the password of {name}");
         }
+        UsersCommand::Token(command) => token(&mut users, command)?,
     }
     Ok(ExitCode::from(exit::OK))
+}
+
+fn tenant_ids(given: &[String]) -> Result<BTreeSet<String>> {
+    let mut tenants = BTreeSet::new();
+    for id in given {
+        if !valid_id(id) {
+            return Err(Error::config(
+                "--tenant: a tenant id is letters, digits, '-' or '_' (at most 64): its \
+                 file's name without .toml",
+            ));
+        }
+        tenants.insert(id.clone());
+    }
+    Ok(tenants)
+}
+
+fn token_json(name: &str, t: &Token) -> serde_json::Value {
+    serde_json::json!({
+        "user": name, "id": t.id, "label": t.label, "role": t.role.name(),
+        "tenants": t.tenants, "created": t.created, "expires": t.expires,
+    })
+}
+
+fn token(users: &mut Users, command: &TokenCommand) -> Result<()> {
+    let failed = |e: anyhow::Error| Error::config(format!("{e:#}"));
+    match command {
+        TokenCommand::Add(args) => {
+            let role = args
+                .role
+                .as_deref()
+                .map(|r| Role::parse(r).ok_or_else(|| Error::config("--role")))
+                .transpose()?;
+            let new = NewToken {
+                label: args.label.clone(),
+                role,
+                tenants: tenant_ids(&args.tenants)?,
+                days: args.expires_days,
+            };
+            let (secret, stored) = users.issue(&args.name, new).map_err(failed)?;
+            if args.json {
+                let mut shown = token_json(&args.name, &stored);
+                shown["token"] = secret.into();
+                println!("{shown}");
+            } else {
+                println!("{secret}");
+                eprintln!(
+                    "issued token {} to {} ({}, until {}); it is shown only now: keep it \
+                     where your script reads secrets, and send it as `Authorization: Bearer \
+                     TOKEN`",
+                    stored.id,
+                    args.name,
+                    stored.role.name(),
+                    stored.expires.format("%Y-%m-%d")
+                );
+            }
+        }
+        TokenCommand::List { name, json } => {
+            let Some(user) = users.get(name) else {
+                return Err(Error::config(format!(
+                    "no user {name}; `users list` shows them"
+                )));
+            };
+            if *json {
+                let rows: Vec<_> = user.tokens.iter().map(|t| token_json(name, t)).collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else if user.tokens.is_empty() {
+                println!("{name} has no API token; issue one with `users token add {name}`");
+            } else {
+                let now = chrono::Utc::now();
+                for t in &user.tokens {
+                    let scope = match t.tenants.is_empty() {
+                        true => "every tenant of the user".to_string(),
+                        false => Vec::from_iter(t.tenants.iter().cloned()).join(", "),
+                    };
+                    let until = match t.expires > now {
+                        true => format!("until {}", t.expires.format("%Y-%m-%d")),
+                        false => "expired".to_string(),
+                    };
+                    println!(
+                        "{}  {:<8} {until:<16} {scope}  {}",
+                        t.id,
+                        t.role.name(),
+                        crate::output::printable(&t.label)
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { name, id } => {
+            users.revoke(name, id).map_err(failed)?;
+            println!("revoked token {id} of {name}");
+        }
+    }
+    Ok(())
 }
 
 /// One line from stdin; on a terminal asked twice, without echo.

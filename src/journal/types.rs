@@ -243,6 +243,16 @@ impl HoldKind {
         HoldKind::Conflict,
         HoldKind::Skipped,
     ];
+
+    /// The hold's name in JSON answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            HoldKind::Suppressed => "suppressed",
+            HoldKind::Restricted => "restricted",
+            HoldKind::Conflict => "conflict",
+            HoldKind::Skipped => "skipped",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -834,7 +834,8 @@ fn budget_until(message: &str, now: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(fallback)
 }
 
-/// One tenant at a glance, for the console's pages.
+/// One tenant at a glance, for the console's pages and its API.
+#[derive(Serialize)]
 pub(super) struct Summary {
     pub id: String,
     pub register: &'static str,

@@ -210,7 +210,7 @@ pub(crate) async fn console_with_two_tenants(console: &str) -> (Folder, Tenant, 
     (folder, alpha, beta, serve)
 }
 
-fn audit(folder: &Folder) -> Vec<Value> {
+pub(crate) fn audit(folder: &Folder) -> Vec<Value> {
     std::fs::read_to_string(folder.dir.path().join("console-audit.jsonl"))
         .unwrap_or_default()
         .lines()
@@ -895,7 +895,7 @@ async fn connect_to_visma_stores_the_login_where_auth_login_does_and_the_paused_
 }
 
 /// The `journal log` events of one customer.
-fn journal_log(tenant: &Tenant, folder: &Folder, code: &str) -> Vec<Value> {
+pub(crate) fn journal_log(tenant: &Tenant, folder: &Folder, code: &str) -> Vec<Value> {
     let out = tenant
         .cli(folder, &["journal", "log", "--customer", code, "--json"])
         .output()
@@ -905,7 +905,7 @@ fn journal_log(tenant: &Tenant, folder: &Folder, code: &str) -> Vec<Value> {
 }
 
 /// The register's eAccounting customer under `number`.
-fn register_customer(tenant: &Tenant, number: &str) -> Value {
+pub(crate) fn register_customer(tenant: &Tenant, number: &str) -> Value {
     tenant
         .sandbox
         .visma_customers()

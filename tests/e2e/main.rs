@@ -8,6 +8,7 @@ mod audit;
 mod check;
 mod cli;
 mod console;
+mod console_api;
 mod console_browser;
 mod exactly_once;
 mod export_source;

@@ -12,6 +12,7 @@
 // Handlers answer a refusal with the page that says so: the error is the response.
 #![allow(clippy::result_large_err)]
 
+mod api;
 mod pages;
 pub mod users;
 
@@ -176,6 +177,8 @@ pub(super) struct Console {
     sessions: Mutex<HashMap<String, Session>>,
     by_user: DefaultKeyedRateLimiter<String>,
     by_address: DefaultKeyedRateLimiter<IpAddr>,
+    /// API requests with a wrong token, per client address.
+    api_refusals: DefaultKeyedRateLimiter<IpAddr>,
     audit: Mutex<()>,
     /// Logins to Visma under way, by their OAuth `state`.
     connects: Mutex<HashMap<String, Connecting>>,
@@ -237,6 +240,7 @@ impl Console {
             sessions: Mutex::default(),
             by_user: RateLimiter::keyed(per_user),
             by_address: RateLimiter::keyed(per_address),
+            api_refusals: RateLimiter::keyed(per_address),
             audit: Mutex::new(()),
             connects: Mutex::default(),
             callback,
@@ -380,6 +384,7 @@ pub(super) fn router() -> Router<Arc<Shared>> {
         .route("/t/{tenant}/connect", get(connect))
         .route("/t/{tenant}/privacy", get(privacy_page))
         .route(CALLBACK_PATH, get(connected))
+        .nest("/api/v1", api::router())
         .layer(DefaultBodyLimit::max(MOST_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))
 }
@@ -412,22 +417,48 @@ fn console(shared: &Shared) -> &Console {
         .expect("console routes are only added with a console")
 }
 
-/// The tenant's journal folder, if the tenant exists, loads and `who` may see it.
-fn tenant_journal(shared: &Shared, who: &Who, id: &str) -> std::result::Result<PathBuf, Response> {
+/// Why a request was refused or could not be answered: a page for a browser, a JSON
+/// body for the API.
+pub(super) struct Refusal {
+    pub status: StatusCode,
+    pub title: &'static str,
+    pub text: String,
+}
+
+impl Refusal {
+    pub fn new(status: StatusCode, title: &'static str, text: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            title,
+            text: text.into(),
+        }
+    }
+
+    pub fn page(self) -> Response {
+        pages::problem(self.status, self.title, &self.text)
+    }
+}
+
+/// The tenant's journal folder, if the tenant exists, loads and `may_see` it.
+fn tenant_dir(
+    shared: &Shared,
+    may_see: impl Fn(&str) -> bool,
+    id: &str,
+) -> std::result::Result<PathBuf, Refusal> {
     let not_found = || {
-        pages::problem(
+        Refusal::new(
             StatusCode::NOT_FOUND,
             "No such tenant",
-            "The tenants page lists those you may see.",
+            "The tenants list shows those you may see.",
         )
     };
-    if !valid_id(id) || !who.may_see(id) {
+    if !valid_id(id) || !may_see(id) {
         return Err(not_found());
     }
     let table = shared.table();
     match table.tenants.get(id).map(|t| &t.loaded) {
         Some(Ok(loaded)) => Ok(loaded.journal.clone()),
-        Some(Err(_)) => Err(pages::problem(
+        Some(Err(_)) => Err(Refusal::new(
             StatusCode::CONFLICT,
             "This tenant's config does not load",
             "GET /tenants names the file and key.",
@@ -436,11 +467,16 @@ fn tenant_journal(shared: &Shared, who: &Who, id: &str) -> std::result::Result<P
     }
 }
 
+/// The tenant's journal folder, if the tenant exists, loads and `who` may see it.
+fn tenant_journal(shared: &Shared, who: &Who, id: &str) -> std::result::Result<PathBuf, Response> {
+    tenant_dir(shared, |t| who.may_see(t), id).map_err(Refusal::page)
+}
+
 /// Reads the tenant's journal on a blocking thread, open only for this read.
 async fn read_journal<T: Send + 'static>(
     dir: PathBuf,
     read: impl FnOnce(&Journal) -> anyhow::Result<T> + Send + 'static,
-) -> std::result::Result<T, Response> {
+) -> std::result::Result<T, Refusal> {
     let done = tokio::task::spawn_blocking(move || {
         let journal = Journal::open_as(&dir, Opening::Read)?;
         read(&journal)
@@ -450,13 +486,13 @@ async fn read_journal<T: Send + 'static>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             tracing::warn!("the console could not read a journal: {e:#}");
-            Err(pages::problem(
+            Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The journal cannot be read now",
                 "A run may hold it: try again in a moment. The service's log says more.",
             ))
         }
-        Err(_) => Err(pages::problem(
+        Err(_) => Err(Refusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Reading the journal stopped",
             "The service's log says more.",
@@ -682,7 +718,7 @@ async fn dashboard(
     });
     let (runs, conflicts) = match read.await {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.page(),
     };
     let connection = scheduler::connection(&shared, &tenant).await;
     pages::dashboard(
@@ -728,7 +764,7 @@ async fn run_page(
             "No such run",
             "The tenant's page lists its runs.",
         ),
-        Err(r) => r,
+        Err(r) => r.page(),
     }
 }
 
@@ -790,7 +826,7 @@ async fn customer_page(
     };
     match timeline(dir, &code).await {
         Ok(found) => pages::customer(&who, &tenant, &code, &found, None, None),
-        Err(r) => r,
+        Err(r) => r.page(),
     }
 }
 
@@ -800,7 +836,7 @@ pub(super) struct Timeline {
     pub holds: Vec<(crate::journal::HoldKind, crate::journal::Hold)>,
 }
 
-async fn timeline(dir: PathBuf, code: &str) -> std::result::Result<Timeline, Response> {
+async fn timeline(dir: PathBuf, code: &str) -> std::result::Result<Timeline, Refusal> {
     let code = code.to_string();
     read_journal(dir, move |j| {
         let events = j.events(Some(&code), None)?;
@@ -859,7 +895,7 @@ async fn reveal(
     };
     let found = match timeline(dir, &code).await {
         Ok(found) => found,
-        Err(r) => return r,
+        Err(r) => return r.page(),
     };
     c.audit(serde_json::json!({
         "event": "reveal",
@@ -1004,7 +1040,7 @@ async fn verify(
     };
     match read_journal(dir, |j| j.verify()).await {
         Ok(found) => pages::verified(&who, &tenant, &found).into_response(),
-        Err(r) => r,
+        Err(r) => r.page(),
     }
 }
 
@@ -1248,6 +1284,6 @@ async fn act(
     };
     match timeline(dir, &code).await {
         Ok(found) => pages::customer(&who, &tenant, &code, &found, None, Some(&said)),
-        Err(r) => r,
+        Err(r) => r.page(),
     }
 }

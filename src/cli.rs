@@ -263,8 +263,9 @@ pub enum Command {
         /tenants/ID/run (run now), /tenants/ID/resume (after a pause). Tenant files added, \
         changed or removed are picked up without a restart (or at once on SIGHUP). \
         SIGTERM lets runs under way finish for [service] shutdown_grace_secs, then \
-        exits 0. A tenant's journal is open only during its runs, so every other \
-        command works on a tenant while serve runs.\n\n\
+        exits 0. With [service] tls_cert and tls_key (PEM), the listener is HTTPS, and \
+        SIGHUP reads the certificate again. A tenant's journal is open only during its \
+        runs, so every other command works on a tenant while serve runs.\n\n\
         With --shard INDEX/COUNT, only the tenants of that shard run here (see \
         shard-of), so COUNT processes (a StatefulSet's pods, each with its own volume for \
         journals) share one folder of tenant files.\n\n\

@@ -42,6 +42,8 @@ pub struct ServiceConfig {
     pub shard: Option<Shard>,
     /// The web console, when `[console]` is in the file.
     pub console: Option<ConsoleConfig>,
+    /// TLS of its own, when `tls_cert` and `tls_key` are set.
+    pub tls: Option<super::tls::Tls>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +73,9 @@ struct RawService {
     max_backoff_secs: u64,
     #[serde(default = "default_verify_every_secs")]
     verify_every_secs: u64,
+    /// PEM certificate chain and private key, relative to this file: serve HTTPS.
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -156,8 +161,19 @@ impl ServiceConfig {
                 31_536_000,
             )?)),
         };
-        let console = console.map(|c| c.resolve(file, listen)).transpose()?;
         let base = file.parent().unwrap_or(Path::new("."));
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(
+                super::tls::Tls::load(base.join(cert), base.join(key))
+                    .map_err(|why| Error::config(format!("{}: {why}", file.display())))?,
+            ),
+            (Some(_), None) => return Err(bad("tls_key", "is needed with tls_cert")),
+            (None, Some(_)) => return Err(bad("tls_cert", "is needed with tls_key")),
+        };
+        let console = console
+            .map(|c| c.resolve(file, listen, tls.is_some()))
+            .transpose()?;
         let tenants = base.join(&raw.tenants);
         if !tenants.is_dir() {
             return Err(bad(
@@ -178,6 +194,7 @@ impl ServiceConfig {
             verify_every,
             shard: None,
             console,
+            tls,
         })
     }
 

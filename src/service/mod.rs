@@ -15,6 +15,7 @@ pub mod metrics;
 mod scheduler;
 pub mod shard;
 pub mod tenants;
+pub mod tls;
 
 pub use config::ServiceConfig;
 pub use scheduler::{serve, serve_with};

@@ -258,9 +258,14 @@ pub async fn serve_with(config: ServiceConfig, env: Arc<dyn Env>) -> Result<()> 
             Some(s) => format!(", shard {} of 0..{}", s.index, s.count - 1),
             None => String::new(),
         };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let _ = writeln!(
             out,
-            "listening on http://{addr} (tenants from {}{shard})",
+            "listening on {scheme}://{addr} (tenants from {}{shard})",
             config.tenants.display()
         );
         let _ = out.flush();
@@ -282,16 +287,41 @@ pub async fn serve_with(config: ServiceConfig, env: Arc<dyn Env>) -> Result<()> 
         console,
     });
     let stop_http = Arc::new(Notify::new());
+    let tls = shared
+        .config
+        .tls
+        .as_ref()
+        .map(|t| axum_server::tls_rustls::RustlsConfig::from_config(t.server.clone()));
     let server = tokio::spawn({
         let app = super::http::router(shared.clone());
         let stop = stop_http.clone();
+        let tls = tls.clone();
         async move {
-            let stopped = async move { stop.notified().await };
             let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-            {
+            let served = match tls {
+                None => {
+                    let stopped = async move { stop.notified().await };
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+                Some(tls) => {
+                    let handle = axum_server::Handle::new();
+                    let stopping = handle.clone();
+                    tokio::spawn(async move {
+                        stop.notified().await;
+                        stopping.graceful_shutdown(None);
+                    });
+                    match listener.into_std() {
+                        Ok(std) => match axum_server::tls_rustls::from_tcp_rustls(std, tls) {
+                            Ok(server) => server.handle(handle).serve(app).await,
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::error!("the HTTP server stopped: {e}");
             }
         }
@@ -324,7 +354,10 @@ pub async fn serve_with(config: ServiceConfig, env: Arc<dyn Env>) -> Result<()> 
                     tracing::warn!("stopping: no new runs; waiting for the runs under way");
                     shared.stopping.store(true, Ordering::SeqCst);
                 }
-                Signal::Rescan => next_scan = tokio::time::Instant::now(),
+                Signal::Rescan => {
+                    next_scan = tokio::time::Instant::now();
+                    reload_tls(&shared, tls.as_ref());
+                }
             },
         }
     }
@@ -346,6 +379,21 @@ pub async fn serve_with(config: ServiceConfig, env: Arc<dyn Env>) -> Result<()> 
     stop_http.notify_one();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(())
+}
+
+/// On SIGHUP: the certificate and key read again; a file that does not load keeps the
+/// certificate in use, and says why.
+fn reload_tls(shared: &Shared, serving: Option<&axum_server::tls_rustls::RustlsConfig>) {
+    let (Some(tls), Some(serving)) = (shared.config.tls.as_ref(), serving) else {
+        return;
+    };
+    match tls.reread() {
+        Ok(config) => {
+            serving.reload_from_config(config);
+            tracing::info!("TLS certificate read again from {}", tls.cert.display());
+        }
+        Err(why) => tracing::error!("TLS certificate not reloaded, the one in use stays: {why}"),
+    }
 }
 
 /// The tenants whose run starts now, longest waiting first, as many as workers are free.

@@ -203,7 +203,7 @@ impl Serve {
             .unwrap_or_else(|_| panic!("serve printed no address: {}", read(&log)));
         let base = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_string();
         Serve {
@@ -254,7 +254,7 @@ impl Serve {
             .unwrap_or(Value::Null)
     }
 
-    fn signal(&self, signal: i32) {
+    pub(crate) fn signal(&self, signal: i32) {
         let pid = self.child.id() as i32;
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
@@ -1116,7 +1116,7 @@ async fn shards_split_the_tenants_folder_as_shard_of_says() {
         assert!(line.contains(&format!("shard {index} of 0..1")), "{line}");
         let base = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap()
             .to_string();
         Serve {

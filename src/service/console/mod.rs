@@ -70,8 +70,10 @@ pub struct ConsoleConfig {
     pub session_idle: Duration,
     /// A session ends this long after its login, however used.
     pub session_max: Duration,
-    /// Cookies are marked `Secure` (a proxy terminates TLS before this listener).
+    /// Cookies are marked `Secure` (TLS here, or at a proxy before this listener).
     pub secure_cookies: bool,
+    /// `serve` terminates TLS itself: the console's own address is https.
+    pub tls: bool,
     /// Where browsers reach the console (`[console] public_url`), for the redirect of
     /// Connect to Visma; the listen address when unset and on loopback.
     pub public_url: Option<url::Url>,
@@ -110,7 +112,13 @@ fn default_max() -> u64 {
 }
 
 impl RawConsole {
-    pub(super) fn resolve(self, file: &Path, listen: SocketAddr) -> Result<ConsoleConfig> {
+    /// `tls`: `serve` terminates TLS itself (`[service] tls_cert`).
+    pub(super) fn resolve(
+        self,
+        file: &Path,
+        listen: SocketAddr,
+        tls: bool,
+    ) -> Result<ConsoleConfig> {
         let bad = |key: &str, why: &str| {
             Error::config(format!("{}: [console] {key}: {why}", file.display()))
         };
@@ -121,12 +129,13 @@ impl RawConsole {
             };
         let idle = range("session_idle_secs", self.session_idle_secs, 1, 86_400)?;
         let max = range("session_max_secs", self.session_max_secs, idle, 604_800)?;
-        if !listen.ip().is_loopback() && !self.behind_tls_proxy {
+        if !listen.ip().is_loopback() && !self.behind_tls_proxy && !tls {
             return Err(bad(
                 "behind_tls_proxy",
                 "the console sends passwords and session cookies, and [service] listen is \
-                 not a loopback address: listen on 127.0.0.1 behind a proxy that \
-                 terminates TLS, or set behind_tls_proxy = true if one is in front",
+                 not a loopback address: give [service] tls_cert and tls_key, or listen on \
+                 127.0.0.1 behind a proxy that terminates TLS, or set behind_tls_proxy = \
+                 true if one is in front",
             ));
         }
         let public_url = self
@@ -140,7 +149,8 @@ impl RawConsole {
             audit: base.join(self.audit),
             session_idle: Duration::from_secs(idle),
             session_max: Duration::from_secs(max),
-            secure_cookies: self.behind_tls_proxy,
+            secure_cookies: self.behind_tls_proxy || tls,
+            tls,
         })
     }
 }
@@ -225,10 +235,11 @@ impl Who {
 impl Console {
     /// The console of a service listening on `bound`.
     pub(super) fn new(config: ConsoleConfig, bound: SocketAddr) -> Console {
+        let scheme = if config.tls { "https" } else { "http" };
         let base = config.public_url.clone().or_else(|| {
             let loopback = bound.ip().is_loopback();
             loopback
-                .then(|| url::Url::parse(&format!("http://{bound}")).ok())
+                .then(|| url::Url::parse(&format!("{scheme}://{bound}")).ok())
                 .flatten()
         });
         let callback = base.and_then(|b| b.join(CALLBACK_PATH).ok());

@@ -287,7 +287,8 @@ pub enum Command {
         and conflict decisions), admin (also run now and Connect to Visma). --tenant limits a user \
         to some tenants (repeat it); without it the user sees every tenant.\n\n\
         Passwords are read from stdin, one line of at least 12 characters; on a terminal \
-        without echo, asked twice. A change takes effect on the user's next request, and \
+        without echo, asked twice. --no-password adds a user who signs on through \
+        [console.oidc] only. A change takes effect on the user's next request, and \
         removing a user ends their sessions.\n\n\
         Examples:\n  opter-visma-sync --config service.toml users add eva --role admin\n  \
         printf '%s\\n' \"$PW\" | opter-visma-sync --config service.toml users add ola \
@@ -362,7 +363,7 @@ pub enum UsersCommand {
     Add(UserAddArgs),
     /// List the users: name, role and tenants (never a hash).
     List {
-        /// Print a JSON array of {"name", "role", "tenants"}.
+        /// Print a JSON array of {"name", "role", "tenants", "password", "tokens"}.
         #[arg(long)]
         json: bool,
     },
@@ -446,6 +447,10 @@ pub struct UserAddArgs {
     /// A tenant id the user may see (repeat for more); every tenant when left out.
     #[arg(long = "tenant", value_name = "ID")]
     pub tenants: Vec<String>,
+    /// No password: the user signs on through [console.oidc] only (NAME is then the
+    /// identity provider's claim that [console.oidc] user_claim names, such as an email).
+    #[arg(long)]
+    pub no_password: bool,
 }
 
 #[derive(Debug, Args)]

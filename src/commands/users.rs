@@ -38,8 +38,12 @@ pub fn users(service_file: &Path, command: &UsersCommand) -> Result<ExitCode> {
                     args.name, args.name
                 )));
             }
-            let password = read_password(&args.name)?;
-            changed(users.add(&args.name, role, tenants.clone(), password.expose_secret()))?;
+            let password = match args.no_password {
+                true => None,
+                false => Some(read_password(&args.name)?),
+            };
+            let password = password.as_ref().map(|p| p.expose_secret());
+            changed(users.add(&args.name, role, tenants.clone(), password))?;
             let scope = match tenants.is_empty() {
                 true => "every tenant".to_string(),
                 false => format!("tenants {}", Vec::from_iter(tenants).join(", ")),
@@ -59,6 +63,7 @@ pub fn users(service_file: &Path, command: &UsersCommand) -> Result<ExitCode> {
                     .map(|u| {
                         serde_json::json!({
                             "name": u.name, "role": u.role.name(), "tenants": u.tenants,
+                            "password": Users::has_password(u), "tokens": u.tokens.len(),
                         })
                     })
                     .collect();
@@ -74,7 +79,11 @@ pub fn users(service_file: &Path, command: &UsersCommand) -> Result<ExitCode> {
                         true => "every tenant".to_string(),
                         false => Vec::from_iter(u.tenants.iter().cloned()).join(", "),
                     };
-                    println!("{:<24} {:<8} {scope}", u.name, u.role.name());
+                    let sign_in = match Users::has_password(u) {
+                        true => "password",
+                        false => "single sign-on only",
+                    };
+                    println!("{:<24} {:<8} {sign_in:<20} {scope}", u.name, u.role.name());
                 }
             }
         }

@@ -172,7 +172,7 @@ impl ServiceConfig {
             (None, Some(_)) => return Err(bad("tls_cert", "is needed with tls_key")),
         };
         let console = console
-            .map(|c| c.resolve(file, listen, tls.is_some()))
+            .map(|c| c.resolve(file, listen, tls.is_some(), env))
             .transpose()?;
         let tenants = base.join(&raw.tenants);
         if !tenants.is_dir() {

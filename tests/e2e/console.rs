@@ -732,8 +732,11 @@ fn users_are_managed_from_the_cli_and_the_file_never_shows_a_password() {
     assert_eq!(
         listed,
         serde_json::json!([
-            { "name": "eva", "role": "admin", "tenants": [] },
-            { "name": "ola", "role": "support", "tenants": ["beta"] },
+            { "name": "eva", "role": "admin", "tenants": [], "password": true, "tokens": 0 },
+            {
+                "name": "ola", "role": "support", "tenants": ["beta"], "password": true,
+                "tokens": 0,
+            },
         ])
     );
     assert!(users(&["passwd", "ola"], "another long password\n")

@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod console_api;
 mod console_browser;
+mod console_sso;
 mod console_tls;
 mod exactly_once;
 mod export_source;

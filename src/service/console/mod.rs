@@ -14,6 +14,7 @@
 
 mod api;
 mod pages;
+mod sso;
 pub mod users;
 
 use std::collections::{BTreeSet, HashMap};
@@ -74,6 +75,8 @@ pub struct ConsoleConfig {
     pub secure_cookies: bool,
     /// `serve` terminates TLS itself: the console's own address is https.
     pub tls: bool,
+    /// Single sign-on (`[console.oidc]`), beside the users file's passwords.
+    pub oidc: Option<sso::OidcConfig>,
     /// Where browsers reach the console (`[console] public_url`), for the redirect of
     /// Connect to Visma; the listen address when unset and on loopback.
     pub public_url: Option<url::Url>,
@@ -96,6 +99,7 @@ pub(super) struct RawConsole {
     behind_tls_proxy: bool,
     /// The console's address as browsers reach it, e.g. `https://sync.example.com`.
     public_url: Option<String>,
+    oidc: Option<sso::RawOidc>,
 }
 
 fn default_users() -> PathBuf {
@@ -112,12 +116,14 @@ fn default_max() -> u64 {
 }
 
 impl RawConsole {
-    /// `tls`: `serve` terminates TLS itself (`[service] tls_cert`).
+    /// `tls`: `serve` terminates TLS itself (`[service] tls_cert`); `env` holds the
+    /// identity provider's client secret, if `[console.oidc]` names one.
     pub(super) fn resolve(
         self,
         file: &Path,
         listen: SocketAddr,
         tls: bool,
+        env: &dyn crate::config::values::Env,
     ) -> Result<ConsoleConfig> {
         let bad = |key: &str, why: &str| {
             Error::config(format!("{}: [console] {key}: {why}", file.display()))
@@ -142,8 +148,10 @@ impl RawConsole {
             .public_url
             .map(|text| public_url(&text).map_err(|why| bad("public_url", why)))
             .transpose()?;
+        let oidc = self.oidc.map(|o| o.resolve(file, env)).transpose()?;
         let base = file.parent().unwrap_or(Path::new("."));
         Ok(ConsoleConfig {
+            oidc,
             public_url,
             users: base.join(self.users),
             audit: base.join(self.audit),
@@ -194,6 +202,12 @@ pub(super) struct Console {
     connects: Mutex<HashMap<String, Connecting>>,
     /// Where Visma sends a login back: `public_url`, or the listen address on loopback.
     callback: Option<url::Url>,
+    /// Where the identity provider sends a sign-on back, on the same base.
+    sso_callback: Option<url::Url>,
+    /// Sign-ons under way, by their OAuth `state`.
+    sign_ons: Mutex<HashMap<String, sso::Pending>>,
+    /// The identity provider's metadata and keys, as last read.
+    discovered: Mutex<Option<sso::Discovered>>,
 }
 
 struct Connecting {
@@ -242,7 +256,8 @@ impl Console {
                 .then(|| url::Url::parse(&format!("{scheme}://{bound}")).ok())
                 .flatten()
         });
-        let callback = base.and_then(|b| b.join(CALLBACK_PATH).ok());
+        let callback = base.as_ref().and_then(|b| b.join(CALLBACK_PATH).ok());
+        let sso_callback = base.and_then(|b| b.join(sso::CALLBACK_PATH).ok());
         let n = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
         let per_user = Quota::per_minute(NonZeroU32::MIN).allow_burst(n(LOGIN_BURST));
         let per_address = Quota::per_minute(n(ADDRESS_PER_MINUTE)).allow_burst(n(ADDRESS_BURST));
@@ -255,6 +270,9 @@ impl Console {
             audit: Mutex::new(()),
             connects: Mutex::default(),
             callback,
+            sso_callback,
+            sign_ons: Mutex::default(),
+            discovered: Mutex::new(None),
         }
     }
 
@@ -356,6 +374,27 @@ impl Console {
     }
 }
 
+impl Console {
+    /// A cookie that ties a redirect back from another site to this browser: sent only
+    /// to `path`, and `Lax`, as the redirect comes from the other site.
+    fn bound_cookie(&self, name: &str, value: &str, path: &str, max_age: Duration) -> HeaderValue {
+        let secure = if self.config.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        };
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            max_age.as_secs()
+        ))
+        .expect("cookie values are hex")
+    }
+
+    fn sign_ons(&self) -> std::sync::MutexGuard<'_, HashMap<String, sso::Pending>> {
+        self.sign_ons.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 fn random_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
@@ -395,6 +434,8 @@ pub(super) fn router() -> Router<Arc<Shared>> {
         .route("/t/{tenant}/connect", get(connect))
         .route("/t/{tenant}/privacy", get(privacy_page))
         .route(CALLBACK_PATH, get(connected))
+        .route(sso::START_PATH, get(sso::start))
+        .route(sso::CALLBACK_PATH, get(sso::callback))
         .nest("/api/v1", api::router())
         .layer(DefaultBodyLimit::max(MOST_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))
@@ -549,7 +590,8 @@ struct LoginForm {
 async fn login_page(State(shared): State<Arc<Shared>>) -> Response {
     let c = console(&shared);
     let token = random_token();
-    let mut page = pages::login(&token, None).into_response();
+    let sso = c.config.oidc.as_ref().map(|o| o.label.as_str());
+    let mut page = pages::login(&token, None, sso).into_response();
     page.headers_mut().append(
         header::SET_COOKIE,
         c.set_cookie(LOGIN_COOKIE, &token, Duration::from_secs(3600)),
@@ -616,7 +658,11 @@ async fn login(
         let token = random_token();
         let mut page = (
             StatusCode::UNAUTHORIZED,
-            pages::login(&token, Some("That user name and password do not match.")),
+            pages::login(
+                &token,
+                Some("That user name and password do not match."),
+                c.config.oidc.as_ref().map(|o| o.label.as_str()),
+            ),
         )
             .into_response();
         page.headers_mut().append(
@@ -625,6 +671,12 @@ async fn login(
         );
         return page;
     };
+    start_session(c, &user, role, address, "password")
+}
+
+/// A new session for `user`, who proved who they are `via` a password or the identity
+/// provider: the audit entry, the cookie, and on to the tenants.
+fn start_session(c: &Console, user: &str, role: Role, address: IpAddr, via: &str) -> Response {
     let token = random_token();
     let now = Instant::now();
     {
@@ -636,7 +688,7 @@ async fn login(
         sessions.insert(
             token.clone(),
             Session {
-                user: user.clone(),
+                user: user.to_string(),
                 csrf: random_token(),
                 created: now,
                 seen: now,
@@ -648,9 +700,10 @@ async fn login(
         "event": "login",
         "user": user,
         "role": role.name(),
+        "via": via,
         "address": address.to_string(),
     }));
-    tracing::info!(user = %user, "console login");
+    tracing::info!(user = %user, via, "console login");
     let mut to = Redirect::to("/").into_response();
     let h = to.headers_mut();
     h.append(
@@ -1151,18 +1204,9 @@ async fn connect(
     }
     c.audit(serde_json::json!({ "event": "connect-start", "user": who.name, "tenant": tenant }));
     let mut to = Redirect::to(authorize.as_str()).into_response();
-    let secure = if c.config.secure_cookies {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{CONNECT_COOKIE}={binding}; Path={CALLBACK_PATH}; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        CONNECT_WITHIN.as_secs()
-    );
     to.headers_mut().append(
         header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("cookie values are hex"),
+        c.bound_cookie(CONNECT_COOKIE, &binding, CALLBACK_PATH, CONNECT_WITHIN),
     );
     to
 }

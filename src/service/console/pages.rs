@@ -82,7 +82,8 @@ pub fn problem(status: StatusCode, title: &str, text: &str) -> Response {
     (status, layout(None, title, body)).into_response()
 }
 
-pub fn login(token: &str, failed: Option<&str>) -> Markup {
+/// The login form; with `sso`, the single sign-on button's label.
+pub fn login(token: &str, failed: Option<&str>, sso: Option<&str>) -> Markup {
     let body = html! {
         section.login {
             h1 { "Log in" }
@@ -96,6 +97,9 @@ pub fn login(token: &str, failed: Option<&str>) -> Markup {
                         required;
                 }
                 button type="submit" { "Log in" }
+            }
+            @if let Some(label) = sso {
+                p.sso { a.button.sso href="/login/oidc" { (label) } }
             }
             p.hint {
                 "Accounts are made on the server with "

@@ -69,8 +69,10 @@ pub struct User {
     /// The tenants this user may see; every tenant when empty.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub tenants: BTreeSet<String>,
-    /// argon2id, in the PHC string format.
-    hash: String,
+    /// argon2id, in the PHC string format; none for a user who signs on through the
+    /// identity provider only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hash: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "token")]
     pub tokens: Vec<Token>,
 }
@@ -213,7 +215,10 @@ impl Users {
                     u.name
                 );
             }
-            if PasswordHash::new(&u.hash).is_err() {
+            if u.hash
+                .as_deref()
+                .is_some_and(|h| PasswordHash::new(h).is_err())
+            {
                 bail!(
                     "the users file {}: user {} has no valid password hash; set one with \
                      `users passwd`",
@@ -241,8 +246,8 @@ impl Users {
     pub fn check(&self, name: &str, password: &str) -> Option<&User> {
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let user = self.get(name);
-        let hash = match user {
-            Some(u) => u.hash.clone(),
+        let hash = match user.and_then(|u| u.hash.clone()) {
+            Some(h) => h,
             None => DUMMY
                 .get_or_init(|| hash("not a password of anyone").unwrap_or_default())
                 .clone(),
@@ -252,15 +257,21 @@ impl Users {
             && Argon2::default()
                 .verify_password(password.as_bytes(), &parsed)
                 .is_ok();
-        user.filter(|_| good)
+        user.filter(|u| good && u.hash.is_some())
     }
 
+    /// Whether the user has a password (else they sign on through the identity provider).
+    pub fn has_password(user: &User) -> bool {
+        user.hash.is_some()
+    }
+
+    /// Adds a user; without a password, they sign on through the identity provider only.
     pub fn add(
         &mut self,
         name: &str,
         role: Role,
         tenants: BTreeSet<String>,
-        password: &str,
+        password: Option<&str>,
     ) -> anyhow::Result<()> {
         if !valid_name(name) {
             bail!("a user name is 1 to 64 letters, digits or - _ . @");
@@ -272,7 +283,7 @@ impl Users {
             name: name.to_string(),
             role,
             tenants,
-            hash: hash(password)?,
+            hash: password.map(hash).transpose()?,
             tokens: Vec::new(),
         });
         self.save()
@@ -292,7 +303,7 @@ impl Users {
         let Some(user) = self.users.iter_mut().find(|u| u.name == name) else {
             bail!("no user {name}; `users list` shows them");
         };
-        user.hash = hashed;
+        user.hash = Some(hashed);
         self.save()
     }
 
@@ -418,15 +429,24 @@ mod tests {
         assert!(users.list().is_empty());
         let only = BTreeSet::from(["carrier-1".to_string()]);
         users
-            .add("eva", Role::Support, only, "correct horse battery")
+            .add("eva", Role::Support, only, Some("correct horse battery"))
             .unwrap();
         assert!(users
-            .add("eva", Role::Admin, BTreeSet::new(), "another long one")
+            .add(
+                "eva",
+                Role::Admin,
+                BTreeSet::new(),
+                Some("another long one")
+            )
             .is_err());
         assert!(users
-            .add("short", Role::Viewer, BTreeSet::new(), "short")
+            .add("short", Role::Viewer, BTreeSet::new(), Some("short"))
             .is_err());
+        users
+            .add("sso@carrier.example", Role::Viewer, BTreeSet::new(), None)
+            .unwrap();
         let users = Users::load(&path).unwrap();
+        assert!(users.check("sso@carrier.example", "").is_none());
         let eva = users.check("eva", "correct horse battery").unwrap();
         assert_eq!(eva.role, Role::Support);
         assert!(eva.may_see("carrier-1") && !eva.may_see("carrier-2"));
@@ -445,6 +465,7 @@ mod tests {
         assert!(users.check("eva", "correct horse battery").is_none());
         assert!(users.check("eva", "a new long password").is_some());
         users.remove("eva").unwrap();
+        users.remove("sso@carrier.example").unwrap();
         assert!(Users::load(&path).unwrap().list().is_empty());
     }
 
@@ -455,7 +476,7 @@ mod tests {
         let mut users = Users::load(&path).unwrap();
         let only = BTreeSet::from(["alpha".to_string(), "beta".to_string()]);
         users
-            .add("eva", Role::Support, only, "correct horse battery")
+            .add("eva", Role::Support, only, Some("correct horse battery"))
             .unwrap();
         let new = |role, tenants: &[&str]| NewToken {
             label: "script".into(),

@@ -963,14 +963,16 @@ async fn support_decides_conflicts_and_acts_on_one_customer_and_the_journal_name
     let viewed = vera.get("/t/gamma/customer?code=K10001").await.body;
     assert!(!viewed.contains("/act/"), "{viewed}");
     let page = sara.get("/t/gamma/customer?code=K10001").await.body;
-    for action in ["accept", "skip", "replay", "restrict", "export"] {
-        assert!(
-            page.contains(&format!(
-                "formaction=\"/t/gamma/customer/K10001/act/{action}\""
-            )),
-            "{action}: {page}"
-        );
+    let offers = |page: &str, code: &str, action: &str| {
+        page.contains(&format!(
+            "formaction=\"/t/gamma/customer/{code}/act/{action}\""
+        ))
+    };
+    for action in ["accept", "skip", "restrict", "export"] {
+        assert!(offers(&page, "K10001", action), "{action}: {page}");
     }
+    // In conflict nothing is sent, so sending again is not offered.
+    assert!(!offers(&page, "K10001", "replay"), "{page}");
     let reason = [("reason", "same company, renamed")];
     for action in ["accept", "skip", "restrict", "replay", "export"] {
         let path = format!("/t/gamma/customer/K10001/act/{action}");
@@ -1015,6 +1017,10 @@ async fn support_decides_conflicts_and_acts_on_one_customer_and_the_journal_name
         )
         .await;
     assert_eq!(skipped.status, 200, "{}", skipped.body);
+    // A skipped customer can be accepted later, and is not sent again until then.
+    let page = sara.get("/t/gamma/customer?code=K10002").await.body;
+    assert!(offers(&page, "K10002", "accept") && !offers(&page, "K10002", "skip"));
+    assert!(!offers(&page, "K10002", "replay"), "{page}");
     assert!(
         !sara
             .get("/t/gamma")

@@ -553,11 +553,14 @@ pub fn customer(
                     input type="hidden" name="csrf" value=(who.csrf);
                     label { "Reason (recorded in the journal)" input name="reason" required maxlength="500"; }
                     div.buttons {
-                        @if held(HoldKind::Conflict) {
+                        @if held(HoldKind::Conflict) || held(HoldKind::Skipped) {
                             button type="submit" formaction=(act("accept")) { "Accept: it is this customer" }
+                        }
+                        @if held(HoldKind::Conflict) {
                             button type="submit" formaction=(act("skip")) { "Skip: never send it" }
                         }
-                        @if !held(HoldKind::Suppressed) && !held(HoldKind::Restricted) {
+                        // A held customer is not sent, so sending it again would do nothing.
+                        @if found.holds.is_empty() {
                             button type="submit" formaction=(act("replay")) { "Send again" }
                         }
                         @if held(HoldKind::Restricted) {

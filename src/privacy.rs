@@ -207,8 +207,8 @@ pub fn record(config: &Config) -> Result<Record> {
         },
         transfers: Transfers {
             connector: format!(
-                "The connector sends data only to {}, over HTTP(S) as configured, and to \
-                 nowhere else.",
+                "The connector sends personal data only to {}, over HTTP(S) as \
+                 configured. Its alerts, logs and metrics name customers by code only.",
                 if sent_to.is_empty() {
                     "the register".to_string()
                 } else {

@@ -261,20 +261,21 @@ pub async fn replay(
     reason: &str,
 ) -> Result<(Report, Option<Error>)> {
     for code in &codes {
-        for kind in [HoldKind::Suppressed, HoldKind::Restricted] {
+        // A held customer is not sent, so a replay of it would record a send that is not.
+        for kind in HoldKind::ALL {
             if c.journal.hold(kind, code)?.is_some() {
+                let (what, lift) = match kind {
+                    HoldKind::Suppressed => ("suppressed after a purge", "`unsuppress`"),
+                    HoldKind::Restricted => ("restricted", "`unrestrict`"),
+                    HoldKind::Conflict => (
+                        "in conflict with a register customer under its number",
+                        "`link --accept` or `link --skip`",
+                    ),
+                    HoldKind::Skipped => ("skipped by a person's decision", "`link --accept`"),
+                };
                 return Err(Error::config(format!(
-                    "customer {code} is {}: lift that first (`{}`)",
-                    if kind == HoldKind::Suppressed {
-                        "suppressed after a purge"
-                    } else {
-                        "restricted"
-                    },
-                    if kind == HoldKind::Suppressed {
-                        "unsuppress"
-                    } else {
-                        "unrestrict"
-                    }
+                    "customer {code} is {what}: nothing is sent for it; decide or lift that \
+                     first ({lift})"
                 )));
             }
         }

@@ -240,6 +240,9 @@ pub async fn serve(config: ServiceConfig) -> Result<()> {
     serve_with(config, Arc::new(ProcessEnv)).await
 }
 
+/// How long a client of the TLS listener has to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `serve` with the tenants' secrets from `env`.
 pub async fn serve_with(config: ServiceConfig, env: Arc<dyn Env>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -314,7 +317,16 @@ pub async fn serve_with(config: ServiceConfig, env: Arc<dyn Env>) -> Result<()> 
                     });
                     match listener.into_std() {
                         Ok(std) => match axum_server::tls_rustls::from_tcp_rustls(std, tls) {
-                            Ok(server) => server.handle(handle).serve(app).await,
+                            Ok(server) => {
+                                // HTTP/1.1 as negotiated; a client that sends no request
+                                // line within the timeout is dropped.
+                                let mut server = server.http1_only().handle(handle);
+                                server
+                                    .http_builder()
+                                    .http1()
+                                    .header_read_timeout(HEADER_READ_TIMEOUT);
+                                server.serve(app).await
+                            }
                             Err(e) => Err(e),
                         },
                         Err(e) => Err(e),

@@ -34,19 +34,27 @@ impl Tls {
     }
 }
 
+/// The file, read through a bound: a FIFO or a file that grows is cut off, not followed.
 fn read(path: &Path, key: &str) -> Result<Vec<u8>, String> {
-    let too_big = |len: u64| len > MOST_PEM_BYTES;
-    match std::fs::metadata(path) {
-        Err(e) => return Err(format!("{key}: cannot read {}: {e}", path.display())),
-        Ok(m) if too_big(m.len()) => {
-            return Err(format!(
-                "{key}: {} is larger than {MOST_PEM_BYTES} bytes; is it a PEM file?",
-                path.display()
-            ))
-        }
-        Ok(_) => {}
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("{key}: cannot read {}: {e}", path.display());
+    // A FIFO would block the open until something writes to it.
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        return Err(format!("{key}: {} is not a file", path.display()));
     }
-    std::fs::read(path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(MOST_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MOST_PEM_BYTES {
+        return Err(format!(
+            "{key}: {} is larger than {MOST_PEM_BYTES} bytes; is it a PEM file?",
+            path.display()
+        ));
+    }
+    Ok(bytes)
 }
 
 fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {

@@ -996,6 +996,12 @@ async fn support_decides_conflicts_and_acts_on_one_customer_and_the_journal_name
         .post("/t/gamma/customer/K10001/act/delete", &reason)
         .await;
     assert_eq!(unknown.status, 404);
+    // Sending again is refused while a decision is owed, even when asked directly.
+    let held = sara
+        .post("/t/gamma/customer/K10001/act/replay", &reason)
+        .await;
+    assert_eq!(held.status, 409, "{}", held.body);
+    assert!(held.body.contains("in conflict"), "{}", held.body);
     let untouched = journal_log(&gamma, &folder, "K10001");
     assert!(
         untouched

@@ -175,6 +175,23 @@ async fn single_sign_on_lets_in_a_known_user_and_refuses_every_answer_it_should(
         .output()
         .unwrap();
     assert!(added.status.success(), "{added:?}");
+    // A user with a password never signs on through the provider.
+    let mut with_password = Command::new(BIN)
+        .arg("--config")
+        .arg(folder.service_file())
+        .args(["users", "add", "ada@carrier.example", "--role", "admin"])
+        .env("OVS_OIDC_SECRET", SECRET)
+        .env_remove("OPTER_VISMA_SYNC_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut with_password.stdin.take().unwrap(),
+        b"a long enough password\n",
+    )
+    .unwrap();
+    assert!(with_password.wait().unwrap().success());
     let serve = folder.start();
 
     // The login page offers it.
@@ -219,8 +236,13 @@ async fn single_sign_on_lets_in_a_known_user_and_refuses_every_answer_it_should(
     assert!(set_cookie(&again, "ovs_session").is_none());
 
     // Each of these answers is refused, and starts no session.
-    let refusals: [(&str, Value, bool); 6] = [
+    let refusals: [(&str, Value, bool); 7] = [
         ("another browser", eva.clone(), false),
+        (
+            "a user who has a password",
+            json!({ "sub": "u-3", "email": "ada@carrier.example", "email_verified": true }),
+            true,
+        ),
         (
             "an unverified email",
             json!({ "sub": "u-1", "email": EVA, "email_verified": false }),
@@ -260,7 +282,7 @@ async fn single_sign_on_lets_in_a_known_user_and_refuses_every_answer_it_should(
         .into_iter()
         .filter(|e| e["event"] == "login-failed" && e["via"] == "oidc")
         .count();
-    assert_eq!(failed, 7, "the replay and the six refusals");
+    assert_eq!(failed, 8, "the replay and the seven refusals");
 
     // The SSO-only user has no password to log in with.
     let users = Command::new(BIN)
@@ -272,7 +294,13 @@ async fn single_sign_on_lets_in_a_known_user_and_refuses_every_answer_it_should(
         .output()
         .unwrap();
     let listed: Value = serde_json::from_slice(&users.stdout).unwrap();
-    assert_eq!(listed[0]["password"], false, "{listed}");
+    let eva_listed = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == EVA)
+        .unwrap();
+    assert_eq!(eva_listed["password"], false, "{listed}");
 
     // The client secret is in no log and no audit entry.
     let logged = std::fs::read_to_string(folder.dir.path().join("console-audit.jsonl")).unwrap();

@@ -109,6 +109,24 @@ fn caller(shared: &Shared, headers: &HeaderMap, address: IpAddr) -> Result<Calle
              issues one.",
         ));
     };
+    let wrong = || {
+        if !c.refusal_allowed(address) {
+            return refused(Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many refused tokens",
+                "Too many requests with a wrong token from this address: wait a minute.",
+            ));
+        }
+        c.audit(json!({ "event": "api-token-refused", "address": address.to_string() }));
+        unauthorised(
+            "The token is not valid: unknown, revoked or expired. `users token list NAME` \
+             shows a user's tokens.",
+        )
+    };
+    // A text that is no token is refused before the users file is read.
+    if !super::users::looks_like_token(presented) {
+        return Err(wrong());
+    }
     let users = c.users().map_err(|_| {
         refused(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -117,18 +135,7 @@ fn caller(shared: &Shared, headers: &HeaderMap, address: IpAddr) -> Result<Calle
         ))
     })?;
     let Some(bearer) = users.bearer(presented, chrono::Utc::now()) else {
-        if c.api_refusals.check_key(&address).is_err() {
-            return Err(refused(Refusal::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many refused tokens",
-                "Too many requests with a wrong token from this address: wait a minute.",
-            )));
-        }
-        c.audit(json!({ "event": "api-token-refused", "address": address.to_string() }));
-        return Err(unauthorised(
-            "The token is not valid: unknown, revoked or expired. `users token list NAME` \
-             shows a user's tokens.",
-        ));
+        return Err(wrong());
     };
     Ok(Caller {
         user: bearer.user.name.clone(),

@@ -197,6 +197,8 @@ pub(super) struct Console {
     by_address: DefaultKeyedRateLimiter<IpAddr>,
     /// API requests with a wrong token, per client address.
     api_refusals: DefaultKeyedRateLimiter<IpAddr>,
+    /// The users file as last read, with what it looked like then.
+    users_cache: Mutex<Option<(FileStamp, Arc<Users>)>>,
     audit: Mutex<()>,
     /// Logins to Visma under way, by their OAuth `state`.
     connects: Mutex<HashMap<String, Connecting>>,
@@ -208,6 +210,15 @@ pub(super) struct Console {
     sign_ons: Mutex<HashMap<String, sso::Pending>>,
     /// The identity provider's metadata and keys, as last read.
     discovered: Mutex<Option<sso::Discovered>>,
+}
+
+/// What the users file looked like when read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    inode: u64,
 }
 
 struct Connecting {
@@ -267,6 +278,7 @@ impl Console {
             by_user: RateLimiter::keyed(per_user),
             by_address: RateLimiter::keyed(per_address),
             api_refusals: RateLimiter::keyed(per_address),
+            users_cache: Mutex::new(None),
             audit: Mutex::new(()),
             connects: Mutex::default(),
             callback,
@@ -304,15 +316,33 @@ impl Console {
         }
     }
 
-    fn users(&self) -> std::result::Result<Users, Response> {
-        Users::load(&self.config.users).map_err(|e| {
+    /// The users file as it is now: read again whenever its size, modification time or
+    /// inode changed (`users` replaces it by a rename, so every change is a new inode).
+    fn users(&self) -> std::result::Result<Arc<Users>, Response> {
+        let stamp = std::fs::metadata(&self.config.users)
+            .ok()
+            .map(|m| FileStamp {
+                len: m.len(),
+                modified: m.modified().ok(),
+                #[cfg(unix)]
+                inode: std::os::unix::fs::MetadataExt::ino(&m),
+            });
+        let mut cache = self.users_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(stamp), Some((cached, users))) = (&stamp, cache.as_ref()) {
+            if stamp == cached {
+                return Ok(users.clone());
+            }
+        }
+        let users = Arc::new(Users::load(&self.config.users).map_err(|e| {
             tracing::error!("{e:#}");
             pages::problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The users file cannot be read",
                 "The service's log says why.",
             )
-        })
+        })?);
+        *cache = stamp.map(|s| (s, users.clone()));
+        Ok(users)
     }
 
     /// The request's user, if its session is live and the user still exists; POSTs
@@ -395,8 +425,67 @@ impl Console {
     }
 }
 
+/// The most keys a throttle keeps; past it, those back at their full allowance go.
+const MOST_THROTTLE_KEYS: usize = 4096;
+
+/// Whether `limiter` lets `key` try now (and counts the try).
+fn allows<K>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> bool
+where
+    K: std::hash::Hash + Eq + Clone,
+{
+    if limiter.len() > MOST_THROTTLE_KEYS {
+        limiter.retain_recent();
+    }
+    limiter.check_key(key).is_ok()
+}
+
+/// What a client address is throttled as: an IPv6 address by its /64, which one client
+/// holds whole; an IPv4 address (also one mapped into IPv6) as itself.
+fn throttle_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+impl Console {
+    /// Whether a login or sign-on from `ip` may be tried now.
+    fn address_may_try(&self, ip: IpAddr) -> bool {
+        allows(&self.by_address, &throttle_key(ip))
+    }
+
+    /// Whether a request with a wrong API token from `ip` is still answered 401 (else 429).
+    fn refusal_allowed(&self, ip: IpAddr) -> bool {
+        allows(&self.api_refusals, &throttle_key(ip))
+    }
+}
+
 fn random_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_one_key_for_its_slash_64_and_a_mapped_ipv4_is_itself() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(throttle_key(a), throttle_key(b));
+        assert_ne!(throttle_key(a), throttle_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        let other_mapped: IpAddr = "::ffff:192.0.2.8".parse().unwrap();
+        assert_eq!(throttle_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert_ne!(throttle_key(mapped), throttle_key(other_mapped));
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -618,8 +707,7 @@ async fn login(
     let name = form.user.trim().to_string();
     let known_name = users::valid_name(&name);
     let address = peer.ip();
-    let throttled = c.by_address.check_key(&address).is_err()
-        || (known_name && c.by_user.check_key(&name).is_err());
+    let throttled = !c.address_may_try(address) || (known_name && !allows(&c.by_user, &name));
     if throttled {
         c.audit(serde_json::json!({
             "event": "login-throttled",
@@ -850,7 +938,7 @@ async fn privacy_page(
         Err((status, why)) => pages::problem(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             "The record of processing cannot be made",
-            &why,
+            &crate::output::printable(&first_line(&why)),
         ),
     }
 }

@@ -4,8 +4,9 @@
 //! The identity provider says who someone is; the users file says what they may do. A
 //! person is let in only if the ID token verifies (signature from the provider's keys,
 //! issuer, audience, expiry, the nonce of this login) and the claim `user_claim` names
-//! names a user in the users file; an email counts only when the provider says it is
-//! verified. The pending login is bound to the browser that started it by a cookie,
+//! names a user of the users file added for sign-on (`users add --no-password`); an
+//! email counts only when the provider says it is verified. A user with a password is
+//! never signed on this way, so an account at the provider cannot become `admin`. The pending login is bound to the browser that started it by a cookie,
 //! used once, and expires, as Connect to Visma's is.
 
 use std::path::Path;
@@ -23,7 +24,7 @@ use openidconnect::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::{console, constant_time_eq, cookie, pages, random_token, start_session, Shared};
+use super::{console, constant_time_eq, cookie, pages, random_token, start_session, Shared, Users};
 use crate::config::values::Env;
 use crate::error::{Error, Result};
 
@@ -53,11 +54,13 @@ pub struct OidcConfig {
     pub label: String,
 }
 
-/// The ID token claim that names the user in the users file.
+/// The ID token claim that names the user in the users file. Not `preferred_username`:
+/// OpenID Connect Core (5.7) warns it is neither unique nor stable, and many providers
+/// let the user change it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserClaim {
+    /// Only when `email_verified` is true.
     Email,
-    PreferredUsername,
     Subject,
 }
 
@@ -129,9 +132,8 @@ impl RawOidc {
         }
         let user_claim = match self.user_claim.as_str() {
             "email" => UserClaim::Email,
-            "preferred_username" => UserClaim::PreferredUsername,
             "sub" => UserClaim::Subject,
-            _ => return Err(bad("user_claim", "is email, preferred_username or sub")),
+            _ => return Err(bad("user_claim", "is email or sub")),
         };
         if user_claim == UserClaim::Email && !self.scopes.iter().any(|s| s == "email") {
             return Err(bad(
@@ -212,8 +214,19 @@ fn unavailable(why: &str) -> Response {
 }
 
 /// Starts a sign-on: to the provider's authorization endpoint, with PKCE and a nonce.
-pub(super) async fn start(State(shared): State<Arc<Shared>>) -> Response {
+/// Throttled per address as password logins are.
+pub(super) async fn start(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+) -> Response {
     let c = console(&shared);
+    if !c.address_may_try(peer.ip()) {
+        return pages::problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many logins",
+            "Too many attempts from this address: wait a minute and try again.",
+        );
+    }
     let (Some(oidc), Some(redirect)) = (c.config.oidc.as_ref(), c.sso_callback.clone()) else {
         return pages::problem(
             StatusCode::NOT_FOUND,
@@ -247,12 +260,16 @@ pub(super) async fn start(State(shared): State<Arc<Shared>>) -> Response {
     {
         let mut pending = c.sign_ons();
         pending.retain(|_, p| p.started.elapsed() < SIGN_ON_WITHIN);
-        if pending.len() >= MOST_PENDING {
-            return pages::problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Too many sign-ons under way",
-                "Try again in a few minutes.",
-            );
+        // Full: the oldest gives way, so sign-ons begun and dropped cannot lock others out.
+        while pending.len() >= MOST_PENDING {
+            let oldest = pending
+                .iter()
+                .min_by_key(|(_, p)| p.started)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => pending.remove(&k),
+                None => break,
+            };
         }
         pending.insert(
             state.secret().clone(),
@@ -299,28 +316,29 @@ pub(super) async fn callback(
         return pages::problem(StatusCode::NOT_FOUND, "Single sign-on is not set up", "");
     };
     let state = back.state.unwrap_or_default();
+    let binding = cookie(&headers, SSO_COOKIE);
+    // Taken only by the browser that started it: anyone else who learns the state can
+    // neither use nor cancel it.
     let pending = {
         let mut pending = c.sign_ons();
         let found = pending
-            .keys()
-            .find(|k| constant_time_eq(k.as_bytes(), state.as_bytes()))
-            .cloned();
+            .iter()
+            .find(|(k, p)| {
+                constant_time_eq(k.as_bytes(), state.as_bytes())
+                    && binding
+                        .as_ref()
+                        .is_some_and(|b| constant_time_eq(b.as_bytes(), p.binding.as_bytes()))
+            })
+            .map(|(k, _)| k.clone());
         found.and_then(|k| pending.remove(&k))
     };
     let Some(pending) = pending.filter(|p| p.started.elapsed() < SIGN_ON_WITHIN) else {
         return refused(
-            "This sign-on is unknown, used or expired. Start again from the login page.",
-            "unknown state",
+            "This sign-on is unknown, used, expired or was started in another browser. \
+             Start again from the login page.",
+            "unknown state or browser",
         );
     };
-    let bound = cookie(&headers, SSO_COOKIE)
-        .is_some_and(|b| constant_time_eq(b.as_bytes(), pending.binding.as_bytes()));
-    if !bound {
-        return refused(
-            "This sign-on was started in another browser. Start again from the login page.",
-            "not this browser",
-        );
-    }
     if back.error.is_some() {
         return refused(
             "The identity provider did not sign you in. Start again from the login page.",
@@ -334,6 +352,8 @@ pub(super) async fn callback(
         Ok(v) => v,
         Err(why) => {
             tracing::warn!("single sign-on refused: {why}");
+            // The provider may have rotated its keys: the next sign-on reads them again.
+            *c.discovered.lock().unwrap_or_else(|e| e.into_inner()) = None;
             return refused(
                 "The identity provider's answer did not verify; the service's log says why.",
                 "token did not verify",
@@ -344,7 +364,7 @@ pub(super) async fn callback(
         Ok(u) => u,
         Err(r) => return r,
     };
-    let Some(user) = users.get(&user_claim) else {
+    let Some(user) = users.get(&user_claim).filter(|u| !Users::has_password(u)) else {
         c.audit(serde_json::json!({
             "event": "login-failed", "via": "oidc", "why": "no such user",
             "address": peer.ip().to_string(),
@@ -353,7 +373,8 @@ pub(super) async fn callback(
             StatusCode::FORBIDDEN,
             "No account here",
             "You are signed in at the identity provider, but this console has no user of \
-             that name: ask an admin to add you with `users add NAME --no-password`.",
+             that name for single sign-on: ask an admin to add you with `users add NAME \
+             --no-password`.",
         );
     };
     let (name, role) = (user.name.clone(), user.role);
@@ -402,7 +423,6 @@ async fn verified_claim(
             }
             claims.email().map(|e| e.as_str().to_string())
         }
-        UserClaim::PreferredUsername => claims.preferred_username().map(|u| u.as_str().to_string()),
         UserClaim::Subject => Some(claims.subject().as_str().to_string()),
     };
     let value = value.ok_or("the ID token lacks the user claim")?;

@@ -137,6 +137,11 @@ fn secret_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// Whether `text` has the shape of an API token (checked before the file is read).
+pub fn looks_like_token(text: &str) -> bool {
+    token_parts(text).is_some()
+}
+
 /// A token as presented: its id and secret, if it has the shape of one.
 fn token_parts(text: &str) -> Option<(&str, &str)> {
     let rest = text.strip_prefix(TOKEN_PREFIX)?;

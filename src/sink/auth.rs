@@ -435,12 +435,55 @@ impl<'c> AsyncHttpClient<'c> for TokenHttp {
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
-            let response = self.http.call(request).await?;
+            let response = bounded_call(&self.http, request).await?;
             self.status
                 .store(response.status().as_u16(), Ordering::Relaxed);
             Ok(response)
         })
     }
+}
+
+/// The most bytes read of an OAuth or OpenID Connect provider's answer (a token, a
+/// discovery document, its keys): a larger one is an error, not read on.
+pub const MOST_PROVIDER_ANSWER_BYTES: usize = 1 << 20;
+
+/// reqwest for oauth2 and openidconnect, reading at most `MOST_PROVIDER_ANSWER_BYTES` of
+/// an answer.
+pub struct BoundedHttp(pub reqwest::Client);
+
+impl<'c> AsyncHttpClient<'c> for BoundedHttp {
+    type Error = HttpClientError<reqwest::Error>;
+    type Future = BoxFuture<'c, Result<oauth2::HttpResponse, Self::Error>>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(bounded_call(&self.0, request))
+    }
+}
+
+async fn bounded_call(
+    http: &reqwest::Client,
+    request: oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, HttpClientError<reqwest::Error>> {
+    let mut response = http
+        .execute(request.try_into().map_err(Box::new)?)
+        .await
+        .map_err(Box::new)?;
+    let mut builder = oauth2::http::Response::builder()
+        .status(response.status())
+        .version(response.version());
+    for (name, value) in response.headers() {
+        builder = builder.header(name, value);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Box::new)? {
+        if body.len() + chunk.len() > MOST_PROVIDER_ANSWER_BYTES {
+            return Err(HttpClientError::Other(format!(
+                "the answer is larger than {MOST_PROVIDER_ANSWER_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    builder.body(body).map_err(HttpClientError::Http)
 }
 
 /// The longest one token request may take; never longer than the retry budget.
@@ -920,5 +963,33 @@ fn open_in_browser(url: &str) {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_provider_answer_past_the_bound_is_an_error_and_one_within_it_is_read() {
+        let app = axum::Router::new()
+            .route("/small", axum::routing::get(|| async { "{}" }))
+            .route(
+                "/huge",
+                axum::routing::get(|| async { "x".repeat(MOST_PROVIDER_ANSWER_BYTES + 1) }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let http = BoundedHttp(reqwest::Client::new());
+        let get = |path: &str| {
+            oauth2::http::Request::get(format!("http://{at}{path}"))
+                .body(Vec::new())
+                .unwrap()
+        };
+        let small = http.call(get("/small")).await.unwrap();
+        assert_eq!(small.body(), b"{}");
+        let huge = http.call(get("/huge")).await.unwrap_err();
+        assert!(huge.to_string().contains("larger than"), "{huge}");
     }
 }

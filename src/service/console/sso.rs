@@ -27,6 +27,7 @@ use serde::Deserialize;
 use super::{console, constant_time_eq, cookie, pages, random_token, start_session, Shared, Users};
 use crate::config::values::Env;
 use crate::error::{Error, Result};
+use crate::sink::auth::BoundedHttp;
 
 pub(super) const START_PATH: &str = "/login/oidc";
 pub(super) const CALLBACK_PATH: &str = "/login/oidc/callback";
@@ -168,12 +169,13 @@ pub(super) struct Pending {
     verifier: PkceCodeVerifier,
 }
 
-fn http_client() -> std::result::Result<reqwest::Client, reqwest::Error> {
+fn http_client() -> std::result::Result<BoundedHttp, reqwest::Error> {
     // No redirects: the provider's endpoints are taken as discovered (and SSRF stays out).
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(PROVIDER_TIMEOUT)
         .build()
+        .map(BoundedHttp)
 }
 
 /// The provider's metadata and keys: cached for `DISCOVERY_FOR`.

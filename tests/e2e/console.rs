@@ -33,14 +33,22 @@ pub(crate) fn hostile(n: usize) -> SandboxOptions {
     options
 }
 
-/// Adds a console user through the CLI, the password on stdin.
-pub(crate) fn add_user(folder: &Folder, name: &str, role: &str, tenants: &[&str]) {
+/// `users ARGS` on the folder's service file, with the folder's environment.
+pub(crate) fn users_command(folder: &Folder, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("--config")
         .arg(folder.service_file())
-        .args(["users", "add", name, "--role", role])
-        .env_remove("OPTER_VISMA_SYNC_CONFIG")
-        .stdin(Stdio::piped())
+        .arg("users")
+        .args(args)
+        .envs(&folder.env)
+        .env_remove("OPTER_VISMA_SYNC_CONFIG");
+    cmd
+}
+
+/// Adds a console user through the CLI, the password on stdin.
+pub(crate) fn add_user(folder: &Folder, name: &str, role: &str, tenants: &[&str]) {
+    let mut cmd = users_command(folder, &["add", name, "--role", role]);
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for t in tenants {
@@ -69,7 +77,7 @@ pub(crate) struct Session {
 }
 
 /// The value of a `Set-Cookie` for `name`.
-fn set_cookie<'a>(reply: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+pub(crate) fn set_cookie<'a>(reply: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     reply
         .headers()
         .get_all("set-cookie")
@@ -78,7 +86,7 @@ fn set_cookie<'a>(reply: &'a reqwest::Response, name: &str) -> Option<&'a str> {
         .find(|v| v.starts_with(&format!("{name}=")))
 }
 
-fn cookie_value(header: &str) -> String {
+pub(crate) fn cookie_value(header: &str) -> String {
     header
         .split(';')
         .next()
@@ -645,11 +653,7 @@ async fn an_idle_session_expires_cookies_are_secure_behind_a_tls_proxy_and_an_op
 
     // Removing a user ends their sessions at once.
     let vera = Session::login(&serve, "vera", PASSWORD).await.ok().unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(folder.service_file())
-        .args(["users", "remove", "vera"])
-        .env_remove("OPTER_VISMA_SYNC_CONFIG")
+    let out = users_command(&folder, &["remove", "vera"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -658,18 +662,8 @@ async fn an_idle_session_expires_cookies_are_secure_behind_a_tls_proxy_and_an_op
 
     // A console on an open address with no TLS in front is refused, naming the key.
     let open = Folder::new("\n[console]\n");
-    let service = open.service_file();
-    let text = std::fs::read_to_string(&service)
-        .unwrap()
-        .replace("127.0.0.1:0", "0.0.0.0:0");
-    std::fs::write(&service, text).unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&service)
-        .arg("serve")
-        .env_remove("OPTER_VISMA_SYNC_CONFIG")
-        .output()
-        .unwrap();
+    open.listen_on("0.0.0.0:0");
+    let out = open.serve_output();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("[console] behind_tls_proxy"), "{stderr}");

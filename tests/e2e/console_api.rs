@@ -3,23 +3,17 @@
 //! with refused actions changing nothing; and the OpenAPI description covering every
 //! route the test calls.
 
-use std::process::Command;
-
 use serde_json::{json, Value};
 
-use super::console::{audit, console_with_two_tenants, journal_log, register_customer};
+use super::console::{
+    audit, console_with_two_tenants, journal_log, register_customer, users_command,
+};
 use super::serve::{until, Folder, Serve};
-
-const BIN: &str = env!("CARGO_BIN_EXE_opter-visma-sync");
 
 /// Issues a token through the CLI and returns it.
 fn issue(folder: &Folder, user: &str, extra: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(folder.service_file())
-        .args(["users", "token", "add", user, "--json"])
+    let out = users_command(folder, &["token", "add", user, "--json"])
         .args(extra)
-        .env_remove("OPTER_VISMA_SYNC_CONFIG")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -28,14 +22,7 @@ fn issue(folder: &Folder, user: &str, extra: &[&str]) -> String {
 }
 
 fn users_cli(folder: &Folder, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(folder.service_file())
-        .arg("users")
-        .args(args)
-        .env_remove("OPTER_VISMA_SYNC_CONFIG")
-        .output()
-        .unwrap()
+    users_command(folder, args).output().unwrap()
 }
 
 struct Api {
@@ -77,6 +64,21 @@ impl Api {
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
         let request = self.client.post(format!("{}{path}", self.base)).json(&body);
         self.send(request, token).await
+    }
+}
+
+/// Posts `body` to `path` as each caller without support on alpha (`callers` in the
+/// test's order), expecting each refusal's status.
+async fn refused_below_support(
+    api: &Api,
+    callers: &[(&str, Option<&str>); 8],
+    path: &str,
+    body: &Value,
+) {
+    for (i, expected) in [(0, 401), (1, 401), (2, 403), (5, 404), (6, 403), (7, 404)] {
+        let (name, token) = callers[i];
+        let a = api.post(path, token, body.clone()).await;
+        assert_eq!(a.status, expected, "POST {path} as {name}: {}", a.body);
     }
 }
 
@@ -267,18 +269,8 @@ async fn every_api_route_answers_each_token_as_it_may_and_refused_actions_change
     let code = "K10003";
     let events_before = journal_log(&alpha, &folder, code).len();
     let restrict = json!({ "reason": "disputed, ticket 12" });
-    for i in [0, 1, 2, 5, 6, 7] {
-        let (name, token) = callers[i];
-        let a = api
-            .post(
-                &format!("/tenants/alpha/customers/{code}/restrict"),
-                token,
-                restrict.clone(),
-            )
-            .await;
-        let expected = [401, 401, 403, 0, 0, 404, 403, 404][i];
-        assert_eq!(a.status, expected, "restrict as {name}: {}", a.body);
-    }
+    let path = format!("/tenants/alpha/customers/{code}/restrict");
+    refused_below_support(&api, &callers, &path, &restrict).await;
     assert_eq!(journal_log(&alpha, &folder, code).len(), events_before);
     let unknown = api
         .post(
@@ -329,18 +321,8 @@ async fn every_api_route_answers_each_token_as_it_may_and_refused_actions_change
     // Purge: support, with the code typed as confirmation; the refused leave the customer.
     let code = "K10006";
     let purge = |confirm: &str| json!({ "reason": "erasure, ticket 34", "confirm": confirm });
-    for i in [0, 1, 2, 5, 6, 7] {
-        let (name, token) = callers[i];
-        let a = api
-            .post(
-                &format!("/tenants/alpha/customers/{code}/purge"),
-                token,
-                purge(code),
-            )
-            .await;
-        let expected = [401, 401, 403, 0, 0, 404, 403, 404][i];
-        assert_eq!(a.status, expected, "purge as {name}: {}", a.body);
-    }
+    let path = format!("/tenants/alpha/customers/{code}/purge");
+    refused_below_support(&api, &callers, &path, &purge(code)).await;
     let unconfirmed = api
         .post(
             &format!("/tenants/alpha/customers/{code}/purge"),

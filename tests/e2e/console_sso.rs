@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::console::audit;
+use super::console::{add_user, audit, cookie_value, set_cookie, users_command};
 use super::serve::{Folder, Serve};
 
-const BIN: &str = env!("CARGO_BIN_EXE_opter-visma-sync");
 const SECRET: &str = "oidc-client-secret-never-logged";
 const EVA: &str = "eva@carrier.example";
 
@@ -94,20 +93,6 @@ fn location(reply: &reqwest::Response) -> String {
         .to_string()
 }
 
-fn set_cookie(reply: &reqwest::Response, name: &str) -> Option<String> {
-    reply
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(str::to_string)
-}
-
-fn value_of(cookie: &str) -> &str {
-    cookie.split(';').next().unwrap().split_once('=').unwrap().1
-}
-
 /// A sign-on up to the provider's redirect back: the callback URL and the binding cookie.
 async fn until_callback(serve: &Serve) -> (String, String) {
     let c = client();
@@ -118,7 +103,9 @@ async fn until_callback(serve: &Serve) -> (String, String) {
         .unwrap();
     assert_eq!(start.status(), 303, "{}", start.text().await.unwrap());
     let to_provider = location(&start);
-    let binding = set_cookie(&start, "ovs_sso").expect("a binding cookie");
+    let binding = set_cookie(&start, "ovs_sso")
+        .expect("a binding cookie")
+        .to_string();
     assert!(
         binding.contains("SameSite=Lax")
             && binding.contains("Path=/login/oidc/callback")
@@ -138,7 +125,7 @@ async fn until_callback(serve: &Serve) -> (String, String) {
     assert!(query.contains(&("code_challenge_method".into(), "S256".into())));
     let back = c.get(&to_provider).send().await.unwrap();
     assert!(back.status().is_redirection(), "{}", back.status());
-    (location(&back), value_of(&binding).to_string())
+    (location(&back), cookie_value(&binding))
 }
 
 async fn finish(serve: &Serve, callback: &str, binding: Option<&str>) -> reqwest::Response {
@@ -165,33 +152,13 @@ async fn single_sign_on_lets_in_a_known_user_and_refuses_every_answer_it_should(
         idp.issuer
     ));
     folder.env.insert("OVS_OIDC_SECRET".into(), SECRET.into());
-    let added = Command::new(BIN)
-        .arg("--config")
-        .arg(folder.service_file())
-        .args(["users", "add", EVA, "--role", "support", "--no-password"])
-        .env("OVS_OIDC_SECRET", SECRET)
-        .env_remove("OPTER_VISMA_SYNC_CONFIG")
+    let added = users_command(&folder, &["add", EVA, "--role", "support", "--no-password"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(added.status.success(), "{added:?}");
     // A user with a password never signs on through the provider.
-    let mut with_password = Command::new(BIN)
-        .arg("--config")
-        .arg(folder.service_file())
-        .args(["users", "add", "ada@carrier.example", "--role", "admin"])
-        .env("OVS_OIDC_SECRET", SECRET)
-        .env_remove("OPTER_VISMA_SYNC_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        &mut with_password.stdin.take().unwrap(),
-        b"a long enough password\n",
-    )
-    .unwrap();
-    assert!(with_password.wait().unwrap().success());
+    add_user(&folder, "ada@carrier.example", "admin", &[]);
     let serve = folder.start();
 
     // The login page offers it.
@@ -209,11 +176,13 @@ async fn single_sign_on_lets_in_a_known_user_and_refuses_every_answer_it_should(
     let done = finish(&serve, &callback, Some(&binding)).await;
     assert_eq!(done.status(), 303);
     assert_eq!(location(&done), "/");
-    let session = set_cookie(&done, "ovs_session").expect("a session");
+    let session = set_cookie(&done, "ovs_session")
+        .expect("a session")
+        .to_string();
     assert!(session.contains("SameSite=Strict"), "{session}");
     let home = client()
         .get(format!("{}/", serve.base))
-        .header("cookie", format!("ovs_session={}", value_of(&session)))
+        .header("cookie", format!("ovs_session={}", cookie_value(&session)))
         .send()
         .await
         .unwrap();
@@ -285,12 +254,7 @@ async fn single_sign_on_lets_in_a_known_user_and_refuses_every_answer_it_should(
     assert_eq!(failed, 8, "the replay and the seven refusals");
 
     // The SSO-only user has no password to log in with.
-    let users = Command::new(BIN)
-        .arg("--config")
-        .arg(folder.service_file())
-        .args(["users", "list", "--json"])
-        .env("OVS_OIDC_SECRET", SECRET)
-        .env_remove("OPTER_VISMA_SYNC_CONFIG")
+    let users = users_command(&folder, &["list", "--json"])
         .output()
         .unwrap();
     let listed: Value = serde_json::from_slice(&users.stdout).unwrap();

@@ -28,11 +28,7 @@ fn trusting(cert: &str) -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_speaks_https_with_its_certificate_and_reads_a_renewed_one_on_sighup() {
     let folder = Folder::new("tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n\n[console]\n");
-    let service = folder.service_file();
-    let text = std::fs::read_to_string(&service)
-        .unwrap()
-        .replace("127.0.0.1:0", "0.0.0.0:0");
-    std::fs::write(&service, text).unwrap();
+    folder.listen_on("0.0.0.0:0");
     let (first, first_key) = certificate();
     let write = |cert: &str, key: &str| {
         std::fs::write(folder.dir.path().join("cert.pem"), cert).unwrap();
@@ -118,13 +114,7 @@ async fn serve_speaks_https_with_its_certificate_and_reads_a_renewed_one_on_sigh
 
     // A certificate without its key is refused before listening, naming the key.
     let half = Folder::new("tls_cert = \"cert.pem\"\n");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_opter-visma-sync"))
-        .arg("--config")
-        .arg(half.service_file())
-        .arg("serve")
-        .env_remove("OPTER_VISMA_SYNC_CONFIG")
-        .output()
-        .unwrap();
+    let out = half.serve_output();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("[service] tls_key"), "{stderr}");

@@ -51,6 +51,26 @@ impl Folder {
         self.dir.path().join("service.toml")
     }
 
+    /// The service listens on `address` instead of a loopback port of its choosing.
+    pub(crate) fn listen_on(&self, address: &str) {
+        let service = self.service_file();
+        let text = std::fs::read_to_string(&service)
+            .unwrap()
+            .replace("\"127.0.0.1:0\"", &format!("\"{address}\""));
+        std::fs::write(&service, text).unwrap();
+    }
+
+    /// `serve` run to its end, as when it refuses to start: its exit code and output.
+    pub(crate) fn serve_output(&self) -> std::process::Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(self.service_file())
+            .arg("serve")
+            .env_remove("OPTER_VISMA_SYNC_CONFIG")
+            .output()
+            .unwrap()
+    }
+
     /// A sandbox of its own with `customers`, and the tenant's config written to a
     /// staging file (`tenant_file` puts it in the folder).
     pub(crate) async fn tenant(
@@ -844,12 +864,7 @@ async fn tenant_files_added_changed_or_removed_are_picked_up_on_sighup() {
 #[test]
 fn a_bad_service_file_is_refused_with_exit_2_naming_file_and_key() {
     let folder = Folder::new("workers = 0");
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(folder.service_file())
-        .arg("serve")
-        .output()
-        .unwrap();
+    let out = folder.serve_output();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -861,12 +876,7 @@ fn a_bad_service_file_is_refused_with_exit_2_naming_file_and_key() {
         "[service]\ntenants = \"tenants\"\nlisten = \"LEAK-secret\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(folder.service_file())
-        .arg("serve")
-        .output()
-        .unwrap();
+    let out = folder.serve_output();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("[service] listen"), "{stderr}");

@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    console, customer_code, first_line, read_journal, reason_of, tenant_dir, timeline, Refusal,
-    Role, Timeline, MOST_CONFLICTS_SHOWN,
+    console, customer_code, first_line, read_journal, reason_of, tenant_dir, timeline, Answer,
+    Refusal, Role, Timeline, MOST_CONFLICTS_SHOWN,
 };
 use crate::output::event_json;
 use crate::service::scheduler::{self, Connection, Shared};
@@ -146,79 +146,142 @@ fn caller(shared: &Shared, headers: &HeaderMap, address: IpAddr) -> Result<Calle
     })
 }
 
-/// The caller, on one of its tenants, with at least `role`; and the tenant's journal.
-fn allowed(
-    shared: &Shared,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    tenant: &str,
-    role: Role,
-    what: &str,
-) -> Result<(Caller, PathBuf), Response> {
-    let caller = caller(shared, headers, peer.ip())?;
-    let dir = tenant_dir(shared, |t| caller.may_see(t), tenant).map_err(refused)?;
-    if caller.role < role {
-        return Err(refused(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            format!(
-                "This token acts as {}, which does not allow {what}; it needs {}.",
-                caller.role.name(),
-                role.name()
-            ),
-        )));
+impl axum::extract::FromRequestParts<Arc<Shared>> for Caller {
+    type Rejection = Response;
+
+    /// Every API route but the description starts here: the token first.
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Caller, Response> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip())
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        caller(shared, &parts.headers, peer)
     }
-    Ok((caller, dir))
 }
 
-/// A JSON body that did not parse: 400, saying what is expected, never quoting it.
-fn body<T>(given: Result<Json<T>, JsonRejection>, expected: &str) -> Result<T, Response> {
-    given.map(|Json(t)| t).map_err(|_| {
-        refused(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "Bad body",
-            format!("Send a JSON object {expected} with Content-Type: application/json."),
-        ))
-    })
+impl Caller {
+    /// The tenant's journal, if the token reaches the tenant (else 404) with at least
+    /// `role` (else 403): checked before anything is read or done.
+    fn on(
+        &self,
+        shared: &Shared,
+        tenant: &str,
+        role: Role,
+        what: &str,
+    ) -> Result<PathBuf, Response> {
+        let dir = tenant_dir(shared, |t| self.may_see(t), tenant).map_err(refused)?;
+        if self.role < role {
+            return Err(refused(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                format!(
+                    "This token acts as {}, which does not allow {what}; it needs {}.",
+                    self.role.name(),
+                    role.name()
+                ),
+            )));
+        }
+        Ok(dir)
+    }
+}
+
+/// What a support request on one customer sends. `confirm` is for purge only.
+#[derive(Deserialize)]
+struct SupportBody {
+    reason: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// A support request on one customer, checked in order: the caller's right to it, the
+/// body, the code, the reason.
+struct Support {
+    dir: PathBuf,
+    code: String,
+    reason: String,
+    confirm: String,
+}
+
+impl Caller {
+    fn support(
+        &self,
+        shared: &Shared,
+        tenant: &str,
+        code: &str,
+        what: &str,
+        given: Result<Json<SupportBody>, JsonRejection>,
+    ) -> Result<Support, Response> {
+        let dir = self.on(shared, tenant, Role::Support, what)?;
+        let Ok(Json(given)) = given else {
+            return Err(bad_request(
+                "Bad body",
+                "Send a JSON object {\"reason\"} (and for purge \"confirm\") with \
+                 Content-Type: application/json.",
+            ));
+        };
+        let code = customer_code(code).ok_or_else(no_customer)?;
+        let reason = reason_of(&given.reason).ok_or_else(|| {
+            bad_request(
+                "A reason is needed",
+                "Give \"reason\": one line, up to 500 characters; nothing was done.",
+            )
+        })?;
+        Ok(Support {
+            dir,
+            code,
+            reason,
+            confirm: given.confirm,
+        })
+    }
+}
+
+fn bad_request(title: &'static str, text: &str) -> Response {
+    refused(Refusal::new(StatusCode::BAD_REQUEST, title, text))
+}
+
+fn no_customer() -> Response {
+    bad_request(
+        "Which customer?",
+        "A customer's code is 1 to 100 printable characters, percent-encoded in the path.",
+    )
+}
+
+/// A failure of the service's own (a status and why) as the API's error.
+fn failed(status: u16, title: &'static str, why: &str) -> Response {
+    refused(Refusal::new(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT),
+        title,
+        crate::output::printable(&first_line(why)),
+    ))
 }
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn tenants(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let caller = match caller(&shared, &headers, peer.ip()) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn tenants(State(shared): State<Arc<Shared>>, caller: Caller) -> Response {
     let rows = scheduler::summaries(&shared, |id| caller.may_see(id));
     Json(json!({ "tenants": rows })).into_response()
 }
 
 async fn tenant(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     UrlPath(tenant): UrlPath<String>,
-) -> Response {
-    let dir = match allowed(&shared, &headers, peer, &tenant, Role::Viewer, "reading") {
-        Ok((_, dir)) => dir,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let dir = caller.on(&shared, &tenant, Role::Viewer, "reading")?;
     let summary = scheduler::summaries(&shared, |id| id == tenant)
         .into_iter()
         .next();
     let conflicts = read_journal(dir, |j| {
         j.held(crate::journal::HoldKind::Conflict, MOST_CONFLICTS_SHOWN)
-    });
-    let conflicts = match conflicts.await {
-        Ok(c) => c,
-        Err(r) => return refused(r),
-    };
+    })
+    .await
+    .map_err(refused)?;
     let connection = match scheduler::connection(&shared, &tenant).await {
         Connection::FromEnv => json!({ "kind": "environment" }),
         Connection::Login(Some((origin, at))) => {
@@ -231,43 +294,31 @@ async fn tenant(
         .iter()
         .map(|(code, hold)| json!({ "customer": code, "hold": hold }))
         .collect();
-    Json(json!({
+    Ok(Json(json!({
         "tenant": summary,
         "connection": connection,
         "conflicts": conflicts,
     }))
-    .into_response()
+    .into_response())
 }
 
 async fn runs(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     UrlPath(tenant): UrlPath<String>,
-) -> Response {
-    let dir = match allowed(&shared, &headers, peer, &tenant, Role::Viewer, "reading") {
-        Ok((_, dir)) => dir,
-        Err(r) => return r,
-    };
-    match read_journal(dir, |j| j.runs()).await {
-        Ok(mut runs) => {
-            runs.sort_by_key(|r| std::cmp::Reverse(r.started));
-            Json(json!({ "runs": runs })).into_response()
-        }
-        Err(r) => refused(r),
-    }
+) -> Answer {
+    let dir = caller.on(&shared, &tenant, Role::Viewer, "reading")?;
+    let mut runs = read_journal(dir, |j| j.runs()).await.map_err(refused)?;
+    runs.sort_by_key(|r| std::cmp::Reverse(r.started));
+    Ok(Json(json!({ "runs": runs })).into_response())
 }
 
 async fn run(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     UrlPath((tenant, run)): UrlPath<(String, String)>,
-) -> Response {
-    let dir = match allowed(&shared, &headers, peer, &tenant, Role::Viewer, "reading") {
-        Ok((_, dir)) => dir,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let dir = caller.on(&shared, &tenant, Role::Viewer, "reading")?;
     let no_run = || {
         refused(Refusal::new(
             StatusCode::NOT_FOUND,
@@ -276,7 +327,7 @@ async fn run(
         ))
     };
     if run.len() > 100 {
-        return no_run();
+        return Err(no_run());
     }
     let found = read_journal(dir, move |j| {
         let Some(found) = j.runs()?.into_iter().find(|r| r.id == run) else {
@@ -284,79 +335,49 @@ async fn run(
         };
         let events = j.events(None, Some(&run))?;
         Ok(Some((found, events)))
-    });
-    match found.await {
-        Ok(Some((run, events))) => {
-            let events: Vec<Value> = events.iter().map(|e| event_json(e, false)).collect();
-            Json(json!({ "run": run, "events": events })).into_response()
-        }
-        Ok(None) => no_run(),
-        Err(r) => refused(r),
-    }
+    })
+    .await
+    .map_err(refused)?;
+    let (run, events) = found.ok_or_else(no_run)?;
+    let events: Vec<Value> = events.iter().map(|e| event_json(e, false)).collect();
+    Ok(Json(json!({ "run": run, "events": events })).into_response())
 }
 
 async fn privacy(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     UrlPath(tenant): UrlPath<String>,
-) -> Response {
-    if let Err(r) = allowed(&shared, &headers, peer, &tenant, Role::Viewer, "reading") {
-        return r;
-    }
-    match scheduler::privacy_record(&shared, &tenant).await {
-        Ok(record) => Json(record).into_response(),
-        Err((status, why)) => refused(Refusal::new(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            "The record of processing cannot be made",
-            first_line(&why),
-        )),
-    }
+) -> Answer {
+    caller.on(&shared, &tenant, Role::Viewer, "reading")?;
+    let record = scheduler::privacy_record(&shared, &tenant)
+        .await
+        .map_err(|(status, why)| failed(status, "The record of processing cannot be made", &why))?;
+    Ok(Json(record).into_response())
 }
 
 async fn verify(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     UrlPath(tenant): UrlPath<String>,
-) -> Response {
-    let what = "verifying the journal";
-    let dir = match allowed(&shared, &headers, peer, &tenant, Role::Viewer, what) {
-        Ok((_, dir)) => dir,
-        Err(r) => return r,
-    };
-    match read_journal(dir, |j| j.verify()).await {
-        Ok(found) => Json(found).into_response(),
-        Err(r) => refused(r),
-    }
+) -> Answer {
+    let dir = caller.on(&shared, &tenant, Role::Viewer, "verifying the journal")?;
+    let found = read_journal(dir, |j| j.verify()).await.map_err(refused)?;
+    Ok(Json(found).into_response())
 }
 
 async fn run_now(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     UrlPath(tenant): UrlPath<String>,
-) -> Response {
-    let what = "starting runs";
-    let caller = match allowed(&shared, &headers, peer, &tenant, Role::Admin, what) {
-        Ok((caller, _)) => caller,
-        Err(r) => return r,
-    };
-    match scheduler::run_now(&shared, &tenant) {
-        Ok(newly) => {
-            console(&shared).audit(json!({
-                "event": "run-now", "user": caller.user, "token": caller.token,
-                "tenant": tenant,
-            }));
-            let body = json!({ "queued": true, "already_queued": !newly });
-            (StatusCode::ACCEPTED, Json(body)).into_response()
-        }
-        Err((status, why)) => refused(Refusal::new(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT),
-            "Not queued",
-            why,
-        )),
-    }
+) -> Answer {
+    caller.on(&shared, &tenant, Role::Admin, "starting runs")?;
+    let newly = scheduler::run_now(&shared, &tenant)
+        .map_err(|(status, why)| failed(status, "Not queued", &why))?;
+    console(&shared).audit(json!({
+        "event": "run-now", "user": caller.user, "token": caller.token, "tenant": tenant,
+    }));
+    let body = json!({ "queued": true, "already_queued": !newly });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 fn timeline_json(code: &str, found: &Timeline, revealed: bool) -> Value {
@@ -373,174 +394,88 @@ fn timeline_json(code: &str, found: &Timeline, revealed: bool) -> Value {
     json!({ "customer": code, "events": events, "holds": holds })
 }
 
-fn no_customer() -> Response {
-    refused(Refusal::new(
-        StatusCode::BAD_REQUEST,
-        "Which customer?",
-        "A customer's code is 1 to 100 printable characters, percent-encoded in the path.",
-    ))
-}
-
 async fn customer(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     UrlPath((tenant, code)): UrlPath<(String, String)>,
-) -> Response {
-    let dir = match allowed(&shared, &headers, peer, &tenant, Role::Viewer, "reading") {
-        Ok((_, dir)) => dir,
-        Err(r) => return r,
-    };
-    let Some(code) = customer_code(&code) else {
-        return no_customer();
-    };
-    match timeline(dir, &code).await {
-        Ok(found) => Json(timeline_json(&code, &found, false)).into_response(),
-        Err(r) => refused(r),
-    }
-}
-
-#[derive(Deserialize)]
-struct ReasonBody {
-    reason: String,
-}
-
-fn no_reason() -> Response {
-    refused(Refusal::new(
-        StatusCode::BAD_REQUEST,
-        "A reason is needed",
-        "Give \"reason\": one line, up to 500 characters; nothing was done.",
-    ))
+) -> Answer {
+    let dir = caller.on(&shared, &tenant, Role::Viewer, "reading")?;
+    let code = customer_code(&code).ok_or_else(no_customer)?;
+    let found = timeline(dir, &code).await.map_err(refused)?;
+    Ok(Json(timeline_json(&code, &found, false)).into_response())
 }
 
 async fn reveal(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     UrlPath((tenant, code)): UrlPath<(String, String)>,
-    given: Result<Json<ReasonBody>, JsonRejection>,
-) -> Response {
-    let what = "revealing values";
-    let (caller, dir) = match allowed(&shared, &headers, peer, &tenant, Role::Support, what) {
-        Ok(allowed) => allowed,
-        Err(r) => return r,
-    };
-    let given = match body(given, "{\"reason\"}") {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let Some(code) = customer_code(&code) else {
-        return no_customer();
-    };
-    let Some(reason) = reason_of(&given.reason) else {
-        return no_reason();
-    };
-    let found = match timeline(dir, &code).await {
-        Ok(found) => found,
-        Err(r) => return refused(r),
-    };
+    given: Result<Json<SupportBody>, JsonRejection>,
+) -> Answer {
+    let asked = caller.support(&shared, &tenant, &code, "revealing values", given)?;
+    let found = timeline(asked.dir, &asked.code).await.map_err(refused)?;
     console(&shared).audit(json!({
         "event": "reveal", "user": caller.user, "token": caller.token, "tenant": tenant,
-        "customer": code, "reason": reason,
+        "customer": asked.code, "reason": asked.reason,
     }));
-    Json(timeline_json(&code, &found, true)).into_response()
-}
-
-#[derive(Deserialize)]
-struct PurgeBody {
-    reason: String,
-    confirm: String,
+    Ok(Json(timeline_json(&asked.code, &found, true)).into_response())
 }
 
 async fn purge(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     UrlPath((tenant, code)): UrlPath<(String, String)>,
-    given: Result<Json<PurgeBody>, JsonRejection>,
-) -> Response {
-    let what = "purging customers";
-    let caller = match allowed(&shared, &headers, peer, &tenant, Role::Support, what) {
-        Ok((caller, _)) => caller,
-        Err(r) => return r,
-    };
-    let given = match body(given, "{\"reason\", \"confirm\"}") {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let Some(code) = customer_code(&code) else {
-        return no_customer();
-    };
-    if given.confirm.trim() != code {
-        return refused(Refusal::new(
-            StatusCode::BAD_REQUEST,
+    given: Result<Json<SupportBody>, JsonRejection>,
+) -> Answer {
+    let asked = caller.support(&shared, &tenant, &code, "purging customers", given)?;
+    if asked.confirm.trim() != asked.code {
+        return Err(bad_request(
             "Not confirmed",
             "Give \"confirm\": the customer's code exactly; nothing was done.",
         ));
     }
-    let Some(reason) = reason_of(&given.reason) else {
-        return no_reason();
-    };
-    match scheduler::purge(&shared, &tenant, &code, &caller.actor(), &reason).await {
-        Ok(receipt) => Json(receipt).into_response(),
-        Err(e) => {
+    let code = &asked.code;
+    let receipt = scheduler::purge(&shared, &tenant, code, &caller.actor(), &asked.reason)
+        .await
+        .map_err(|e| {
             tracing::warn!(tenant = %tenant, customer = %code, "a purge through the API failed: {e}");
-            refused(Refusal::new(
-                StatusCode::CONFLICT,
+            failed(
+                409,
                 "The purge did not complete",
-                format!(
+                &format!(
                     "{}. Send it again; what was done is kept and a second purge finishes it.",
-                    crate::output::printable(&first_line(&e.to_string()))
+                    first_line(&e.to_string())
                 ),
-            ))
-        }
-    }
+            )
+        })?;
+    Ok(Json(receipt).into_response())
 }
 
 async fn act(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     UrlPath((tenant, code, action)): UrlPath<(String, String, String)>,
-    given: Result<Json<ReasonBody>, JsonRejection>,
-) -> Response {
-    let what = "acting on customers";
-    let caller = match allowed(&shared, &headers, peer, &tenant, Role::Support, what) {
-        Ok((caller, _)) => caller,
-        Err(r) => return r,
-    };
-    let Some(action) = scheduler::Action::parse(&action) else {
-        return refused(Refusal::new(
+    given: Result<Json<SupportBody>, JsonRejection>,
+) -> Answer {
+    let asked = caller.support(&shared, &tenant, &code, "acting on customers", given)?;
+    let action = scheduler::Action::parse(&action).ok_or_else(|| {
+        refused(Refusal::new(
             StatusCode::NOT_FOUND,
             "No such action",
             "The actions are accept, skip, replay, restrict, unrestrict, unsuppress, export, \
              reveal and purge.",
-        ));
-    };
-    let given = match body(given, "{\"reason\"}") {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let Some(code) = customer_code(&code) else {
-        return no_customer();
-    };
-    let Some(reason) = reason_of(&given.reason) else {
-        return no_reason();
-    };
-    let done =
-        scheduler::support_action(&shared, &tenant, &code, action, &caller.actor(), &reason).await;
-    match done {
-        Ok(scheduler::Done::Exported(document)) => Json(document).into_response(),
-        Ok(scheduler::Done::Said(said)) => {
+        ))
+    })?;
+    let code = &asked.code;
+    let done = scheduler::support_action(&shared, &tenant, code, action, &caller.actor(), &asked.reason)
+        .await
+        .map_err(|e| {
+            tracing::warn!(tenant = %tenant, customer = %code, action = action.name(), "an action through the API failed: {e}");
+            failed(409, "The action did not complete", &e.to_string())
+        })?;
+    Ok(match done {
+        scheduler::Done::Exported(document) => Json(document).into_response(),
+        scheduler::Done::Said(said) => {
             Json(json!({ "action": action.name(), "customer": code, "done": said })).into_response()
         }
-        Err(e) => {
-            tracing::warn!(tenant = %tenant, customer = %code, action = action.name(), "an action through the API failed: {e}");
-            refused(Refusal::new(
-                StatusCode::CONFLICT,
-                "The action did not complete",
-                crate::output::printable(&first_line(&e.to_string())),
-            ))
-        }
-    }
+    })
 }

@@ -390,31 +390,32 @@ impl Console {
         })
     }
 
+    /// The session's and the login form's cookies: the whole console, `Strict`.
     fn set_cookie(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
-        let secure = if self.config.secure_cookies {
-            "; Secure"
-        } else {
-            ""
-        };
-        HeaderValue::from_str(&format!(
-            "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-            max_age.as_secs()
-        ))
-        .expect("cookie values are hex")
+        self.cookie_header(name, value, "/", "Strict", max_age)
     }
-}
 
-impl Console {
     /// A cookie that ties a redirect back from another site to this browser: sent only
     /// to `path`, and `Lax`, as the redirect comes from the other site.
     fn bound_cookie(&self, name: &str, value: &str, path: &str, max_age: Duration) -> HeaderValue {
+        self.cookie_header(name, value, path, "Lax", max_age)
+    }
+
+    fn cookie_header(
+        &self,
+        name: &str,
+        value: &str,
+        path: &str,
+        same_site: &str,
+        max_age: Duration,
+    ) -> HeaderValue {
         let secure = if self.config.secure_cookies {
             "; Secure"
         } else {
             ""
         };
         HeaderValue::from_str(&format!(
-            "{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}; Max-Age={}{secure}",
             max_age.as_secs()
         ))
         .expect("cookie values are hex")
@@ -422,6 +423,16 @@ impl Console {
 
     fn sign_ons(&self) -> std::sync::MutexGuard<'_, HashMap<String, sso::Pending>> {
         self.sign_ons.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a login or sign-on from `ip` may be tried now.
+    fn address_may_try(&self, ip: IpAddr) -> bool {
+        allows(&self.by_address, &throttle_key(ip))
+    }
+
+    /// Whether a request with a wrong API token from `ip` is still answered 401 (else 429).
+    fn refusal_allowed(&self, ip: IpAddr) -> bool {
+        allows(&self.api_refusals, &throttle_key(ip))
     }
 }
 
@@ -451,18 +462,6 @@ fn throttle_key(ip: IpAddr) -> IpAddr {
             }
         },
         v4 => v4,
-    }
-}
-
-impl Console {
-    /// Whether a login or sign-on from `ip` may be tried now.
-    fn address_may_try(&self, ip: IpAddr) -> bool {
-        allows(&self.by_address, &throttle_key(ip))
-    }
-
-    /// Whether a request with a wrong API token from `ip` is still answered 401 (else 429).
-    fn refusal_allowed(&self, ip: IpAddr) -> bool {
-        allows(&self.api_refusals, &throttle_key(ip))
     }
 }
 
@@ -839,108 +838,99 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-async fn overview(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let who = match console(&shared).who(&headers, None) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+/// Handlers that refuse with a page answer it as their error: both sides are responses.
+type Answer = std::result::Result<Response, Response>;
+
+impl axum::extract::FromRequestParts<Arc<Shared>> for Who {
+    type Rejection = Response;
+
+    /// A page's user, from the session cookie (forms check their CSRF token too, so
+    /// they call `Console::who` with it).
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        shared: &Arc<Shared>,
+    ) -> std::result::Result<Who, Response> {
+        console(shared).who(&parts.headers, None)
+    }
+}
+
+async fn overview(State(shared): State<Arc<Shared>>, who: Who) -> Response {
     let rows = scheduler::summaries(&shared, |id| who.may_see(id));
     pages::overview(&who, &rows).into_response()
 }
 
 async fn dashboard(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    who: Who,
     UrlPath(tenant): UrlPath<String>,
-) -> Response {
-    let who = match console(&shared).who(&headers, None) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let dir = match tenant_journal(&shared, &who, &tenant) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let dir = tenant_journal(&shared, &who, &tenant)?;
     let summary = scheduler::summaries(&shared, |id| id == tenant)
         .into_iter()
         .next();
-    let read = read_journal(dir, |j| {
+    let (runs, conflicts) = read_journal(dir, |j| {
         let conflicts = j.held(crate::journal::HoldKind::Conflict, MOST_CONFLICTS_SHOWN)?;
         Ok((j.runs()?, conflicts))
-    });
-    let (runs, conflicts) = match read.await {
-        Ok(r) => r,
-        Err(r) => return r.page(),
-    };
+    })
+    .await
+    .map_err(Refusal::page)?;
     let connection = scheduler::connection(&shared, &tenant).await;
-    pages::dashboard(
+    Ok(pages::dashboard(
         &who,
         &tenant,
         summary.as_ref(),
         &connection,
         &runs,
         &conflicts,
-    )
+    ))
 }
 
 async fn run_page(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    who: Who,
     UrlPath((tenant, run)): UrlPath<(String, String)>,
-) -> Response {
-    let who = match console(&shared).who(&headers, None) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let dir = match tenant_journal(&shared, &who, &tenant) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    if run.len() > 100 {
-        return pages::problem(StatusCode::NOT_FOUND, "No such run", "");
-    }
-    let wanted = run.clone();
-    let found = read_journal(dir, move |j| {
-        let runs = j.runs()?;
-        let Some(run) = runs.into_iter().find(|r| r.id == wanted) else {
-            return Ok(None);
-        };
-        let events = j.events(None, Some(&wanted))?;
-        Ok(Some((run, events)))
-    })
-    .await;
-    match found {
-        Ok(Some((run, events))) => pages::run(&who, &tenant, &run, &events).into_response(),
-        Ok(None) => pages::problem(
+) -> Answer {
+    let dir = tenant_journal(&shared, &who, &tenant)?;
+    let no_run = || {
+        pages::problem(
             StatusCode::NOT_FOUND,
             "No such run",
             "The tenant's page lists its runs.",
-        ),
-        Err(r) => r.page(),
+        )
+    };
+    if run.len() > 100 {
+        return Err(no_run());
     }
+    let found = read_journal(dir, move |j| {
+        let Some(found) = j.runs()?.into_iter().find(|r| r.id == run) else {
+            return Ok(None);
+        };
+        let events = j.events(None, Some(&run))?;
+        Ok(Some((found, events)))
+    })
+    .await
+    .map_err(Refusal::page)?;
+    let (run, events) = found.ok_or_else(no_run)?;
+    Ok(pages::run(&who, &tenant, &run, &events))
 }
 
 /// The record of processing (GDPR Art. 30): every role may read it.
 async fn privacy_page(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    who: Who,
     UrlPath(tenant): UrlPath<String>,
-) -> Response {
-    let who = match console(&shared).who(&headers, None) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    if let Err(r) = tenant_journal(&shared, &who, &tenant) {
-        return r;
-    }
-    match scheduler::privacy_record(&shared, &tenant).await {
-        Ok(record) => pages::privacy(&who, &tenant, &record),
-        Err((status, why)) => pages::problem(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            "The record of processing cannot be made",
-            &crate::output::printable(&first_line(&why)),
-        ),
-    }
+) -> Answer {
+    tenant_journal(&shared, &who, &tenant)?;
+    let record = scheduler::privacy_record(&shared, &tenant)
+        .await
+        .map_err(|(status, why)| {
+            pages::problem(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "The record of processing cannot be made",
+                &crate::output::printable(&first_line(&why)),
+            )
+        })?;
+    Ok(pages::privacy(&who, &tenant, &record))
 }
 
 #[derive(Deserialize)]
@@ -957,29 +947,20 @@ fn customer_code(text: &str) -> Option<String> {
 
 async fn customer_page(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    who: Who,
     UrlPath(tenant): UrlPath<String>,
     Query(search): Query<Search>,
-) -> Response {
-    let who = match console(&shared).who(&headers, None) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let dir = match tenant_journal(&shared, &who, &tenant) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let dir = tenant_journal(&shared, &who, &tenant)?;
     let Some(code) = search.code.as_deref().and_then(customer_code) else {
-        return pages::problem(
+        return Err(pages::problem(
             StatusCode::BAD_REQUEST,
             "Which customer?",
             "Search by a customer's code (up to 100 printable characters).",
-        );
+        ));
     };
-    match timeline(dir, &code).await {
-        Ok(found) => pages::customer(&who, &tenant, &code, &found, None, None),
-        Err(r) => r.page(),
-    }
+    let found = timeline(dir, &code).await.map_err(Refusal::page)?;
+    Ok(pages::customer(&who, &tenant, &code, &found, None, None))
 }
 
 /// A customer's events and holds, as the customer page shows them.
@@ -1137,14 +1118,10 @@ fn first_line(text: &str) -> String {
 
 async fn receipt(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    who: Who,
     UrlPath((tenant, id)): UrlPath<(String, String)>,
 ) -> Response {
     let c = console(&shared);
-    let who = match c.who(&headers, None) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
     let found = c
         .sessions()
         .get(&who.session)

@@ -18,8 +18,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    TokenResponse,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -215,6 +216,33 @@ fn unavailable(why: &str) -> Response {
     )
 }
 
+/// The client as discovered: its authorization endpoint set, its token endpoint if the
+/// provider has one.
+type ProviderClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+async fn client(
+    shared: &Shared,
+    oidc: &OidcConfig,
+    redirect: url::Url,
+) -> std::result::Result<ProviderClient, String> {
+    let metadata = metadata(shared, oidc).await?;
+    let secret = oidc
+        .client_secret
+        .as_ref()
+        .map(|s| ClientSecret::new(s.expose_secret().to_string()));
+    Ok(
+        CoreClient::from_provider_metadata(metadata, ClientId::new(oidc.client_id.clone()), secret)
+            .set_redirect_uri(RedirectUrl::from_url(redirect)),
+    )
+}
+
 /// Starts a sign-on: to the provider's authorization endpoint, with PKCE and a nonce.
 /// Throttled per address as password logins are.
 pub(super) async fn start(
@@ -236,18 +264,10 @@ pub(super) async fn start(
             "Log in with your user name and password.",
         );
     };
-    let metadata = match metadata(&shared, oidc).await {
-        Ok(m) => m,
+    let client = match client(&shared, oidc, redirect).await {
+        Ok(c) => c,
         Err(why) => return unavailable(&why),
     };
-    let client = CoreClient::from_provider_metadata(
-        metadata,
-        ClientId::new(oidc.client_id.clone()),
-        oidc.client_secret
-            .as_ref()
-            .map(|s| ClientSecret::new(s.expose_secret().to_string())),
-    )
-    .set_redirect_uri(RedirectUrl::from_url(redirect));
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut request = client.authorize_url(
         CoreAuthenticationFlow::AuthorizationCode,
@@ -396,16 +416,8 @@ async fn verified_claim(
     pending: Pending,
 ) -> std::result::Result<String, String> {
     let c = console(shared);
-    let metadata = metadata(shared, oidc).await?;
     let redirect = c.sso_callback.clone().ok_or("no callback address")?;
-    let client = CoreClient::from_provider_metadata(
-        metadata,
-        ClientId::new(oidc.client_id.clone()),
-        oidc.client_secret
-            .as_ref()
-            .map(|s| ClientSecret::new(s.expose_secret().to_string())),
-    )
-    .set_redirect_uri(RedirectUrl::from_url(redirect));
+    let client = client(shared, oidc, redirect).await?;
     let http = http_client().map_err(|e| e.to_string())?;
     let answer = client
         .exchange_code(AuthorizationCode::new(code))
